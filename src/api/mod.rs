@@ -1,0 +1,95 @@
+//! The gRPC API: the only module that knows tonic and prost. Handlers are
+//! thin: convert, call the repositories, convert back, audit mutations.
+
+mod convert;
+mod snapshot;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::store::{AuditLog, DynStore, SnapshotRepo};
+
+/// Generated code for `proto/lifeboat/v1`.
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("lifeboat.v1");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("lifeboat_descriptor");
+}
+
+/// Metadata key carrying the caller's name, until token auth names callers.
+pub const ACTOR_HEADER: &str = "x-lifeboat-actor";
+
+/// What every handler shares.
+pub struct Ctx {
+    pub repo: SnapshotRepo,
+    pub audit: AuditLog,
+}
+
+impl Ctx {
+    pub fn new(store: DynStore) -> Arc<Ctx> {
+        Arc::new(Ctx { repo: SnapshotRepo::new(store.clone()), audit: AuditLog::new(store) })
+    }
+
+    /// Every mutation passes here: run it, then record who did what and how it went.
+    pub(crate) async fn audited<T>(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        op: impl Future<Output = crate::error::Result<T>>,
+    ) -> crate::error::Result<T> {
+        let result = op.await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        if let Err(e) = self.audit.record(actor, action, target, &outcome).await {
+            tracing::error!(action, target, error = %e, "cannot write audit record");
+            if result.is_ok() {
+                return Err(crate::error::Error::Internal(format!(
+                    "{action} on {target} succeeded but its audit record could not be written: {e}"
+                )));
+            }
+        }
+        result
+    }
+}
+
+fn actor<T>(req: &tonic::Request<T>) -> String {
+    let claimed = req
+        .metadata()
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 200)
+        .unwrap_or("anonymous");
+    let peer = req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    format!("{claimed} (from {peer})")
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<pb::snapshot_service_server::SnapshotServiceServer<snapshot::Snapshots>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            pb::snapshot_service_server::SnapshotServiceServer::new(snapshot::Snapshots::new(ctx))
+                .max_decoding_message_size(crate::domain::manifest::MAX_MANIFEST_BYTES + 64 * 1024),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Connecting to the server, and turning gRPC statuses into exit codes.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use super::exit;
+use crate::api::ACTOR_HEADER;
+
+/// A command's failure: the exit code and one sentence for stderr.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Failure {
+        Failure::new(exit::INVALID, message)
+    }
+}
+
+/// The one mapping from gRPC status codes to exit codes.
+pub fn exit_code(code: Code) -> u8 {
+    match code {
+        Code::Ok => exit::OK,
+        Code::InvalidArgument | Code::OutOfRange => exit::INVALID,
+        Code::NotFound => exit::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => exit::CONFLICT,
+        Code::Unauthenticated | Code::PermissionDenied => exit::DENIED,
+        Code::Unavailable => exit::UNREACHABLE,
+        _ => exit::FAILED,
+    }
+}
+
+pub struct Client {
+    pub channel: Channel,
+    url: String,
+}
+
+/// The innermost cause, e.g. "Connection refused (os error 111)".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Result<Client, Failure> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| Failure::invalid(format!("--server {url:?} is not a valid URL: {e}")))?
+            .connect_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect().await.map_err(|e| {
+            Failure::new(exit::UNREACHABLE, format!("cannot reach lifeboat server at {url}: {}", root_cause(&e)))
+        })?;
+        Ok(Client { channel, url: url.to_string() })
+    }
+
+    /// A request carrying who is asking.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Ok(v) = actor_name().parse() {
+            req.metadata_mut().insert(ACTOR_HEADER, v);
+        }
+        req
+    }
+
+    /// Turns a status into a failure with its exit code.
+    pub fn fail(&self, status: tonic::Status) -> Failure {
+        let code = exit_code(status.code());
+        let message = if status.code() == Code::Unavailable && status.message().is_empty() {
+            format!("lifeboat server at {} is unavailable", self.url)
+        } else if status.code() == Code::Unavailable && status.message().contains("transport") {
+            format!("lost connection to lifeboat server at {}: {}", self.url, status.message())
+        } else {
+            status.message().to_string()
+        };
+        Failure::new(code, message)
+    }
+}
+
+/// `LIFEBOAT_ACTOR`, else `user@host`.
+fn actor_name() -> String {
+    if let Ok(a) = std::env::var("LIFEBOAT_ACTOR") {
+        return a;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    if host.is_empty() { user } else { format!("{user}@{host}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_map_to_design_exit_codes() {
+        assert_eq!(exit_code(Code::InvalidArgument), 2);
+        assert_eq!(exit_code(Code::NotFound), 3);
+        assert_eq!(exit_code(Code::Aborted), 4);
+        assert_eq!(exit_code(Code::FailedPrecondition), 4);
+        assert_eq!(exit_code(Code::PermissionDenied), 5);
+        assert_eq!(exit_code(Code::Unavailable), 6);
+        assert_eq!(exit_code(Code::DataLoss), 1);
+    }
+}

@@ -1,0 +1,82 @@
+//! Text and JSON rendering of results. JSON field names are stable snake_case.
+
+use serde_json::{Value, json};
+
+use super::Failure;
+use crate::api::pb;
+
+pub fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("JSON values always serialise"));
+}
+
+pub fn snapshot_json(s: &pb::Snapshot) -> Value {
+    let mut v = json!({
+        "environment": s.environment,
+        "version": s.version,
+        "digest": s.digest,
+        "created_at": s.created_at,
+        "author": s.author,
+        "message": s.message,
+        "labels": s.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "refs": s.refs,
+        "parent_version": if s.parent_version == 0 { Value::Null } else { json!(s.parent_version) },
+        "region": s.region,
+        "provider": s.provider,
+        "service_count": s.service_count,
+        "rejection": s.rejection.as_ref().map(|r| json!({"by": r.by, "at": r.at, "reason": r.reason})),
+    });
+    if !s.manifest_json.is_empty() {
+        v["manifest"] = serde_json::from_str(&s.manifest_json).unwrap_or(Value::Null);
+    }
+    v
+}
+
+/// `sha256:0123456789ab` — enough to tell snapshots apart in a table.
+pub fn short_digest(d: &str) -> &str {
+    d.get(..19).unwrap_or(d)
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = vec![line(header.to_vec())];
+    for r in rows {
+        out.push(line(r.iter().map(String::as_str).collect()));
+    }
+    out.join("\n")
+}
+
+/// Reads a manifest file, refusing oversized files before reading them.
+pub fn read_manifest_file(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    use crate::domain::manifest::MAX_MANIFEST_BYTES;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Failure::invalid(format!("cannot read manifest {}: {e}", path.display())))?;
+    if meta.is_dir() {
+        return Err(Failure::invalid(format!("{} is a directory, not a manifest file", path.display())));
+    }
+    if meta.len() > MAX_MANIFEST_BYTES as u64 {
+        return Err(Failure::invalid(format!(
+            "{}: manifest is {} bytes, larger than the {} MiB limit",
+            path.display(),
+            meta.len(),
+            MAX_MANIFEST_BYTES / (1024 * 1024)
+        )));
+    }
+    std::fs::read(path).map_err(|e| Failure::invalid(format!("cannot read manifest {}: {e}", path.display())))
+}

@@ -1,0 +1,204 @@
+//! `lifeboat snapshot …`: client commands for SnapshotService.
+
+use serde_json::{Value, json};
+
+use super::client::Client;
+use super::output::{print_json, short_digest, snapshot_json, table};
+use super::{Failure, Output, SnapshotCmd};
+use crate::api::pb;
+use crate::api::pb::snapshot_service_client::SnapshotServiceClient;
+
+pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), Failure> {
+    // A bad manifest is reported before contacting the server.
+    let push_text = match &cmd {
+        SnapshotCmd::Push { file, .. } => Some(super::manifest::load(file)?),
+        _ => None,
+    };
+    let client = Client::connect(server).await?;
+    let mut svc = SnapshotServiceClient::new(client.channel.clone())
+        .max_encoding_message_size(crate::domain::manifest::MAX_MANIFEST_BYTES + 64 * 1024);
+    match cmd {
+        SnapshotCmd::Push { file, message, labels } => {
+            let (_, text) = push_text.expect("loaded above");
+            let req = pb::CreateSnapshotRequest {
+                manifest: text,
+                format: String::new(),
+                source_name: file.display().to_string(),
+                message,
+                labels: labels.into_iter().collect(),
+            };
+            let s = svc.create(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            match output {
+                Output::Json => print_json(&snapshot_json(&s)),
+                Output::Text => println!("pushed {} version {} ({})", s.environment, s.version, s.digest),
+            }
+        }
+        SnapshotCmd::List { environment } => {
+            let req = pb::ListSnapshotsRequest { environment: environment.clone() };
+            let list = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().snapshots;
+            match output {
+                Output::Json => print_json(&Value::Array(list.iter().map(snapshot_json).collect())),
+                Output::Text if list.is_empty() => println!("environment {environment} has no snapshots"),
+                Output::Text => {
+                    let rows: Vec<Vec<String>> = list
+                        .iter()
+                        .map(|s| {
+                            let mut refs = s.refs.join(",");
+                            if s.rejection.is_some() {
+                                refs = if refs.is_empty() { "REJECTED".into() } else { format!("{refs},REJECTED") };
+                            }
+                            vec![
+                                s.version.to_string(),
+                                s.created_at.clone(),
+                                s.author.clone(),
+                                s.service_count.to_string(),
+                                short_digest(&s.digest).to_string(),
+                                refs,
+                                s.message.clone(),
+                            ]
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        table(&["VERSION", "CREATED", "AUTHOR", "SERVICES", "DIGEST", "REFS", "MESSAGE"], &rows)
+                    );
+                }
+            }
+        }
+        SnapshotCmd::Show { environment, reference } => {
+            let req = pb::GetSnapshotRequest { environment, r#ref: reference };
+            let s = svc.get(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            match output {
+                Output::Json => print_json(&snapshot_json(&s)),
+                Output::Text => print_show(&s),
+            }
+        }
+        SnapshotCmd::Diff { environment, from, to } => {
+            let req = pb::DiffSnapshotsRequest { environment, from_ref: from, to_ref: to };
+            let d = svc.diff(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            match output {
+                Output::Json => print_json(&diff_json(&d)),
+                Output::Text => print_diff(&d),
+            }
+        }
+        SnapshotCmd::Promote { environment, reference, reason, expect } => {
+            let req = pb::PromoteSnapshotRequest { environment, r#ref: reference, reason, expected_version: expect };
+            let s = svc.promote(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            match output {
+                Output::Json => print_json(&snapshot_json(&s)),
+                Output::Text => println!("{}: known-good is now version {} ({})", s.environment, s.version, s.digest),
+            }
+        }
+        SnapshotCmd::Reject { environment, reference, reason } => {
+            let req = pb::RejectSnapshotRequest { environment, r#ref: reference, reason };
+            let s = svc.reject(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            match output {
+                Output::Json => print_json(&snapshot_json(&s)),
+                Output::Text => println!("{}: version {} is rejected", s.environment, s.version),
+            }
+        }
+        SnapshotCmd::Tag { environment, reference, tag, expect } => {
+            let req =
+                pb::TagSnapshotRequest { environment, r#ref: reference, tag: tag.clone(), expected_version: expect };
+            let s = svc.tag(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            match output {
+                Output::Json => print_json(&snapshot_json(&s)),
+                Output::Text => println!("{}: tag {tag} now points at version {}", s.environment, s.version),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_show(s: &pb::Snapshot) {
+    println!("environment  {}", s.environment);
+    println!("version      {}", s.version);
+    println!("digest       {}", s.digest);
+    println!("created      {} by {}", s.created_at, s.author);
+    if !s.message.is_empty() {
+        println!("message      {}", s.message);
+    }
+    if !s.refs.is_empty() {
+        println!("refs         {}", s.refs.join(", "));
+    }
+    for (k, v) in s.labels.iter().collect::<std::collections::BTreeMap<_, _>>() {
+        println!("label        {k}={v}");
+    }
+    if let Some(r) = &s.rejection {
+        println!("REJECTED     by {} at {}: {}", r.by, r.at, r.reason);
+    }
+    println!("region       {} (provider {})", s.region, s.provider);
+    let manifest: Value = serde_json::from_str(&s.manifest_json).unwrap_or(Value::Null);
+    let Some(services) = manifest.get("services").and_then(Value::as_object) else {
+        return;
+    };
+    println!();
+    let rows: Vec<Vec<String>> = services
+        .iter()
+        .map(|(name, svc)| {
+            let image = match svc.get("image") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Object(m)) => m
+                    .get(&s.region)
+                    .and_then(Value::as_str)
+                    .map(|i| format!("{i} (+{} regions)", m.len() - 1))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            let deps = svc
+                .get("depends_on")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            let replicas = svc.get("replicas").map(ToString::to_string).unwrap_or_default();
+            vec![name.clone(), replicas, image, if deps.is_empty() { "-".into() } else { deps }]
+        })
+        .collect();
+    println!("{}", table(&["SERVICE", "REPLICAS", "IMAGE", "DEPENDS ON"], &rows));
+}
+
+fn field_json(f: &pb::FieldChange) -> Value {
+    let parse = |s: &str| if s.is_empty() { Value::Null } else { serde_json::from_str(s).unwrap_or(Value::Null) };
+    json!({"path": f.path, "before": parse(&f.before), "after": parse(&f.after)})
+}
+
+fn diff_json(d: &pb::DiffSnapshotsResponse) -> Value {
+    json!({
+        "from": d.from.as_ref().map(snapshot_json),
+        "to": d.to.as_ref().map(snapshot_json),
+        "environment": d.environment.iter().map(field_json).collect::<Vec<_>>(),
+        "services": d.services.iter().map(|s| json!({
+            "service": s.service,
+            "change": s.change,
+            "fields": s.fields.iter().map(field_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_diff(d: &pb::DiffSnapshotsResponse) {
+    let (from, to) = (d.from.clone().unwrap_or_default(), d.to.clone().unwrap_or_default());
+    println!("{}: version {} -> version {}", to.environment, from.version, to.version);
+    if d.environment.is_empty() && d.services.is_empty() {
+        println!("no differences");
+        return;
+    }
+    let show = |s: &str| if s.is_empty() { "(none)".to_string() } else { s.to_string() };
+    for f in &d.environment {
+        println!("~ {}: {} -> {}", f.path, show(&f.before), show(&f.after));
+    }
+    for s in &d.services {
+        let mark = match s.change.as_str() {
+            "added" => "+",
+            "removed" => "-",
+            _ => "~",
+        };
+        println!("{mark} service {} ({})", s.service, s.change);
+        for f in &s.fields {
+            match s.change.as_str() {
+                "added" => println!("    {}: {}", f.path, show(&f.after)),
+                "removed" => println!("    {}: {}", f.path, show(&f.before)),
+                _ => println!("    {}: {} -> {}", f.path, show(&f.before), show(&f.after)),
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The server's configuration file (TOML). Every key is optional; flags win.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::store::{ObjectLockConfig, S3Config};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+pub const DEFAULT_STORE: &str = "./lifeboat-data";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// gRPC address, default 127.0.0.1:7700.
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// A directory, `file:///path`, or `s3://bucket/prefix`.
+    pub url: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: Option<bool>,
+    pub object_lock: Option<ObjectLockConfig>,
+}
+
+impl StoreSection {
+    pub fn s3(&self) -> S3Config {
+        S3Config {
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+            object_lock: self.object_lock.clone(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_deserialises() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/lifeboat.example.toml")).unwrap();
+        let c = Config::parse(&text).unwrap();
+        assert!(c.store.url.unwrap().starts_with("s3://"));
+        assert_eq!(c.store.object_lock.unwrap().days, 30);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::parse("[store]\nurll = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `urll`"), "{e}");
+    }
+}

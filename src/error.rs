@@ -1,0 +1,42 @@
+//! The service-level error. `api::status` maps it to gRPC codes in one
+//! exhaustive match, and the CLI maps those codes to exit codes.
+
+use crate::domain::manifest::Problem;
+use crate::domain::snapshot::IntegrityError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{source_name} is not a valid manifest:\n{}", render_problems(source_name, problems))]
+    InvalidManifest { source_name: String, problems: Vec<Problem> },
+    #[error("{0}")]
+    NotFound(String),
+    /// Someone else changed the thing concurrently (a ref, a lease).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is valid but the current state forbids it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{what} (object {key} in {store}) {source}; refusing to use it")]
+    Integrity { what: String, key: String, store: String, source: IntegrityError },
+    #[error("object store error: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One problem per line, prefixed with the source name: `shop.toml:3:1: …`.
+pub fn render_problems(source_name: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| match p.pos {
+            Some(_) => format!("  {source_name}:{p}"),
+            None => format!("  {source_name}: {p}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

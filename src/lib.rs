@@ -1,0 +1,11 @@
+//! Lifeboat: disaster-recovery orchestration for immutable infrastructure.
+//! See ARCHITECTURE.md for the map of the code.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod store;
+#[doc(hidden)]
+pub mod testkit;

@@ -1,0 +1,145 @@
+//! Object storage: a narrow bytes-only port with conditional writes, its
+//! adapters (a local directory and S3), and the repositories built on it.
+//! Only `layout` knows object keys.
+
+mod audit;
+mod fs;
+pub mod layout;
+mod s3;
+pub mod snapshots;
+
+/// The suite every adapter must pass (used by the adapters' tests).
+#[doc(hidden)]
+pub mod conformance;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use audit::{AuditLog, AuditRecord};
+pub use fs::FsStore;
+pub use s3::{ObjectLockConfig, S3Config, S3Store};
+pub use snapshots::{NewSnapshot, RefRecord, Rejection, SnapshotRepo, check_environment};
+
+/// An opaque version tag of a stored object, used for compare-and-swap.
+pub type ETag = String;
+
+/// How a write treats an existing object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace whatever is there.
+    Overwrite,
+    /// Fail with `AlreadyExists` if the key exists.
+    Create,
+    /// Fail with `Conflict` unless the object still has this ETag.
+    Update(ETag),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOptions {
+    pub mode: PutMode,
+    /// Apply the store's retention (S3 Object Lock) to this object.
+    pub retain: bool,
+}
+
+impl PutOptions {
+    pub fn create() -> PutOptions {
+        PutOptions { mode: PutMode::Create, retain: false }
+    }
+    pub fn overwrite() -> PutOptions {
+        PutOptions { mode: PutMode::Overwrite, retain: false }
+    }
+    pub fn update(etag: ETag) -> PutOptions {
+        PutOptions { mode: PutMode::Update(etag), retain: false }
+    }
+    /// Create-if-absent when there is no current version, else compare-and-swap.
+    pub fn swap(current: Option<ETag>) -> PutOptions {
+        current.map_or_else(PutOptions::create, PutOptions::update)
+    }
+    pub fn retained(mut self) -> PutOptions {
+        self.retain = true;
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub bytes: Bytes,
+    pub etag: ETag,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {key} not found")]
+    NotFound { key: String },
+    #[error("object {key} already exists")]
+    AlreadyExists { key: String },
+    #[error("object {key} was changed by another writer (compare-and-swap failed)")]
+    Conflict { key: String },
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+    #[error("{store}: {message}")]
+    Backend { store: String, message: String, retryable: bool },
+}
+
+impl StoreError {
+    /// Transient failures worth another attempt.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Backend { retryable: true, .. })
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage port. Every adapter passes `conformance::run_all`.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// `Ok(None)` when there is no such key.
+    async fn get(&self, key: &str) -> StoreResult<Option<Object>>;
+    async fn put(&self, key: &str, bytes: Bytes, opts: PutOptions) -> StoreResult<ETag>;
+    /// Keys starting with `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
+    /// Deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Where the data lives, for messages: `/var/lib/lifeboat` or `s3://bucket/prefix`.
+    fn describe(&self) -> String;
+}
+
+pub type DynStore = Arc<dyn ObjectStore>;
+
+/// Checks that a key is a relative `/`-separated path with no empty, `.`,
+/// `..` or hidden components, so both adapters map it the same way.
+pub(crate) fn check_key(key: &str) -> StoreResult<()> {
+    let bad = |reason: &str| Err(StoreError::InvalidKey { key: key.to_string(), reason: reason.to_string() });
+    if key.is_empty() || key.len() > 900 {
+        return bad("keys are 1 to 900 bytes");
+    }
+    for part in key.split('/') {
+        if part.is_empty() || part.starts_with('.') {
+            return bad("empty or hidden path component");
+        }
+        if part.chars().any(|c| c.is_control() || c == '\\') {
+            return bad("control character or backslash");
+        }
+    }
+    Ok(())
+}
+
+/// Opens the store named by a URL: a path, `file:///path`, or `s3://bucket/prefix`.
+pub async fn open(url: &str, s3: &S3Config) -> anyhow::Result<DynStore> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            anyhow::bail!("store URL {url:?} names no bucket; use s3://BUCKET/PREFIX");
+        }
+        let cfg = S3Config { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string(), ..s3.clone() };
+        Ok(Arc::new(S3Store::connect(cfg).await?))
+    } else {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        if path.is_empty() {
+            anyhow::bail!("store URL is empty; use a directory path or s3://BUCKET/PREFIX");
+        }
+        Ok(Arc::new(FsStore::open(path)?))
+    }
+}

@@ -1,0 +1,430 @@
+//! The snapshot repository: numbering, write-once snapshots, digest checks on
+//! every read, and refs moved only by compare-and-swap. Backend-agnostic.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::{DynStore, PutOptions, StoreError, layout};
+use crate::domain::manifest::{self, Manifest, Promotion};
+use crate::domain::snapshot::{SNAPSHOT_FORMAT, Snapshot};
+use crate::error::{Error, Result};
+
+pub const LATEST: &str = "latest";
+pub const KNOWN_GOOD: &str = "known-good";
+const REF_FORMAT: u32 = 1;
+
+/// Where a ref points, and who moved it there, when and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefRecord {
+    pub format_version: u32,
+    pub name: String,
+    pub version: u64,
+    pub digest: String,
+    pub updated_at: String,
+    pub updated_by: String,
+    pub reason: String,
+    /// The version it pointed at before (0: none).
+    pub previous: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    pub format_version: u32,
+    pub version: u64,
+    pub by: String,
+    pub at: String,
+    pub reason: String,
+}
+
+pub struct NewSnapshot {
+    pub manifest: Manifest,
+    pub author: String,
+    pub message: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone)]
+pub struct SnapshotRepo {
+    store: DynStore,
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn encode<T: Serialize>(v: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(v).expect("records always serialise"))
+}
+
+/// Ref and tag names: like environment names, but `latest`/`known-good` are reserved.
+fn check_tag(tag: &str) -> Result<()> {
+    if !manifest::is_valid_name(tag) || tag.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::InvalidArgument(format!(
+            "\"{tag}\" is not a valid tag: use 1 to 63 characters of a-z, 0-9 and -, not all digits"
+        )));
+    }
+    if tag == LATEST || tag == KNOWN_GOOD {
+        return Err(Error::InvalidArgument(format!("\"{tag}\" is a reserved ref name")));
+    }
+    Ok(())
+}
+
+pub fn check_environment(env: &str) -> Result<()> {
+    if manifest::is_valid_name(env) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "\"{env}\" is not a valid environment name: use 1 to 63 characters of a-z, 0-9 and -"
+        )))
+    }
+}
+
+impl SnapshotRepo {
+    pub fn new(store: DynStore) -> SnapshotRepo {
+        SnapshotRepo { store }
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// Stores the next version. Concurrent pushes each get their own number:
+    /// the write is create-if-absent, and a taken number means try the next.
+    pub async fn push(&self, new: NewSnapshot) -> Result<Snapshot> {
+        let env = new.manifest.environment.clone();
+        let mut version = self.latest_version(&env).await?.unwrap_or(0) + 1;
+        for _ in 0..1_000 {
+            let snap = Snapshot {
+                format_version: SNAPSHOT_FORMAT,
+                environment: env.clone(),
+                version,
+                created_at: now_rfc3339(),
+                author: new.author.clone(),
+                message: new.message.clone(),
+                labels: new.labels.clone(),
+                parent: version - 1,
+                manifest: new.manifest.clone(),
+                digest: String::new(),
+            }
+            .seal();
+            let key = layout::snapshot(&env, version);
+            match self.store.put(&key, Bytes::from(snap.encode()), PutOptions::create().retained()).await {
+                Ok(_) => {
+                    let hex = snap.digest.trim_start_matches("sha256:");
+                    self.store
+                        .put(
+                            &layout::digest_index(&env, hex),
+                            Bytes::from(version.to_string()),
+                            PutOptions::overwrite(),
+                        )
+                        .await?;
+                    self.advance_latest(&snap).await?;
+                    return Ok(snap);
+                }
+                Err(StoreError::AlreadyExists { .. }) => version += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(format!("could not find a free version number for {env} after 1000 attempts")))
+    }
+
+    /// Moves `latest` forward (never back) by compare-and-swap.
+    async fn advance_latest(&self, snap: &Snapshot) -> Result<()> {
+        let key = layout::reference(&snap.environment, LATEST);
+        loop {
+            let current = self.read_ref_object(&snap.environment, LATEST).await?;
+            let previous = current.as_ref().map_or(0, |(r, _)| r.version);
+            if previous >= snap.version {
+                return Ok(());
+            }
+            let record = RefRecord {
+                format_version: REF_FORMAT,
+                name: LATEST.into(),
+                version: snap.version,
+                digest: snap.digest.clone(),
+                updated_at: snap.created_at.clone(),
+                updated_by: snap.author.clone(),
+                reason: "push".into(),
+                previous,
+            };
+            match self.store.put(&key, encode(&record), PutOptions::swap(current.map(|(_, e)| e))).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. } | StoreError::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The newest version: the `latest` ref, then a probe past it in case a
+    /// push stopped before moving the ref; a listing if there is no ref.
+    pub async fn latest_version(&self, env: &str) -> Result<Option<u64>> {
+        let mut v = match self.read_ref_object(env, LATEST).await? {
+            Some((r, _)) => r.version,
+            None => {
+                let keys = self.store.list(&layout::snapshots_prefix(env)).await?;
+                keys.iter().filter_map(|k| layout::snapshot_version(k)).max().unwrap_or(0)
+            }
+        };
+        while self.store.get(&layout::snapshot(env, v + 1)).await?.is_some() {
+            v += 1;
+        }
+        Ok((v > 0).then_some(v))
+    }
+
+    async fn read_ref_object(&self, env: &str, name: &str) -> Result<Option<(RefRecord, String)>> {
+        let key = layout::reference(env, name);
+        let Some(obj) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        let record: RefRecord = serde_json::from_slice(&obj.bytes).map_err(|e| Error::Integrity {
+            what: format!("ref {name} of {env}"),
+            key: key.clone(),
+            store: self.store.describe(),
+            source: crate::domain::snapshot::IntegrityError::Malformed(e.to_string()),
+        })?;
+        if record.format_version != REF_FORMAT {
+            return Err(Error::Integrity {
+                what: format!("ref {name} of {env}"),
+                key,
+                store: self.store.describe(),
+                source: crate::domain::snapshot::IntegrityError::UnknownFormat(record.format_version.into()),
+            });
+        }
+        Ok(Some((record, obj.etag)))
+    }
+
+    pub async fn get_ref(&self, env: &str, name: &str) -> Result<Option<RefRecord>> {
+        Ok(self.read_ref_object(env, name).await?.map(|(r, _)| r))
+    }
+
+    /// Reads and verifies one snapshot.
+    pub async fn get(&self, env: &str, version: u64) -> Result<Snapshot> {
+        let key = layout::snapshot(env, version);
+        let obj = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("environment {env} has no snapshot {version}")))?;
+        let snap = Snapshot::decode(&obj.bytes, env, version).map_err(|source| Error::Integrity {
+            what: format!("snapshot {version} of {env}"),
+            key,
+            store: self.store.describe(),
+            source,
+        })?;
+        Ok(snap)
+    }
+
+    /// A version number, `latest`, `known-good`, a tag, or a digest (or a
+    /// unique prefix of at least 8 hex digits, with or without `sha256:`).
+    pub async fn resolve(&self, env: &str, reference: &str) -> Result<u64> {
+        check_environment(env)?;
+        let r = reference.trim();
+        if r.is_empty() {
+            return Err(Error::InvalidArgument("empty snapshot reference".into()));
+        }
+        if let Ok(v) = r.parse::<u64>() {
+            if v == 0 {
+                return Err(Error::InvalidArgument("snapshot versions start at 1".into()));
+            }
+            return Ok(v);
+        }
+        if r == LATEST {
+            return self
+                .latest_version(env)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("environment {env} has no snapshots")));
+        }
+        let hex = r.strip_prefix("sha256:").unwrap_or(r);
+        let looks_like_digest =
+            r.starts_with("sha256:") || (hex.len() >= 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if looks_like_digest && !(manifest::is_valid_name(r) && self.get_ref(env, r).await?.is_some()) {
+            if hex.len() < 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::InvalidArgument(format!("\"{r}\" is not a digest: give at least 8 hex digits")));
+            }
+            let keys = self.store.list(&layout::digest_index(env, &hex.to_ascii_lowercase())).await?;
+            return match keys.as_slice() {
+                [] => Err(Error::NotFound(format!("environment {env} has no snapshot with digest {r}"))),
+                [key] => {
+                    let obj = self.store.get(key).await?.ok_or_else(|| Error::NotFound(format!("digest {r}")))?;
+                    String::from_utf8_lossy(&obj.bytes)
+                        .trim()
+                        .parse()
+                        .map_err(|_| Error::Internal(format!("digest index {key} is corrupt")))
+                }
+                many => Err(Error::InvalidArgument(format!(
+                    "digest prefix {r} is ambiguous: it matches {} snapshots",
+                    many.len()
+                ))),
+            };
+        }
+        if !manifest::is_valid_name(r) {
+            return Err(Error::InvalidArgument(format!(
+                "\"{r}\" is not a snapshot reference: use a version number, latest, known-good, a tag, or a digest"
+            )));
+        }
+        match self.get_ref(env, r).await? {
+            Some(rec) => Ok(rec.version),
+            None if r == KNOWN_GOOD => Err(Error::NotFound(format!(
+                "environment {env} has no known-good snapshot yet; promote one with `lifeboat snapshot promote {env} VERSION --reason ...`"
+            ))),
+            None => Err(Error::NotFound(format!("environment {env} has no ref or tag named {r}"))),
+        }
+    }
+
+    pub async fn get_by_ref(&self, env: &str, reference: &str) -> Result<Snapshot> {
+        let v = self.resolve(env, reference).await?;
+        self.get(env, v).await
+    }
+
+    /// Every snapshot, oldest first, each verified.
+    pub async fn list(&self, env: &str) -> Result<Vec<Snapshot>> {
+        check_environment(env)?;
+        let keys = self.store.list(&layout::snapshots_prefix(env)).await?;
+        let versions: Vec<u64> = keys.iter().filter_map(|k| layout::snapshot_version(k)).collect();
+        futures::stream::iter(versions).map(|v| self.get(env, v)).buffered(16).try_collect().await
+    }
+
+    /// Every ref of the environment, by name.
+    pub async fn refs(&self, env: &str) -> Result<BTreeMap<String, RefRecord>> {
+        let keys = self.store.list(&layout::refs_prefix(env)).await?;
+        let mut out = BTreeMap::new();
+        for key in keys {
+            let name = key.rsplit('/').next().unwrap_or_default().to_string();
+            if let Some(r) = self.get_ref(env, &name).await? {
+                out.insert(name, r);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn rejection(&self, env: &str, version: u64) -> Result<Option<Rejection>> {
+        let key = layout::rejection(env, version);
+        match self.store.get(&key).await? {
+            None => Ok(None),
+            Some(obj) => serde_json::from_slice(&obj.bytes)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("rejection record {key} is corrupt: {e}"))),
+        }
+    }
+
+    /// Points `known-good` at a snapshot. With `expected`, only if it points
+    /// at that version now (0: not set); either way the write is a
+    /// compare-and-swap, so of two concurrent promotions one fails.
+    pub async fn promote(
+        &self,
+        env: &str,
+        reference: &str,
+        actor: &str,
+        reason: &str,
+        expected: Option<u64>,
+    ) -> Result<Snapshot> {
+        let snap = self.get_by_ref(env, reference).await?;
+        if snap.manifest.promotion == Promotion::Drill {
+            return Err(Error::FailedPrecondition(format!(
+                "environment {env} has promotion = \"drill\": snapshot {} becomes known-good only by passing a DR drill",
+                snap.version
+            )));
+        }
+        self.move_ref(&snap, KNOWN_GOOD, actor, reason, expected).await?;
+        Ok(snap)
+    }
+
+    /// Points a user tag at a snapshot, by compare-and-swap.
+    pub async fn tag(
+        &self,
+        env: &str,
+        reference: &str,
+        tag: &str,
+        actor: &str,
+        expected: Option<u64>,
+    ) -> Result<Snapshot> {
+        check_tag(tag)?;
+        let snap = self.get_by_ref(env, reference).await?;
+        self.move_ref(&snap, tag, actor, "tag", expected).await?;
+        Ok(snap)
+    }
+
+    async fn move_ref(
+        &self,
+        snap: &Snapshot,
+        name: &str,
+        actor: &str,
+        reason: &str,
+        expected: Option<u64>,
+    ) -> Result<()> {
+        let env = &snap.environment;
+        if reason.trim().is_empty() {
+            return Err(Error::InvalidArgument("a reason is required".into()));
+        }
+        if let Some(rej) = self.rejection(env, snap.version).await? {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {} of {env} was rejected by {} at {} ({}); it cannot become {name}",
+                snap.version, rej.by, rej.at, rej.reason
+            )));
+        }
+        let current = self.read_ref_object(env, name).await?;
+        let previous = current.as_ref().map_or(0, |(r, _)| r.version);
+        if let Some(want) = expected {
+            if want != previous {
+                let now = if previous == 0 { "is not set".to_string() } else { format!("points at {previous}") };
+                let was = if want == 0 { "not set".to_string() } else { want.to_string() };
+                return Err(Error::Conflict(format!(
+                    "{name} of {env} {now}, not {was} as expected; it was moved concurrently, check `lifeboat snapshot list {env}` and retry"
+                )));
+            }
+        }
+        let record = RefRecord {
+            format_version: REF_FORMAT,
+            name: name.into(),
+            version: snap.version,
+            digest: snap.digest.clone(),
+            updated_at: now_rfc3339(),
+            updated_by: actor.into(),
+            reason: reason.into(),
+            previous,
+        };
+        let key = layout::reference(env, name);
+        match self.store.put(&key, encode(&record), PutOptions::swap(current.map(|(_, e)| e))).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { .. } | StoreError::AlreadyExists { .. }) => Err(Error::Conflict(format!(
+                "{name} of {env} was moved by someone else while promoting snapshot {}; check `lifeboat snapshot list {env}` and retry",
+                snap.version
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks a snapshot bad. The known-good snapshot cannot be rejected:
+    /// promote a replacement first, so recovery always has a target.
+    pub async fn reject(&self, env: &str, reference: &str, actor: &str, reason: &str) -> Result<Snapshot> {
+        if reason.trim().is_empty() {
+            return Err(Error::InvalidArgument("a reason is required".into()));
+        }
+        let snap = self.get_by_ref(env, reference).await?;
+        if self.get_ref(env, KNOWN_GOOD).await?.is_some_and(|r| r.version == snap.version) {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {} is the known-good snapshot of {env}; promote another snapshot first, then reject this one",
+                snap.version
+            )));
+        }
+        let record = Rejection {
+            format_version: 1,
+            version: snap.version,
+            by: actor.into(),
+            at: now_rfc3339(),
+            reason: reason.into(),
+        };
+        match self.store.put(&layout::rejection(env, snap.version), encode(&record), PutOptions::create()).await {
+            Ok(_) => Ok(snap),
+            Err(StoreError::AlreadyExists { .. }) => {
+                Err(Error::FailedPrecondition(format!("snapshot {} of {env} is already rejected", snap.version)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
