@@ -179,6 +179,9 @@ pub fn parse(bytes: &[u8], format: Format) -> Result<Manifest, Vec<Problem>> {
     let root = source::parse(text, format).map_err(|errors| {
         errors.into_iter().map(|e| Problem { pos: e.pos, path: String::new(), message: e.message }).collect::<Vec<_>>()
     })?;
+    if matches!(&root.value, Value::Table(entries) if entries.is_empty()) {
+        return Err(whole("manifest is empty; it needs `environment`, `region` and at least one service".into()));
+    }
     let mut v = Validator::default();
     let manifest = v.manifest(&root);
     match manifest {
@@ -187,6 +190,8 @@ pub fn parse(bytes: &[u8], format: Format) -> Result<Manifest, Vec<Problem>> {
             if v.problems.is_empty() {
                 v.problem(root.pos, "", "manifest is invalid".into());
             }
+            // In file order; problems without a position (JSON) keep theirs.
+            v.problems.sort_by_key(|p| p.pos.map(|x| (x.line, x.col)).unwrap_or((usize::MAX, 0)));
             Err(v.problems)
         }
     }
@@ -484,9 +489,7 @@ impl Validator {
                         None => services_ok = false,
                     }
                 }
-                if services_ok {
-                    self.dependencies(sf.entries, &services);
-                }
+                self.dependencies(sf.entries, &services, services_ok);
             } else {
                 services_ok = false;
             }
@@ -504,7 +507,10 @@ impl Validator {
         })
     }
 
-    fn dependencies(&mut self, entries: &[Entry], services: &BTreeMap<String, Service>) {
+    /// Dependencies on undeclared services, repeats, limits; cycles only
+    /// when every service parsed (`complete`).
+    fn dependencies(&mut self, entries: &[Entry], services: &BTreeMap<String, Service>, complete: bool) {
+        let declared: BTreeSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
         for e in entries {
             let Some(s) = services.get(&e.key) else { continue };
             let deps_node = match &e.node.value {
@@ -526,7 +532,7 @@ impl Validator {
             let mut seen = BTreeSet::new();
             for (i, d) in s.depends_on.iter().enumerate() {
                 let p = format!("{path}[{i}]");
-                if !services.contains_key(d) {
+                if !declared.contains(d.as_str()) {
                     self.problem(
                         item_pos(i),
                         &p,
@@ -536,6 +542,9 @@ impl Validator {
                     self.problem(item_pos(i), &p, format!("\"{d}\" is listed twice"));
                 }
             }
+        }
+        if !complete {
+            return;
         }
         let mut dag_input: Vec<(&str, &[String])> = Vec::new();
         for (n, s) in services {

@@ -294,3 +294,61 @@ impl ObjectStore for S3Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+
+    async fn store(bucket: String, prefix: &str, object_lock: Option<ObjectLockConfig>) -> S3Store {
+        S3Store::connect(S3Config {
+            bucket,
+            prefix: prefix.into(),
+            endpoint: Some(testkit::s3_endpoint()),
+            region: Some("us-east-1".into()),
+            path_style: Some(true),
+            object_lock,
+        })
+        .await
+        .expect("connect to the test S3 server")
+    }
+
+    #[tokio::test]
+    async fn conformance_with_and_without_prefix() {
+        let bucket = testkit::s3_bucket(false).await;
+        crate::store::conformance::run_all(std::sync::Arc::new(store(bucket.clone(), "", None).await)).await;
+        crate::store::conformance::run_all(std::sync::Arc::new(store(bucket, "team/prod", None).await)).await;
+    }
+
+    #[tokio::test]
+    async fn retained_objects_carry_object_lock() {
+        let bucket = testkit::s3_bucket(true).await;
+        let lock = ObjectLockConfig { mode: "governance".into(), days: 7 };
+        let s = store(bucket.clone(), "p", Some(lock)).await;
+        s.put("snap", Bytes::from_static(b"x"), PutOptions::create().retained()).await.unwrap();
+        s.put("plain", Bytes::from_static(b"y"), PutOptions::create()).await.unwrap();
+        let head = s.client.head_object().bucket(&bucket).key("p/snap").send().await.unwrap();
+        assert_eq!(head.object_lock_mode(), Some(&ObjectLockMode::Governance));
+        let until = head.object_lock_retain_until_date().expect("a retention date");
+        assert!(until.secs() > chrono::Utc::now().timestamp() + 6 * 86_400);
+        let plain = s.client.head_object().bucket(&bucket).key("p/plain").send().await.unwrap();
+        assert!(plain.object_lock_mode().is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_lock_mode_is_refused() {
+        let bucket = testkit::s3_bucket(false).await;
+        let lock = ObjectLockConfig { mode: "forever".into(), days: 7 };
+        let err = S3Store::connect(S3Config {
+            bucket,
+            endpoint: Some(testkit::s3_endpoint()),
+            path_style: Some(true),
+            object_lock: Some(lock),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("object_lock.mode"), "{err}");
+    }
+}
