@@ -20,7 +20,7 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{what} (object {key} in {store}) {source}; refusing to use it")]
-    Integrity { what: String, key: String, store: String, source: IntegrityError },
+    Integrity { what: String, key: String, store: String, source: Box<IntegrityError> },
     #[error("object store error: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]

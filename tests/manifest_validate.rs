@@ -19,7 +19,8 @@ fn every_broken_manifest_exits_2_naming_the_problem() {
     // Files too awkward to commit are made here.
     let tmp = tempfile::tempdir().unwrap();
     let garbage = tmp.path().join("binary.bin");
-    std::fs::write(&garbage, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
+    std::fs::write(&garbage, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>())
+        .unwrap();
     cases.push((garbage, "not UTF-8 text".into()));
     let huge = tmp.path().join("huge.toml");
     std::fs::write(&huge, format!("environment = \"shop\"\n# {}\n", "x".repeat(10 * 1024 * 1024))).unwrap();
@@ -47,7 +48,11 @@ fn all_problems_are_listed_with_positions() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("(3 problems)"), "{}", out.stderr);
     let f = p.display().to_string();
-    assert!(out.stderr.contains(&format!("{f}:54:1: services.dashboard.replica: unknown field `replica`")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("{f}:54:1: services.dashboard.replica: unknown field `replica`")),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains(&format!("{f}:53:15: services.dashboard.depends_on[0]")), "{}", out.stderr);
     assert!(out.stderr.contains("services.api.replicas: -1 is out of range"), "{}", out.stderr);
 

@@ -22,11 +22,11 @@ impl Dag {
         let mut dependents = vec![Vec::new(); nodes.len()];
         for (i, (_, ds)) in nodes.iter().enumerate() {
             for d in ds.iter() {
-                if let Some(&j) = index.get(d.as_str()) {
-                    if !deps[i].contains(&j) {
-                        deps[i].push(j);
-                        dependents[j].push(i);
-                    }
+                if let Some(&j) = index.get(d.as_str())
+                    && !deps[i].contains(&j)
+                {
+                    deps[i].push(j);
+                    dependents[j].push(i);
                 }
             }
         }

@@ -674,18 +674,18 @@ impl Validator {
                         ok &= check(self, id, e.node.pos, &p);
                     }
                 }
-                if let Some(r) = region {
-                    if !map.contains_key(r) {
-                        self.problem(
-                            node.pos,
-                            path,
-                            format!(
-                                "no image for the manifest's region \"{r}\" (images are given for: {})",
-                                map.keys().cloned().collect::<Vec<_>>().join(", ")
-                            ),
-                        );
-                        ok = false;
-                    }
+                if let Some(r) = region
+                    && !map.contains_key(r)
+                {
+                    self.problem(
+                        node.pos,
+                        path,
+                        format!(
+                            "no image for the manifest's region \"{r}\" (images are given for: {})",
+                            map.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                    ok = false;
                 }
                 ok.then_some(Image::PerRegion(map))
             }

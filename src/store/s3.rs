@@ -254,12 +254,11 @@ impl ObjectStore for S3Store {
             };
             let out = page.retry(Self::retry_policy()).when(StoreError::is_retryable).await?;
             for o in out.contents() {
-                if let Some(k) = o.key() {
-                    if let Some(rel) = k.get(strip..) {
-                        if !rel.starts_with("_lifeboat/") {
-                            keys.push(rel.to_string());
-                        }
-                    }
+                if let Some(k) = o.key()
+                    && let Some(rel) = k.get(strip..)
+                    && !rel.starts_with("_lifeboat/")
+                {
+                    keys.push(rel.to_string());
                 }
             }
             match out.next_continuation_token() {

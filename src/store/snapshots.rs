@@ -185,14 +185,14 @@ impl SnapshotRepo {
             what: format!("ref {name} of {env}"),
             key: key.clone(),
             store: self.store.describe(),
-            source: crate::domain::snapshot::IntegrityError::Malformed(e.to_string()),
+            source: Box::new(crate::domain::snapshot::IntegrityError::Malformed(e.to_string())),
         })?;
         if record.format_version != REF_FORMAT {
             return Err(Error::Integrity {
                 what: format!("ref {name} of {env}"),
                 key,
                 store: self.store.describe(),
-                source: crate::domain::snapshot::IntegrityError::UnknownFormat(record.format_version.into()),
+                source: Box::new(crate::domain::snapshot::IntegrityError::UnknownFormat(record.format_version.into())),
             });
         }
         Ok(Some((record, obj.etag)))
@@ -214,7 +214,7 @@ impl SnapshotRepo {
             what: format!("snapshot {version} of {env}"),
             key,
             store: self.store.describe(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(snap)
     }
@@ -369,14 +369,14 @@ impl SnapshotRepo {
         }
         let current = self.read_ref_object(env, name).await?;
         let previous = current.as_ref().map_or(0, |(r, _)| r.version);
-        if let Some(want) = expected {
-            if want != previous {
-                let now = if previous == 0 { "is not set".to_string() } else { format!("points at {previous}") };
-                let was = if want == 0 { "not set".to_string() } else { want.to_string() };
-                return Err(Error::Conflict(format!(
-                    "{name} of {env} {now}, not {was} as expected; it was moved concurrently, check `lifeboat snapshot list {env}` and retry"
-                )));
-            }
+        if let Some(want) = expected
+            && want != previous
+        {
+            let now = if previous == 0 { "is not set".to_string() } else { format!("points at {previous}") };
+            let was = if want == 0 { "not set".to_string() } else { want.to_string() };
+            return Err(Error::Conflict(format!(
+                "{name} of {env} {now}, not {was} as expected; it was moved concurrently, check `lifeboat snapshot list {env}` and retry"
+            )));
         }
         let record = RefRecord {
             format_version: REF_FORMAT,

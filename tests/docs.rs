@@ -1,0 +1,82 @@
+//! Docs are tested: every `lifeboat …` command in README.md, ARCHITECTURE.md
+//! and runbooks/ parses with the real argument parser.
+
+use std::path::Path;
+
+use clap::Parser;
+use lifeboat::cli::Cli;
+
+/// Splits a shell line into words, honouring single and double quotes.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut any = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if !cur.is_empty() || any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if !cur.is_empty() || any {
+        out.push(cur);
+    }
+    out
+}
+
+/// `lifeboat …` commands inside fenced code blocks.
+fn commands(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_code = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        let l = line.trim().trim_start_matches("$ ");
+        if in_code && l.starts_with("lifeboat ") {
+            let l = l.split(" #").next().unwrap_or(l);
+            let l = l.split(" | ").next().unwrap_or(l);
+            let l = l.split(" && ").next().unwrap_or(l);
+            let l = l.split(" > ").next().unwrap_or(l);
+            out.push(l.trim().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn documented_commands_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md"), root.join("ARCHITECTURE.md")];
+    for e in std::fs::read_dir(root.join("runbooks")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    let mut checked = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for cmd in commands(&text) {
+            if let Err(e) = Cli::try_parse_from(words(&cmd)) {
+                panic!("{}: `{cmd}` does not parse:\n{e}", f.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} documented commands found");
+}
+
+#[test]
+fn word_splitting() {
+    assert_eq!(words(r#"lifeboat a "b c" 'd' """#), ["lifeboat", "a", "b c", "d", ""]);
+}

@@ -1,0 +1,68 @@
+//! The gRPC API through real clients: grpcurl (reflection, health) and
+//! status codes for bad requests.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Backend, Server, grpcurl, manifests};
+
+fn grpcurl_run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(grpcurl()).arg("-plaintext").args(args).output().expect("run grpcurl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn reflection_lists_services_and_health_is_serving() {
+    let server = Server::start(Backend::Fs);
+    let (code, out, err) = grpcurl_run(&[server.addr(), "list"]);
+    assert_eq!(code, 0, "{err}");
+    for svc in ["lifeboat.v1.SnapshotService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"] {
+        assert!(out.lines().any(|l| l.trim() == svc), "{svc} not listed:\n{out}");
+    }
+    let (code, out, err) = grpcurl_run(&[server.addr(), "describe", "lifeboat.v1.SnapshotService"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rpc Promote"), "{out}");
+
+    let (code, out, err) = grpcurl_run(&[server.addr(), "grpc.health.v1.Health/Check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"SERVING\""), "{out}");
+    let (code, out, _) = grpcurl_run(&[
+        "-d",
+        r#"{"service":"lifeboat.v1.SnapshotService"}"#,
+        server.addr(),
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"SERVING\""), "{out}");
+}
+
+#[test]
+fn grpc_clients_get_proper_status_codes() {
+    let server = Server::start(Backend::Fs);
+    let call = |method: &str, body: &str| {
+        let out = Command::new(grpcurl())
+            .args(["-plaintext", "-d", body, server.addr(), &format!("lifeboat.v1.SnapshotService/{method}")])
+            .output()
+            .unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let manifest = std::fs::read_to_string(manifests().join("good/shop.toml")).unwrap();
+    let body = serde_json::json!({"manifest": manifest, "message": "via grpcurl"}).to_string();
+    let created = call("Create", &body);
+    assert!(created.contains("\"version\": \"1\""), "{created}");
+
+    let bad = serde_json::json!({"manifest": "environment = 1"}).to_string();
+    let out = call("Create", &bad);
+    assert!(out.contains("Code: InvalidArgument") && out.contains("expected a string"), "{out}");
+    let out = call("Get", r#"{"environment":"shop","ref":"7"}"#);
+    assert!(out.contains("Code: NotFound"), "{out}");
+    let out = call("Promote", r#"{"environment":"shop","ref":"1","reason":"r","expected_version":"5"}"#);
+    assert!(out.contains("Code: Aborted"), "{out}");
+    let out = call("Validate", r#"{"manifest":"environment = \"x\""}"#);
+    assert!(out.contains("missing required field `region`"), "{out}");
+}

@@ -1,0 +1,209 @@
+//! Snapshot lifecycle through the real CLI and server, over both stores.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use common::{Backend, Server, lifeboat, manifests, variant};
+
+fn shop() -> String {
+    manifests().join("good/shop.toml").display().to_string()
+}
+
+fn round_trip(server: &Server) {
+    let tmp = tempfile::tempdir().unwrap();
+    let v1 = server.run(&["--output", "json", "snapshot", "push", &shop(), "-m", "first"]).ok().json();
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["environment"], "shop");
+    assert_eq!(v1["refs"], serde_json::json!(["latest"]));
+    let digest1 = v1["digest"].as_str().unwrap().to_string();
+    assert!(digest1.starts_with("sha256:") && digest1.len() == 71, "{digest1}");
+
+    let changed = variant(tmp.path(), "shop2.toml", "shop.toml", &[("replicas = 2", "replicas = 4")]);
+    let out = server
+        .run(&["snapshot", "push", changed.to_str().unwrap(), "--label", "ticket=INC-42", "-m", "scale api"])
+        .ok();
+    assert!(out.stdout.starts_with("pushed shop version 2 (sha256:"), "{}", out.stdout);
+
+    let list = server.run(&["--output", "json", "snapshot", "list", "shop"]).ok().json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["digest"], digest1.as_str());
+    assert_eq!(list[1]["labels"]["ticket"], "INC-42");
+    assert_eq!(list[1]["author"].as_str().map(|a| a.starts_with("tester")), Some(true));
+    assert_eq!(list[1]["parent_version"], 1);
+    let text = server.run(&["snapshot", "list", "shop"]).ok().stdout;
+    assert!(text.contains("VERSION") && text.contains("scale api"), "{text}");
+
+    let show = server.run(&["--output", "json", "snapshot", "show", "shop", "1"]).ok().json();
+    assert_eq!(show["digest"], digest1.as_str());
+    assert_eq!(show["manifest"]["services"]["api"]["replicas"], 2);
+    let by_digest = server.run(&["--output", "json", "snapshot", "show", "shop", &digest1[..20]]).ok().json();
+    assert_eq!(by_digest["version"], 1);
+
+    let diff = server.run(&["snapshot", "diff", "shop", "1", "latest"]).ok().stdout;
+    assert!(diff.contains("~ service api (changed)"), "{diff}");
+    assert!(diff.contains("replicas: 2 -> 4"), "{diff}");
+    let diff_json = server.run(&["--output", "json", "snapshot", "diff", "shop", "1", "2"]).ok().json();
+    assert_eq!(diff_json["services"][0]["fields"][0]["path"], "replicas");
+    assert_eq!(diff_json["services"][0]["fields"][0]["after"], 4);
+
+    server.run(&["snapshot", "promote", "shop", "2", "--reason", "drill passed"]).ok();
+    let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
+    assert_eq!(kg["version"], 2);
+    let refs: BTreeSet<&str> = kg["refs"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
+    assert_eq!(refs, BTreeSet::from(["known-good", "latest"]));
+
+    // Reject: refused for the known-good snapshot, allowed for an older one,
+    // and a rejected snapshot can never be promoted.
+    let out = server.run(&["snapshot", "reject", "shop", "known-good", "--reason", "bad"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stderr.contains("promote another snapshot first"), "{}", out.stderr);
+    server.run(&["snapshot", "reject", "shop", "1", "--reason", "leaks memory"]).ok();
+    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "rollback"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stderr.contains("was rejected by tester"), "{}", out.stderr);
+
+    server.run(&["snapshot", "tag", "shop", "2", "black-friday"]).ok();
+    let tagged = server.run(&["--output", "json", "snapshot", "show", "shop", "black-friday"]).ok().json();
+    assert_eq!(tagged["version"], 2);
+
+    // Not found and invalid references.
+    let out = server.run(&["snapshot", "show", "shop", "9"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("environment shop has no snapshot 9"), "{}", out.stderr);
+    assert_eq!(server.run(&["snapshot", "list", "nosuch"]).ok().stdout.trim(), "environment nosuch has no snapshots");
+    assert_eq!(server.run(&["snapshot", "show", "nosuch", "known-good"]).code, 3);
+    let out = server.run(&["snapshot", "show", "shop", "Not A Ref!"]);
+    assert_eq!(out.code, 2, "{out:?}");
+}
+
+#[test]
+fn round_trip_directory_store() {
+    round_trip(&Server::start(Backend::Fs));
+}
+
+#[test]
+fn round_trip_s3_store() {
+    round_trip(&Server::start(Backend::S3));
+}
+
+fn concurrent_pushes(server: &Server) {
+    let file = shop();
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let (url, file) = (server.url.clone(), file.clone());
+            std::thread::spawn(move || {
+                let msg = format!("writer {i}");
+                lifeboat(Some(&url), &["--output", "json", "snapshot", "push", &file, "-m", &msg]).ok().json()
+            })
+        })
+        .collect();
+    let mut versions: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()["version"].as_u64().unwrap()).collect();
+    versions.sort();
+    assert_eq!(versions, (1..=16).collect::<Vec<u64>>(), "16 pushes get 16 distinct consecutive versions");
+    let list = server.run(&["--output", "json", "snapshot", "list", "shop"]).ok().json();
+    let messages: BTreeSet<String> =
+        list.as_array().unwrap().iter().map(|s| s["message"].as_str().unwrap().to_string()).collect();
+    assert_eq!(messages.len(), 16, "no push was lost or overwritten");
+    let latest = server.run(&["--output", "json", "snapshot", "show", "shop", "latest"]).ok().json();
+    assert_eq!(latest["version"], 16);
+}
+
+#[test]
+fn concurrent_pushes_directory_store() {
+    concurrent_pushes(&Server::start(Backend::Fs));
+}
+
+#[test]
+fn concurrent_pushes_s3_store() {
+    concurrent_pushes(&Server::start(Backend::S3));
+}
+
+fn concurrent_promotes(server: &Server) {
+    for _ in 0..3 {
+        server.run(&["snapshot", "push", &shop()]).ok();
+    }
+    server.run(&["snapshot", "promote", "shop", "1", "--reason", "baseline"]).ok();
+    // Both saw known-good at 1; exactly one may move it.
+    let handles: Vec<_> = ["2", "3"]
+        .into_iter()
+        .map(|v| {
+            let url = server.url.clone();
+            std::thread::spawn(move || {
+                lifeboat(Some(&url), &["snapshot", "promote", "shop", v, "--reason", "race", "--expect", "1"])
+            })
+        })
+        .collect();
+    let outs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let codes: BTreeSet<i32> = outs.iter().map(|o| o.code).collect();
+    assert_eq!(codes, BTreeSet::from([0, 4]), "{outs:?}");
+    let loser = outs.iter().find(|o| o.code == 4).unwrap();
+    assert!(loser.stderr.contains("known-good of shop"), "{}", loser.stderr);
+    // A stale expectation is refused too.
+    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "x", "--expect", "1"]);
+    assert_eq!(out.code, 4, "{out:?}");
+}
+
+#[test]
+fn concurrent_promotes_directory_store() {
+    concurrent_promotes(&Server::start(Backend::Fs));
+}
+
+#[test]
+fn concurrent_promotes_s3_store() {
+    concurrent_promotes(&Server::start(Backend::S3));
+}
+
+#[test]
+fn a_flipped_byte_is_refused_and_never_returned() {
+    let server = Server::start(Backend::Fs);
+    server.run(&["snapshot", "push", &shop()]).ok();
+    let path = PathBuf::from(&server.store).join("environments/shop/snapshots/0000000001.json");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let i = bytes.windows(8).position(|w| w == b"payments").expect("the tag is stored");
+    bytes[i] ^= 0x20; // "payments" -> "Payments"
+    std::fs::write(&path, &bytes).unwrap();
+    for args in
+        [&["snapshot", "show", "shop", "1"][..], &["snapshot", "show", "shop", "latest"], &["snapshot", "list", "shop"]]
+    {
+        let out = server.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        assert!(out.stderr.contains("failed its digest check"), "{}", out.stderr);
+        assert!(out.stderr.contains("environments/shop/snapshots/0000000001.json"), "{}", out.stderr);
+        assert!(!out.stdout.contains("Payments") && !out.stderr.contains("Payments"), "bad data leaked");
+    }
+    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "x"]);
+    assert_eq!(out.code, 1, "{out:?}");
+}
+
+#[test]
+fn push_refuses_bad_manifests_and_bad_flags() {
+    let server = Server::start(Backend::Fs);
+    let bad = manifests().join("bad/cycle.toml");
+    let out = server.run(&["snapshot", "push", bad.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("dependency cycle: api -> cache -> api"), "{}", out.stderr);
+    let out = server.run(&["snapshot", "push", &shop(), "--label", "novalue"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let out = server.run(&["snapshot", "promote", "shop", "1"]);
+    assert_eq!(out.code, 2, "--reason is required: {out:?}");
+    let out = server.run(&["snapshot", "tag", "shop", "1", "latest"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("\"latest\" is a reserved ref name"), "{}", out.stderr);
+    let out = server.run(&["snapshot", "tag", "shop", "1", "v1"]);
+    assert_eq!(out.code, 3, "nothing pushed yet: {out:?}");
+}
+
+#[test]
+fn unreachable_server_exits_6() {
+    let port = lifeboat::testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = lifeboat(Some(&url), &["snapshot", "list", "shop"]);
+    assert_eq!(out.code, 6, "{out:?}");
+    assert_eq!(
+        out.stderr.trim(),
+        format!("lifeboat: cannot reach lifeboat server at {url}: Connection refused (os error 111)")
+    );
+}
