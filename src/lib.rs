@@ -5,7 +5,9 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod engine;
 pub mod error;
+pub mod provider;
 pub mod store;
 #[doc(hidden)]
 pub mod testkit;

@@ -3,5 +3,7 @@
 pub mod dag;
 pub mod duration;
 pub mod manifest;
+pub mod plan;
+pub mod run;
 pub mod snapshot;
 pub mod source;

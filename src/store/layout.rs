@@ -36,6 +36,70 @@ pub fn audit(date: &str, stamp: &str, id: &str) -> String {
     format!("audit/{date}/{stamp}-{id}.json")
 }
 
+/// Measured launch-to-healthy times per service, for plan estimates.
+pub fn timings(env: &str) -> String {
+    format!("environments/{env}/timings.json")
+}
+
+pub fn run_spec(run_id: &str) -> String {
+    format!("runs/{run_id}/run.json")
+}
+
+pub fn journal_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/journal/")
+}
+
+pub fn journal_entry(run_id: &str, seq: u64) -> String {
+    format!("runs/{run_id}/journal/{seq:010}.json")
+}
+
+pub fn journal_seq(key: &str) -> Option<u64> {
+    key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
+}
+
+/// Cancel and approve requests for a run, picked up by whichever server runs it.
+pub fn run_requests_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/requests/")
+}
+
+pub fn run_request(run_id: &str, id: &str) -> String {
+    format!("runs/{run_id}/requests/{id}.json")
+}
+
+/// One empty-ish marker per run, so runs can be listed without their journals.
+pub fn run_index_prefix() -> String {
+    "run-index/".into()
+}
+
+pub fn run_index(run_id: &str) -> String {
+    format!("run-index/{run_id}")
+}
+
+pub fn run_id_from_index(key: &str) -> Option<&str> {
+    key.strip_prefix("run-index/")
+}
+
+pub fn leases_prefix() -> String {
+    "leases/".into()
+}
+
+pub fn lease(region: &str) -> String {
+    format!("leases/{region}")
+}
+
+/// A local-provider artifact, by the hex of its sha256 digest.
+pub fn image_blob(hex: &str) -> String {
+    format!("images/{hex}/artifact")
+}
+
+pub fn image_meta(hex: &str) -> String {
+    format!("images/{hex}/image.json")
+}
+
+pub fn images_prefix() -> String {
+    "images/".into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@
 mod audit;
 mod fs;
 pub mod layout;
+#[doc(hidden)]
+pub mod memory;
 mod s3;
 pub mod snapshots;
 

@@ -1,0 +1,305 @@
+//! The planner: snapshot + target region + live inventory → the steps a run
+//! will take, its dependency DAG, critical path and preflight results.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::manifest::{Manifest, Service};
+use super::run::{Action, PlannedStep};
+
+/// An instance the provider reports as running now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveInstance {
+    pub id: String,
+    pub service: String,
+    pub image: String,
+    pub healthy: bool,
+    /// Receiving the service's traffic (the cutover target).
+    pub serving: bool,
+    pub run_id: String,
+}
+
+/// One preflight check and its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub message: String,
+}
+
+impl Check {
+    pub fn pass(name: &str, message: impl Into<String>) -> Check {
+        Check { name: name.into(), ok: true, message: message.into() }
+    }
+    pub fn fail(name: &str, message: impl Into<String>) -> Check {
+        Check { name: name.into(), ok: false, message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub environment: String,
+    pub region: String,
+    pub snapshot_version: u64,
+    pub snapshot_digest: String,
+    /// Dependencies before dependents.
+    pub steps: Vec<PlannedStep>,
+    pub critical_path: Vec<String>,
+    pub critical_path_ms: u64,
+    pub preflight: Vec<Check>,
+}
+
+pub struct PlanInput<'a> {
+    pub manifest: &'a Manifest,
+    pub snapshot_version: u64,
+    pub snapshot_digest: &'a str,
+    pub region: &'a str,
+    pub inventory: &'a [LiveInstance],
+    /// Replace even services that already match.
+    pub force: bool,
+    /// Launch-to-healthy times measured by earlier runs.
+    pub history: &'a BTreeMap<String, u64>,
+}
+
+/// A first guess at launch-to-healthy time when no run has measured it.
+pub fn default_expected(s: &Service) -> Duration {
+    match &s.health {
+        Some(h) => h.interval.0 * h.healthy_threshold + Duration::from_millis(500),
+        None => Duration::from_secs(1),
+    }
+}
+
+pub fn plan(input: PlanInput<'_>) -> Plan {
+    let m = input.manifest;
+    let dag = m.dag();
+    let mut preflight = Vec::new();
+    let order = match dag.topo_order() {
+        Some(o) => {
+            preflight.push(Check::pass("dependency-graph", format!("{} services, no cycles", m.services.len())));
+            o
+        }
+        None => {
+            let cycles: Vec<String> = dag.cycles().iter().map(|c| c.join(" -> ")).collect();
+            preflight.push(Check::fail("dependency-graph", format!("dependency cycle: {}", cycles.join("; "))));
+            (0..dag.len()).collect()
+        }
+    };
+    let mut by_service: BTreeMap<&str, Vec<&LiveInstance>> = BTreeMap::new();
+    for i in input.inventory {
+        by_service.entry(i.service.as_str()).or_default().push(i);
+    }
+    let mut missing_images = Vec::new();
+    let mut steps = Vec::with_capacity(order.len());
+    for &i in &order {
+        let name = dag.name(i);
+        let svc = &m.services[name];
+        let image = match svc.image.for_region(input.region) {
+            Some(id) => id.to_string(),
+            None => {
+                missing_images.push(name.to_string());
+                String::new()
+            }
+        };
+        let live = by_service.get(name).cloned().unwrap_or_default();
+        let matches =
+            live.len() == svc.replicas as usize && live.iter().all(|x| x.image == image && x.healthy && x.serving);
+        let action = if live.is_empty() {
+            Action::Create
+        } else if matches && !input.force {
+            Action::Keep
+        } else {
+            Action::Replace
+        };
+        let expected_ms = match action {
+            Action::Keep => 0,
+            _ => input.history.get(name).copied().unwrap_or_else(|| default_expected(svc).as_millis() as u64),
+        };
+        steps.push(PlannedStep {
+            service: name.to_string(),
+            action,
+            image,
+            replicas: svc.replicas,
+            depends_on: svc.depends_on.clone(),
+            current: live.iter().map(|x| x.id.clone()).collect(),
+            expected_ms,
+        });
+    }
+    if missing_images.is_empty() {
+        preflight.push(Check::pass("images-for-region", format!("every service has an image for {}", input.region)));
+    } else {
+        preflight.push(Check::fail(
+            "images-for-region",
+            format!("no image for region {} for: {}", input.region, missing_images.join(", ")),
+        ));
+    }
+    // Services that are not in the snapshot are left alone (reported, not removed).
+    let strays: Vec<&str> = by_service.keys().copied().filter(|s| !m.services.contains_key(*s)).collect();
+    if !strays.is_empty() {
+        preflight.push(Check::pass(
+            "unmanaged-services",
+            format!("running but not in the snapshot (left alone): {}", strays.join(", ")),
+        ));
+    }
+    let expected: BTreeMap<&str, u64> = steps.iter().map(|s| (s.service.as_str(), s.expected_ms)).collect();
+    let (path, total) = dag.critical_path(|i| Duration::from_millis(expected[dag.name(i)]));
+    Plan {
+        environment: m.environment.clone(),
+        region: input.region.to_string(),
+        snapshot_version: input.snapshot_version,
+        snapshot_digest: input.snapshot_digest.to_string(),
+        steps,
+        critical_path: path.iter().map(|i| dag.name(*i).to_string()).collect(),
+        critical_path_ms: total.as_millis() as u64,
+        preflight,
+    }
+}
+
+impl Plan {
+    pub fn preflight_ok(&self) -> bool {
+        self.preflight.iter().all(|c| c.ok)
+    }
+
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let n = |a: Action| self.steps.iter().filter(|s| s.action == a).count();
+        (n(Action::Create), n(Action::Replace), n(Action::Keep))
+    }
+
+    /// Graphviz: dependencies point at their dependents, critical path in bold.
+    pub fn to_dot(&self) -> String {
+        let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n", self.environment);
+        for s in &self.steps {
+            let bold = if self.critical_path.contains(&s.service) { ", penwidth=2" } else { "" };
+            out.push_str(&format!(
+                "  \"{}\" [label=\"{}\\n{}\"{bold}];\n",
+                s.service,
+                s.service,
+                action_name(s.action)
+            ));
+        }
+        for s in &self.steps {
+            for d in &s.depends_on {
+                out.push_str(&format!("  \"{d}\" -> \"{}\";\n", s.service));
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    pub fn to_mermaid(&self) -> String {
+        let id = |s: &str| s.replace('-', "_");
+        let mut out = String::from("graph LR\n");
+        for s in &self.steps {
+            out.push_str(&format!("  {}[\"{} ({})\"]\n", id(&s.service), s.service, action_name(s.action)));
+        }
+        for s in &self.steps {
+            for d in &s.depends_on {
+                out.push_str(&format!("  {} --> {}\n", id(d), id(&s.service)));
+            }
+        }
+        for s in &self.critical_path {
+            out.push_str(&format!("  style {} stroke-width:3px\n", id(s)));
+        }
+        out
+    }
+}
+
+pub fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Create => "create",
+        Action::Replace => "replace",
+        Action::Keep => "keep",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::manifest;
+    use crate::domain::source::Format;
+
+    fn shop() -> Manifest {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/good/shop.toml")).unwrap();
+        manifest::parse(text.as_bytes(), Format::Toml).unwrap()
+    }
+
+    fn live(service: &str, image: &str, healthy: bool) -> LiveInstance {
+        LiveInstance {
+            id: format!("{service}-1"),
+            service: service.into(),
+            image: image.into(),
+            healthy,
+            serving: true,
+            run_id: "old".into(),
+        }
+    }
+
+    #[test]
+    fn actions_follow_inventory() {
+        let m = shop();
+        let inv = vec![
+            live("db", m.image_for("db", "eu-west-1").unwrap(), true),
+            live("cache", m.image_for("cache", "eu-west-1").unwrap(), false),
+            live("queue", "sha256:old", true),
+        ];
+        let history = BTreeMap::new();
+        let p = plan(PlanInput {
+            manifest: &m,
+            snapshot_version: 1,
+            snapshot_digest: "sha256:d",
+            region: "eu-west-1",
+            inventory: &inv,
+            force: false,
+            history: &history,
+        });
+        let action = |s: &str| p.steps.iter().find(|x| x.service == s).unwrap().action;
+        assert_eq!(action("db"), Action::Keep);
+        assert_eq!(action("cache"), Action::Replace, "unhealthy");
+        assert_eq!(action("queue"), Action::Replace, "other image");
+        assert_eq!(action("api"), Action::Create);
+        assert!(p.preflight_ok());
+        // Dependencies come before dependents.
+        let pos = |s: &str| p.steps.iter().position(|x| x.service == s).unwrap();
+        for s in &p.steps {
+            for d in &s.depends_on {
+                assert!(pos(d) < pos(&s.service));
+            }
+        }
+        assert_eq!(p.critical_path.last().map(String::as_str), Some("gateway"));
+        assert!(p.to_dot().contains("\"api\" -> \"gateway\""));
+        assert!(p.to_mermaid().contains("api --> gateway"));
+    }
+
+    #[test]
+    fn force_replaces_and_missing_region_fails_preflight() {
+        let m = shop();
+        let inv = vec![live("db", m.image_for("db", "eu-west-1").unwrap(), true)];
+        let history = BTreeMap::new();
+        let p = plan(PlanInput {
+            manifest: &m,
+            snapshot_version: 1,
+            snapshot_digest: "d",
+            region: "eu-west-1",
+            inventory: &inv,
+            force: true,
+            history: &history,
+        });
+        assert_eq!(p.steps[0].action, Action::Replace);
+        let mut m2 = m.clone();
+        m2.services.get_mut("db").unwrap().image =
+            manifest::Image::PerRegion(BTreeMap::from([("us-east-1".to_string(), "sha256:x".to_string())]));
+        let p = plan(PlanInput {
+            manifest: &m2,
+            snapshot_version: 1,
+            snapshot_digest: "d",
+            region: "eu-west-1",
+            inventory: &[],
+            force: false,
+            history: &history,
+        });
+        assert!(!p.preflight_ok());
+        assert!(p.preflight.iter().any(|c| !c.ok && c.message.contains("db")));
+    }
+}

@@ -1,0 +1,469 @@
+//! Runs: the append-only event journal and the state folded from it. A run's
+//! state is never stored on its own; it is always the fold of its events, so
+//! a resumed run knows exactly what happened before the crash.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const RUN_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    Recovery,
+    Drill,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// No instances yet: launch them.
+    Create,
+    /// Instances exist but differ (image, count, health): blue-green replace.
+    Replace,
+    /// Already running the snapshot's image, healthy: leave alone.
+    Keep,
+}
+
+/// What a run was asked to do; written once when it is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub format_version: u32,
+    pub id: String,
+    pub kind: RunKind,
+    pub environment: String,
+    pub region: String,
+    pub snapshot_version: u64,
+    pub snapshot_digest: String,
+    pub parallelism: usize,
+    pub created_at: String,
+    pub created_by: String,
+    /// The plan's steps, in the manifest's service order.
+    pub steps: Vec<PlannedStep>,
+    pub critical_path: Vec<String>,
+    pub critical_path_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    pub service: String,
+    pub action: Action,
+    pub image: String,
+    pub replicas: u32,
+    pub depends_on: Vec<String>,
+    /// Instances running before the run (replaced ones are decommissioned).
+    pub current: Vec<String>,
+    pub expected_ms: u64,
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    /// Wall-clock time, RFC 3339.
+    pub at: String,
+    /// Milliseconds since the run started (monotonic within one server).
+    pub elapsed_ms: u64,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        owner: String,
+    },
+    /// A server took the run over (after a crash or restart).
+    RunResumed {
+        owner: String,
+    },
+    ApprovalRequested {
+        service: String,
+    },
+    Approved {
+        service: String,
+        by: String,
+    },
+    LaunchStarted {
+        service: String,
+        attempt: u32,
+    },
+    InstancesLaunched {
+        service: String,
+        attempt: u32,
+        instances: Vec<String>,
+    },
+    Healthy {
+        service: String,
+        attempt: u32,
+    },
+    AttemptFailed {
+        service: String,
+        attempt: u32,
+        reason: String,
+        logs: Vec<String>,
+    },
+    CutOver {
+        service: String,
+        instances: Vec<String>,
+    },
+    Kept {
+        service: String,
+    },
+    Decommissioned {
+        service: String,
+        instances: Vec<String>,
+    },
+    ServiceFailed {
+        service: String,
+        reason: String,
+    },
+    Skipped {
+        service: String,
+        upstream: String,
+    },
+    CancelRequested {
+        by: String,
+    },
+    ServiceCancelled {
+        service: String,
+    },
+    RunFinished {
+        state: RunState,
+    },
+}
+
+impl Event {
+    pub fn service(&self) -> Option<&str> {
+        use Event::*;
+        match self {
+            ApprovalRequested { service }
+            | Approved { service, .. }
+            | LaunchStarted { service, .. }
+            | InstancesLaunched { service, .. }
+            | Healthy { service, .. }
+            | AttemptFailed { service, .. }
+            | CutOver { service, .. }
+            | Kept { service }
+            | Decommissioned { service, .. }
+            | ServiceFailed { service, .. }
+            | Skipped { service, .. }
+            | ServiceCancelled { service } => Some(service),
+            RunStarted { .. } | RunResumed { .. } | CancelRequested { .. } | RunFinished { .. } => None,
+        }
+    }
+
+    /// `launch_started`, `healthy`, …
+    pub fn kind(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunState {
+    pub fn is_finished(self) -> bool {
+        self != RunState::Running
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    Pending,
+    AwaitingApproval,
+    Launching,
+    HealthGate,
+    /// Healthy and serving traffic (cut over, or kept as it was).
+    Healthy,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl ServiceState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ServiceState::Healthy | ServiceState::Failed | ServiceState::Skipped | ServiceState::Cancelled)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Pending => "pending",
+            ServiceState::AwaitingApproval => "awaiting_approval",
+            ServiceState::Launching => "launching",
+            ServiceState::HealthGate => "health_gate",
+            ServiceState::Healthy => "healthy",
+            ServiceState::Failed => "failed",
+            ServiceState::Skipped => "skipped",
+            ServiceState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One service's progress, folded from the journal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceProgress {
+    pub name: String,
+    pub action: Action,
+    pub state: ServiceState,
+    pub attempts: u32,
+    pub approved_by: Option<String>,
+    pub launched_ms: Option<u64>,
+    pub healthy_ms: Option<u64>,
+    pub cutover_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// Instances launched by the current attempt.
+    pub instances: Vec<String>,
+    /// Instances launched by failed attempts (terminated).
+    pub failed_instances: Vec<String>,
+    pub decommissioned: bool,
+    pub error: Option<String>,
+    /// The failed service that caused a skip.
+    pub upstream: Option<String>,
+    pub logs: Vec<String>,
+}
+
+/// A run's whole state: its spec plus the fold of its journal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunView {
+    pub spec: RunSpec,
+    pub state: RunState,
+    pub services: BTreeMap<String, ServiceProgress>,
+    pub cancel_requested: bool,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub elapsed_ms: u64,
+    pub last_seq: Option<u64>,
+    pub owners: Vec<String>,
+}
+
+impl RunView {
+    pub fn new(spec: RunSpec) -> RunView {
+        let services = spec
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    s.service.clone(),
+                    ServiceProgress {
+                        name: s.service.clone(),
+                        action: s.action,
+                        state: ServiceState::Pending,
+                        attempts: 0,
+                        approved_by: None,
+                        launched_ms: None,
+                        healthy_ms: None,
+                        cutover_ms: None,
+                        finished_ms: None,
+                        instances: Vec::new(),
+                        failed_instances: Vec::new(),
+                        decommissioned: false,
+                        error: None,
+                        upstream: None,
+                        logs: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        RunView {
+            started_at: spec.created_at.clone(),
+            spec,
+            state: RunState::Running,
+            services,
+            cancel_requested: false,
+            finished_at: None,
+            elapsed_ms: 0,
+            last_seq: None,
+            owners: Vec::new(),
+        }
+    }
+
+    /// Folds a sequence of entries (in seq order).
+    pub fn replay(spec: RunSpec, entries: &[Entry]) -> RunView {
+        let mut v = RunView::new(spec);
+        for e in entries {
+            v.apply(e);
+        }
+        v
+    }
+
+    pub fn apply(&mut self, e: &Entry) {
+        use Event::*;
+        self.last_seq = Some(e.seq);
+        self.elapsed_ms = self.elapsed_ms.max(e.elapsed_ms);
+        let t = e.elapsed_ms;
+        if let Some(name) = e.event.service() {
+            let Some(s) = self.services.get_mut(name) else { return };
+            match &e.event {
+                ApprovalRequested { .. } => s.state = ServiceState::AwaitingApproval,
+                Approved { by, .. } => {
+                    s.approved_by = Some(by.clone());
+                    if s.state == ServiceState::AwaitingApproval {
+                        s.state = ServiceState::Pending;
+                    }
+                }
+                LaunchStarted { attempt, .. } => {
+                    s.state = ServiceState::Launching;
+                    s.attempts = s.attempts.max(*attempt);
+                    s.launched_ms.get_or_insert(t);
+                    s.instances.clear();
+                }
+                InstancesLaunched { instances, .. } => {
+                    s.state = ServiceState::HealthGate;
+                    s.instances = instances.clone();
+                }
+                Healthy { .. } => s.healthy_ms = Some(t),
+                AttemptFailed { reason, logs, .. } => {
+                    s.failed_instances.append(&mut s.instances);
+                    s.error = Some(reason.clone());
+                    s.logs = logs.clone();
+                }
+                CutOver { instances, .. } => {
+                    s.state = ServiceState::Healthy;
+                    s.instances = instances.clone();
+                    s.cutover_ms = Some(t);
+                    s.finished_ms = Some(t);
+                    s.error = None;
+                }
+                Kept { .. } => {
+                    s.state = ServiceState::Healthy;
+                    s.finished_ms = Some(t);
+                }
+                Decommissioned { .. } => s.decommissioned = true,
+                ServiceFailed { reason, .. } => {
+                    s.state = ServiceState::Failed;
+                    s.error = Some(reason.clone());
+                    s.finished_ms = Some(t);
+                }
+                Skipped { upstream, .. } => {
+                    s.state = ServiceState::Skipped;
+                    s.upstream = Some(upstream.clone());
+                    s.error = Some(format!("skipped: upstream {upstream} failed"));
+                    s.finished_ms = Some(t);
+                }
+                ServiceCancelled { .. } => {
+                    s.state = ServiceState::Cancelled;
+                    s.finished_ms = Some(t);
+                }
+                _ => {}
+            }
+            return;
+        }
+        match &e.event {
+            RunStarted { owner } | RunResumed { owner } => self.owners.push(owner.clone()),
+            CancelRequested { .. } => self.cancel_requested = true,
+            RunFinished { state } => {
+                self.state = *state;
+                self.finished_at = Some(e.at.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Services whose own failure (not a skip) made the run fail.
+    pub fn root_causes(&self) -> Vec<&ServiceProgress> {
+        self.services.values().filter(|s| s.state == ServiceState::Failed).collect()
+    }
+
+    /// The state a finished run ends in, given its services.
+    pub fn outcome(&self) -> RunState {
+        let states = || self.services.values().map(|s| s.state);
+        if states().any(|s| s == ServiceState::Failed) {
+            RunState::Failed
+        } else if self.cancel_requested || states().any(|s| s == ServiceState::Cancelled) {
+            RunState::Cancelled
+        } else {
+            RunState::Succeeded
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            format_version: RUN_FORMAT,
+            id: "r1".into(),
+            kind: RunKind::Recovery,
+            environment: "shop".into(),
+            region: "r".into(),
+            snapshot_version: 1,
+            snapshot_digest: "sha256:x".into(),
+            parallelism: 4,
+            created_at: "t0".into(),
+            created_by: "me".into(),
+            steps: ["db", "api"]
+                .iter()
+                .map(|s| PlannedStep {
+                    service: s.to_string(),
+                    action: Action::Create,
+                    image: "sha256:x".into(),
+                    replicas: 1,
+                    depends_on: vec![],
+                    current: vec![],
+                    expected_ms: 1000,
+                })
+                .collect(),
+            critical_path: vec![],
+            critical_path_ms: 0,
+        }
+    }
+
+    fn entry(seq: u64, event: Event) -> Entry {
+        Entry { seq, at: format!("t{seq}"), elapsed_ms: seq * 10, event }
+    }
+
+    #[test]
+    fn fold_tracks_attempts_failures_and_skips() {
+        let s = |n: &str| n.to_string();
+        let events = vec![
+            Event::RunStarted { owner: s("a") },
+            Event::LaunchStarted { service: s("db"), attempt: 1 },
+            Event::InstancesLaunched { service: s("db"), attempt: 1, instances: vec![s("i1")] },
+            Event::AttemptFailed { service: s("db"), attempt: 1, reason: s("unhealthy"), logs: vec![s("boom")] },
+            Event::LaunchStarted { service: s("db"), attempt: 2 },
+            Event::InstancesLaunched { service: s("db"), attempt: 2, instances: vec![s("i2")] },
+            Event::ServiceFailed { service: s("db"), reason: s("unhealthy after 2 attempts") },
+            Event::Skipped { service: s("api"), upstream: s("db") },
+        ];
+        let entries: Vec<Entry> = events.into_iter().enumerate().map(|(i, e)| entry(i as u64, e)).collect();
+        let v = RunView::replay(spec(), &entries);
+        let db = &v.services["db"];
+        assert_eq!((db.state, db.attempts), (ServiceState::Failed, 2));
+        assert_eq!(db.failed_instances, vec!["i1"]);
+        assert_eq!(db.launched_ms, Some(10));
+        assert_eq!(v.services["api"].upstream.as_deref(), Some("db"));
+        assert_eq!(v.outcome(), RunState::Failed);
+        assert_eq!(v.root_causes().len(), 1);
+        assert_eq!(v.last_seq, Some(7));
+    }
+
+    #[test]
+    fn events_round_trip_as_tagged_json() {
+        let e = Event::Skipped { service: "api".into(), upstream: "db".into() };
+        let j = serde_json::to_string(&e).unwrap();
+        assert_eq!(j, r#"{"type":"skipped","service":"api","upstream":"db"}"#);
+        assert_eq!(serde_json::from_str::<Event>(&j).unwrap(), e);
+        assert_eq!(e.kind(), "skipped");
+    }
+}

@@ -1,0 +1,45 @@
+//! Wall-clock time behind a trait, so tests on a paused tokio clock get
+//! timestamps that move with it.
+
+use chrono::{DateTime, Utc};
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Wall time that advances with `tokio::time` (paused in tests).
+pub struct TokioClock {
+    base: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn new() -> TokioClock {
+        TokioClock { base: Utc::now(), start: tokio::time::Instant::now() }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let d = tokio::time::Instant::now() - self.start;
+        self.base + chrono::Duration::from_std(d).unwrap_or_default()
+    }
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

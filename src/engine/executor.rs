@@ -1,0 +1,539 @@
+//! Runs a plan: eager DAG scheduling with bounded parallelism, blue-green per
+//! service, failure isolation, approvals, cancellation, lease renewal.
+//!
+//! One loop owns the journal. Service tasks ask it to persist an event and
+//! wait for the acknowledgement before acting ("journal before act"), so a
+//! crash at any point leaves a journal from which the run can resume without
+//! launching anything twice (launches are idempotent per attempt key).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::rfc3339;
+use super::journal::Journal;
+use super::lease::Lease;
+use super::{Control, RunContext};
+use crate::domain::dag::Dag;
+use crate::domain::manifest::{Manifest, Service};
+use crate::domain::run::{
+    Action, Entry, Event, PlannedStep, RunSpec, RunState, RunView, ServiceProgress, ServiceState,
+};
+use crate::error::{Error, Result};
+use crate::provider::{LaunchSpec, ProviderError, ServiceRef};
+
+/// An event a task wants persisted; the reply says whether to go on.
+struct Msg {
+    event: Event,
+    ack: oneshot::Sender<bool>,
+}
+
+enum Outcome {
+    /// Cut over; these old instances are to be decommissioned.
+    CutOver(Vec<String>),
+    Done,
+}
+
+pub struct Executor {
+    ctx: Arc<RunContext>,
+    manifest: Manifest,
+    view: RunView,
+    journal: Journal,
+    lease: Option<Lease>,
+    dag: Dag,
+    events: broadcast::Sender<Entry>,
+    control: mpsc::Receiver<Control>,
+    /// User cancellation: tasks clean up what they launched.
+    cancel: CancellationToken,
+    /// Lost ownership: tasks stop without touching anything.
+    abort: CancellationToken,
+    clock_start: tokio::time::Instant,
+    base_elapsed: u64,
+    seen_requests: BTreeSet<String>,
+}
+
+impl Executor {
+    /// Prepares a run (new or resumed) and persists its first event.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn begin(
+        ctx: Arc<RunContext>,
+        manifest: Manifest,
+        spec: RunSpec,
+        journal: Journal,
+        entries: &[Entry],
+        lease: Lease,
+        events: broadcast::Sender<Entry>,
+        control: mpsc::Receiver<Control>,
+    ) -> Result<Executor> {
+        let view = RunView::replay(spec, entries);
+        let dag = Dag::new(view.spec.steps.iter().map(|s| (s.service.as_str(), s.depends_on.as_slice())));
+        let abort = CancellationToken::new();
+        let cancel = abort.child_token();
+        let base_elapsed = view.elapsed_ms;
+        let mut ex = Executor {
+            ctx,
+            manifest,
+            view,
+            journal,
+            lease: Some(lease),
+            dag,
+            events,
+            control,
+            cancel,
+            abort,
+            clock_start: tokio::time::Instant::now(),
+            base_elapsed,
+            seen_requests: BTreeSet::new(),
+        };
+        let owner = ex.ctx.owner.clone();
+        let first = if entries.is_empty() { Event::RunStarted { owner } } else { Event::RunResumed { owner } };
+        ex.persist(first).await?;
+        if ex.view.cancel_requested {
+            ex.cancel.cancel();
+        }
+        Ok(ex)
+    }
+
+    pub fn view(&self) -> &RunView {
+        &self.view
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.base_elapsed + self.clock_start.elapsed().as_millis() as u64
+    }
+
+    async fn persist(&mut self, event: Event) -> Result<()> {
+        let at = rfc3339(self.ctx.clock.now());
+        let elapsed = self.elapsed_ms().max(self.view.elapsed_ms);
+        let entry = self.journal.append(at, elapsed, event).await?;
+        self.view.apply(&entry);
+        let _ = self.events.send(entry);
+        Ok(())
+    }
+
+    fn step(&self, name: &str) -> &PlannedStep {
+        self.view.spec.steps.iter().find(|s| s.service == name).expect("every service has a step")
+    }
+
+    /// Services whose dependencies are all healthy and that have not started here.
+    fn ready(&self, started: &BTreeSet<String>) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.view.spec.steps {
+            let p = &self.view.services[&s.service];
+            if p.state.is_terminal() || started.contains(&s.service) {
+                continue;
+            }
+            if s.depends_on.iter().all(|d| self.view.services[d].state == ServiceState::Healthy) {
+                out.push(s.service.clone());
+            }
+        }
+        out
+    }
+
+    /// Marks every not-yet-finished transitive dependent of a failed service skipped.
+    async fn skip_dependents(&mut self, failed: &str) -> Result<()> {
+        let Some(i) = self.dag.index_of(failed) else { return Ok(()) };
+        let mut queue = vec![i];
+        let mut seen = BTreeSet::new();
+        let mut to_skip = Vec::new();
+        while let Some(v) = queue.pop() {
+            for &d in self.dag.dependents(v) {
+                if seen.insert(d) {
+                    queue.push(d);
+                    let name = self.dag.name(d).to_string();
+                    if !self.view.services[&name].state.is_terminal() {
+                        to_skip.push(name);
+                    }
+                }
+            }
+        }
+        to_skip.sort();
+        for service in to_skip {
+            self.persist(Event::Skipped { service, upstream: failed.to_string() }).await?;
+        }
+        Ok(())
+    }
+
+    fn task(&self, name: &str, tx: mpsc::Sender<Msg>, approvals: watch::Receiver<BTreeSet<String>>) -> ServiceTask {
+        let step = self.step(name).clone();
+        let svc = self.manifest.services[name].clone();
+        ServiceTask {
+            ctx: self.ctx.clone(),
+            target: ServiceRef {
+                environment: self.view.spec.environment.clone(),
+                region: self.view.spec.region.clone(),
+                service: name.to_string(),
+                settings: svc.launch.clone(),
+                health: svc.health.clone(),
+                tags: svc.tags.clone(),
+            },
+            progress: self.view.services[name].clone(),
+            step,
+            svc,
+            run_id: self.view.spec.id.clone(),
+            tx,
+            approvals,
+            cancel: self.cancel.clone(),
+            abort: self.abort.clone(),
+        }
+    }
+
+    async fn handle_control(&mut self, c: Control, approvals: &watch::Sender<BTreeSet<String>>) -> Result<()> {
+        match c {
+            Control::Cancel { by } => {
+                if !self.view.cancel_requested && !self.view.state.is_finished() {
+                    self.persist(Event::CancelRequested { by }).await?;
+                }
+                self.cancel.cancel();
+            }
+            Control::Approve { service, by } => {
+                let waiting = self.view.services.get(&service).is_some_and(|s| s.approved_by.is_none());
+                if waiting {
+                    self.persist(Event::Approved { service: service.clone(), by }).await?;
+                }
+                approvals.send_modify(|a| {
+                    a.insert(service);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks up cancel/approve requests written by any server.
+    async fn poll_requests(&mut self, approvals: &watch::Sender<BTreeSet<String>>) -> Result<()> {
+        for (id, c) in super::read_requests(&self.ctx.store, &self.view.spec.id).await? {
+            if self.seen_requests.insert(id) {
+                self.handle_control(c, approvals).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drives the run to its end. `Err(Conflict)` means it was fenced off.
+    pub async fn run(mut self) -> Result<RunView> {
+        let result = self.drive().await;
+        if result.is_err() {
+            // Fenced or the store is gone: stop without cleaning up, so that
+            // whoever resumes the run finds everything as the journal says.
+            self.abort.cancel();
+        }
+        result
+    }
+
+    async fn drive(&mut self) -> Result<RunView> {
+        let (tx, mut rx) = mpsc::channel::<Msg>(256);
+        let approved: BTreeSet<String> =
+            self.view.services.values().filter(|s| s.approved_by.is_some()).map(|s| s.name.clone()).collect();
+        let (approvals_tx, approvals_rx) = watch::channel(approved);
+        let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
+        let mut decommissions: JoinSet<()> = JoinSet::new();
+        let mut started: BTreeSet<String> = BTreeSet::new();
+        let parallelism = self.view.spec.parallelism.max(1);
+
+        // Resumed: cut-over services whose old instances were not yet removed.
+        for s in self.view.spec.steps.clone() {
+            let p = &self.view.services[&s.service];
+            if p.state == ServiceState::Healthy
+                && s.action != Action::Keep
+                && !p.decommissioned
+                && !s.current.is_empty()
+            {
+                let grace = self.manifest.services[&s.service].grace_period.0;
+                decommissions.spawn(decommission(
+                    self.ctx.clone(),
+                    s.service.clone(),
+                    s.current.clone(),
+                    grace,
+                    tx.clone(),
+                ));
+            }
+        }
+
+        let renew_every = (self.ctx.lease_ttl / 3).max(Duration::from_millis(100));
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        loop {
+            if self.cancel.is_cancelled() {
+                let pending: Vec<String> = self
+                    .view
+                    .services
+                    .values()
+                    .filter(|s| !s.state.is_terminal() && !started.contains(&s.name))
+                    .map(|s| s.name.clone())
+                    .collect();
+                for service in pending {
+                    self.persist(Event::ServiceCancelled { service }).await?;
+                }
+            } else {
+                for name in self.ready(&started) {
+                    if tasks.len() >= parallelism {
+                        break;
+                    }
+                    started.insert(name.clone());
+                    let task = self.task(&name, tx.clone(), approvals_rx.clone());
+                    tasks.spawn(async move { (name, task.run().await) });
+                }
+            }
+            if tasks.is_empty() && decommissions.is_empty() && self.ready(&started).is_empty() {
+                // Nothing in flight and nothing can start: drain late messages, then finish.
+                if let Ok(msg) = rx.try_recv() {
+                    self.on_message(msg).await?;
+                    continue;
+                }
+                break;
+            }
+            tokio::select! {
+                Some(msg) = rx.recv() => self.on_message(msg).await?,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    match joined {
+                        Ok((name, Outcome::CutOver(old))) if !old.is_empty() => {
+                            let grace = self.manifest.services[&name].grace_period.0;
+                            decommissions.spawn(decommission(self.ctx.clone(), name, old, grace, tx.clone()));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(run_id = %self.view.spec.id, error = %e, "service task panicked");
+                            return Err(Error::Internal(format!("a service task of run {} panicked: {e}", self.view.spec.id)));
+                        }
+                    }
+                }
+                Some(_) = decommissions.join_next(), if !decommissions.is_empty() => {}
+                Some(c) = self.control.recv() => self.handle_control(c, &approvals_tx).await?,
+                _ = renew.tick() => {
+                    let now = self.ctx.clock.now();
+                    if let Some(lease) = self.lease.as_mut() {
+                        lease.renew(now).await?;
+                    }
+                    self.poll_requests(&approvals_tx).await?;
+                }
+            }
+        }
+        let outcome = self.view.outcome();
+        self.persist(Event::RunFinished { state: outcome }).await?;
+        if outcome == RunState::Succeeded {
+            super::record_timings(&self.ctx.store, &self.view).await;
+        }
+        if let Some(lease) = self.lease.take() {
+            if let Err(e) = lease.release().await {
+                tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot release the region lease; it will expire");
+            }
+        }
+        Ok(self.view.clone())
+    }
+
+    async fn on_message(&mut self, msg: Msg) -> Result<()> {
+        let failed = match &msg.event {
+            Event::ServiceFailed { service, .. } => Some(service.clone()),
+            _ => None,
+        };
+        if self.abort.is_cancelled() {
+            let _ = msg.ack.send(false);
+            return Ok(());
+        }
+        match self.persist(msg.event).await {
+            Ok(()) => {
+                let _ = msg.ack.send(true);
+            }
+            Err(e) => {
+                let _ = msg.ack.send(false);
+                return Err(e);
+            }
+        }
+        if let Some(f) = failed {
+            self.skip_dependents(&f).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes old instances after the grace period, then records it.
+async fn decommission(ctx: Arc<RunContext>, service: String, old: Vec<String>, grace: Duration, tx: mpsc::Sender<Msg>) {
+    tokio::time::sleep(grace).await;
+    if let Err(e) = ctx.provider.terminate(&old).await {
+        tracing::error!(service, error = %e, "cannot decommission old instances; they stay tagged for the orphan sweep");
+        return;
+    }
+    let (ack, _) = oneshot::channel();
+    let _ = tx.send(Msg { event: Event::Decommissioned { service, instances: old }, ack }).await;
+}
+
+/// One service's blue-green replacement.
+struct ServiceTask {
+    ctx: Arc<RunContext>,
+    target: ServiceRef,
+    progress: ServiceProgress,
+    step: PlannedStep,
+    svc: Service,
+    run_id: String,
+    tx: mpsc::Sender<Msg>,
+    approvals: watch::Receiver<BTreeSet<String>>,
+    cancel: CancellationToken,
+    abort: CancellationToken,
+}
+
+enum Stop {
+    Cancelled,
+    Aborted,
+}
+
+impl ServiceTask {
+    /// Persists an event; `Err` when the run lost ownership.
+    async fn emit(&self, event: Event) -> Result<(), Stop> {
+        let (ack, rx) = oneshot::channel();
+        if self.tx.send(Msg { event, ack }).await.is_err() {
+            return Err(Stop::Aborted);
+        }
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(Stop::Aborted),
+        }
+    }
+
+    fn stop(&self) -> Stop {
+        if self.abort.is_cancelled() { Stop::Aborted } else { Stop::Cancelled }
+    }
+
+    async fn run(self) -> Outcome {
+        let name = self.step.service.clone();
+        match self.replace().await {
+            Ok(outcome) => outcome,
+            Err(Stop::Aborted) => Outcome::Done,
+            Err(Stop::Cancelled) => {
+                let _ = self.emit(Event::ServiceCancelled { service: name }).await;
+                Outcome::Done
+            }
+        }
+    }
+
+    async fn replace(&self) -> Result<Outcome, Stop> {
+        let name = self.step.service.clone();
+        if self.step.action == Action::Keep {
+            self.emit(Event::Kept { service: name }).await?;
+            return Ok(Outcome::Done);
+        }
+        if self.svc.approval && self.progress.approved_by.is_none() {
+            if self.progress.state != ServiceState::AwaitingApproval {
+                self.emit(Event::ApprovalRequested { service: name.clone() }).await?;
+            }
+            let mut approvals = self.approvals.clone();
+            loop {
+                if approvals.borrow_and_update().contains(&name) {
+                    break;
+                }
+                tokio::select! {
+                    changed = approvals.changed() => if changed.is_err() { return Err(Stop::Aborted) },
+                    _ = self.cancel.cancelled() => return Err(self.stop()),
+                }
+            }
+        }
+        let resume_in_flight = matches!(self.progress.state, ServiceState::Launching | ServiceState::HealthGate);
+        let first = self.progress.attempts.max(1);
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut last_error = String::new();
+        for attempt in first..=self.svc.attempts {
+            let resumed = resume_in_flight && attempt == self.progress.attempts;
+            if !resumed {
+                self.emit(Event::LaunchStarted { service: name.clone(), attempt }).await?;
+            }
+            match self.attempt(attempt, resumed).await {
+                Ok(instances) => {
+                    self.emit(Event::CutOver { service: name.clone(), instances }).await?;
+                    return Ok(Outcome::CutOver(self.step.current.clone()));
+                }
+                Err(AttemptError::Stop(s)) => return Err(s),
+                Err(AttemptError::Failed(reason)) => {
+                    last_error = reason;
+                    if attempt < self.svc.attempts {
+                        let delay = delays.next().unwrap_or(Duration::from_secs(1));
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = self.cancel.cancelled() => return Err(self.stop()),
+                        }
+                    }
+                }
+            }
+        }
+        let reason = if self.svc.attempts > 1 {
+            format!("{last_error} (gave up after {} attempts)", self.svc.attempts)
+        } else {
+            last_error
+        };
+        self.emit(Event::ServiceFailed { service: name, reason }).await?;
+        Ok(Outcome::Done)
+    }
+
+    /// Launch → health gate → cutover. New instances that do not make it are
+    /// terminated (after keeping their last output lines).
+    async fn attempt(&self, attempt: u32, resumed: bool) -> Result<Vec<String>, AttemptError> {
+        let name = &self.step.service;
+        let budget = self.svc.timeout.0;
+        let started = tokio::time::Instant::now();
+        let spec = LaunchSpec {
+            target: self.target.clone(),
+            image: self.step.image.clone(),
+            replicas: self.step.replicas,
+            run_id: self.run_id.clone(),
+            launch_key: format!("{}/{}/{}", self.run_id, name, attempt),
+        };
+        let launched = tokio::time::timeout(budget, self.ctx.provider.launch(&spec, &self.cancel)).await;
+        let instances = match launched {
+            Ok(Ok(ids)) => ids,
+            Ok(Err(ProviderError::Cancelled)) => return Err(AttemptError::Stop(self.stop())),
+            Ok(Err(e)) => return self.fail(attempt, e.to_string(), &[]).await,
+            Err(_) => return self.fail(attempt, format!("launch did not finish within {budget:?}"), &[]).await,
+        };
+        if !(resumed && self.progress.instances == instances) {
+            self.emit(Event::InstancesLaunched { service: name.clone(), attempt, instances: instances.clone() })
+                .await
+                .map_err(AttemptError::Stop)?;
+        }
+        let within = budget.saturating_sub(started.elapsed());
+        let gate_limit = self.svc.health.as_ref().map_or(within, |h| h.timeout.0.min(within));
+        match self.ctx.provider.wait_healthy(&self.target, &instances, gate_limit, &self.cancel).await {
+            Ok(()) => {}
+            Err(ProviderError::Cancelled) => {
+                if !self.abort.is_cancelled() {
+                    let _ = self.ctx.provider.terminate(&instances).await;
+                }
+                return Err(AttemptError::Stop(self.stop()));
+            }
+            Err(e) => return self.fail(attempt, e.to_string(), &instances).await,
+        }
+        self.emit(Event::Healthy { service: name.clone(), attempt }).await.map_err(AttemptError::Stop)?;
+        if let Err(e) = self.ctx.provider.cutover(&self.target, &instances).await {
+            return self.fail(attempt, format!("cutover failed: {e}"), &instances).await;
+        }
+        Ok(instances)
+    }
+
+    async fn fail(&self, attempt: u32, reason: String, instances: &[String]) -> Result<Vec<String>, AttemptError> {
+        let mut logs = Vec::new();
+        for id in instances {
+            for line in self.ctx.provider.logs(id, 20).await {
+                logs.push(format!("{id}: {line}"));
+            }
+        }
+        if !instances.is_empty() {
+            if let Err(e) = self.ctx.provider.terminate(instances).await {
+                tracing::error!(service = %self.step.service, error = %e, "cannot terminate instances that failed their health gate");
+            }
+        }
+        let event = Event::AttemptFailed { service: self.step.service.clone(), attempt, reason: reason.clone(), logs };
+        self.emit(event).await.map_err(AttemptError::Stop)?;
+        Err(AttemptError::Failed(reason))
+    }
+}
+
+enum AttemptError {
+    Failed(String),
+    Stop(Stop),
+}

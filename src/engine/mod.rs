@@ -1,0 +1,531 @@
+//! The recovery engine: plans, starts, resumes, cancels and observes runs.
+//! Runs live in the object store (spec, journal, lease, requests), so any
+//! server can pick up a run another one started.
+
+pub mod clock;
+mod executor;
+pub mod journal;
+pub mod lease;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use self::clock::{Clock, rfc3339};
+use self::executor::Executor;
+use self::journal::Journal;
+use self::lease::Lease;
+use crate::domain::manifest;
+use crate::domain::plan::{self, Check, Plan, PlanInput};
+use crate::domain::run::{Entry, Event, RUN_FORMAT, RunKind, RunSpec, RunView};
+use crate::domain::snapshot::Snapshot;
+use crate::error::{Error, Result};
+use crate::provider::ComputeProvider;
+use crate::store::{DynStore, PutOptions, SnapshotRepo, layout};
+
+/// What every run of this server shares.
+pub struct RunContext {
+    pub store: DynStore,
+    pub provider: Arc<dyn ComputeProvider>,
+    pub clock: Arc<dyn Clock>,
+    /// This server process, as recorded in leases and journals.
+    pub owner: String,
+    pub lease_ttl: Duration,
+}
+
+/// A request to a running executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    Cancel { by: String },
+    Approve { service: String, by: String },
+}
+
+pub struct StartRequest {
+    pub environment: String,
+    pub reference: String,
+    pub region: Option<String>,
+    pub parallelism: Option<usize>,
+    pub force: bool,
+    pub kind: RunKind,
+    pub actor: String,
+}
+
+struct Active {
+    control: mpsc::Sender<Control>,
+    events: broadcast::Sender<Entry>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+pub struct Engine {
+    ctx: Arc<RunContext>,
+    repo: SnapshotRepo,
+    active: Arc<Mutex<HashMap<String, Active>>>,
+    default_parallelism: usize,
+}
+
+pub const DEFAULT_PARALLELISM: usize = 16;
+pub const MAX_PARALLELISM: usize = 1024;
+
+fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("r-{}-{}", now.format("%Y%m%dT%H%M%S"), &rand[..6])
+}
+
+fn check_run_id(id: &str) -> Result<()> {
+    let ok = id.len() <= 64 && !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("\"{id}\" is not a run ID (e.g. r-20261127T152300-1a2b3c)")))
+    }
+}
+
+/// Pending cancel/approve requests of a run, by request ID.
+pub(crate) async fn read_requests(store: &DynStore, run_id: &str) -> Result<Vec<(String, Control)>> {
+    let mut out = Vec::new();
+    for key in store.list(&layout::run_requests_prefix(run_id)).await? {
+        let Some(obj) = store.get(&key).await? else { continue };
+        match serde_json::from_slice::<Control>(&obj.bytes) {
+            Ok(c) => out.push((key, c)),
+            Err(e) => tracing::warn!(key, error = %e, "ignoring a malformed run request"),
+        }
+    }
+    Ok(out)
+}
+
+/// Remembers how long each service took, for the next plan's estimates.
+pub(crate) async fn record_timings(store: &DynStore, view: &RunView) {
+    let key = layout::timings(&view.spec.environment);
+    let mut timings: BTreeMap<String, u64> = match store.get(&key).await {
+        Ok(Some(obj)) => serde_json::from_slice(&obj.bytes).unwrap_or_default(),
+        _ => BTreeMap::new(),
+    };
+    for s in view.services.values() {
+        if let (Some(a), Some(b)) = (s.launched_ms, s.healthy_ms) {
+            timings.insert(s.name.clone(), b.saturating_sub(a));
+        }
+    }
+    let bytes = Bytes::from(serde_json::to_vec_pretty(&timings).expect("maps serialise"));
+    if let Err(e) = store.put(&key, bytes, PutOptions::overwrite()).await {
+        tracing::warn!(error = %e, "cannot record service timings");
+    }
+}
+
+impl Engine {
+    pub fn new(ctx: RunContext) -> Arc<Engine> {
+        Arc::new(Engine {
+            repo: SnapshotRepo::new(ctx.store.clone()),
+            ctx: Arc::new(ctx),
+            active: Arc::new(Mutex::new(HashMap::new())),
+            default_parallelism: DEFAULT_PARALLELISM,
+        })
+    }
+
+    pub fn provider(&self) -> &Arc<dyn ComputeProvider> {
+        &self.ctx.provider
+    }
+
+    async fn timings(&self, env: &str) -> BTreeMap<String, u64> {
+        match self.ctx.store.get(&layout::timings(env)).await {
+            Ok(Some(obj)) => serde_json::from_slice(&obj.bytes).unwrap_or_default(),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// The plan a recovery would follow, with preflight results.
+    pub async fn plan(
+        &self,
+        env: &str,
+        reference: &str,
+        region: Option<&str>,
+        force: bool,
+    ) -> Result<(Snapshot, Plan)> {
+        let snap = self.repo.get_by_ref(env, reference).await?;
+        let m = &snap.manifest;
+        let region = region.filter(|r| !r.is_empty()).unwrap_or(&m.region).to_string();
+        if !manifest::is_valid_name(&region) {
+            return Err(Error::InvalidArgument(format!("\"{region}\" is not a valid region name")));
+        }
+        if m.provider.as_str() != self.ctx.provider.name() {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {} of {env} uses the {} provider, but this server runs the {} provider",
+                snap.version,
+                m.provider.as_str(),
+                self.ctx.provider.name()
+            )));
+        }
+        let inventory = self
+            .ctx
+            .provider
+            .inventory(env, &region)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot read the inventory of {env} in {region}: {e}")))?;
+        let history = self.timings(env).await;
+        let mut plan = plan::plan(PlanInput {
+            manifest: m,
+            snapshot_version: snap.version,
+            snapshot_digest: &snap.digest,
+            region: &region,
+            inventory: &inventory,
+            force,
+            history: &history,
+        });
+        plan.preflight.extend(self.ctx.provider.preflight(m, &region).await);
+        plan.preflight.push(match self.repo.rejection(env, snap.version).await? {
+            Some(r) => Check::fail(
+                "snapshot-status",
+                format!("snapshot {} was rejected by {} at {}: {}", snap.version, r.by, r.at, r.reason),
+            ),
+            None => Check::pass("snapshot-status", format!("snapshot {} ({}) verified", snap.version, snap.digest)),
+        });
+        plan.preflight.push(self.lease_check(&region).await?);
+        Ok((snap, plan))
+    }
+
+    async fn lease_check(&self, region: &str) -> Result<Check> {
+        let now = self.ctx.clock.now();
+        Ok(match lease::read(&self.ctx.store, region).await? {
+            Some((r, _)) if !r.is_free(now) => Check::fail(
+                "region-lease",
+                format!("region {region} is leased by run {} until {}", r.run_id, r.expires_at),
+            ),
+            Some((r, _)) if !r.released && !self.is_finished(&r.run_id).await? => Check::fail(
+                "region-lease",
+                format!(
+                    "run {} on region {region} did not finish (its server stopped): resume it with `lifeboat run resume {}` or cancel it with `lifeboat run cancel {}`",
+                    r.run_id, r.run_id, r.run_id
+                ),
+            ),
+            _ => Check::pass("region-lease", format!("region {region} is free")),
+        })
+    }
+
+    async fn is_finished(&self, run_id: &str) -> Result<bool> {
+        match self.get(run_id).await {
+            Ok(v) => Ok(v.state.is_finished()),
+            Err(Error::NotFound(_)) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Plans, takes the region's lease, records the run and starts it.
+    pub async fn start(self: &Arc<Self>, req: StartRequest) -> Result<RunView> {
+        let parallelism = req.parallelism.unwrap_or(self.default_parallelism);
+        if parallelism == 0 || parallelism > MAX_PARALLELISM {
+            return Err(Error::InvalidArgument(format!("parallelism must be 1 to {MAX_PARALLELISM}")));
+        }
+        let (snap, plan) = self.plan(&req.environment, &req.reference, req.region.as_deref(), req.force).await?;
+        if let Some(c) = plan.preflight.iter().find(|c| c.name == "region-lease" && !c.ok) {
+            return Err(Error::Conflict(c.message.clone()));
+        }
+        let failed: Vec<String> = plan.preflight.iter().filter(|c| !c.ok).map(|c| c.message.clone()).collect();
+        if !failed.is_empty() {
+            return Err(Error::FailedPrecondition(format!("preflight failed: {}", failed.join("; "))));
+        }
+        let now = self.ctx.clock.now();
+        let id = new_run_id(now);
+        let lease =
+            Lease::acquire(&self.ctx.store, &plan.region, &id, &self.ctx.owner, self.ctx.lease_ttl, now).await?;
+        let spec = RunSpec {
+            format_version: RUN_FORMAT,
+            id: id.clone(),
+            kind: req.kind,
+            environment: req.environment.clone(),
+            region: plan.region.clone(),
+            snapshot_version: snap.version,
+            snapshot_digest: snap.digest.clone(),
+            parallelism,
+            created_at: rfc3339(now),
+            created_by: req.actor.clone(),
+            steps: plan.steps,
+            critical_path: plan.critical_path,
+            critical_path_ms: plan.critical_path_ms,
+        };
+        let bytes = Bytes::from(serde_json::to_vec_pretty(&spec).expect("specs serialise"));
+        self.ctx.store.put(&layout::run_spec(&id), bytes, PutOptions::create()).await?;
+        self.ctx.store.put(&layout::run_index(&id), Bytes::from_static(b"{}"), PutOptions::create()).await?;
+        let (journal, entries) = Journal::open(self.ctx.store.clone(), &id).await?;
+        self.launch(snap, spec, journal, entries, lease).await
+    }
+
+    async fn launch(
+        self: &Arc<Self>,
+        snap: Snapshot,
+        spec: RunSpec,
+        journal: Journal,
+        entries: Vec<Entry>,
+        lease: Lease,
+    ) -> Result<RunView> {
+        let id = spec.id.clone();
+        let (events, _) = broadcast::channel(4096);
+        let (control_tx, control_rx) = mpsc::channel(64);
+        let ex = Executor::begin(
+            self.ctx.clone(),
+            snap.manifest,
+            spec,
+            journal,
+            &entries,
+            lease,
+            events.clone(),
+            control_rx,
+        )
+        .await?;
+        let view = ex.view().clone();
+        let mut active = self.active.lock().expect("lock");
+        active.insert(id.clone(), Active { control: control_tx, events, task: None });
+        let registry = self.active.clone();
+        let run_id = id.clone();
+        let handle = tokio::spawn(async move {
+            match ex.run().await {
+                Ok(v) => tracing::info!(run_id = %run_id, state = v.state.as_str(), "run finished"),
+                Err(e) => tracing::error!(run_id = %run_id, error = %e, "run stopped; it can be resumed"),
+            }
+            registry.lock().expect("lock").remove(&run_id);
+        });
+        if let Some(a) = active.get_mut(&id) {
+            a.task = Some(handle.abort_handle());
+        }
+        Ok(view)
+    }
+
+    /// Stops every run of this server where it is, without cleaning up and
+    /// without releasing leases: the runs stay resumable (at shutdown, and
+    /// in tests that simulate a crash).
+    pub fn abort_all(&self) {
+        let mut active = self.active.lock().expect("lock");
+        for (_, a) in active.drain() {
+            if let Some(t) = a.task {
+                t.abort();
+            }
+        }
+    }
+
+    /// Takes over a run that is not running anywhere (its server stopped).
+    pub async fn resume(self: &Arc<Self>, id: &str) -> Result<RunView> {
+        check_run_id(id)?;
+        if self.active.lock().expect("lock").contains_key(id) {
+            return self.get(id).await;
+        }
+        let spec = self.spec(id).await?;
+        let (journal, entries) = Journal::open(self.ctx.store.clone(), id).await?;
+        let view = RunView::replay(spec.clone(), &entries);
+        if view.state.is_finished() {
+            return Err(Error::FailedPrecondition(format!("run {id} already finished ({})", view.state.as_str())));
+        }
+        let snap = self.repo.get(&spec.environment, spec.snapshot_version).await?;
+        if snap.digest != spec.snapshot_digest {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {} of {} no longer has the digest run {id} started with",
+                spec.snapshot_version, spec.environment
+            )));
+        }
+        let now = self.ctx.clock.now();
+        let lease = Lease::acquire(&self.ctx.store, &spec.region, id, &self.ctx.owner, self.ctx.lease_ttl, now).await?;
+        // Re-open after taking the lease, so no entry written meanwhile is missed.
+        let (journal, entries) =
+            if entries.is_empty() { (journal, entries) } else { Journal::open(self.ctx.store.clone(), id).await? };
+        self.launch(snap, spec, journal, entries, lease).await
+    }
+
+    /// At start-up: resume every unfinished run whose lease has lapsed, waiting
+    /// for leases that have not yet expired.
+    pub async fn resume_all(self: &Arc<Self>) -> Result<()> {
+        for key in self.ctx.store.list(&layout::leases_prefix()).await? {
+            let region = key.trim_start_matches(&layout::leases_prefix()).to_string();
+            let Some((rec, _)) = lease::read(&self.ctx.store, &region).await? else { continue };
+            if rec.released || self.is_finished(&rec.run_id).await? {
+                continue;
+            }
+            let engine = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    match engine.resume(&rec.run_id).await {
+                        Ok(_) => {
+                            tracing::info!(run_id = %rec.run_id, region = %rec.region, "resumed run");
+                            return;
+                        }
+                        Err(Error::Conflict(msg)) => {
+                            tracing::info!(run_id = %rec.run_id, "waiting to resume: {msg}");
+                            if engine.is_finished(&rec.run_id).await.unwrap_or(false) {
+                                return;
+                            }
+                            tokio::time::sleep(engine.ctx.lease_ttl / 2).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(run_id = %rec.run_id, error = %e, "cannot resume run");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn spec(&self, id: &str) -> Result<RunSpec> {
+        check_run_id(id)?;
+        let obj =
+            self.ctx.store.get(&layout::run_spec(id)).await?.ok_or_else(|| Error::NotFound(format!("no run {id}")))?;
+        let spec: RunSpec = serde_json::from_slice(&obj.bytes)
+            .map_err(|e| Error::Internal(format!("run {id}'s record is corrupt: {e}")))?;
+        if spec.format_version != RUN_FORMAT {
+            return Err(Error::Internal(format!(
+                "run {id} has format_version {}, which this lifeboat cannot read",
+                spec.format_version
+            )));
+        }
+        Ok(spec)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<RunView> {
+        let spec = self.spec(id).await?;
+        let entries = journal::read_from(&self.ctx.store, id, 0).await?;
+        Ok(RunView::replay(spec, &entries))
+    }
+
+    /// The newest runs first, optionally of one environment.
+    pub async fn list(&self, environment: Option<&str>, limit: usize) -> Result<Vec<RunView>> {
+        let mut keys = self.ctx.store.list(&layout::run_index_prefix()).await?;
+        keys.reverse();
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(id) = layout::run_id_from_index(&key) else { continue };
+            let spec = match self.spec(id).await {
+                Ok(s) => s,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if environment.is_some_and(|e| e != spec.environment) {
+                continue;
+            }
+            let entries = journal::read_from(&self.ctx.store, id, 0).await?;
+            out.push(RunView::replay(spec, &entries));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a request for whichever server runs the run, and tells it
+    /// directly when that is this one.
+    async fn request(self: &Arc<Self>, id: &str, control: Control) -> Result<()> {
+        let bytes = Bytes::from(serde_json::to_vec(&control).expect("controls serialise"));
+        let key = layout::run_request(
+            id,
+            &format!("{}-{}", self.ctx.clock.now().timestamp_millis(), uuid::Uuid::new_v4().simple()),
+        );
+        self.ctx.store.put(&key, bytes, PutOptions::create()).await?;
+        let sender = self.active.lock().expect("lock").get(id).map(|a| a.control.clone());
+        if let Some(tx) = sender {
+            let _ = tx.send(control).await;
+        }
+        Ok(())
+    }
+
+    pub async fn cancel(self: &Arc<Self>, id: &str, by: &str) -> Result<RunView> {
+        let view = self.get(id).await?;
+        if view.state.is_finished() {
+            return Err(Error::FailedPrecondition(format!("run {id} already finished ({})", view.state.as_str())));
+        }
+        self.request(id, Control::Cancel { by: by.into() }).await?;
+        if !self.active.lock().expect("lock").contains_key(id) {
+            // Not running here: take it over if nobody runs it, so the cancel happens.
+            match self.resume(id).await {
+                Ok(_) | Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.get(id).await
+    }
+
+    pub async fn approve(self: &Arc<Self>, id: &str, service: &str, by: &str) -> Result<RunView> {
+        let view = self.get(id).await?;
+        if view.state.is_finished() {
+            return Err(Error::FailedPrecondition(format!("run {id} already finished ({})", view.state.as_str())));
+        }
+        let snap = self.repo.get(&view.spec.environment, view.spec.snapshot_version).await?;
+        match snap.manifest.services.get(service) {
+            None => return Err(Error::NotFound(format!("run {id} has no service {service}"))),
+            Some(s) if !s.approval => {
+                return Err(Error::FailedPrecondition(format!(
+                    "service {service} does not need approval (approval = false)"
+                )));
+            }
+            Some(_) => {}
+        }
+        if view.services[service].approved_by.is_some() {
+            return Err(Error::FailedPrecondition(format!("service {service} of run {id} is already approved")));
+        }
+        self.request(id, Control::Approve { service: service.into(), by: by.into() }).await?;
+        self.get(id).await
+    }
+
+    /// The run's entries from `from_seq` on, then new ones as they happen,
+    /// ending after the run finishes.
+    pub fn watch(self: &Arc<Self>, id: &str, from_seq: u64) -> impl Stream<Item = Result<Entry>> + Send + 'static {
+        let engine = self.clone();
+        let id = id.to_string();
+        async_stream(move |tx| async move {
+            if let Err(e) = engine.spec(&id).await {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+            let mut next = from_seq;
+            loop {
+                let live = engine.active.lock().expect("lock").get(&id).map(|a| a.events.subscribe());
+                let entries = match journal::read_from(&engine.ctx.store, &id, next).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                for e in entries {
+                    next = e.seq + 1;
+                    let done = matches!(e.event, Event::RunFinished { .. });
+                    if tx.send(Ok(e)).await.is_err() || done {
+                        return;
+                    }
+                }
+                match live {
+                    Some(mut rx) => loop {
+                        match rx.recv().await {
+                            Ok(e) if e.seq < next => continue,
+                            Ok(e) if e.seq == next => {
+                                next += 1;
+                                let done = matches!(e.event, Event::RunFinished { .. });
+                                if tx.send(Ok(e)).await.is_err() || done {
+                                    return;
+                                }
+                            }
+                            // A gap, a lag or the run stopped here: catch up from the store.
+                            _ => break,
+                        }
+                    },
+                    None => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        })
+    }
+}
+
+/// A stream fed by a task through a channel (no extra crate needed).
+fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T> + Send + 'static
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

@@ -1,0 +1,515 @@
+//! Engine tests on a paused clock with a scripted provider: ordering,
+//! efficiency, failure isolation, parallelism, approvals, cancel, resume.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use proptest::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::TokioClock;
+use super::*;
+use crate::domain::dag::Dag;
+use crate::domain::duration::Dur;
+use crate::domain::manifest::{Check as HealthCheck, Health, Image, Manifest, Promotion, Provider, Service};
+use crate::domain::plan::LiveInstance;
+use crate::domain::run::{RunState, ServiceState};
+use crate::provider::{LaunchSpec, ProviderError, ProviderResult, ServiceRef};
+use crate::store::memory::MemStore;
+use crate::store::{DynStore, NewSnapshot};
+
+/// How one service behaves.
+#[derive(Clone, Copy, Default)]
+struct Behaviour {
+    launch_ms: u64,
+    healthy_ms: u64,
+    /// The first N attempts fail their health gate.
+    failing_attempts: u32,
+}
+
+#[derive(Default)]
+struct World {
+    launches: BTreeMap<String, Vec<String>>,
+    launch_calls: HashMap<String, u32>,
+    alive: BTreeMap<String, String>,
+    in_flight: BTreeSet<String>,
+    max_in_flight: usize,
+    next: u64,
+}
+
+/// A provider whose steps take known times (on tokio's clock).
+struct Scripted {
+    script: BTreeMap<String, Behaviour>,
+    world: Mutex<World>,
+}
+
+impl Scripted {
+    fn new(script: BTreeMap<String, Behaviour>) -> Arc<Scripted> {
+        Arc::new(Scripted { script, world: Mutex::new(World::default()) })
+    }
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap()
+    }
+}
+
+async fn sleep_or_cancel(ms: u64, cancel: &CancellationToken) -> ProviderResult<()> {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
+        _ = cancel.cancelled() => Err(ProviderError::Cancelled),
+    }
+}
+
+#[async_trait]
+impl ComputeProvider for Scripted {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    async fn preflight(&self, _: &Manifest, _: &str) -> Vec<Check> {
+        vec![Check::pass("scripted", "ok")]
+    }
+    async fn inventory(&self, _: &str, _: &str) -> ProviderResult<Vec<LiveInstance>> {
+        Ok(Vec::new())
+    }
+    async fn launch(&self, spec: &LaunchSpec, cancel: &CancellationToken) -> ProviderResult<Vec<String>> {
+        let service = spec.target.service.clone();
+        {
+            let mut w = self.world();
+            *w.launch_calls.entry(spec.launch_key.clone()).or_default() += 1;
+            if let Some(ids) = w.launches.get(&spec.launch_key) {
+                return Ok(ids.clone());
+            }
+            w.in_flight.insert(service.clone());
+            w.max_in_flight = w.max_in_flight.max(w.in_flight.len());
+        }
+        sleep_or_cancel(self.script[&service].launch_ms, cancel).await?;
+        let mut w = self.world();
+        let ids: Vec<String> = (0..spec.replicas)
+            .map(|_| {
+                w.next += 1;
+                format!("{service}-i{}", w.next)
+            })
+            .collect();
+        for id in &ids {
+            w.alive.insert(id.clone(), service.clone());
+        }
+        w.launches.insert(spec.launch_key.clone(), ids.clone());
+        Ok(ids)
+    }
+    async fn wait_healthy(
+        &self,
+        t: &ServiceRef,
+        ids: &[String],
+        within: Duration,
+        cancel: &CancellationToken,
+    ) -> ProviderResult<()> {
+        let b = self.script[&t.service];
+        let attempt =
+            self.world().launches.iter().filter(|(k, _)| k.contains(&format!("/{}/", t.service))).count() as u32;
+        let wait = Duration::from_millis(b.healthy_ms).min(within);
+        sleep_or_cancel(wait.as_millis() as u64, cancel).await?;
+        if attempt <= b.failing_attempts {
+            return Err(ProviderError::Unhealthy {
+                service: t.service.clone(),
+                after: wait,
+                last: format!("{} refused", ids[0]),
+            });
+        }
+        Ok(())
+    }
+    async fn cutover(&self, t: &ServiceRef, _: &[String]) -> ProviderResult<()> {
+        self.world().in_flight.remove(&t.service);
+        Ok(())
+    }
+    async fn terminate(&self, ids: &[String]) -> ProviderResult<()> {
+        let mut w = self.world();
+        for id in ids {
+            if let Some(s) = w.alive.remove(id) {
+                w.in_flight.remove(&s);
+            }
+        }
+        Ok(())
+    }
+    async fn logs(&self, id: &str, _: usize) -> Vec<String> {
+        vec![format!("{id} says goodbye")]
+    }
+}
+
+fn service(deps: &[String], attempts: u32, approval: bool) -> Service {
+    Service {
+        image: Image::Single(format!("sha256:{}", "a".repeat(64))),
+        replicas: 1,
+        depends_on: deps.to_vec(),
+        timeout: Dur::secs(300),
+        attempts,
+        approval,
+        health: Some(Health {
+            check: HealthCheck::Tcp(String::new()),
+            interval: Dur::secs(1),
+            timeout: Dur::secs(60),
+            probe_timeout: Dur::secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+        }),
+        grace_period: Dur::secs(0),
+        launch: BTreeMap::new(),
+        tags: BTreeMap::new(),
+    }
+}
+
+fn manifest(services: BTreeMap<String, Service>) -> Manifest {
+    Manifest {
+        environment: "shop".into(),
+        region: "r1".into(),
+        provider: Provider::Local,
+        rto_objective: None,
+        promotion: Promotion::Manual,
+        services,
+    }
+}
+
+struct Harness {
+    engine: Arc<Engine>,
+    provider: Arc<Scripted>,
+    store: DynStore,
+}
+
+async fn harness(m: Manifest, script: BTreeMap<String, Behaviour>) -> Harness {
+    let store: DynStore = Arc::new(MemStore::new());
+    let repo = SnapshotRepo::new(store.clone());
+    repo.push(NewSnapshot { manifest: m, author: "t".into(), message: String::new(), labels: BTreeMap::new() })
+        .await
+        .unwrap();
+    let provider = Scripted::new(script);
+    let engine = Engine::new(RunContext {
+        store: store.clone(),
+        provider: provider.clone(),
+        clock: Arc::new(TokioClock::new()),
+        owner: "test-server".into(),
+        lease_ttl: Duration::from_secs(15),
+    });
+    Harness { engine, provider, store }
+}
+
+impl Harness {
+    async fn start(&self, parallelism: usize) -> String {
+        let req = StartRequest {
+            environment: "shop".into(),
+            reference: "latest".into(),
+            region: None,
+            parallelism: Some(parallelism),
+            force: false,
+            kind: RunKind::Recovery,
+            actor: "t".into(),
+        };
+        self.engine.start(req).await.unwrap().spec.id
+    }
+
+    async fn finish(&self, id: &str) -> (RunView, Vec<Entry>) {
+        let entries: Vec<Entry> = self.engine.watch(id, 0).map(|e| e.unwrap()).collect().await;
+        (self.engine.get(id).await.unwrap(), entries)
+    }
+}
+
+/// Every launch starts after all of the service's dependencies were healthy and cut over.
+fn assert_ordering(view: &RunView, entries: &[Entry]) {
+    let mut ready_at: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for e in entries {
+        match &e.event {
+            Event::CutOver { service, .. } | Event::Kept { service } => {
+                ready_at.insert(service, (e.seq, e.elapsed_ms));
+            }
+            Event::LaunchStarted { service, .. } => {
+                let step = view.spec.steps.iter().find(|s| &s.service == service).unwrap();
+                for d in &step.depends_on {
+                    let (seq, t) =
+                        ready_at.get(d.as_str()).unwrap_or_else(|| panic!("{service} launched before {d} was healthy"));
+                    assert!(*seq < e.seq && *t <= e.elapsed_ms, "{service} launched before {d} was healthy");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn random_dag(n: usize, edges: &[(usize, usize)]) -> BTreeMap<String, Service> {
+    let name = |i: usize| format!("s{i:04}");
+    let mut deps: Vec<BTreeSet<String>> = vec![BTreeSet::new(); n];
+    for &(a, b) in edges {
+        let (a, b) = (a % n, b % n);
+        if a < b {
+            deps[b].insert(name(a));
+        }
+    }
+    (0..n).map(|i| (name(i), service(&deps[i].iter().cloned().collect::<Vec<_>>(), 1, false))).collect()
+}
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn launches_wait_for_dependencies(
+        n in 1usize..30,
+        edges in proptest::collection::vec((0usize..30, 0usize..30), 0..80),
+        times in proptest::collection::vec((1u64..500, 1u64..500), 30),
+        parallelism in 1usize..8,
+    ) {
+        paused_runtime().block_on(async {
+            let services = random_dag(n, &edges);
+            let script = services.keys().enumerate().map(|(i, k)| (k.clone(), Behaviour { launch_ms: times[i].0, healthy_ms: times[i].1, failing_attempts: 0 })).collect();
+            let h = harness(manifest(services), script).await;
+            let id = h.start(parallelism).await;
+            let (view, entries) = h.finish(&id).await;
+            assert_eq!(view.state, RunState::Succeeded);
+            assert_ordering(&view, &entries);
+            assert!(h.provider.world().max_in_flight <= parallelism);
+        });
+    }
+}
+
+#[test]
+fn diamond_chain_and_fan_out_orderings() {
+    paused_runtime().block_on(async {
+        let s = |d: &[&str]| service(&d.iter().map(|x| x.to_string()).collect::<Vec<_>>(), 1, false);
+        let shapes: Vec<BTreeMap<String, Service>> = vec![
+            // diamond
+            [("a", s(&[])), ("b", s(&["a"])), ("c", s(&["a"])), ("d", s(&["b", "c"]))]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            // chain
+            (0..10).map(|i| (format!("c{i}"), if i == 0 { s(&[]) } else { s(&[&format!("c{}", i - 1)]) })).collect(),
+            // wide fan-out
+            std::iter::once(("root".to_string(), s(&[])))
+                .chain((0..50).map(|i| (format!("leaf{i}"), s(&["root"]))))
+                .collect(),
+        ];
+        for services in shapes {
+            let script = services
+                .keys()
+                .map(|k| (k.clone(), Behaviour { launch_ms: 100, healthy_ms: 200, failing_attempts: 0 }))
+                .collect();
+            let h = harness(manifest(services), script).await;
+            let id = h.start(64).await;
+            let (view, entries) = h.finish(&id).await;
+            assert_eq!(view.state, RunState::Succeeded);
+            assert_ordering(&view, &entries);
+        }
+    });
+}
+
+#[test]
+fn thousand_services_finish_within_five_percent_of_the_critical_path() {
+    paused_runtime().block_on(async {
+        let mut rng_state = 42u64;
+        let mut rand = move || {
+            rng_state ^= rng_state << 13;
+            rng_state ^= rng_state >> 7;
+            rng_state ^= rng_state << 17;
+            rng_state
+        };
+        let n = 1000;
+        let edges: Vec<(usize, usize)> =
+            (0..3000).map(|_| ((rand() % n as u64) as usize, (rand() % n as u64) as usize)).collect();
+        let services = random_dag(n, &edges);
+        let script: BTreeMap<String, Behaviour> = services
+            .keys()
+            .map(|k| {
+                (
+                    k.clone(),
+                    Behaviour { launch_ms: 100 + rand() % 900, healthy_ms: 100 + rand() % 1900, failing_attempts: 0 },
+                )
+            })
+            .collect();
+        let m = manifest(services);
+        let dag: Dag = m.dag();
+        let (_, critical) = dag.critical_path(|i| {
+            let b = script[dag.name(i)];
+            Duration::from_millis(b.launch_ms + b.healthy_ms)
+        });
+        let h = harness(m, script).await;
+        let start = tokio::time::Instant::now();
+        let id = h.start(1024).await;
+        let (view, entries) = h.finish(&id).await;
+        let took = start.elapsed();
+        assert_eq!(view.state, RunState::Succeeded);
+        assert_ordering(&view, &entries);
+        let limit = critical.mul_f64(1.05) + Duration::from_millis(50);
+        assert!(took <= limit, "took {took:?}, critical path {critical:?}");
+        assert!(took >= critical, "faster than the critical path is impossible: {took:?} < {critical:?}");
+    });
+}
+
+#[test]
+fn a_failure_skips_dependents_only_and_cleans_up() {
+    paused_runtime().block_on(async {
+        let s = |d: &[&str], attempts| service(&d.iter().map(|x| x.to_string()).collect::<Vec<_>>(), attempts, false);
+        let services: BTreeMap<String, Service> = [
+            ("db", s(&[], 1)),
+            ("api", s(&["db"], 2)),
+            ("web", s(&["api"], 1)),
+            ("edge", s(&["web"], 1)),
+            ("metrics", s(&[], 1)),
+            ("dash", s(&["metrics"], 1)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let mut script: BTreeMap<String, Behaviour> = services
+            .keys()
+            .map(|k| (k.clone(), Behaviour { launch_ms: 50, healthy_ms: 100, failing_attempts: 0 }))
+            .collect();
+        script.get_mut("api").unwrap().failing_attempts = 99;
+        let h = harness(manifest(services), script).await;
+        let id = h.start(4).await;
+        let (view, _) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Failed);
+        let st = |n: &str| view.services[n].state;
+        assert_eq!(st("api"), ServiceState::Failed);
+        assert_eq!(view.services["api"].attempts, 2);
+        assert!(view.services["api"].error.as_deref().unwrap().contains("gave up after 2 attempts"));
+        assert!(view.services["api"].logs.iter().any(|l| l.contains("says goodbye")));
+        assert_eq!((st("web"), st("edge")), (ServiceState::Skipped, ServiceState::Skipped));
+        assert_eq!(view.services["edge"].upstream.as_deref(), Some("api"));
+        for ok in ["db", "metrics", "dash"] {
+            assert_eq!(st(ok), ServiceState::Healthy, "{ok}");
+        }
+        assert_eq!(view.root_causes().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["api"]);
+        let w = h.provider.world();
+        assert!(w.alive.values().all(|s| s != "api"), "failed instances were terminated: {:?}", w.alive);
+    });
+}
+
+#[test]
+fn retries_then_succeeds() {
+    paused_runtime().block_on(async {
+        let services = BTreeMap::from([("db".to_string(), service(&[], 3, false))]);
+        let script =
+            BTreeMap::from([("db".to_string(), Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 2 })]);
+        let h = harness(manifest(services), script).await;
+        let id = h.start(4).await;
+        let (view, _) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Succeeded);
+        assert_eq!(view.services["db"].attempts, 3);
+        assert_eq!(view.services["db"].failed_instances.len(), 2);
+        assert_eq!(h.provider.world().alive.len(), 1);
+    });
+}
+
+#[test]
+fn approval_pauses_until_approved() {
+    paused_runtime().block_on(async {
+        let services = BTreeMap::from([
+            ("db".to_string(), service(&[], 1, false)),
+            ("api".to_string(), service(&["db".to_string()], 1, true)),
+        ]);
+        let script = services
+            .keys()
+            .map(|k| (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 0 }))
+            .collect();
+        let h = harness(manifest(services), script).await;
+        let id = h.start(4).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let v = h.engine.get(&id).await.unwrap();
+        assert_eq!(v.services["api"].state, ServiceState::AwaitingApproval);
+        assert_eq!(v.services["db"].state, ServiceState::Healthy);
+        let e = h.engine.approve(&id, "db", "alice").await.unwrap_err();
+        assert!(e.to_string().contains("does not need approval"), "{e}");
+        h.engine.approve(&id, "api", "alice").await.unwrap();
+        let (view, _) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Succeeded);
+        assert_eq!(view.services["api"].approved_by.as_deref(), Some("alice"));
+    });
+}
+
+#[test]
+fn cancel_stops_launching_and_cleans_up() {
+    paused_runtime().block_on(async {
+        let chain: BTreeMap<String, Service> = (0..5)
+            .map(|i| (format!("c{i}"), service(&if i == 0 { vec![] } else { vec![format!("c{}", i - 1)] }, 1, false)))
+            .collect();
+        let script = chain
+            .keys()
+            .map(|k| (k.clone(), Behaviour { launch_ms: 1000, healthy_ms: 1000, failing_attempts: 0 }))
+            .collect();
+        let h = harness(manifest(chain), script).await;
+        let id = h.start(4).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await; // c0 done, c1 launching
+        h.engine.cancel(&id, "bob").await.unwrap();
+        let (view, _) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Cancelled);
+        assert_eq!(view.services["c0"].state, ServiceState::Healthy);
+        for i in 1..5 {
+            assert_eq!(view.services[&format!("c{i}")].state, ServiceState::Cancelled);
+        }
+        let w = h.provider.world();
+        assert_eq!(w.alive.values().collect::<Vec<_>>(), ["c0"], "only the cut-over service keeps instances");
+        let e = h.engine.cancel(&id, "bob").await.unwrap_err();
+        assert!(e.to_string().contains("already finished"));
+    });
+}
+
+#[test]
+fn a_second_run_for_a_leased_region_is_refused() {
+    paused_runtime().block_on(async {
+        let services = BTreeMap::from([("db".to_string(), service(&[], 1, false))]);
+        let script =
+            BTreeMap::from([("db".to_string(), Behaviour { launch_ms: 1000, healthy_ms: 1000, failing_attempts: 0 })]);
+        let h = harness(manifest(services), script).await;
+        let first = h.start(4).await;
+        let req = StartRequest {
+            environment: "shop".into(),
+            reference: "latest".into(),
+            region: None,
+            parallelism: None,
+            force: false,
+            kind: RunKind::Recovery,
+            actor: "t".into(),
+        };
+        let err = h.engine.start(req).await.unwrap_err();
+        assert!(matches!(&err, Error::Conflict(m) if m.contains(&first)), "{err}");
+        h.finish(&first).await;
+    });
+}
+
+#[test]
+fn a_resumed_run_launches_nothing_twice() {
+    paused_runtime().block_on(async {
+        let services: BTreeMap<String, Service> = (0..6)
+            .map(|i| (format!("s{i}"), service(&if i < 2 { vec![] } else { vec![format!("s{}", i - 2)] }, 1, false)))
+            .collect();
+        let script: BTreeMap<String, Behaviour> = services
+            .keys()
+            .map(|k| (k.clone(), Behaviour { launch_ms: 300, healthy_ms: 300, failing_attempts: 0 }))
+            .collect();
+        let h = harness(manifest(services), script).await;
+        let id = h.start(4).await;
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        // The server dies mid-run: its executors stop where they are.
+        h.engine.abort_all();
+        let second = Engine::new(RunContext {
+            store: h.store.clone(),
+            provider: h.provider.clone(),
+            clock: Arc::new(TokioClock::new()),
+            owner: "second-server".into(),
+            lease_ttl: Duration::from_secs(15),
+        });
+        let err = second.resume(&id).await.unwrap_err();
+        assert!(matches!(&err, Error::Conflict(m) if m.contains("is leased by run")), "{err}");
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        second.resume(&id).await.unwrap();
+        let entries: Vec<Entry> = second.watch(&id, 0).map(|e| e.unwrap()).collect().await;
+        let view = second.get(&id).await.unwrap();
+        assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+        assert_eq!(view.owners, ["test-server", "second-server"]);
+        assert_ordering(&view, &entries);
+        let w = h.provider.world();
+        assert_eq!(w.launches.len(), 6, "one launch per service: {:?}", w.launches);
+        assert_eq!(w.alive.len(), 6);
+    });
+}

@@ -1,0 +1,92 @@
+//! The compute provider port: what the engine asks of a backend (processes on
+//! this host, EC2, …). Every call is idempotent and cancellable.
+
+pub mod health;
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::manifest::{Health, Manifest};
+use crate::domain::plan::{Check, LiveInstance};
+
+/// The service a call is about.
+#[derive(Debug, Clone)]
+pub struct ServiceRef {
+    pub environment: String,
+    pub region: String,
+    pub service: String,
+    /// The manifest's provider-specific `launch` table.
+    pub settings: BTreeMap<String, serde_json::Value>,
+    pub health: Option<Health>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub target: ServiceRef,
+    pub image: String,
+    pub replicas: u32,
+    pub run_id: String,
+    /// Idempotency key: launching again with the same key returns the
+    /// instances the first call created instead of creating more.
+    pub launch_key: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("image {image} is not available: {message}")]
+    ImageUnavailable { image: String, message: String },
+    #[error("launch of {service} failed: {message}")]
+    LaunchFailed { service: String, message: String },
+    #[error("{service} did not become healthy within {after:?}: {last}")]
+    Unhealthy { service: String, after: Duration, last: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{message}")]
+    Backend { message: String, retryable: bool },
+}
+
+impl ProviderError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProviderError::Backend { retryable: true, .. })
+    }
+}
+
+pub type ProviderResult<T> = Result<T, ProviderError>;
+
+#[async_trait]
+pub trait ComputeProvider: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Checks that can fail a plan before anything is launched (images exist
+    /// in the target region, capacity caps).
+    async fn preflight(&self, manifest: &Manifest, region: &str) -> Vec<Check>;
+
+    /// Instances of an environment running in a region now.
+    async fn inventory(&self, environment: &str, region: &str) -> ProviderResult<Vec<LiveInstance>>;
+
+    /// Starts `replicas` new instances; returns their IDs. Idempotent per `launch_key`.
+    async fn launch(&self, spec: &LaunchSpec, cancel: &CancellationToken) -> ProviderResult<Vec<String>>;
+
+    /// Waits until every instance passes the health check, up to `within`.
+    async fn wait_healthy(
+        &self,
+        target: &ServiceRef,
+        instances: &[String],
+        within: Duration,
+        cancel: &CancellationToken,
+    ) -> ProviderResult<()>;
+
+    /// Sends the service's traffic to exactly these instances.
+    async fn cutover(&self, target: &ServiceRef, instances: &[String]) -> ProviderResult<()>;
+
+    /// Stops and removes instances; unknown or already stopped ones are fine.
+    async fn terminate(&self, instances: &[String]) -> ProviderResult<()>;
+
+    /// The last lines an instance wrote, for failure reports.
+    async fn logs(&self, instance: &str, lines: usize) -> Vec<String>;
+}
