@@ -9,7 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc) };
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["proto/lifeboat/v1/snapshot.proto"];
+    let protos =
+        ["proto/lifeboat/v1/snapshot.proto", "proto/lifeboat/v1/recovery.proto", "proto/lifeboat/v1/image.proto"];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("lifeboat_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;

@@ -8,6 +8,7 @@ use crate::store::{ObjectLockConfig, S3Config};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 pub const DEFAULT_STORE: &str = "./lifeboat-data";
+pub const DEFAULT_LOCAL_DIR: &str = "./lifeboat-local";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +17,32 @@ pub struct Config {
     pub server: ServerSection,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub engine: EngineSection,
+    #[serde(default)]
+    pub provider: ProviderSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// How long a region lease lasts without renewal (a crashed server's runs
+    /// are taken over after this), default 15s.
+    pub lease_ttl: Option<crate::domain::duration::Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    #[serde(default)]
+    pub local: LocalSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSection {
+    /// Where the local provider keeps instances, logs and unpacked images.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +98,8 @@ mod tests {
         let c = Config::parse(&text).unwrap();
         assert!(c.store.url.unwrap().starts_with("s3://"));
         assert_eq!(c.store.object_lock.unwrap().days, 30);
+        assert_eq!(c.engine.lease_ttl.unwrap().0, std::time::Duration::from_secs(15));
+        assert!(c.provider.local.dir.is_some());
     }
 
     #[test]

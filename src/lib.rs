@@ -8,6 +8,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod provider;
+pub mod server;
 pub mod store;
 #[doc(hidden)]
 pub mod testkit;

@@ -54,3 +54,95 @@ pub fn diff(d: &ManifestDiff, from: pb::Snapshot, to: pb::Snapshot) -> pb::DiffS
             .collect(),
     }
 }
+
+pub fn plan(p: &crate::domain::plan::Plan) -> pb::PlanResponse {
+    pb::PlanResponse {
+        environment: p.environment.clone(),
+        region: p.region.clone(),
+        snapshot_version: p.snapshot_version,
+        snapshot_digest: p.snapshot_digest.clone(),
+        steps: p
+            .steps
+            .iter()
+            .map(|s| pb::PlanStep {
+                service: s.service.clone(),
+                action: crate::domain::plan::action_name(s.action).into(),
+                image: s.image.clone(),
+                replicas: s.replicas,
+                depends_on: s.depends_on.clone(),
+                current_instances: s.current.clone(),
+                expected_ms: s.expected_ms,
+            })
+            .collect(),
+        critical_path: p.critical_path.clone(),
+        critical_path_ms: p.critical_path_ms,
+        preflight: p
+            .preflight
+            .iter()
+            .map(|c| pb::PreflightCheck { name: c.name.clone(), ok: c.ok, message: c.message.clone() })
+            .collect(),
+        preflight_ok: p.preflight_ok(),
+    }
+}
+
+pub fn run(v: &crate::domain::run::RunView) -> pb::Run {
+    let (measured_path, measured_ms) = v.measured_critical_path();
+    let kind = serde_json::to_value(v.spec.kind).ok().and_then(|k| k.as_str().map(str::to_string)).unwrap_or_default();
+    pb::Run {
+        id: v.spec.id.clone(),
+        kind,
+        environment: v.spec.environment.clone(),
+        region: v.spec.region.clone(),
+        snapshot_version: v.spec.snapshot_version,
+        snapshot_digest: v.spec.snapshot_digest.clone(),
+        state: v.state.as_str().into(),
+        started_at: v.started_at.clone(),
+        finished_at: v.finished_at.clone().unwrap_or_default(),
+        created_by: v.spec.created_by.clone(),
+        parallelism: v.spec.parallelism as u32,
+        services: v
+            .spec
+            .steps
+            .iter()
+            .map(|step| {
+                let s = &v.services[&step.service];
+                pb::ServiceRun {
+                    name: s.name.clone(),
+                    action: crate::domain::plan::action_name(s.action).into(),
+                    state: s.state.as_str().into(),
+                    attempts: s.attempts,
+                    launched_ms: s.launched_ms,
+                    healthy_ms: s.healthy_ms,
+                    cutover_ms: s.cutover_ms,
+                    finished_ms: s.finished_ms,
+                    error: s.error.clone().unwrap_or_default(),
+                    upstream: s.upstream.clone().unwrap_or_default(),
+                    instances: s.instances.clone(),
+                    logs: s.logs.clone(),
+                    approved_by: s.approved_by.clone().unwrap_or_default(),
+                    expected_ms: step.expected_ms,
+                    depends_on: step.depends_on.clone(),
+                }
+            })
+            .collect(),
+        critical_path: v.spec.critical_path.clone(),
+        critical_path_ms: v.spec.critical_path_ms,
+        elapsed_ms: v.elapsed_ms,
+        cancel_requested: v.cancel_requested,
+        owners: v.owners.clone(),
+        measured_critical_path: measured_path,
+        measured_critical_path_ms: measured_ms,
+    }
+}
+
+pub fn event(run_id: &str, e: &crate::domain::run::Entry) -> pb::RunEvent {
+    pb::RunEvent {
+        seq: e.seq,
+        at: e.at.clone(),
+        elapsed_ms: e.elapsed_ms,
+        r#type: e.event.kind(),
+        service: e.event.service().unwrap_or_default().to_string(),
+        detail_json: serde_json::to_string(&e.event).unwrap_or_default(),
+        message: e.event.describe(run_id),
+    }
+}

@@ -2,6 +2,8 @@
 //! thin: convert, call the repositories, convert back, audit mutations.
 
 mod convert;
+mod image;
+mod recovery;
 mod snapshot;
 pub mod status;
 
@@ -11,7 +13,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::store::{AuditLog, DynStore, SnapshotRepo};
+use crate::engine::Engine;
+use crate::store::{AuditLog, DynStore, ImageRepo, SnapshotRepo};
 
 /// Generated code for `proto/lifeboat/v1`.
 pub mod pb {
@@ -26,12 +29,19 @@ pub const ACTOR_HEADER: &str = "x-lifeboat-actor";
 /// What every handler shares.
 pub struct Ctx {
     pub repo: SnapshotRepo,
+    pub images: ImageRepo,
     pub audit: AuditLog,
+    pub engine: Arc<Engine>,
 }
 
 impl Ctx {
-    pub fn new(store: DynStore) -> Arc<Ctx> {
-        Arc::new(Ctx { repo: SnapshotRepo::new(store.clone()), audit: AuditLog::new(store) })
+    pub fn new(store: DynStore, engine: Arc<Engine>) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            repo: SnapshotRepo::new(store.clone()),
+            images: ImageRepo::new(store.clone()),
+            audit: AuditLog::new(store),
+            engine,
+        })
     }
 
     /// Every mutation passes here: run it, then record who did what and how it went.
@@ -88,6 +98,11 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
+        .add_service(pb::recovery_service_server::RecoveryServiceServer::new(recovery::Recovery::new(ctx.clone())))
+        .add_service(
+            pb::image_service_server::ImageServiceServer::new(image::Images::new(ctx.clone()))
+                .max_decoding_message_size(8 * 1024 * 1024),
+        )
         .add_service(
             pb::snapshot_service_server::SnapshotServiceServer::new(snapshot::Snapshots::new(ctx))
                 .max_decoding_message_size(crate::domain::manifest::MAX_MANIFEST_BYTES + 64 * 1024),

@@ -1,8 +1,13 @@
 //! The `lifeboat` command line: argument parsing, dispatch, exit codes.
 
 mod client;
+mod demo;
+mod demo_service;
+mod follow;
+mod image;
 mod manifest;
 mod output;
+mod recovery;
 mod server;
 mod snapshot;
 
@@ -53,6 +58,91 @@ pub enum Command {
     /// Store, inspect and promote snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Store local-provider artifacts by content.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Show what a recovery would do: steps, critical path, preflight.
+    Plan {
+        environment: String,
+        /// The snapshot to recover to (version, latest, known-good, tag, digest).
+        #[arg(long, default_value = "known-good")]
+        snapshot: String,
+        /// Target region [default: the manifest's region].
+        #[arg(long)]
+        region: Option<String>,
+        /// Replace services even if they already run the snapshot's image.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Redeploy an environment from a snapshot, in dependency order, blue-green.
+    Recover {
+        environment: String,
+        #[arg(long, default_value = "known-good")]
+        snapshot: String,
+        #[arg(long)]
+        region: Option<String>,
+        /// Services launched at once [default: 16].
+        #[arg(long)]
+        parallelism: Option<u32>,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        #[arg(long)]
+        force: bool,
+        /// Start the run and return without following it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Manage runs (recoveries and drills).
+    #[command(subcommand)]
+    Run(RunCmd),
+    /// The main job end to end on the embedded default: a sample region is
+    /// snapshotted, promoted, brought up, failed and recovered.
+    Demo,
+    #[command(hide = true)]
+    DemoService(demo_service::DemoServiceArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Store an executable or a .tar/.tar.gz of a directory; prints its sha256: ID.
+    Import { path: PathBuf },
+    /// List stored images.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCmd {
+    /// Recent runs, newest first.
+    List {
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One run's per-service report.
+    Show { id: String },
+    /// Follow a run until it finishes (exit 1 unless it succeeds).
+    Watch { id: String },
+    /// Stop launching and remove instances not yet cut over.
+    Cancel { id: String },
+    /// Let a service marked `approval = true` proceed.
+    Approve { id: String, service: String },
+    /// Take over a run whose server stopped.
+    Resume { id: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +156,9 @@ pub struct ServerArgs {
     /// gRPC listen address [default: 127.0.0.1:7700]; port 0 picks a free port.
     #[arg(long)]
     pub listen: Option<String>,
+    /// The local provider's directory: instances, logs, unpacked images [default: ./lifeboat-local].
+    #[arg(long, env = "LIFEBOAT_LOCAL_DIR")]
+    pub local_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,7 +231,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::INVALID } else { exit::OK });
         }
     };
-    let level = if matches!(cli.command, Command::Server(_)) { "info" } else { "warn" };
+    let level = match cli.command {
+        Command::Server(_) => "info",
+        Command::Demo => "error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
@@ -163,9 +260,33 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    let output = cli.output;
     match cli.command {
         Command::Server(args) => server::run(args).await,
-        Command::Manifest(ManifestCmd::Validate { file }) => manifest::validate(&file, cli.output),
-        Command::Snapshot(cmd) => snapshot::run(&cli.server, cli.output, cmd).await,
+        Command::Manifest(ManifestCmd::Validate { file }) => manifest::validate(&file, output),
+        Command::Snapshot(cmd) => snapshot::run(&cli.server, output, cmd).await,
+        Command::Demo => demo::run().await,
+        Command::DemoService(args) => demo_service::run(args).await,
+        Command::Image(cmd) => {
+            let client = client::Client::connect(&cli.server).await?;
+            match cmd {
+                ImageCmd::Import { path } => image::import(&client, &path, output).await,
+                ImageCmd::List => image::list(&client, output).await,
+            }
+        }
+        Command::Plan { environment, snapshot, region, force, format } => {
+            let client = client::Client::connect(&cli.server).await?;
+            recovery::plan(&client, recovery::Target { environment, snapshot, region, force }, format, output).await
+        }
+        Command::Recover { environment, snapshot, region, parallelism, dry_run, yes, force, detach } => {
+            let client = client::Client::connect(&cli.server).await?;
+            let target = recovery::Target { environment, snapshot, region, force };
+            recovery::recover(&client, target, recovery::RecoverOptions { parallelism, dry_run, yes, detach }, output)
+                .await
+        }
+        Command::Run(cmd) => {
+            let client = client::Client::connect(&cli.server).await?;
+            recovery::run_cmd(&client, cmd, output).await
+        }
     }
 }

@@ -154,6 +154,36 @@ impl Event {
         }
     }
 
+    /// One line for people following a run.
+    pub fn describe(&self, run_id: &str) -> String {
+        use Event::*;
+        match self {
+            RunStarted { owner } => format!("run started (server {owner})"),
+            RunResumed { owner } => format!("run resumed by server {owner}"),
+            ApprovalRequested { service } => {
+                format!("{service}: waiting for approval: lifeboat run approve {run_id} {service}")
+            }
+            Approved { service, by } => format!("{service}: approved by {by}"),
+            LaunchStarted { service, attempt } if *attempt > 1 => format!("{service}: launching (attempt {attempt})"),
+            LaunchStarted { service, .. } => format!("{service}: launching"),
+            InstancesLaunched { service, instances, .. } => {
+                format!("{service}: launched {}; health gate", instances.join(", "))
+            }
+            Healthy { service, .. } => format!("{service}: healthy"),
+            AttemptFailed { service, attempt, reason, .. } => format!("{service}: attempt {attempt} failed: {reason}"),
+            CutOver { service, instances } => format!("{service}: traffic cut over to {}", instances.join(", ")),
+            Kept { service } => format!("{service}: already runs the snapshot's image and is healthy: kept"),
+            Decommissioned { service, instances } => {
+                format!("{service}: old instances decommissioned ({})", instances.join(", "))
+            }
+            ServiceFailed { service, reason } => format!("{service}: FAILED: {reason}"),
+            Skipped { service, upstream } => format!("{service}: skipped (upstream {upstream} failed)"),
+            CancelRequested { by } => format!("cancel requested by {by}"),
+            ServiceCancelled { service } => format!("{service}: cancelled"),
+            RunFinished { state } => format!("run {}", state.as_str()),
+        }
+    }
+
     /// `launch_started`, `healthy`, …
     pub fn kind(&self) -> String {
         serde_json::to_value(self)
@@ -376,6 +406,23 @@ impl RunView {
             }
             _ => {}
         }
+    }
+
+    /// The critical path over the step times this run measured (launch to
+    /// cut over): the lower bound for any schedule of the same steps.
+    pub fn measured_critical_path(&self) -> (Vec<String>, u64) {
+        let dag =
+            crate::domain::dag::Dag::new(self.spec.steps.iter().map(|s| (s.service.as_str(), s.depends_on.as_slice())));
+        let took = |i: usize| {
+            let s = &self.services[dag.name(i)];
+            let ms = match (s.launched_ms, s.cutover_ms) {
+                (Some(a), Some(b)) => b.saturating_sub(a),
+                _ => 0,
+            };
+            std::time::Duration::from_millis(ms)
+        };
+        let (path, total) = dag.critical_path(took);
+        (path.iter().map(|i| dag.name(*i).to_string()).collect(), total.as_millis() as u64)
     }
 
     /// Services whose own failure (not a skip) made the run fail.

@@ -317,10 +317,10 @@ impl Executor {
         if outcome == RunState::Succeeded {
             super::record_timings(&self.ctx.store, &self.view).await;
         }
-        if let Some(lease) = self.lease.take() {
-            if let Err(e) = lease.release().await {
-                tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot release the region lease; it will expire");
-            }
+        if let Some(lease) = self.lease.take()
+            && let Err(e) = lease.release().await
+        {
+            tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot release the region lease; it will expire");
         }
         Ok(self.view.clone())
     }
@@ -522,10 +522,10 @@ impl ServiceTask {
                 logs.push(format!("{id}: {line}"));
             }
         }
-        if !instances.is_empty() {
-            if let Err(e) = self.ctx.provider.terminate(instances).await {
-                tracing::error!(service = %self.step.service, error = %e, "cannot terminate instances that failed their health gate");
-            }
+        if !instances.is_empty()
+            && let Err(e) = self.ctx.provider.terminate(instances).await
+        {
+            tracing::error!(service = %self.step.service, error = %e, "cannot terminate instances that failed their health gate");
         }
         let event = Event::AttemptFailed { service: self.step.service.clone(), attempt, reason: reason.clone(), logs };
         self.emit(event).await.map_err(AttemptError::Stop)?;

@@ -62,16 +62,7 @@ pub async fn read_from(store: &DynStore, run_id: &str, from: u64) -> Result<Vec<
         .buffered(32)
         .try_collect()
         .await?;
-    let mut out = Vec::with_capacity(entries.len());
-    let mut expect = from;
-    for e in entries {
-        if e.seq != expect {
-            break;
-        }
-        expect += 1;
-        out.push(e);
-    }
-    Ok(out)
+    Ok(entries.into_iter().zip(from..).take_while(|(e, expect)| e.seq == *expect).map(|(e, _)| e).collect())
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ impl Lease {
         let key = layout::lease(region);
         let current = read(store, region).await?;
         let epoch = match &current {
-            Some((r, _)) if !r.is_free(now) && !(r.run_id == run_id && r.owner == owner) => return Err(held_error(r)),
+            Some((r, _)) if !(r.is_free(now) || (r.run_id == run_id && r.owner == owner)) => return Err(held_error(r)),
             Some((r, _)) => r.epoch + 1,
             None => 1,
         };

@@ -447,8 +447,8 @@ fn cancel_stops_launching_and_cleans_up() {
         for i in 1..5 {
             assert_eq!(view.services[&format!("c{i}")].state, ServiceState::Cancelled);
         }
-        let w = h.provider.world();
-        assert_eq!(w.alive.values().collect::<Vec<_>>(), ["c0"], "only the cut-over service keeps instances");
+        let alive: Vec<String> = h.provider.world().alive.values().cloned().collect();
+        assert_eq!(alive, ["c0"], "only the cut-over service keeps instances");
         let e = h.engine.cancel(&id, "bob").await.unwrap_err();
         assert!(e.to_string().contains("already finished"));
     });

@@ -96,6 +96,11 @@ pub fn image_meta(hex: &str) -> String {
     format!("images/{hex}/image.json")
 }
 
+/// The digest hex an image record's key names.
+pub fn image_hex(meta_key: &str) -> Option<&str> {
+    meta_key.strip_prefix("images/")?.strip_suffix("/image.json")
+}
+
 pub fn images_prefix() -> String {
     "images/".into()
 }

@@ -4,6 +4,7 @@
 
 mod audit;
 mod fs;
+pub mod images;
 pub mod layout;
 #[doc(hidden)]
 pub mod memory;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 
 pub use audit::{AuditLog, AuditRecord};
 pub use fs::FsStore;
+pub use images::{ImageMeta, ImageRepo};
 pub use s3::{ObjectLockConfig, S3Config, S3Store};
 pub use snapshots::{NewSnapshot, RefRecord, Rejection, SnapshotRepo, check_environment};
 

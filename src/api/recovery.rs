@@ -1,0 +1,122 @@
+//! `lifeboat.v1.RecoveryService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::status::to_status;
+use super::{Ctx, actor, convert, pb};
+use crate::domain::run::RunKind;
+use crate::engine::StartRequest;
+use crate::error::Error;
+use crate::store::check_environment;
+
+pub struct Recovery {
+    ctx: Arc<Ctx>,
+}
+
+impl Recovery {
+    pub fn new(ctx: Arc<Ctx>) -> Recovery {
+        Recovery { ctx }
+    }
+}
+
+fn snapshot_ref(r: &str) -> &str {
+    if r.trim().is_empty() { "known-good" } else { r }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::recovery_service_server::RecoveryService for Recovery {
+    async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
+        let r = req.into_inner();
+        check_environment(&r.environment).map_err(to_status)?;
+        let (_, plan) = self
+            .ctx
+            .engine
+            .plan(&r.environment, snapshot_ref(&r.snapshot), Some(&r.region), r.force)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::plan(&plan)))
+    }
+
+    async fn start(&self, req: Request<pb::StartRecoveryRequest>) -> Result<Response<pb::Run>, Status> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        check_environment(&r.environment).map_err(to_status)?;
+        let start = StartRequest {
+            environment: r.environment.clone(),
+            reference: snapshot_ref(&r.snapshot).to_string(),
+            region: Some(r.region.clone()).filter(|x| !x.is_empty()),
+            parallelism: (r.parallelism > 0).then_some(r.parallelism as usize),
+            force: r.force,
+            kind: RunKind::Recovery,
+            actor: who.clone(),
+        };
+        let target = format!("{}@{}", r.environment, snapshot_ref(&r.snapshot));
+        let view =
+            self.ctx.audited(&who, "recovery.start", &target, self.ctx.engine.start(start)).await.map_err(to_status)?;
+        Ok(Response::new(convert::run(&view)))
+    }
+
+    async fn get(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
+        let view = self.ctx.engine.get(&req.into_inner().id).await.map_err(to_status)?;
+        Ok(Response::new(convert::run(&view)))
+    }
+
+    async fn list(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let r = req.into_inner();
+        let env = Some(r.environment.as_str()).filter(|e| !e.is_empty());
+        if let Some(e) = env {
+            check_environment(e).map_err(to_status)?;
+        }
+        let limit = if r.limit == 0 { 20 } else { r.limit.min(1000) as usize };
+        let runs = self.ctx.engine.list(env, limit).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(convert::run).collect() }))
+    }
+
+    type WatchStream = EventStream;
+
+    async fn watch(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<EventStream>, Status> {
+        let r = req.into_inner();
+        // Fail fast (NOT_FOUND) before the stream starts.
+        self.ctx.engine.get(&r.id).await.map_err(to_status)?;
+        let run_id = r.id.clone();
+        let stream = self
+            .ctx
+            .engine
+            .watch(&r.id, r.from_seq)
+            .map(move |item| item.map(|e| convert::event(&run_id, &e)).map_err(to_status));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel(&self, req: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
+        let who = actor(&req);
+        let id = req.into_inner().id;
+        let view =
+            self.ctx.audited(&who, "run.cancel", &id, self.ctx.engine.cancel(&id, &who)).await.map_err(to_status)?;
+        Ok(Response::new(convert::run(&view)))
+    }
+
+    async fn approve(&self, req: Request<pb::ApproveRequest>) -> Result<Response<pb::Run>, Status> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        if r.service.is_empty() {
+            return Err(to_status(Error::InvalidArgument("service is required".into())));
+        }
+        let target = format!("{} {}", r.id, r.service);
+        let op = self.ctx.engine.approve(&r.id, &r.service, &who);
+        let view = self.ctx.audited(&who, "run.approve", &target, op).await.map_err(to_status)?;
+        Ok(Response::new(convert::run(&view)))
+    }
+
+    async fn resume(&self, req: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
+        let who = actor(&req);
+        let id = req.into_inner().id;
+        let view = self.ctx.audited(&who, "run.resume", &id, self.ctx.engine.resume(&id)).await.map_err(to_status)?;
+        Ok(Response::new(convert::run(&view)))
+    }
+}

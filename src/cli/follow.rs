@@ -1,0 +1,242 @@
+//! Following a run: live progress bars on a terminal (one line per service
+//! in flight plus an overall bar with ETA), one line per event otherwise.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+
+use super::client::Client;
+use super::{Failure, Output};
+use crate::api::pb;
+use crate::api::pb::recovery_service_client::RecoveryServiceClient;
+
+pub fn secs(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+const TERMINAL_EVENTS: [&str; 4] = ["cut_over", "kept", "service_failed", "skipped"];
+
+/// Streams the run's events until it finishes; returns the final run.
+pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run, Failure> {
+    let mut svc = RecoveryServiceClient::new(client.channel.clone());
+    let run =
+        svc.get(client.request(pb::GetRunRequest { id: id.into() })).await.map_err(|e| client.fail(e))?.into_inner();
+    let fancy = output == Output::Text && std::io::stdout().is_terminal();
+    let total = run.services.len() as u64;
+    let mut progress = if fancy { Some(Bars::new(&run)) } else { None };
+    let mut stream = svc
+        .watch(client.request(pb::WatchRunRequest { id: id.into(), from_seq: 0 }))
+        .await
+        .map_err(|e| client.fail(e))?
+        .into_inner();
+    let mut done = 0u64;
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => {
+                if let Some(p) = &progress {
+                    p.multi.clear().ok();
+                }
+                return Err(client.fail(e));
+            }
+        };
+        if TERMINAL_EVENTS.contains(&event.r#type.as_str()) || event.r#type == "service_cancelled" {
+            done += 1;
+        }
+        match &mut progress {
+            Some(p) => p.update(&event, done),
+            None => {
+                let line = format!("{:>8}  {}", format!("+{}", secs(event.elapsed_ms)), event.message);
+                // With --output json, stdout is for the final JSON document.
+                if output == Output::Json { eprintln!("{line}") } else { println!("{line}") }
+            }
+        }
+    }
+    if let Some(p) = progress {
+        p.finish(total);
+    }
+    let run =
+        svc.get(client.request(pb::GetRunRequest { id: id.into() })).await.map_err(|e| client.fail(e))?.into_inner();
+    Ok(run)
+}
+
+struct Bars {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    services: BTreeMap<String, ProgressBar>,
+    expected: BTreeMap<String, u64>,
+}
+
+impl Bars {
+    fn new(run: &pb::Run) -> Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let overall = multi.add(ProgressBar::new(run.services.len() as u64));
+        overall.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} services  ETA {eta}  {msg}",
+            )
+            .expect("valid template"),
+        );
+        overall.enable_steady_tick(Duration::from_millis(120));
+        overall.set_message(format!("{} {} ← snapshot {}", run.environment, run.region, run.snapshot_version));
+        let expected = run.services.iter().map(|s| (s.name.clone(), s.expected_ms)).collect();
+        Bars { multi, overall, services: BTreeMap::new(), expected }
+    }
+
+    fn line(&mut self, service: &str) -> &ProgressBar {
+        let multi = &self.multi;
+        let expected = self.expected.get(service).copied().unwrap_or(0);
+        self.services.entry(service.to_string()).or_insert_with(|| {
+            let pb = multi.add(ProgressBar::new_spinner());
+            pb.set_style(ProgressStyle::with_template("  {spinner} {prefix:<16} {msg}").expect("valid template"));
+            pb.set_prefix(service.to_string());
+            pb.enable_steady_tick(Duration::from_millis(120));
+            if expected > 0 {
+                pb.set_message(format!("queued (expect ~{})", secs(expected)));
+            }
+            pb
+        })
+    }
+
+    fn update(&mut self, e: &pb::RunEvent, done: u64) {
+        self.overall.set_position(done);
+        if e.service.is_empty() {
+            if e.r#type != "run_finished" {
+                self.multi.println(format!("  {}", e.message)).ok();
+            }
+            return;
+        }
+        let state = match e.r#type.as_str() {
+            "launch_started" => Some("launching"),
+            "instances_launched" => Some("health gate"),
+            "healthy" => Some("healthy, cutting over"),
+            "approval_requested" => Some("waiting for approval"),
+            _ => None,
+        };
+        if let Some(s) = state {
+            self.line(&e.service).set_message(s.to_string());
+        }
+        if matches!(e.r#type.as_str(), "attempt_failed" | "approval_requested") {
+            self.multi.println(format!("  {}", e.message)).ok();
+        }
+        if TERMINAL_EVENTS.contains(&e.r#type.as_str()) || e.r#type == "service_cancelled" {
+            if let Some(pb) = self.services.remove(&e.service) {
+                pb.finish_and_clear();
+                self.multi.remove(&pb);
+            }
+            let mark = match e.r#type.as_str() {
+                "cut_over" | "kept" => "✓",
+                "service_failed" => "✗",
+                _ => "–",
+            };
+            self.multi.println(format!("  {mark} {:>8}  {}", format!("+{}", secs(e.elapsed_ms)), e.message)).ok();
+        }
+    }
+
+    fn finish(self, total: u64) {
+        for (_, pb) in self.services {
+            pb.finish_and_clear();
+        }
+        self.overall.set_position(total);
+        self.overall.finish_and_clear();
+        self.multi.clear().ok();
+    }
+}
+
+pub fn run_json(r: &pb::Run) -> Value {
+    let ms = |v: Option<u64>| v.map_or(Value::Null, |x| json!(x));
+    json!({
+        "id": r.id,
+        "kind": r.kind,
+        "environment": r.environment,
+        "region": r.region,
+        "snapshot_version": r.snapshot_version,
+        "snapshot_digest": r.snapshot_digest,
+        "state": r.state,
+        "started_at": r.started_at,
+        "finished_at": if r.finished_at.is_empty() { Value::Null } else { json!(r.finished_at) },
+        "created_by": r.created_by,
+        "parallelism": r.parallelism,
+        "elapsed_ms": r.elapsed_ms,
+        "critical_path": r.critical_path,
+        "critical_path_ms": r.critical_path_ms,
+        "measured_critical_path": r.measured_critical_path,
+        "measured_critical_path_ms": r.measured_critical_path_ms,
+        "cancel_requested": r.cancel_requested,
+        "owners": r.owners,
+        "services": r.services.iter().map(|s| json!({
+            "name": s.name,
+            "action": s.action,
+            "state": s.state,
+            "attempts": s.attempts,
+            "depends_on": s.depends_on,
+            "launched_ms": ms(s.launched_ms),
+            "healthy_ms": ms(s.healthy_ms),
+            "cutover_ms": ms(s.cutover_ms),
+            "finished_ms": ms(s.finished_ms),
+            "expected_ms": s.expected_ms,
+            "instances": s.instances,
+            "error": if s.error.is_empty() { Value::Null } else { json!(s.error) },
+            "upstream": if s.upstream.is_empty() { Value::Null } else { json!(s.upstream) },
+            "approved_by": if s.approved_by.is_empty() { Value::Null } else { json!(s.approved_by) },
+            "logs": s.logs,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The per-service report of a run.
+pub fn print_run(r: &pb::Run) {
+    println!("run {}  {} of {} in {} from snapshot {}", r.id, r.kind, r.environment, r.region, r.snapshot_version);
+    let finished = if r.finished_at.is_empty() { "-".to_string() } else { r.finished_at.clone() };
+    println!("state {}  started {}  finished {}  by {}", r.state.to_uppercase(), r.started_at, finished, r.created_by);
+    let t = |v: Option<u64>| v.map_or("-".to_string(), |x| format!("+{}", secs(x)));
+    let rows: Vec<Vec<String>> = r
+        .services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.action.clone(),
+                s.state.clone(),
+                s.attempts.to_string(),
+                t(s.launched_ms),
+                t(s.healthy_ms),
+                t(s.cutover_ms),
+                s.error.clone(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        super::output::table(
+            &["SERVICE", "ACTION", "STATE", "ATTEMPTS", "LAUNCHED", "HEALTHY", "CUT OVER", "ERROR"],
+            &rows
+        )
+    );
+    for s in r.services.iter().filter(|s| s.state == "failed") {
+        println!("\nroot cause: {} failed: {}", s.name, s.error);
+        for l in &s.logs {
+            println!("    | {l}");
+        }
+    }
+    let skipped = r.services.iter().filter(|s| s.state == "skipped").count();
+    if skipped > 0 {
+        println!("{skipped} dependent service(s) were skipped; unrelated services were recovered.");
+    }
+    for s in r.services.iter().filter(|s| s.state == "awaiting_approval") {
+        println!("waiting for approval: lifeboat run approve {} {}", r.id, s.name);
+    }
+    if r.state != "running" {
+        println!(
+            "took {}; critical path of the measured steps {} ({}); planned estimate {}",
+            secs(r.elapsed_ms),
+            secs(r.measured_critical_path_ms),
+            r.measured_critical_path.join(" -> "),
+            secs(r.critical_path_ms)
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! `lifeboat plan`, `lifeboat recover`, `lifeboat run …`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use serde_json::{Value, json};
+
+use super::client::Client;
+use super::follow::{follow, print_run, run_json, secs};
+use super::output::{print_json, table};
+use super::{Failure, Output, PlanFormat, RunCmd, exit};
+use crate::api::pb;
+use crate::api::pb::recovery_service_client::RecoveryServiceClient;
+
+pub struct Target {
+    pub environment: String,
+    pub snapshot: String,
+    pub region: Option<String>,
+    pub force: bool,
+}
+
+async fn get_plan(client: &Client, t: &Target) -> Result<pb::PlanResponse, Failure> {
+    let mut svc = RecoveryServiceClient::new(client.channel.clone());
+    let req = pb::PlanRequest {
+        environment: t.environment.clone(),
+        snapshot: t.snapshot.clone(),
+        region: t.region.clone().unwrap_or_default(),
+        force: t.force,
+    };
+    Ok(svc.plan(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner())
+}
+
+fn plan_json(p: &pb::PlanResponse) -> Value {
+    json!({
+        "environment": p.environment,
+        "region": p.region,
+        "snapshot_version": p.snapshot_version,
+        "snapshot_digest": p.snapshot_digest,
+        "steps": p.steps.iter().map(|s| json!({
+            "service": s.service, "action": s.action, "image": s.image, "replicas": s.replicas,
+            "depends_on": s.depends_on, "current_instances": s.current_instances, "expected_ms": s.expected_ms,
+        })).collect::<Vec<_>>(),
+        "critical_path": p.critical_path,
+        "critical_path_ms": p.critical_path_ms,
+        "preflight": p.preflight.iter().map(|c| json!({"name": c.name, "ok": c.ok, "message": c.message})).collect::<Vec<_>>(),
+        "preflight_ok": p.preflight_ok,
+    })
+}
+
+fn print_plan(p: &pb::PlanResponse) {
+    println!(
+        "Plan: recover {} in {} from snapshot {} ({})\n",
+        p.environment, p.region, p.snapshot_version, p.snapshot_digest
+    );
+    let rows: Vec<Vec<String>> = p
+        .steps
+        .iter()
+        .map(|s| {
+            let image = if s.image.len() > 19 { format!("{}…", &s.image[..19]) } else { s.image.clone() };
+            let deps = if s.depends_on.is_empty() { "-".to_string() } else { s.depends_on.join(",") };
+            let expected = if s.action == "keep" { "-".to_string() } else { secs(s.expected_ms) };
+            vec![s.service.clone(), s.action.clone(), s.replicas.to_string(), image, deps, expected]
+        })
+        .collect();
+    println!("{}", table(&["SERVICE", "ACTION", "REPLICAS", "IMAGE", "DEPENDS ON", "EXPECTED"], &rows));
+    let n = |a: &str| p.steps.iter().filter(|s| s.action == a).count();
+    println!("\n{} to create, {} to replace, {} to keep.", n("create"), n("replace"), n("keep"));
+    println!("Critical path: {} (~{})", p.critical_path.join(" -> "), secs(p.critical_path_ms));
+    println!("\nPreflight:");
+    for c in &p.preflight {
+        println!("  {:<4}  {:<18}  {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.message);
+    }
+}
+
+fn graph(p: &pb::PlanResponse, format: PlanFormat) -> String {
+    let id = |s: &str| s.replace('-', "_");
+    match format {
+        PlanFormat::Dot => {
+            let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n", p.environment);
+            for s in &p.steps {
+                let bold = if p.critical_path.contains(&s.service) { ", penwidth=2" } else { "" };
+                out.push_str(&format!("  \"{}\" [label=\"{}\\n{}\"{bold}];\n", s.service, s.service, s.action));
+            }
+            for s in &p.steps {
+                for d in &s.depends_on {
+                    out.push_str(&format!("  \"{d}\" -> \"{}\";\n", s.service));
+                }
+            }
+            out + "}"
+        }
+        _ => {
+            let mut out = String::from("graph LR\n");
+            for s in &p.steps {
+                out.push_str(&format!("  {}[\"{} ({})\"]\n", id(&s.service), s.service, s.action));
+            }
+            for s in &p.steps {
+                for d in &s.depends_on {
+                    out.push_str(&format!("  {} --> {}\n", id(d), id(&s.service)));
+                }
+            }
+            for s in &p.critical_path {
+                out.push_str(&format!("  style {} stroke-width:3px\n", id(s)));
+            }
+            out.trim_end().to_string()
+        }
+    }
+}
+
+/// Exit 1 when preflight fails: the plan ran, and says recovery would not.
+pub async fn plan(client: &Client, t: Target, format: PlanFormat, output: Output) -> Result<(), Failure> {
+    let p = get_plan(client, &t).await?;
+    match (format, output) {
+        (PlanFormat::Json, _) | (_, Output::Json) => print_json(&plan_json(&p)),
+        (PlanFormat::Text, _) => print_plan(&p),
+        (f, _) => println!("{}", graph(&p, f)),
+    }
+    if p.preflight_ok {
+        Ok(())
+    } else {
+        let failed: Vec<String> =
+            p.preflight.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.message)).collect();
+        Err(Failure::new(exit::FAILED, format!("preflight failed: {}", failed.join("; "))))
+    }
+}
+
+pub async fn start(client: &Client, t: Target, parallelism: Option<u32>) -> Result<pb::Run, Failure> {
+    let mut svc = RecoveryServiceClient::new(client.channel.clone());
+    let req = pb::StartRecoveryRequest {
+        environment: t.environment,
+        snapshot: t.snapshot,
+        region: t.region.unwrap_or_default(),
+        parallelism: parallelism.unwrap_or(0),
+        force: t.force,
+    };
+    Ok(svc.start(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner())
+}
+
+pub struct RecoverOptions {
+    pub parallelism: Option<u32>,
+    pub dry_run: bool,
+    pub yes: bool,
+    pub detach: bool,
+}
+
+pub async fn recover(client: &Client, t: Target, o: RecoverOptions, output: Output) -> Result<(), Failure> {
+    if o.dry_run {
+        return plan(client, t, PlanFormat::Text, output).await;
+    }
+    if !o.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::invalid(
+                "recover changes running infrastructure: pass --yes when not run interactively",
+            ));
+        }
+        let p = get_plan(client, &t).await?;
+        print_plan(&p);
+        if !p.preflight_ok {
+            return Err(Failure::new(exit::FAILED, "preflight failed; nothing was changed"));
+        }
+        print!("\nRecover {} in {} from snapshot {} now? [y/N] ", p.environment, p.region, p.snapshot_version);
+        std::io::stdout().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).ok();
+        if !matches!(answer.trim(), "y" | "yes" | "Y") {
+            return Err(Failure::new(exit::FAILED, "recovery not started"));
+        }
+    }
+    let run = start(client, t, o.parallelism).await?;
+    if o.detach {
+        match output {
+            Output::Json => print_json(&run_json(&run)),
+            Output::Text => println!("started run {}; follow it with: lifeboat run watch {}", run.id, run.id),
+        }
+        return Ok(());
+    }
+    let msg = format!(
+        "run {} started: recovering {} in {} from snapshot {}",
+        run.id, run.environment, run.region, run.snapshot_version
+    );
+    if output == Output::Json {
+        eprintln!("{msg}")
+    } else {
+        println!("{msg}")
+    }
+    finish(client, &run.id, output).await
+}
+
+/// Follows a run to its end and reports; exit 1 unless it succeeded.
+async fn finish(client: &Client, id: &str, output: Output) -> Result<(), Failure> {
+    let run = follow(client, id, output).await?;
+    match output {
+        Output::Json => print_json(&run_json(&run)),
+        Output::Text => {
+            println!();
+            print_run(&run);
+        }
+    }
+    match run.state.as_str() {
+        "succeeded" => Ok(()),
+        "cancelled" => Err(Failure::new(exit::FAILED, format!("run {} was cancelled", run.id))),
+        state => {
+            let causes: Vec<String> = run
+                .services
+                .iter()
+                .filter(|s| s.state == "failed")
+                .map(|s| format!("{} ({})", s.name, s.error))
+                .collect();
+            Err(Failure::new(exit::FAILED, format!("run {} {state}: {}", run.id, causes.join("; "))))
+        }
+    }
+}
+
+pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(), Failure> {
+    let mut svc = RecoveryServiceClient::new(client.channel.clone());
+    let show = |run: &pb::Run, text: String| match output {
+        Output::Json => print_json(&run_json(run)),
+        Output::Text => println!("{text}"),
+    };
+    match cmd {
+        RunCmd::List { environment, limit } => {
+            let req = pb::ListRunsRequest { environment: environment.unwrap_or_default(), limit };
+            let runs = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().runs;
+            match output {
+                Output::Json => print_json(&Value::Array(runs.iter().map(run_json).collect())),
+                Output::Text if runs.is_empty() => println!("no runs"),
+                Output::Text => {
+                    let rows: Vec<Vec<String>> = runs
+                        .iter()
+                        .map(|r| {
+                            let failed = r.services.iter().filter(|s| s.state == "failed").count();
+                            vec![
+                                r.id.clone(),
+                                r.kind.clone(),
+                                r.environment.clone(),
+                                r.region.clone(),
+                                r.snapshot_version.to_string(),
+                                r.state.clone(),
+                                r.started_at.clone(),
+                                secs(r.elapsed_ms),
+                                format!("{}/{}", r.services.len() - failed, r.services.len()),
+                            ]
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        table(&["ID", "KIND", "ENV", "REGION", "SNAPSHOT", "STATE", "STARTED", "TOOK", "OK"], &rows)
+                    );
+                }
+            }
+        }
+        RunCmd::Show { id } => {
+            let run = svc.get(client.request(pb::GetRunRequest { id })).await.map_err(|e| client.fail(e))?.into_inner();
+            match output {
+                Output::Json => print_json(&run_json(&run)),
+                Output::Text => print_run(&run),
+            }
+        }
+        RunCmd::Watch { id } => return finish(client, &id, output).await,
+        RunCmd::Cancel { id } => {
+            let run = svc.cancel(client.request(pb::RunRequest { id })).await.map_err(|e| client.fail(e))?.into_inner();
+            show(&run, format!("cancel requested for run {}; instances not yet cut over will be removed", run.id));
+        }
+        RunCmd::Approve { id, service } => {
+            let req = pb::ApproveRequest { id, service: service.clone() };
+            let run = svc.approve(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            show(&run, format!("approved {service} in run {}", run.id));
+        }
+        RunCmd::Resume { id } => {
+            let run = svc.resume(client.request(pb::RunRequest { id })).await.map_err(|e| client.fail(e))?.into_inner();
+            show(&run, format!("resumed run {}; follow it with: lifeboat run watch {}", run.id, run.id));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! OS processes for local instances: spawned in their own process group so
+//! they outlive the server, identified after a restart by PID plus the
+//! kernel's start time (so a reused PID is never mistaken for an instance).
+
+use std::path::Path;
+use std::time::Duration;
+
+/// The kernel's start time of a process (clock ticks since boot), if it runs.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        return None; // a zombie is dead
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether the process with this PID is still the one that was started.
+pub fn is_alive(pid: u32, started: u64) -> bool {
+    start_time(pid) == Some(started)
+}
+
+/// Finds a process whose environment says it is this instance (for a crash
+/// between spawning it and recording its PID).
+pub fn find_by_instance(instance: &str) -> Option<u32> {
+    let needle = format!("LIFEBOAT_INSTANCE={instance}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+            && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+            && start_time(pid).is_some()
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn signal_group(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a negative PID signals the process group the
+    // instance leads (it was spawned with process_group(0)).
+    unsafe {
+        libc::kill(-(pid as i32), sig);
+    }
+}
+
+/// SIGTERM to the instance's process group, SIGKILL after `grace`.
+pub async fn stop(pid: u32, started: u64, grace: Duration) {
+    if !is_alive(pid, started) {
+        return;
+    }
+    signal_group(pid, libc::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if !is_alive(pid, started) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal_group(pid, libc::SIGKILL);
+    for _ in 0..100 {
+        if !is_alive(pid, started) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGKILL at once (simulated region failure).
+pub fn kill_now(pid: u32, started: u64) {
+    if is_alive(pid, started) {
+        signal_group(pid, libc::SIGKILL);
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> Vec<String> {
+    let Ok(text) = std::fs::read(path) else { return Vec::new() };
+    let text = String::from_utf8_lossy(&text[text.len().saturating_sub(64 * 1024)..]).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| l.chars().take(500).collect()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_found_by_pid() {
+        let me = std::process::id();
+        let t = start_time(me).unwrap();
+        assert!(is_alive(me, t));
+        assert!(!is_alive(me, t + 1));
+        assert!(start_time(u32::MAX - 1).is_none());
+    }
+}

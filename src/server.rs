@@ -1,0 +1,76 @@
+//! Assembling a server: store, local provider, engine, gRPC API. Used by
+//! `lifeboat server` and, in-process, by `lifeboat demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::api;
+use crate::engine::clock::SystemClock;
+use crate::engine::{Engine, RunContext};
+use crate::provider::local::LocalProvider;
+use crate::store::DynStore;
+
+pub struct Options {
+    pub store: DynStore,
+    pub local_dir: PathBuf,
+    pub listen: String,
+    pub lease_ttl: Duration,
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    pub provider: Arc<LocalProvider>,
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// A name for this server process in leases and journals.
+fn owner_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host = if host.is_empty() { "localhost".to_string() } else { host };
+    format!("{host}/{}/{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
+}
+
+/// Starts serving; unfinished runs are resumed in the background.
+pub async fn start(opts: Options) -> anyhow::Result<Running> {
+    let provider = LocalProvider::open(&opts.local_dir, opts.store.clone()).await?;
+    let engine = Engine::new(RunContext {
+        store: opts.store.clone(),
+        provider: provider.clone(),
+        clock: Arc::new(SystemClock),
+        owner: owner_name(),
+        lease_ttl: opts.lease_ttl,
+    });
+    let listener =
+        TcpListener::bind(&opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    if let Err(e) = engine.resume_all().await {
+        tracing::error!(error = %e, "cannot look for unfinished runs to resume");
+    }
+    let ctx = api::Ctx::new(opts.store, engine.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(api::serve(listener, ctx, async {
+        let _ = rx.await;
+    }));
+    Ok(Running { addr, engine, provider, shutdown: tx, task })
+}
+
+impl Running {
+    /// Stops serving. Runs stop where they are and stay resumable.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.engine.abort_all();
+        let _ = self.shutdown.send(());
+        self.task.await?
+    }
+
+    /// Waits until the server stops by itself (an error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await?
+    }
+}
