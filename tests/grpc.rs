@@ -21,12 +21,21 @@ fn reflection_lists_services_and_health_is_serving() {
     let server = Server::start(Backend::Fs);
     let (code, out, err) = grpcurl_run(&[server.addr(), "list"]);
     assert_eq!(code, 0, "{err}");
-    for svc in ["lifeboat.v1.SnapshotService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"] {
+    for svc in [
+        "lifeboat.v1.SnapshotService",
+        "lifeboat.v1.RecoveryService",
+        "lifeboat.v1.ImageService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
         assert!(out.lines().any(|l| l.trim() == svc), "{svc} not listed:\n{out}");
     }
     let (code, out, err) = grpcurl_run(&[server.addr(), "describe", "lifeboat.v1.SnapshotService"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("rpc Promote"), "{out}");
+    let (code, out, err) = grpcurl_run(&[server.addr(), "describe", "lifeboat.v1.RecoveryService"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rpc Watch") && out.contains("stream .lifeboat.v1.RunEvent"), "{out}");
 
     let (code, out, err) = grpcurl_run(&[server.addr(), "grpc.health.v1.Health/Check"]);
     assert_eq!(code, 0, "{err}");
@@ -65,4 +74,22 @@ fn grpc_clients_get_proper_status_codes() {
     assert!(out.contains("Code: Aborted"), "{out}");
     let out = call("Validate", r#"{"manifest":"environment = \"x\""}"#);
     assert!(out.contains("missing required field `region`"), "{out}");
+
+    // RecoveryService through a plain gRPC client too.
+    let rcall = |method: &str, body: &str| {
+        let out = Command::new(grpcurl())
+            .args(["-plaintext", "-d", body, server.addr(), &format!("lifeboat.v1.RecoveryService/{method}")])
+            .output()
+            .unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let out = rcall("Plan", r#"{"environment":"shop","snapshot":"1"}"#);
+    assert!(out.contains("\"preflightOk\"") || out.contains("images-in-store"), "{out}");
+    assert!(out.contains("images not in the store"), "the shop images were never imported: {out}");
+    let out = rcall("Start", r#"{"environment":"shop","snapshot":"1"}"#);
+    assert!(out.contains("Code: FailedPrecondition") && out.contains("preflight failed"), "{out}");
+    let out = rcall("Get", r#"{"id":"r-missing"}"#);
+    assert!(out.contains("Code: NotFound"), "{out}");
+    let out = rcall("Get", r#"{"id":"../etc"}"#);
+    assert!(out.contains("Code: InvalidArgument"), "{out}");
 }

@@ -72,6 +72,7 @@ pub fn plan(p: &crate::domain::plan::Plan) -> pb::PlanResponse {
                 depends_on: s.depends_on.clone(),
                 current_instances: s.current.clone(),
                 expected_ms: s.expected_ms,
+                reason: s.reason.clone(),
             })
             .collect(),
         critical_path: p.critical_path.clone(),

@@ -38,6 +38,7 @@ fn plan_json(p: &pb::PlanResponse) -> Value {
         "steps": p.steps.iter().map(|s| json!({
             "service": s.service, "action": s.action, "image": s.image, "replicas": s.replicas,
             "depends_on": s.depends_on, "current_instances": s.current_instances, "expected_ms": s.expected_ms,
+            "reason": s.reason,
         })).collect::<Vec<_>>(),
         "critical_path": p.critical_path,
         "critical_path_ms": p.critical_path_ms,
@@ -58,10 +59,10 @@ fn print_plan(p: &pb::PlanResponse) {
             let image = if s.image.len() > 19 { format!("{}…", &s.image[..19]) } else { s.image.clone() };
             let deps = if s.depends_on.is_empty() { "-".to_string() } else { s.depends_on.join(",") };
             let expected = if s.action == "keep" { "-".to_string() } else { secs(s.expected_ms) };
-            vec![s.service.clone(), s.action.clone(), s.replicas.to_string(), image, deps, expected]
+            vec![s.service.clone(), s.action.clone(), s.replicas.to_string(), image, deps, expected, s.reason.clone()]
         })
         .collect();
-    println!("{}", table(&["SERVICE", "ACTION", "REPLICAS", "IMAGE", "DEPENDS ON", "EXPECTED"], &rows));
+    println!("{}", table(&["SERVICE", "ACTION", "REPLICAS", "IMAGE", "DEPENDS ON", "EXPECTED", "WHY"], &rows));
     let n = |a: &str| p.steps.iter().filter(|s| s.action == a).count();
     println!("\n{} to create, {} to replace, {} to keep.", n("create"), n("replace"), n("keep"));
     println!("Critical path: {} (~{})", p.critical_path.join(" -> "), secs(p.critical_path_ms));

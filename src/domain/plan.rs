@@ -19,6 +19,20 @@ pub struct LiveInstance {
     /// Receiving the service's traffic (the cutover target).
     pub serving: bool,
     pub run_id: String,
+    /// `fingerprint()` of what the instance was launched with.
+    pub fingerprint: String,
+}
+
+/// A digest of everything an instance is launched with (image, launch
+/// settings, health check): instances whose fingerprint differs from the
+/// snapshot's are replaced, never patched.
+pub fn fingerprint(service: &Service, image: &str) -> String {
+    let v = serde_json::json!({
+        "image": image,
+        "launch": service.launch,
+        "health": service.health,
+    });
+    super::snapshot::sha256_hex(&super::snapshot::canonical_json(&v))[..16].to_string()
 }
 
 /// One preflight check and its result.
@@ -103,14 +117,26 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             }
         };
         let live = by_service.get(name).cloned().unwrap_or_default();
-        let matches =
-            live.len() == svc.replicas as usize && live.iter().all(|x| x.image == image && x.healthy && x.serving);
-        let action = if live.is_empty() {
-            Action::Create
-        } else if matches && !input.force {
-            Action::Keep
+        let fp = fingerprint(svc, &image);
+        let why_replace = if live.iter().any(|x| x.image != image) {
+            Some("image changed".to_string())
+        } else if live.iter().any(|x| x.fingerprint != fp) {
+            Some("settings changed".to_string())
+        } else if live.iter().any(|x| !x.healthy) {
+            Some("unhealthy".to_string())
+        } else if live.iter().any(|x| !x.serving) {
+            Some("not serving".to_string())
+        } else if live.len() != svc.replicas as usize {
+            Some(format!("{} instances, want {}", live.len(), svc.replicas))
+        } else if input.force {
+            Some("forced".to_string())
         } else {
-            Action::Replace
+            None
+        };
+        let (action, reason) = match (live.is_empty(), why_replace) {
+            (true, _) => (Action::Create, "not running".to_string()),
+            (false, Some(why)) => (Action::Replace, why),
+            (false, None) => (Action::Keep, "healthy on the snapshot's image and settings".to_string()),
         };
         let expected_ms = match action {
             Action::Keep => 0,
@@ -119,6 +145,8 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         steps.push(PlannedStep {
             service: name.to_string(),
             action,
+            reason,
+            fingerprint: fp,
             image,
             replicas: svc.replicas,
             depends_on: svc.depends_on.clone(),
@@ -225,8 +253,9 @@ mod tests {
         manifest::parse(text.as_bytes(), Format::Toml).unwrap()
     }
 
-    fn live(service: &str, image: &str, healthy: bool) -> LiveInstance {
+    fn live(m: &Manifest, service: &str, image: &str, healthy: bool) -> LiveInstance {
         LiveInstance {
+            fingerprint: fingerprint(&m.services[service], image),
             id: format!("{service}-1"),
             service: service.into(),
             image: image.into(),
@@ -239,10 +268,14 @@ mod tests {
     #[test]
     fn actions_follow_inventory() {
         let m = shop();
+        let mut changed = live(&m, "api", m.image_for("api", "eu-west-1").unwrap(), true);
+        changed.fingerprint = "other".into();
         let inv = vec![
-            live("db", m.image_for("db", "eu-west-1").unwrap(), true),
-            live("cache", m.image_for("cache", "eu-west-1").unwrap(), false),
-            live("queue", "sha256:old", true),
+            live(&m, "db", m.image_for("db", "eu-west-1").unwrap(), true),
+            live(&m, "cache", m.image_for("cache", "eu-west-1").unwrap(), false),
+            live(&m, "queue", "sha256:old", true),
+            changed.clone(),
+            LiveInstance { id: "api-2".into(), ..changed },
         ];
         let history = BTreeMap::new();
         let p = plan(PlanInput {
@@ -258,7 +291,9 @@ mod tests {
         assert_eq!(action("db"), Action::Keep);
         assert_eq!(action("cache"), Action::Replace, "unhealthy");
         assert_eq!(action("queue"), Action::Replace, "other image");
-        assert_eq!(action("api"), Action::Create);
+        assert_eq!(action("api"), Action::Replace, "settings changed");
+        assert_eq!(p.steps.iter().find(|x| x.service == "api").unwrap().reason, "settings changed");
+        assert_eq!(action("gateway"), Action::Create);
         assert!(p.preflight_ok());
         // Dependencies come before dependents.
         let pos = |s: &str| p.steps.iter().position(|x| x.service == s).unwrap();
@@ -275,7 +310,7 @@ mod tests {
     #[test]
     fn force_replaces_and_missing_region_fails_preflight() {
         let m = shop();
-        let inv = vec![live("db", m.image_for("db", "eu-west-1").unwrap(), true)];
+        let inv = vec![live(&m, "db", m.image_for("db", "eu-west-1").unwrap(), true)];
         let history = BTreeMap::new();
         let p = plan(PlanInput {
             manifest: &m,

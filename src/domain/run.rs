@@ -49,6 +49,12 @@ pub struct RunSpec {
 pub struct PlannedStep {
     pub service: String,
     pub action: Action,
+    /// Why: "not running", "image changed", "settings changed", …
+    #[serde(default)]
+    pub reason: String,
+    /// What new instances are launched with (see `plan::fingerprint`).
+    #[serde(default)]
+    pub fingerprint: String,
     pub image: String,
     pub replicas: u32,
     pub depends_on: Vec<String>,
@@ -464,6 +470,8 @@ mod tests {
                 .map(|s| PlannedStep {
                     service: s.to_string(),
                     action: Action::Create,
+                    reason: String::new(),
+                    fingerprint: String::new(),
                     image: "sha256:x".into(),
                     replicas: 1,
                     depends_on: vec![],

@@ -483,6 +483,7 @@ impl ServiceTask {
             replicas: self.step.replicas,
             run_id: self.run_id.clone(),
             launch_key: format!("{}/{}/{}", self.run_id, name, attempt),
+            fingerprint: self.step.fingerprint.clone(),
         };
         let launched = tokio::time::timeout(budget, self.ctx.provider.launch(&spec, &self.cancel)).await;
         let instances = match launched {

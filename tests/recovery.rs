@@ -1,0 +1,315 @@
+//! Recovery end to end: the real binary, a real server, the local provider
+//! running real processes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Backend, Instances, Region, Server, Svc, instance_processes, lifeboat, wait_until};
+
+fn run_json(server: &Server, id: &str) -> serde_json::Value {
+    server.run(&["--output", "json", "run", "show", id]).ok().json()
+}
+
+fn state(run: &serde_json::Value, service: &str) -> String {
+    run["services"].as_array().unwrap().iter().find(|s| s["name"] == service).unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn recover_plan_keep_and_force() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let svcs = [Svc::new("db", &[]), Svc::new("cache", &["db"]), Svc::new("api", &["cache"]), Svc::new("metrics", &[])];
+    let region = Region::setup(&server, "e2e", &svcs);
+
+    let plan = server.run(&["plan", "e2e"]).ok().stdout;
+    assert!(plan.contains("4 to create, 0 to replace, 0 to keep."), "{plan}");
+    assert!(plan.contains("Critical path: db -> cache -> api"), "{plan}");
+    assert!(plan.contains("ok    images-in-store"), "{plan}");
+    let json = server.run(&["plan", "e2e", "--format", "json"]).ok().json();
+    assert_eq!(json["preflight_ok"], true);
+    assert_eq!(json["steps"][0]["service"], "db");
+    let dot = server.run(&["plan", "e2e", "--format", "dot"]).ok().stdout;
+    assert!(dot.contains("\"db\" -> \"cache\""), "{dot}");
+    let mermaid = server.run(&["plan", "e2e", "--format", "mermaid"]).ok().stdout;
+    assert!(mermaid.contains("cache --> api"), "{mermaid}");
+
+    // --dry-run and a missing --yes change nothing.
+    let dry = server.run(&["recover", "e2e", "--dry-run"]).ok().stdout;
+    assert!(dry.contains("4 to create"), "{dry}");
+    let out = server.run(&["recover", "e2e"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--yes"), "{}", out.stderr);
+    assert_eq!(server.run(&["run", "list"]).ok().stdout.trim(), "no runs");
+
+    let run = server.run(&["--output", "json", "recover", "e2e", "--yes"]).ok().json();
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["kind"], "recovery");
+    for s in run["services"].as_array().unwrap() {
+        assert_eq!(s["state"], "healthy", "{s}");
+        assert_eq!(s["attempts"], 1);
+        let launched = s["launched_ms"].as_u64().unwrap();
+        for d in s["depends_on"].as_array().unwrap() {
+            let dep = run["services"].as_array().unwrap().iter().find(|x| &x["name"] == d).unwrap();
+            assert!(dep["cutover_ms"].as_u64().unwrap() <= launched, "{} launched before {d} was cut over", s["name"]);
+        }
+    }
+    for s in ["db", "cache", "api", "metrics"] {
+        assert!(region.answers(s), "{s} does not answer");
+    }
+    let id = run["id"].as_str().unwrap().to_string();
+    let list = server.run(&["--output", "json", "run", "list"]).ok().json();
+    assert_eq!(list[0]["id"], id.as_str());
+    let show = server.run(&["run", "show", &id]).ok().stdout;
+    assert!(show.contains("state SUCCEEDED"), "{show}");
+
+    // Everything already matches: a second recovery keeps it all.
+    let plan = server.run(&["plan", "e2e"]).ok().stdout;
+    assert!(plan.contains("0 to create, 0 to replace, 4 to keep."), "{plan}");
+    let again = server.run(&["--output", "json", "recover", "e2e", "--yes"]).ok().json();
+    assert!(again["services"].as_array().unwrap().iter().all(|s| s["action"] == "keep" && s["state"] == "healthy"));
+    let before: Vec<u32> = instance_processes(&server.local_dir()).iter().map(|p| p.0).collect();
+    assert_eq!(before.len(), 4);
+
+    // --force replaces every service blue-green; the old instances go.
+    let forced = server.run(&["--output", "json", "recover", "e2e", "--yes", "--force"]).ok().json();
+    assert!(forced["services"].as_array().unwrap().iter().all(|s| s["action"] == "replace" && s["state"] == "healthy"));
+    wait_until(Duration::from_secs(20), "old instances to be decommissioned", || {
+        let now = instance_processes(&server.local_dir());
+        now.len() == 4 && now.iter().all(|p| !before.contains(&p.0))
+    });
+    for s in ["db", "cache", "api", "metrics"] {
+        assert!(region.answers(s), "{s} does not answer after the forced replacement");
+    }
+
+    let out = server.run(&["plan", "nosuch"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    let out = server.run(&["run", "show", "r-nope"]);
+    assert_eq!(out.code, 3, "{out:?}");
+}
+
+#[test]
+fn a_failing_service_skips_its_dependents_only() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let svcs = [
+        Svc::new("db", &[]),
+        Svc { name: "api", deps: &["db"], args: &["--broken"], extra: "attempts = 2" },
+        Svc::new("web", &["api"]),
+        Svc::new("metrics", &[]),
+    ];
+    let text = std::fs::read_to_string(Region::setup(&server, "fail", &svcs).manifest).unwrap();
+    assert!(text.contains("--broken"));
+    // A short health gate keeps the test quick.
+    let out = server.run(&["recover", "fail", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("failed: api ("), "{}", out.stderr);
+    assert!(out.stdout.contains("root cause: api failed"), "{}", out.stdout);
+    let id = server.run(&["--output", "json", "run", "list"]).ok().json()[0]["id"].as_str().unwrap().to_string();
+    let run = run_json(&server, &id);
+    assert_eq!(run["state"], "failed");
+    assert_eq!(state(&run, "api"), "failed");
+    assert_eq!(state(&run, "web"), "skipped");
+    assert_eq!(state(&run, "db"), "healthy");
+    assert_eq!(state(&run, "metrics"), "healthy");
+    let api = run["services"].as_array().unwrap().iter().find(|s| s["name"] == "api").unwrap().clone();
+    assert_eq!(api["attempts"], 2);
+    assert!(api["error"].as_str().unwrap().contains("HTTP 503"), "{api}");
+    assert!(
+        api["logs"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("demo service api listening")),
+        "{api}"
+    );
+    let web = run["services"].as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap().clone();
+    assert_eq!(web["upstream"], "api");
+    // Instances that failed their health gate were removed.
+    let services: Vec<String> = instance_processes(&server.local_dir()).into_iter().map(|p| p.1).collect();
+    assert!(!services.contains(&"api".to_string()), "{services:?}");
+    assert_eq!(services.len(), 2, "{services:?}");
+}
+
+#[test]
+fn two_recoveries_of_one_region_one_gets_exit_4() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let svcs = [Svc { name: "slow", deps: &[], args: &["--boot-delay", "2s"], extra: "" }];
+    Region::setup(&server, "race", &svcs);
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let url = server.url.clone();
+            std::thread::spawn(move || lifeboat(Some(&url), &["recover", "race", "--yes"]))
+        })
+        .collect();
+    let outs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut codes: Vec<i32> = outs.iter().map(|o| o.code).collect();
+    codes.sort();
+    assert_eq!(codes, [0, 4], "{outs:?}");
+    let loser = outs.iter().find(|o| o.code == 4).unwrap();
+    assert!(loser.stderr.contains("region local-1 is leased by run r-"), "{}", loser.stderr);
+}
+
+#[test]
+fn approval_gates_a_service_and_cancel_cleans_up() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let svcs = [Svc::new("db", &[]), Svc { name: "api", deps: &["db"], args: &[], extra: "approval = true" }];
+    Region::setup(&server, "gate", &svcs);
+    let started = server.run(&["--output", "json", "recover", "gate", "--yes", "--detach"]).ok().json();
+    let id = started["id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(30), "api to wait for approval", || {
+        state(&run_json(&server, &id), "api") == "awaiting_approval"
+    });
+    assert_eq!(state(&run_json(&server, &id), "db"), "healthy");
+    let out = server.run(&["run", "approve", &id, "db"]);
+    assert_eq!(out.code, 4, "db needs no approval: {out:?}");
+    server.run(&["run", "approve", &id, "api"]).ok();
+    let watched = server.run(&["run", "watch", &id]).ok();
+    assert!(watched.stdout.contains("api: approved by tester"), "{}", watched.stdout);
+    assert_eq!(
+        run_json(&server, &id)["services"][1]["approved_by"].as_str().map(|a| a.starts_with("tester")),
+        Some(true)
+    );
+
+    // Cancel: a slow chain is stopped; nothing not cut over is left running.
+    let svcs = [
+        Svc::new("a", &[]),
+        Svc { name: "b", deps: &["a"], args: &["--boot-delay", "3s"], extra: "" },
+        Svc::new("c", &["b"]),
+    ];
+    Region::setup(&server, "stop", &svcs);
+    let started = server.run(&["--output", "json", "recover", "stop", "--yes", "--detach"]).ok().json();
+    let id = started["id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(30), "b to launch", || state(&run_json(&server, &id), "b") != "pending");
+    server.run(&["run", "cancel", &id]).ok();
+    let out = server.run(&["run", "watch", &id]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("was cancelled"), "{}", out.stderr);
+    let run = run_json(&server, &id);
+    assert_eq!(run["state"], "cancelled");
+    assert_eq!(
+        (state(&run, "a"), state(&run, "b"), state(&run, "c")),
+        ("healthy".into(), "cancelled".into(), "cancelled".into())
+    );
+    wait_until(Duration::from_secs(10), "b's instance to stop", || {
+        !instance_processes(&server.local_dir()).iter().any(|p| p.1 == "b")
+    });
+    let out = server.run(&["run", "cancel", &id]);
+    assert_eq!(out.code, 4, "{out:?}");
+}
+
+/// SIGKILL the server at several points of a 24-service recovery; after each
+/// restart it resumes the run. Every service is launched exactly once and no
+/// process is left behind.
+#[test]
+fn a_killed_server_resumes_without_launching_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let _cleanup = Instances(local.clone());
+    let config = dir.path().join("lifeboat.toml");
+    std::fs::write(&config, "[engine]\nlease_ttl = \"1s\"\n").unwrap();
+    let store = dir.path().join("store").display().to_string();
+    let args =
+        ["--store", store.as_str(), "--local-dir", local.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    let mut server = Server::launch(&args, &[]);
+
+    let names: Vec<String> = (0..24).map(|i| format!("s{i:02}")).collect();
+    let deps: Vec<Vec<&str>> = (0..24).map(|i| if i < 4 { vec![] } else { vec![names[i - 4].as_str()] }).collect();
+    let svcs: Vec<Svc<'_>> =
+        (0..24).map(|i| Svc { name: &names[i], deps: &deps[i], args: &["--boot-delay", "300ms"], extra: "" }).collect();
+    let region = Region::setup_in(&server, dir.path(), "crash", &svcs);
+    let run = server.run(&["--output", "json", "recover", "crash", "--yes", "--detach"]).ok().json();
+    let id = run["id"].as_str().unwrap().to_string();
+
+    for pause in [400u64, 900, 700] {
+        std::thread::sleep(Duration::from_millis(pause));
+        server.kill();
+        server = Server::launch(&args, &[]);
+    }
+    let out = server.run(&["run", "watch", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let run = run_json(&server, &id);
+    assert_eq!(run["state"], "succeeded");
+    assert!(run["owners"].as_array().unwrap().len() >= 2, "the run was taken over: {}", run["owners"]);
+
+    // Exactly one instance was ever created per service.
+    let mut per_service: BTreeMap<String, usize> = BTreeMap::new();
+    for e in std::fs::read_dir(local.join("instances")).unwrap().flatten() {
+        let rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.path().join("instance.json")).unwrap()).unwrap();
+        *per_service.entry(rec["service"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_service.len(), 24);
+    assert!(per_service.values().all(|n| *n == 1), "{per_service:?}");
+    // No orphans: exactly the 24 instances of the run are running.
+    let procs = instance_processes(&local);
+    assert_eq!(procs.len(), 24, "{procs:?}");
+    let running: Vec<String> = run["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["instances"].as_array().unwrap().clone())
+        .map(|i| i.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(running.len(), 24);
+
+    // The instances outlive the server; its stable addresses come back on restart.
+    server.kill();
+    assert!(instance_processes(&local).len() == 24);
+    assert!(!region.answers("s23"));
+    let server = Server::launch(&args, &[]);
+    for s in &names {
+        assert!(region.answers(s), "{s} does not answer after a restart");
+    }
+    drop(server);
+}
+
+#[test]
+fn demo_exits_0() {
+    let out = lifeboat(None, &["demo"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("every service answers again"), "{}", out.stdout);
+    assert!(out.stdout.contains("Region recovered in"), "{}", out.stdout);
+}
+
+#[test]
+fn tarball_images_run_their_entrypoint() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let work = server.dir.as_ref().unwrap().path().join("tarball");
+    std::fs::create_dir_all(work.join("app/bin")).unwrap();
+    common::demo_artifact(&work.join("app/bin"), "server");
+    let tgz = work.join("app.tar.gz");
+    let ok = std::process::Command::new("tar")
+        .args(["czf", tgz.to_str().unwrap(), "-C", work.join("app").to_str().unwrap(), "."])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let image = server.run(&["--output", "json", "image", "import", tgz.to_str().unwrap()]).ok().json();
+    assert_eq!(image["kind"], "tar_gz");
+    let id = image["id"].as_str().unwrap().to_string();
+    let list = server.run(&["image", "list"]).ok().stdout;
+    assert!(list.contains(&id) && list.contains("app.tar.gz"), "{list}");
+    let out = server.run(&["image", "import", server.dir.as_ref().unwrap().path().to_str().unwrap()]);
+    assert_eq!(out.code, 2, "a directory is not an artifact: {out:?}");
+
+    let port = lifeboat::testkit::free_port();
+    let manifest = work.join("tar.toml");
+    let text = format!(
+        "environment = \"tarball\"\nregion = \"local-1\"\n[services.web]\nimage = \"{id}\"\n\
+         health = {{ http = \"/healthz\", interval = \"100ms\" }}\n\
+         launch = {{ entrypoint = \"server.sh\", listen = \"127.0.0.1:{port}\", args = [\"--name\", \"web\"] }}\n"
+    );
+    std::fs::write(&manifest, text.replace("\"server.sh\"", "\"missing.sh\"")).unwrap();
+    server.run(&["snapshot", "push", manifest.to_str().unwrap()]).ok();
+    let out = server.run(&["recover", "tarball", "--snapshot", "latest", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("entrypoint") && out.stdout.contains("is not a file in the image"), "{}", out.stdout);
+
+    std::fs::write(&manifest, text.replace("\"server.sh\"", "\"bin/server.sh\"")).unwrap();
+    server.run(&["snapshot", "push", manifest.to_str().unwrap()]).ok();
+    server.run(&["recover", "tarball", "--snapshot", "latest", "--yes"]).ok();
+    assert!(common::http_ok(&format!("127.0.0.1:{port}"), "/healthz"));
+}
