@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::TargetArgs;
 use super::client::Client;
 use super::follow::{follow, print_run, secs};
-use super::recovery::{Target, start};
+use super::recovery::start;
 use super::{Failure, Output, exit};
 use crate::api::pb;
 use crate::api::pb::snapshot_service_client::SnapshotServiceClient;
@@ -107,7 +108,7 @@ async fn verify(ports: &[u16]) -> Vec<String> {
 }
 
 async fn recover_region(client: &Client) -> Result<pb::Run, Failure> {
-    let target = Target { environment: "shop".into(), snapshot: "known-good".into(), region: None, force: false };
+    let target = TargetArgs { environment: "shop".into(), snapshot: "known-good".into(), region: None, force: false };
     let run = start(client, target, None).await?;
     println!("run {} started", run.id);
     let run = follow(client, &run.id, Output::Text).await?;

@@ -63,26 +63,15 @@ pub enum Command {
     Image(ImageCmd),
     /// Show what a recovery would do: steps, critical path, preflight.
     Plan {
-        environment: String,
-        /// The snapshot to recover to (version, latest, known-good, tag, digest).
-        #[arg(long, default_value = "known-good")]
-        snapshot: String,
-        /// Target region [default: the manifest's region].
-        #[arg(long)]
-        region: Option<String>,
-        /// Replace services even if they already run the snapshot's image.
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        target: TargetArgs,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
     },
     /// Redeploy an environment from a snapshot, in dependency order, blue-green.
     Recover {
-        environment: String,
-        #[arg(long, default_value = "known-good")]
-        snapshot: String,
-        #[arg(long)]
-        region: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Services launched at once [default: 16].
         #[arg(long)]
         parallelism: Option<u32>,
@@ -92,8 +81,6 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long, short)]
         yes: bool,
-        #[arg(long)]
-        force: bool,
         /// Start the run and return without following it.
         #[arg(long)]
         detach: bool,
@@ -106,6 +93,21 @@ pub enum Command {
     Demo,
     #[command(hide = true)]
     DemoService(demo_service::DemoServiceArgs),
+}
+
+/// Which environment to recover, to what, where.
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
+    pub environment: String,
+    /// The snapshot to recover to (version, latest, known-good, tag, digest).
+    #[arg(long, default_value = "known-good")]
+    pub snapshot: String,
+    /// Target region [default: the manifest's region].
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Replace services even if they already run the snapshot's image and settings.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -274,15 +276,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 ImageCmd::List => image::list(&client, output).await,
             }
         }
-        Command::Plan { environment, snapshot, region, force, format } => {
+        Command::Plan { target, format } => {
             let client = client::Client::connect(&cli.server).await?;
-            recovery::plan(&client, recovery::Target { environment, snapshot, region, force }, format, output).await
+            recovery::plan(&client, target, format, output).await
         }
-        Command::Recover { environment, snapshot, region, parallelism, dry_run, yes, force, detach } => {
+        Command::Recover { target, parallelism, dry_run, yes, detach } => {
             let client = client::Client::connect(&cli.server).await?;
-            let target = recovery::Target { environment, snapshot, region, force };
-            recovery::recover(&client, target, recovery::RecoverOptions { parallelism, dry_run, yes, detach }, output)
-                .await
+            let options = recovery::RecoverOptions { parallelism, dry_run, yes, detach };
+            recovery::recover(&client, target, options, output).await
         }
         Command::Run(cmd) => {
             let client = client::Client::connect(&cli.server).await?;

@@ -10,13 +10,10 @@ use super::output::{print_json, table};
 use super::{Failure, Output, PlanFormat, RunCmd, exit};
 use crate::api::pb;
 use crate::api::pb::recovery_service_client::RecoveryServiceClient;
+use crate::domain::plan::{Check, Plan};
+use crate::domain::run::{Action, PlannedStep};
 
-pub struct Target {
-    pub environment: String,
-    pub snapshot: String,
-    pub region: Option<String>,
-    pub force: bool,
-}
+pub use super::TargetArgs as Target;
 
 async fn get_plan(client: &Client, t: &Target) -> Result<pb::PlanResponse, Failure> {
     let mut svc = RecoveryServiceClient::new(client.channel.clone());
@@ -72,37 +69,40 @@ fn print_plan(p: &pb::PlanResponse) {
     }
 }
 
-fn graph(p: &pb::PlanResponse, format: PlanFormat) -> String {
-    let id = |s: &str| s.replace('-', "_");
-    match format {
-        PlanFormat::Dot => {
-            let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n", p.environment);
-            for s in &p.steps {
-                let bold = if p.critical_path.contains(&s.service) { ", penwidth=2" } else { "" };
-                out.push_str(&format!("  \"{}\" [label=\"{}\\n{}\"{bold}];\n", s.service, s.service, s.action));
-            }
-            for s in &p.steps {
-                for d in &s.depends_on {
-                    out.push_str(&format!("  \"{d}\" -> \"{}\";\n", s.service));
-                }
-            }
-            out + "}"
-        }
-        _ => {
-            let mut out = String::from("graph LR\n");
-            for s in &p.steps {
-                out.push_str(&format!("  {}[\"{} ({})\"]\n", id(&s.service), s.service, s.action));
-            }
-            for s in &p.steps {
-                for d in &s.depends_on {
-                    out.push_str(&format!("  {} --> {}\n", id(d), id(&s.service)));
-                }
-            }
-            for s in &p.critical_path {
-                out.push_str(&format!("  style {} stroke-width:3px\n", id(s)));
-            }
-            out.trim_end().to_string()
-        }
+/// The plan back in domain form, to render it as a graph.
+fn to_domain(p: &pb::PlanResponse) -> Plan {
+    let action = |a: &str| match a {
+        "keep" => Action::Keep,
+        "replace" => Action::Replace,
+        _ => Action::Create,
+    };
+    Plan {
+        environment: p.environment.clone(),
+        region: p.region.clone(),
+        snapshot_version: p.snapshot_version,
+        snapshot_digest: p.snapshot_digest.clone(),
+        steps: p
+            .steps
+            .iter()
+            .map(|s| PlannedStep {
+                service: s.service.clone(),
+                action: action(&s.action),
+                reason: s.reason.clone(),
+                fingerprint: String::new(),
+                image: s.image.clone(),
+                replicas: s.replicas,
+                depends_on: s.depends_on.clone(),
+                current: s.current_instances.clone(),
+                expected_ms: s.expected_ms,
+            })
+            .collect(),
+        critical_path: p.critical_path.clone(),
+        critical_path_ms: p.critical_path_ms,
+        preflight: p
+            .preflight
+            .iter()
+            .map(|c| Check { name: c.name.clone(), ok: c.ok, message: c.message.clone() })
+            .collect(),
     }
 }
 
@@ -112,7 +112,8 @@ pub async fn plan(client: &Client, t: Target, format: PlanFormat, output: Output
     match (format, output) {
         (PlanFormat::Json, _) | (_, Output::Json) => print_json(&plan_json(&p)),
         (PlanFormat::Text, _) => print_plan(&p),
-        (f, _) => println!("{}", graph(&p, f)),
+        (PlanFormat::Dot, _) => print!("{}", to_domain(&p).to_dot()),
+        (PlanFormat::Mermaid, _) => print!("{}", to_domain(&p).to_mermaid()),
     }
     if p.preflight_ok {
         Ok(())
