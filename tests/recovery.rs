@@ -52,6 +52,7 @@ fn recover_plan_keep_and_force() {
     for s in run["services"].as_array().unwrap() {
         assert_eq!(s["state"], "healthy", "{s}");
         assert_eq!(s["attempts"], 1);
+        assert!(s["queued_ms"].as_u64().unwrap() <= s["launched_ms"].as_u64().unwrap(), "{s}");
         let launched = s["launched_ms"].as_u64().unwrap();
         for d in s["depends_on"].as_array().unwrap() {
             let dep = run["services"].as_array().unwrap().iter().find(|x| &x["name"] == d).unwrap();
@@ -312,4 +313,19 @@ fn tarball_images_run_their_entrypoint() {
     server.run(&["snapshot", "push", manifest.to_str().unwrap()]).ok();
     server.run(&["recover", "tarball", "--snapshot", "latest", "--yes"]).ok();
     assert!(common::http_ok(&format!("127.0.0.1:{port}"), "/healthz"));
+}
+
+#[test]
+fn recovery_state_in_s3() {
+    let server = Server::start(Backend::S3);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "s3env", &[Svc::new("db", &[]), Svc::new("api", &["db"])]);
+    let run = server.run(&["--output", "json", "recover", "s3env", "--yes"]).ok().json();
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(region.answers("api"));
+    let id = run["id"].as_str().unwrap();
+    let again = run_json(&server, id);
+    assert_eq!(again["services"][1]["state"], "healthy");
+    let out = server.run(&["run", "watch", id]).ok();
+    assert!(out.stdout.contains("api: traffic cut over"), "{}", out.stdout);
 }

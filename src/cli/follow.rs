@@ -174,6 +174,7 @@ pub fn run_json(r: &pb::Run) -> Value {
             "state": s.state,
             "attempts": s.attempts,
             "depends_on": s.depends_on,
+            "queued_ms": ms(s.queued_ms),
             "launched_ms": ms(s.launched_ms),
             "healthy_ms": ms(s.healthy_ms),
             "cutover_ms": ms(s.cutover_ms),
@@ -203,6 +204,7 @@ pub fn print_run(r: &pb::Run) {
                 s.action.clone(),
                 s.state.clone(),
                 s.attempts.to_string(),
+                t(s.queued_ms),
                 t(s.launched_ms),
                 t(s.healthy_ms),
                 t(s.cutover_ms),
@@ -213,7 +215,7 @@ pub fn print_run(r: &pb::Run) {
     println!(
         "{}",
         super::output::table(
-            &["SERVICE", "ACTION", "STATE", "ATTEMPTS", "LAUNCHED", "HEALTHY", "CUT OVER", "ERROR"],
+            &["SERVICE", "ACTION", "STATE", "ATTEMPTS", "QUEUED", "LAUNCHED", "HEALTHY", "CUT OVER", "ERROR"],
             &rows
         )
     );

@@ -261,6 +261,8 @@ pub struct ServiceProgress {
     pub action: Action,
     pub state: ServiceState,
     pub attempts: u32,
+    /// The highest attempt recorded as failed (0: none).
+    pub failed_attempt: u32,
     pub approved_by: Option<String>,
     pub launched_ms: Option<u64>,
     pub healthy_ms: Option<u64>,
@@ -304,6 +306,7 @@ impl RunView {
                         action: s.action,
                         state: ServiceState::Pending,
                         attempts: 0,
+                        failed_attempt: 0,
                         approved_by: None,
                         launched_ms: None,
                         healthy_ms: None,
@@ -367,7 +370,8 @@ impl RunView {
                     s.instances = instances.clone();
                 }
                 Healthy { .. } => s.healthy_ms = Some(t),
-                AttemptFailed { reason, logs, .. } => {
+                AttemptFailed { attempt, reason, logs, .. } => {
+                    s.failed_attempt = s.failed_attempt.max(*attempt);
                     s.failed_instances.append(&mut s.instances);
                     s.error = Some(reason.clone());
                     s.logs = logs.clone();
@@ -412,6 +416,16 @@ impl RunView {
             }
             _ => {}
         }
+    }
+
+    /// When a service became ready to launch: the moment its last dependency
+    /// was healthy (0 for services without dependencies), once it was.
+    pub fn queued_ms(&self, service: &str) -> Option<u64> {
+        let step = self.spec.steps.iter().find(|s| s.service == service)?;
+        step.depends_on.iter().try_fold(0, |at, d| {
+            let dep = self.services.get(d)?;
+            (dep.state == ServiceState::Healthy).then_some(at.max(dep.finished_ms.unwrap_or(0)))
+        })
     }
 
     /// The critical path over the step times this run measured (launch to
@@ -504,10 +518,12 @@ mod tests {
         let entries: Vec<Entry> = events.into_iter().enumerate().map(|(i, e)| entry(i as u64, e)).collect();
         let v = RunView::replay(spec(), &entries);
         let db = &v.services["db"];
-        assert_eq!((db.state, db.attempts), (ServiceState::Failed, 2));
+        assert_eq!((db.state, db.attempts, db.failed_attempt), (ServiceState::Failed, 2, 1));
         assert_eq!(db.failed_instances, vec!["i1"]);
         assert_eq!(db.launched_ms, Some(10));
         assert_eq!(v.services["api"].upstream.as_deref(), Some("db"));
+        assert_eq!(v.queued_ms("db"), Some(0));
+        assert_eq!(v.queued_ms("api"), Some(0), "api has no dependencies in this spec");
         assert_eq!(v.outcome(), RunState::Failed);
         assert_eq!(v.root_causes().len(), 1);
         assert_eq!(v.last_seq, Some(7));

@@ -430,15 +430,19 @@ impl ServiceTask {
                 }
             }
         }
-        let resume_in_flight = matches!(self.progress.state, ServiceState::Launching | ServiceState::HealthGate);
-        let first = self.progress.attempts.max(1);
+        // Resumed: carry on with the attempt in flight (its launch is
+        // idempotent), or start the one after the last failed attempt.
+        let current_failed = self.progress.attempts > 0 && self.progress.failed_attempt == self.progress.attempts;
+        let resume_in_flight =
+            !current_failed && matches!(self.progress.state, ServiceState::Launching | ServiceState::HealthGate);
+        let first = if current_failed { self.progress.attempts + 1 } else { self.progress.attempts.max(1) };
+        let mut last_error = self.progress.error.clone().unwrap_or_default();
         let mut delays = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_secs(1))
             .with_max_delay(Duration::from_secs(30))
             .with_jitter()
             .without_max_times()
             .build();
-        let mut last_error = String::new();
         for attempt in first..=self.svc.attempts {
             let resumed = resume_in_flight && attempt == self.progress.attempts;
             if !resumed {

@@ -513,3 +513,34 @@ fn a_resumed_run_launches_nothing_twice() {
         assert_eq!(w.alive.len(), 6);
     });
 }
+
+#[test]
+fn a_run_resumed_after_a_failed_attempt_moves_to_the_next_attempt() {
+    paused_runtime().block_on(async {
+        let services = BTreeMap::from([("db".to_string(), service(&[], 3, false))]);
+        let script =
+            BTreeMap::from([("db".to_string(), Behaviour { launch_ms: 100, healthy_ms: 100, failing_attempts: 1 })]);
+        let h = harness(manifest(services), script).await;
+        let id = h.start(4).await;
+        // Attempt 1 fails at ~200ms; the retry waits at least 1s: crash in between.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(h.engine.get(&id).await.unwrap().services["db"].failed_attempt, 1);
+        h.engine.abort_all();
+        let second = Engine::new(RunContext {
+            store: h.store.clone(),
+            provider: h.provider.clone(),
+            clock: Arc::new(TokioClock::new()),
+            owner: "second-server".into(),
+            lease_ttl: Duration::from_secs(15),
+        });
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        second.resume(&id).await.unwrap();
+        let entries: Vec<Entry> = second.watch(&id, 0).map(|e| e.unwrap()).collect().await;
+        let view = second.get(&id).await.unwrap();
+        assert_eq!(view.state, RunState::Succeeded);
+        assert_eq!(view.services["db"].attempts, 2);
+        let failures = entries.iter().filter(|e| matches!(e.event, Event::AttemptFailed { .. })).count();
+        assert_eq!(failures, 1, "attempt 1 is not retried under the same key");
+        assert_eq!(h.provider.world().launches.len(), 2);
+    });
+}

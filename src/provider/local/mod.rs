@@ -438,7 +438,7 @@ impl ComputeProvider for LocalProvider {
     async fn inventory(&self, env: &str, region: &str) -> ProviderResult<Vec<LiveInstance>> {
         let serving: std::collections::BTreeSet<String> =
             self.pointers(Some(env)).into_iter().flat_map(|p| p.targets).collect();
-        let mut out = Vec::new();
+        let mut alive = Vec::new();
         for mut r in self.records().into_iter().filter(|r| r.environment == env && r.region == region && !r.terminated)
         {
             if r.pid.is_none() {
@@ -450,18 +450,22 @@ impl ComputeProvider for LocalProvider {
                 let _ = self.save(&r);
                 continue;
             }
-            let healthy = Self::probe(&r).await.is_ok();
-            out.push(LiveInstance {
+            alive.push(r);
+        }
+        let health = futures::future::join_all(alive.iter().map(Self::probe)).await;
+        Ok(alive
+            .into_iter()
+            .zip(health)
+            .map(|(r, h)| LiveInstance {
                 serving: serving.contains(&r.id),
                 id: r.id,
                 service: r.service,
                 image: r.image,
-                healthy,
+                healthy: h.is_ok(),
                 run_id: r.run_id,
                 fingerprint: r.fingerprint,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     async fn launch(&self, spec: &LaunchSpec, cancel: &CancellationToken) -> ProviderResult<Vec<String>> {
