@@ -99,7 +99,7 @@ fn a_failing_service_skips_its_dependents_only() {
     let _cleanup = Instances(server.local_dir());
     let svcs = [
         Svc::new("db", &[]),
-        Svc { name: "api", deps: &["db"], args: &["--broken"], extra: "attempts = 2" },
+        Svc::new("api", &["db"]).args(&["--broken"]).extra("attempts = 2").gate("2s"),
         Svc::new("web", &["api"]),
         Svc::new("metrics", &[]),
     ];
@@ -136,7 +136,7 @@ fn a_failing_service_skips_its_dependents_only() {
 fn two_recoveries_of_one_region_one_gets_exit_4() {
     let server = Server::start(Backend::Fs);
     let _cleanup = Instances(server.local_dir());
-    let svcs = [Svc { name: "slow", deps: &[], args: &["--boot-delay", "2s"], extra: "" }];
+    let svcs = [Svc::new("slow", &[]).args(&["--boot-delay", "2s"])];
     Region::setup(&server, "race", &svcs);
     let handles: Vec<_> = (0..2)
         .map(|_| {
@@ -156,7 +156,7 @@ fn two_recoveries_of_one_region_one_gets_exit_4() {
 fn approval_gates_a_service_and_cancel_cleans_up() {
     let server = Server::start(Backend::Fs);
     let _cleanup = Instances(server.local_dir());
-    let svcs = [Svc::new("db", &[]), Svc { name: "api", deps: &["db"], args: &[], extra: "approval = true" }];
+    let svcs = [Svc::new("db", &[]), Svc::new("api", &["db"]).extra("approval = true")];
     Region::setup(&server, "gate", &svcs);
     let started = server.run(&["--output", "json", "recover", "gate", "--yes", "--detach"]).ok().json();
     let id = started["id"].as_str().unwrap().to_string();
@@ -175,11 +175,7 @@ fn approval_gates_a_service_and_cancel_cleans_up() {
     );
 
     // Cancel: a slow chain is stopped; nothing not cut over is left running.
-    let svcs = [
-        Svc::new("a", &[]),
-        Svc { name: "b", deps: &["a"], args: &["--boot-delay", "3s"], extra: "" },
-        Svc::new("c", &["b"]),
-    ];
+    let svcs = [Svc::new("a", &[]), Svc::new("b", &["a"]).args(&["--boot-delay", "3s"]), Svc::new("c", &["b"])];
     Region::setup(&server, "stop", &svcs);
     let started = server.run(&["--output", "json", "recover", "stop", "--yes", "--detach"]).ok().json();
     let id = started["id"].as_str().unwrap().to_string();
@@ -218,8 +214,7 @@ fn a_killed_server_resumes_without_launching_twice() {
 
     let names: Vec<String> = (0..24).map(|i| format!("s{i:02}")).collect();
     let deps: Vec<Vec<&str>> = (0..24).map(|i| if i < 4 { vec![] } else { vec![names[i - 4].as_str()] }).collect();
-    let svcs: Vec<Svc<'_>> =
-        (0..24).map(|i| Svc { name: &names[i], deps: &deps[i], args: &["--boot-delay", "300ms"], extra: "" }).collect();
+    let svcs: Vec<Svc<'_>> = (0..24).map(|i| Svc::new(&names[i], &deps[i]).args(&["--boot-delay", "300ms"])).collect();
     let region = Region::setup_in(&server, dir.path(), "crash", &svcs);
     let run = server.run(&["--output", "json", "recover", "crash", "--yes", "--detach"]).ok().json();
     let id = run["id"].as_str().unwrap().to_string();

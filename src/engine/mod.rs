@@ -74,9 +74,10 @@ pub struct Engine {
 pub const DEFAULT_PARALLELISM: usize = 16;
 pub const MAX_PARALLELISM: usize = 1024;
 
+/// `r-<UTC time to the millisecond>-<random>`: IDs sort by start time.
 fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
     let rand = uuid::Uuid::new_v4().simple().to_string();
-    format!("r-{}-{}", now.format("%Y%m%dT%H%M%S"), &rand[..6])
+    format!("r-{}-{}", now.format("%Y%m%dT%H%M%S%3f"), &rand[..6])
 }
 
 fn check_run_id(id: &str) -> Result<()> {
@@ -84,7 +85,7 @@ fn check_run_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("\"{id}\" is not a run ID (e.g. r-20261127T152300-1a2b3c)")))
+        Err(Error::InvalidArgument(format!("\"{id}\" is not a run ID (e.g. r-20261127T152300123-1a2b3c)")))
     }
 }
 

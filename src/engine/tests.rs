@@ -544,3 +544,13 @@ fn a_run_resumed_after_a_failed_attempt_moves_to_the_next_attempt() {
         assert_eq!(h.provider.world().launches.len(), 2);
     });
 }
+
+#[test]
+fn run_ids_sort_by_start_time() {
+    let t = chrono::Utc::now();
+    let ids: Vec<String> = (0..5).map(|i| new_run_id(t + chrono::Duration::milliseconds(i))).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    check_run_id(&ids[0]).unwrap();
+}

@@ -188,11 +188,25 @@ pub struct Svc<'a> {
     pub args: &'a [&'a str],
     /// Extra manifest lines (`approval = true`).
     pub extra: &'a str,
+    /// The health gate's limit.
+    pub gate: &'a str,
 }
 
 impl<'a> Svc<'a> {
     pub fn new(name: &'a str, deps: &'a [&'a str]) -> Svc<'a> {
-        Svc { name, deps, args: &[], extra: "" }
+        Svc { name, deps, args: &[], extra: "", gate: "20s" }
+    }
+    pub fn args(mut self, args: &'a [&'a str]) -> Svc<'a> {
+        self.args = args;
+        self
+    }
+    pub fn extra(mut self, extra: &'a str) -> Svc<'a> {
+        self.extra = extra;
+        self
+    }
+    pub fn gate(mut self, gate: &'a str) -> Svc<'a> {
+        self.gate = gate;
+        self
     }
 }
 
@@ -221,11 +235,12 @@ pub fn manifest_text(
         let deps: Vec<String> = s.deps.iter().map(|d| d.to_string()).collect();
         m.push_str(&format!(
             "\n[services.{}]\nimage = \"{}\"\ndepends_on = [{}]\ntimeout = \"30s\"\ngrace_period = \"0s\"\n\
-             health = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"20s\" }}\n\
+             health = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"{}\" }}\n\
              launch = {{ listen = \"127.0.0.1:{}\", args = [{}] }}\n{}\n",
             s.name,
             images[i],
             q(&deps),
+            s.gate,
             ports[s.name],
             q(&args),
             s.extra
