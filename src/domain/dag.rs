@@ -8,6 +8,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Dag {
     names: Vec<String>,
+    index: BTreeMap<String, usize>,
     deps: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
 }
@@ -30,7 +31,12 @@ impl Dag {
                 }
             }
         }
-        Dag { names: nodes.iter().map(|(n, _)| n.to_string()).collect(), deps, dependents }
+        Dag {
+            index: index.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
+            names: nodes.iter().map(|(n, _)| n.to_string()).collect(),
+            deps,
+            dependents,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -46,7 +52,7 @@ impl Dag {
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == name)
+        self.index.get(name).copied()
     }
 
     pub fn deps(&self, i: usize) -> &[usize] {

@@ -6,7 +6,7 @@
 //! crash at any point leaves a journal from which the run can resume without
 //! launching anything twice (launches are idempotent per attempt key).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +55,10 @@ pub struct Executor {
     clock_start: tokio::time::Instant,
     base_elapsed: u64,
     seen_requests: BTreeSet<String>,
+    /// Per service (DAG index): dependencies not yet healthy.
+    waiting_on: Vec<usize>,
+    /// Services whose dependencies are all healthy, in the order they became so.
+    ready: VecDeque<usize>,
 }
 
 impl Executor {
@@ -89,7 +93,13 @@ impl Executor {
             clock_start: tokio::time::Instant::now(),
             base_elapsed,
             seen_requests: BTreeSet::new(),
+            waiting_on: Vec::new(),
+            ready: VecDeque::new(),
         };
+        ex.waiting_on = (0..ex.dag.len())
+            .map(|i| ex.dag.deps(i).iter().filter(|&&d| ex.state_of(d) != ServiceState::Healthy).count())
+            .collect();
+        ex.ready = (0..ex.dag.len()).filter(|&i| ex.waiting_on[i] == 0 && !ex.state_of(i).is_terminal()).collect();
         let owner = ex.ctx.owner.clone();
         let first = if entries.is_empty() { Event::RunStarted { owner } } else { Event::RunResumed { owner } };
         ex.persist(first).await?;
@@ -107,32 +117,38 @@ impl Executor {
         self.base_elapsed + self.clock_start.elapsed().as_millis() as u64
     }
 
+    fn state_of(&self, i: usize) -> ServiceState {
+        self.view.services[self.dag.name(i)].state
+    }
+
     async fn persist(&mut self, event: Event) -> Result<()> {
         let at = rfc3339(self.ctx.clock.now());
         let elapsed = self.elapsed_ms().max(self.view.elapsed_ms);
+        let turned_healthy = match &event {
+            Event::CutOver { service, .. } | Event::Kept { service } => {
+                self.dag.index_of(service).filter(|&i| self.state_of(i) != ServiceState::Healthy)
+            }
+            _ => None,
+        };
         let entry = self.journal.append(at, elapsed, event).await?;
         self.view.apply(&entry);
         let _ = self.events.send(entry);
+        // Dependents whose last dependency this was become ready.
+        if let Some(i) = turned_healthy {
+            for k in 0..self.dag.dependents(i).len() {
+                let d = self.dag.dependents(i)[k];
+                self.waiting_on[d] -= 1;
+                if self.waiting_on[d] == 0 && !self.state_of(d).is_terminal() {
+                    self.ready.push_back(d);
+                }
+            }
+        }
         Ok(())
     }
 
     fn step(&self, name: &str) -> &PlannedStep {
-        self.view.spec.steps.iter().find(|s| s.service == name).expect("every service has a step")
-    }
-
-    /// Services whose dependencies are all healthy and that have not started here.
-    fn ready(&self, started: &BTreeSet<String>) -> Vec<String> {
-        let mut out = Vec::new();
-        for s in &self.view.spec.steps {
-            let p = &self.view.services[&s.service];
-            if p.state.is_terminal() || started.contains(&s.service) {
-                continue;
-            }
-            if s.depends_on.iter().all(|d| self.view.services[d].state == ServiceState::Healthy) {
-                out.push(s.service.clone());
-            }
-        }
-        out
+        // The DAG was built from the steps in order: indices match.
+        &self.view.spec.steps[self.dag.index_of(name).expect("every service has a step")]
     }
 
     /// Marks every not-yet-finished transitive dependent of a failed service skipped.
@@ -268,17 +284,20 @@ impl Executor {
                 for service in pending {
                     self.persist(Event::ServiceCancelled { service }).await?;
                 }
+                self.ready.clear();
             } else {
-                for name in self.ready(&started) {
-                    if tasks.len() >= parallelism {
-                        break;
+                while tasks.len() < parallelism {
+                    let Some(i) = self.ready.pop_front() else { break };
+                    let name = self.dag.name(i).to_string();
+                    if self.state_of(i).is_terminal() || !started.insert(name.clone()) {
+                        continue;
                     }
-                    started.insert(name.clone());
                     let task = self.task(&name, tx.clone(), approvals_rx.clone());
                     tasks.spawn(async move { (name, task.run().await) });
                 }
             }
-            if tasks.is_empty() && decommissions.is_empty() && self.ready(&started).is_empty() {
+            // With no task in flight the fill above emptied `ready`.
+            if tasks.is_empty() && decommissions.is_empty() && self.ready.is_empty() {
                 // Nothing in flight and nothing can start: drain late messages, then finish.
                 if let Ok(msg) = rx.try_recv() {
                     self.on_message(msg).await?;
