@@ -28,6 +28,7 @@ pub struct Running {
     pub provider: Arc<LocalProvider>,
     shutdown: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    supervisor: tokio::task::JoinHandle<()>,
 }
 
 /// A name for this server process in leases and journals.
@@ -37,7 +38,7 @@ fn owner_name() -> String {
     format!("{host}/{}/{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
 }
 
-/// Starts serving; unfinished runs are resumed in the background.
+/// Starts serving; unfinished runs whose server stopped are taken over in the background.
 pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let provider = LocalProvider::open(&opts.local_dir, opts.store.clone()).await?;
     let engine = Engine::new(RunContext {
@@ -50,20 +51,19 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let listener =
         TcpListener::bind(&opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr()?;
-    if let Err(e) = engine.resume_all().await {
-        tracing::error!(error = %e, "cannot look for unfinished runs to resume");
-    }
+    let supervisor = engine.supervise();
     let ctx = api::Ctx::new(opts.store, engine.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(api::serve(listener, ctx, async {
         let _ = rx.await;
     }));
-    Ok(Running { addr, engine, provider, shutdown: tx, task })
+    Ok(Running { addr, engine, provider, shutdown: tx, task, supervisor })
 }
 
 impl Running {
     /// Stops serving. Runs stop where they are and stay resumable.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.supervisor.abort();
         self.engine.abort_all();
         let _ = self.shutdown.send(());
         self.task.await?

@@ -291,7 +291,7 @@ fn tarball_images_run_their_entrypoint() {
     let out = server.run(&["image", "import", server.dir.as_ref().unwrap().path().to_str().unwrap()]);
     assert_eq!(out.code, 2, "a directory is not an artifact: {out:?}");
 
-    let port = lifeboat::testkit::free_port();
+    let port = lifeboat::provider::local::pick_listen_ports(1).unwrap()[0];
     let manifest = work.join("tar.toml");
     let text = format!(
         "environment = \"tarball\"\nregion = \"local-1\"\n[services.web]\nimage = \"{id}\"\n\
@@ -323,4 +323,36 @@ fn recovery_state_in_s3() {
     assert_eq!(again["services"][1]["state"], "healthy");
     let out = server.run(&["run", "watch", id]).ok();
     assert!(out.stdout.contains("api: traffic cut over"), "{}", out.stdout);
+}
+
+/// Two servers share a store (and, here, a host). The one running a recovery
+/// dies; the other takes the run over by itself once the lease lapses, and
+/// serves the stable addresses the dead one served.
+#[test]
+fn a_live_replica_takes_over_a_dead_servers_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let _cleanup = Instances(local.clone());
+    let config = dir.path().join("lifeboat.toml");
+    std::fs::write(&config, "[engine]\nlease_ttl = \"1s\"\n").unwrap();
+    let store = dir.path().join("store").display().to_string();
+    let args =
+        ["--store", store.as_str(), "--local-dir", local.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    let mut a = Server::launch(&args, &[]);
+    let b = Server::launch(&args, &[]);
+    let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    let deps: Vec<Vec<&str>> = (0..8).map(|i| if i == 0 { vec![] } else { vec![names[i - 1].as_str()] }).collect();
+    let svcs: Vec<Svc<'_>> = (0..8).map(|i| Svc::new(&names[i], &deps[i]).args(&["--boot-delay", "200ms"])).collect();
+    let region = Region::setup_in(&a, dir.path(), "ha", &svcs);
+    let run = a.run(&["--output", "json", "recover", "ha", "--yes", "--detach"]).ok().json();
+    let id = run["id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(20), "c2 to be cut over", || state(&run_json(&b, &id), "c2") == "healthy");
+    a.kill();
+    let out = b.run(&["run", "watch", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let run = run_json(&b, &id);
+    assert_eq!(run["owners"].as_array().unwrap().len(), 2, "{}", run["owners"]);
+    wait_until(Duration::from_secs(10), "every stable address to be served again", || {
+        names.iter().all(|n| region.answers(n))
+    });
 }

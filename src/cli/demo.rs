@@ -48,10 +48,6 @@ fn heading(n: usize, text: &str) {
     println!("\n==> {n}/7 {text}");
 }
 
-fn free_port() -> Result<u16, Failure> {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(fail)
-}
-
 /// One small artifact per service: a script that runs this binary's demo service.
 fn write_artifacts(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     use std::os::unix::fs::PermissionsExt;
@@ -168,7 +164,7 @@ async fn demo(client: &Client, running: &server::Running, dir: &Path) -> Result<
     }
 
     heading(3, "Pushing the region's manifest as a snapshot and promoting it");
-    let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect::<Result<_, _>>()?;
+    let ports = crate::provider::local::pick_listen_ports(SERVICES.len()).map_err(fail)?;
     let text = manifest(&images, &ports);
     std::fs::write(dir.join("shop.toml"), &text).map_err(fail)?;
     let mut snapshots = SnapshotServiceClient::new(client.channel.clone());

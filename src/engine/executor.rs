@@ -272,6 +272,7 @@ impl Executor {
 
         let renew_every = (self.ctx.lease_ttl / 3).max(Duration::from_millis(100));
         let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        let mut last_renewal = tokio::time::Instant::now();
         loop {
             if self.cancel.is_cancelled() {
                 let pending: Vec<String> = self
@@ -325,9 +326,21 @@ impl Executor {
                 _ = renew.tick() => {
                     let now = self.ctx.clock.now();
                     if let Some(lease) = self.lease.as_mut() {
-                        lease.renew(now).await?;
+                        match lease.renew(now).await {
+                            Ok(()) => last_renewal = tokio::time::Instant::now(),
+                            // Another server owns the region now: stop at once.
+                            Err(e @ Error::Conflict(_)) => return Err(e),
+                            // A store hiccup: keep going while the lease surely
+                            // holds; stop before it could lapse under us.
+                            Err(e) if last_renewal.elapsed() + renew_every < self.ctx.lease_ttl => {
+                                tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot renew the region lease; retrying");
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
-                    self.poll_requests(&approvals_tx).await?;
+                    if let Err(e) = self.poll_requests(&approvals_tx).await {
+                        tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot read run requests; retrying");
+                    }
                 }
             }
         }

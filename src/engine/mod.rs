@@ -336,39 +336,38 @@ impl Engine {
         self.launch(snap, spec, journal, entries, lease).await
     }
 
-    /// At start-up: resume every unfinished run whose lease has lapsed, waiting
-    /// for leases that have not yet expired.
-    pub async fn resume_all(self: &Arc<Self>) -> Result<()> {
+    /// Takes over every unfinished run whose region lease has lapsed (its
+    /// server stopped): at start-up and then periodically, so that any live
+    /// replica picks up the runs of one that died.
+    pub async fn sweep(self: &Arc<Self>) -> Result<()> {
         for key in self.ctx.store.list(&layout::leases_prefix()).await? {
             let region = key.trim_start_matches(&layout::leases_prefix()).to_string();
             let Some((rec, _)) = lease::read(&self.ctx.store, &region).await? else { continue };
-            if rec.released || self.is_finished(&rec.run_id).await? {
+            let here = self.active.lock().expect("lock").contains_key(&rec.run_id);
+            if rec.released || here || !rec.is_free(self.ctx.clock.now()) || self.is_finished(&rec.run_id).await? {
                 continue;
             }
-            let engine = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    match engine.resume(&rec.run_id).await {
-                        Ok(_) => {
-                            tracing::info!(run_id = %rec.run_id, region = %rec.region, "resumed run");
-                            return;
-                        }
-                        Err(Error::Conflict(msg)) => {
-                            tracing::info!(run_id = %rec.run_id, "waiting to resume: {msg}");
-                            if engine.is_finished(&rec.run_id).await.unwrap_or(false) {
-                                return;
-                            }
-                            tokio::time::sleep(engine.ctx.lease_ttl / 2).await;
-                        }
-                        Err(e) => {
-                            tracing::error!(run_id = %rec.run_id, error = %e, "cannot resume run");
-                            return;
-                        }
-                    }
-                }
-            });
+            match self.resume(&rec.run_id).await {
+                Ok(_) => tracing::info!(run_id = %rec.run_id, region = %rec.region, "took over run"),
+                Err(Error::Conflict(msg)) => tracing::debug!(run_id = %rec.run_id, "not taken over: {msg}"),
+                Err(e) => tracing::error!(run_id = %rec.run_id, error = %e, "cannot take over run"),
+            }
         }
         Ok(())
+    }
+
+    /// Sweeps now and then every half lease period, until aborted.
+    pub fn supervise(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        let every = (self.ctx.lease_ttl / 2).max(Duration::from_millis(200));
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = engine.sweep().await {
+                    tracing::warn!(error = %e, "cannot look for runs to take over");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
     }
 
     async fn spec(&self, id: &str) -> Result<RunSpec> {

@@ -267,7 +267,8 @@ impl Region {
                 server.run(&["image", "import", p.to_str().unwrap()]).ok().stdout.trim().to_string()
             })
             .collect();
-        let ports = svcs.iter().map(|s| (s.name.to_string(), lifeboat::testkit::free_port())).collect();
+        let picked = lifeboat::provider::local::pick_listen_ports(svcs.len()).unwrap();
+        let ports = svcs.iter().zip(picked).map(|(s, p)| (s.name.to_string(), p)).collect();
         let manifest = dir.join(format!("{env}.toml"));
         std::fs::write(&manifest, manifest_text(env, svcs, &images, &ports)).unwrap();
         server.run(&["snapshot", "push", manifest.to_str().unwrap(), "-m", "test region"]).ok();

@@ -33,6 +33,7 @@ use crate::store::{DynStore, ImageRepo};
 
 pub const DEFAULT_MAX_INSTANCES: usize = 512;
 const STOP_GRACE: Duration = Duration::from_secs(5);
+const ADOPT_EVERY: Duration = Duration::from_secs(2);
 
 /// How to probe one instance, resolved at launch (its port is known then).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +108,32 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
+/// `n` distinct loopback ports that are free now, below the kernel's
+/// ephemeral range, so that ports handed to instances (taken from that range)
+/// never collide with them. For stable addresses chosen by a program (the
+/// demo, tests).
+pub fn pick_listen_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    let seed = uuid::Uuid::new_v4().as_u128();
+    let mut attempt = 0u128;
+    while ports.len() < n {
+        attempt += 1;
+        if attempt > 20_000 {
+            return Err(std::io::Error::other("no free port between 20000 and 32000"));
+        }
+        let port = 20_000 + ((seed.wrapping_mul(attempt.wrapping_add(7919)) >> 64) % 12_000) as u16;
+        if ports.contains(&port) {
+            continue;
+        }
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+            ports.push(port);
+        }
+    }
+    Ok(ports)
+}
+
 fn free_port() -> std::io::Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
 }
@@ -127,8 +154,18 @@ impl LocalProvider {
             launch_lock: tokio::sync::Mutex::new(()),
             max_instances: DEFAULT_MAX_INSTANCES,
         });
-        let (pointers, adopted) = p.adopt().await;
+        let (pointers, adopted) = p.adopt(true).await;
         tracing::info!(dir = %p.dir.display(), pointers, adopted, "local provider ready");
+        // Keep serving every stable address recorded here: after another
+        // server on this host stops, its addresses come back within seconds.
+        let weak = Arc::downgrade(&p);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ADOPT_EVERY).await;
+                let Some(p) = weak.upgrade() else { return };
+                p.adopt(false).await;
+            }
+        });
         Ok(p)
     }
 
@@ -136,16 +173,19 @@ impl LocalProvider {
         &self.dir
     }
 
-    async fn adopt(&self) -> (usize, usize) {
+    /// Serves every recorded stable address, forwarding to the recorded
+    /// instances that still run. Returns (addresses served, instances).
+    async fn adopt(&self, report: bool) -> (usize, usize) {
         let mut pointers = 0;
         let mut adopted = 0;
         for p in self.pointers(None) {
             let Some(listen) = &p.listen else { continue };
             let addrs = self.target_addrs(&p.targets);
             adopted += addrs.len();
-            match self.proxies.route(listen, addrs).await {
+            match self.proxies.route(listen, addrs) {
                 Ok(()) => pointers += 1,
-                Err(e) => tracing::error!(service = %p.service, error = %e, "cannot restore stable address"),
+                Err(e) if report => tracing::warn!(service = %p.service, error = %e, "cannot serve stable address yet"),
+                Err(_) => {}
             }
         }
         (pointers, adopted)
@@ -419,6 +459,18 @@ impl ComputeProvider for LocalProvider {
                 format!("tarball images need launch.entrypoint: {}", no_entrypoint.join(", ")),
             ));
         }
+        let taken: Vec<String> = m
+            .services
+            .iter()
+            .filter_map(|(name, s)| Some((name, s.launch.get("listen")?.as_str()?)))
+            .filter(|(_, addr)| !self.proxies.serves(addr) && std::net::TcpListener::bind(addr).is_err())
+            .map(|(name, addr)| format!("{addr} ({name})"))
+            .collect();
+        checks.push(if taken.is_empty() {
+            Check::pass("stable-addresses", "every listen address is free or already served by lifeboat")
+        } else {
+            Check::fail("stable-addresses", format!("in use by another program: {}", taken.join(", ")))
+        });
         let running = self.records().iter().filter(|r| r.alive()).count();
         let wanted: usize = m.services.values().map(|s| s.replicas as usize).sum();
         checks.push(if running + wanted <= self.max_instances {
@@ -584,18 +636,33 @@ impl ComputeProvider for LocalProvider {
 
     async fn cutover(&self, target: &ServiceRef, instances: &[String]) -> ProviderResult<()> {
         let listen = target.settings.get("listen").and_then(|v| v.as_str()).map(str::to_string);
-        if let Some(l) = &listen {
-            self.proxies.route(l, self.target_addrs(instances)).await.map_err(backend)?;
-        }
+        let path = self.pointer_path(&target.environment, &target.service);
+        let previous: Option<Pointer> = read_json(&path);
         let pointer = Pointer {
             format_version: 1,
             environment: target.environment.clone(),
             service: target.service.clone(),
-            listen,
+            listen: listen.clone(),
             targets: instances.to_vec(),
         };
-        write_json(&self.pointer_path(&target.environment, &target.service), &pointer)
-            .map_err(|e| backend(format!("cannot record cutover of {}: {e}", target.service)))
+        // Record first, then switch: the periodic re-adoption reads the record.
+        write_json(&path, &pointer)
+            .map_err(|e| backend(format!("cannot record cutover of {}: {e}", target.service)))?;
+        if let Some(l) = &listen
+            && let Err(e) = self.proxies.route(l, self.target_addrs(instances))
+        {
+            // Traffic did not move: put the record back as it was.
+            match previous {
+                Some(p) => {
+                    let _ = write_json(&path, &p);
+                }
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            return Err(backend(e));
+        }
+        Ok(())
     }
 
     async fn terminate(&self, instances: &[String]) -> ProviderResult<()> {

@@ -20,21 +20,27 @@ pub struct Proxies {
 }
 
 impl Proxies {
-    /// Serves `listen` and points it at `targets` (creating the listener on first use).
-    pub async fn route(&self, listen: &str, targets: Vec<SocketAddr>) -> Result<(), String> {
-        if let Some(f) = self.by_addr.lock().expect("lock").get(listen) {
+    /// Serves `listen` and points it at `targets` (creating the listener on
+    /// first use). Checks, binds and records under one lock, so concurrent
+    /// callers never race for the address.
+    pub fn route(&self, listen: &str, targets: Vec<SocketAddr>) -> Result<(), String> {
+        let mut map = self.by_addr.lock().expect("lock");
+        if let Some(f) = map.get(listen) {
             *f.targets.write().expect("lock") = targets;
             return Ok(());
         }
-        let listener =
-            TcpListener::bind(listen).await.map_err(|e| format!("cannot serve the stable address {listen}: {e}"))?;
+        let fail = |e: std::io::Error| format!("cannot serve the stable address {listen}: {e}");
+        let std_listener = std::net::TcpListener::bind(listen).map_err(fail)?;
+        std_listener.set_nonblocking(true).map_err(fail)?;
+        let listener = TcpListener::from_std(std_listener).map_err(fail)?;
         let shared = Arc::new(RwLock::new(targets));
         let task = tokio::spawn(serve(listener, shared.clone()));
-        let mut map = self.by_addr.lock().expect("lock");
-        if let Some(old) = map.insert(listen.to_string(), Forwarder { targets: shared, task }) {
-            old.task.abort();
-        }
+        map.insert(listen.to_string(), Forwarder { targets: shared, task });
         Ok(())
+    }
+
+    pub fn serves(&self, listen: &str) -> bool {
+        self.by_addr.lock().expect("lock").contains_key(listen)
     }
 
     /// Stops serving an address.
@@ -106,11 +112,11 @@ mod tests {
         let (blue, green) = (echo_server("blue").await, echo_server("green").await);
         let listen = format!("127.0.0.1:{}", crate::testkit::free_port());
         let p = Proxies::default();
-        p.route(&listen, vec![blue]).await.unwrap();
+        p.route(&listen, vec![blue]).unwrap();
         assert_eq!(read_from(&listen).await, "blue");
-        p.route(&listen, vec![green]).await.unwrap();
+        p.route(&listen, vec![green]).unwrap();
         assert_eq!(read_from(&listen).await, "green");
-        p.route(&listen, vec![]).await.unwrap();
+        p.route(&listen, vec![]).unwrap();
         assert_eq!(read_from(&listen).await, "");
     }
 }
