@@ -197,19 +197,27 @@ fn approval_gates_a_service_and_cancel_cleans_up() {
     assert_eq!(out.code, 4, "{out:?}");
 }
 
+/// A store, a provider directory and a config with a 1 s lease, and the
+/// server arguments that use them (servers restart and share them).
+fn short_lease_dir() -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lifeboat.toml");
+    std::fs::write(&config, "[engine]\nlease_ttl = \"1s\"\n").unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let args =
+        vec!["--store".into(), p("store"), "--local-dir".into(), p("local"), "--config".into(), p("lifeboat.toml")];
+    (dir, args)
+}
+
 /// SIGKILL the server at several points of a 24-service recovery; after each
 /// restart it resumes the run. Every service is launched exactly once and no
 /// process is left behind.
 #[test]
 fn a_killed_server_resumes_without_launching_twice() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, args) = short_lease_dir();
     let local = dir.path().join("local");
     let _cleanup = Instances(local.clone());
-    let config = dir.path().join("lifeboat.toml");
-    std::fs::write(&config, "[engine]\nlease_ttl = \"1s\"\n").unwrap();
-    let store = dir.path().join("store").display().to_string();
-    let args =
-        ["--store", store.as_str(), "--local-dir", local.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut server = Server::launch(&args, &[]);
 
     let names: Vec<String> = (0..24).map(|i| format!("s{i:02}")).collect();
@@ -330,14 +338,10 @@ fn recovery_state_in_s3() {
 /// serves the stable addresses the dead one served.
 #[test]
 fn a_live_replica_takes_over_a_dead_servers_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, args) = short_lease_dir();
     let local = dir.path().join("local");
     let _cleanup = Instances(local.clone());
-    let config = dir.path().join("lifeboat.toml");
-    std::fs::write(&config, "[engine]\nlease_ttl = \"1s\"\n").unwrap();
-    let store = dir.path().join("store").display().to_string();
-    let args =
-        ["--store", store.as_str(), "--local-dir", local.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut a = Server::launch(&args, &[]);
     let b = Server::launch(&args, &[]);
     let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();

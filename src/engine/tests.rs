@@ -207,6 +207,17 @@ impl Harness {
         self.engine.start(req).await.unwrap().spec.id
     }
 
+    /// Another server on the same store and provider (after a crash of the first).
+    fn second_engine(&self) -> Arc<Engine> {
+        Engine::new(RunContext {
+            store: self.store.clone(),
+            provider: self.provider.clone(),
+            clock: Arc::new(TokioClock::new()),
+            owner: "second-server".into(),
+            lease_ttl: Duration::from_secs(15),
+        })
+    }
+
     async fn finish(&self, id: &str) -> (RunView, Vec<Entry>) {
         let entries: Vec<Entry> = self.engine.watch(id, 0).map(|e| e.unwrap()).collect().await;
         (self.engine.get(id).await.unwrap(), entries)
@@ -492,13 +503,7 @@ fn a_resumed_run_launches_nothing_twice() {
         tokio::time::sleep(Duration::from_millis(900)).await;
         // The server dies mid-run: its executors stop where they are.
         h.engine.abort_all();
-        let second = Engine::new(RunContext {
-            store: h.store.clone(),
-            provider: h.provider.clone(),
-            clock: Arc::new(TokioClock::new()),
-            owner: "second-server".into(),
-            lease_ttl: Duration::from_secs(15),
-        });
+        let second = h.second_engine();
         let err = second.resume(&id).await.unwrap_err();
         assert!(matches!(&err, Error::Conflict(m) if m.contains("is leased by run")), "{err}");
         tokio::time::sleep(Duration::from_secs(16)).await;
@@ -526,13 +531,7 @@ fn a_run_resumed_after_a_failed_attempt_moves_to_the_next_attempt() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(h.engine.get(&id).await.unwrap().services["db"].failed_attempt, 1);
         h.engine.abort_all();
-        let second = Engine::new(RunContext {
-            store: h.store.clone(),
-            provider: h.provider.clone(),
-            clock: Arc::new(TokioClock::new()),
-            owner: "second-server".into(),
-            lease_ttl: Duration::from_secs(15),
-        });
+        let second = h.second_engine();
         tokio::time::sleep(Duration::from_secs(16)).await;
         second.resume(&id).await.unwrap();
         let entries: Vec<Entry> = second.watch(&id, 0).map(|e| e.unwrap()).collect().await;
