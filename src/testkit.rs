@@ -109,3 +109,84 @@ fn s3_env() {
         }
     });
 }
+
+/// A provider whose every step succeeds at once: for benchmarks of the
+/// engine's own overhead (scheduling, journal, store). Not a product provider.
+pub struct InstantProvider {
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl InstantProvider {
+    pub fn new() -> std::sync::Arc<InstantProvider> {
+        std::sync::Arc::new(InstantProvider { next: std::sync::atomic::AtomicU64::new(0) })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::provider::ComputeProvider for InstantProvider {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    async fn preflight(&self, _: &crate::domain::manifest::Manifest, _: &str) -> Vec<crate::domain::plan::Check> {
+        Vec::new()
+    }
+    async fn inventory(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> crate::provider::ProviderResult<Vec<crate::domain::plan::LiveInstance>> {
+        Ok(Vec::new())
+    }
+    async fn launch(
+        &self,
+        spec: &crate::provider::LaunchSpec,
+        _: &tokio_util::sync::CancellationToken,
+    ) -> crate::provider::ProviderResult<Vec<String>> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok((0..spec.replicas).map(|r| format!("{}-{n}-{r}", spec.target.service)).collect())
+    }
+    async fn wait_healthy(
+        &self,
+        _: &crate::provider::ServiceRef,
+        _: &[String],
+        _: Duration,
+        _: &tokio_util::sync::CancellationToken,
+    ) -> crate::provider::ProviderResult<()> {
+        Ok(())
+    }
+    async fn cutover(&self, _: &crate::provider::ServiceRef, _: &[String]) -> crate::provider::ProviderResult<()> {
+        Ok(())
+    }
+    async fn terminate(&self, _: &[String]) -> crate::provider::ProviderResult<()> {
+        Ok(())
+    }
+    async fn logs(&self, _: &str, _: usize) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A manifest of `n` services in a random DAG (each depends on up to
+/// `max_deps` earlier ones), deterministic for a seed.
+pub fn random_manifest_toml(n: usize, max_deps: usize, seed: u64) -> String {
+    let mut state = seed.max(1);
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut m = String::from("environment = \"bench\"\nregion = \"local-1\"\n");
+    for i in 0..n {
+        let k = if i == 0 { 0 } else { (rand() as usize) % (max_deps + 1) };
+        let mut deps: Vec<usize> = (0..k).map(|_| (rand() as usize) % i.max(1)).collect();
+        deps.sort_unstable();
+        deps.dedup();
+        let deps: Vec<String> = deps.iter().map(|d| format!("\"s{d:05}\"")).collect();
+        m.push_str(&format!(
+            "[services.s{i:05}]\nimage = \"sha256:{}\"\ndepends_on = [{}]\ngrace_period = \"0s\"\n",
+            "a".repeat(64),
+            deps.join(", ")
+        ));
+    }
+    m
+}

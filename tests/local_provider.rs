@@ -68,3 +68,38 @@ async fn images_are_verified_and_kinds_detected() {
     let err = images.artifact(&m.id).await.unwrap_err();
     assert!(err.to_string().contains("failed its digest check"), "{err}");
 }
+
+#[tokio::test]
+async fn an_instance_that_degrades_fails_its_gate_at_once() {
+    use lifeboat::provider::{ComputeProvider, LaunchSpec, ProviderError};
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::Instances(dir.path().join("local"));
+    let store: DynStore = Arc::new(FsStore::open(dir.path().join("store")).unwrap());
+    let art = common::demo_artifact(dir.path(), "degrading");
+    let image =
+        ImageRepo::new(store.clone()).import(Bytes::from(std::fs::read(&art).unwrap()), "d.sh", "t").await.unwrap().id;
+    let provider = LocalProvider::open(dir.path().join("local"), store).await.unwrap();
+    let mut t = target("degrading", &["--name", "degrading", "--fail-after", "300ms"]);
+    if let Some(h) = t.health.as_mut() {
+        h.healthy_threshold = 50; // never reached within the gate
+        h.unhealthy_threshold = 2;
+    }
+    let spec = LaunchSpec {
+        target: t.clone(),
+        image,
+        replicas: 1,
+        run_id: "r".into(),
+        launch_key: "r/degrading/1".into(),
+        fingerprint: String::new(),
+    };
+    let never = tokio_util::sync::CancellationToken::new();
+    let ids = provider.launch(&spec, &never).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = provider.wait_healthy(&t, &ids, std::time::Duration::from_secs(20), &never).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Unhealthy { last, .. } if last.contains("passed, then failed 2 probes")),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "failed at once, not after the 20 s gate");
+    provider.terminate(&ids).await.unwrap();
+}

@@ -24,6 +24,9 @@ pub struct DemoServiceArgs {
     /// Never become healthy (a broken release).
     #[arg(long)]
     pub broken: bool,
+    /// Turn unhealthy this long after starting (a release that degrades).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub fail_after: Option<Duration>,
 }
 
 pub async fn run(args: DemoServiceArgs) -> Result<(), Failure> {
@@ -36,6 +39,7 @@ pub async fn run(args: DemoServiceArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::new(exit::FAILED, format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
     println!("demo service {} listening on 127.0.0.1:{port} (deps: {})", args.name, args.deps.join(", "));
+    let started = std::time::Instant::now();
     let args = std::sync::Arc::new(args);
     loop {
         let Ok((mut conn, _)) = listener.accept().await else { continue };
@@ -45,8 +49,12 @@ pub async fn run(args: DemoServiceArgs) -> Result<(), Failure> {
             let n = conn.read(&mut buf).await.unwrap_or(0);
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (status, body) =
-                if path == "/healthz" { health(&args).await } else { ("200 OK", format!("{} ok\n", args.name)) };
+            let degraded = args.fail_after.is_some_and(|d| started.elapsed() >= d);
+            let (status, body) = match path.as_str() {
+                "/healthz" if degraded => ("503 Service Unavailable", format!("{} degraded\n", args.name)),
+                "/healthz" => health(&args).await,
+                _ => ("200 OK", format!("{} ok\n", args.name)),
+            };
             let resp = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()

@@ -587,10 +587,14 @@ impl ComputeProvider for LocalProvider {
         cancel: &CancellationToken,
     ) -> ProviderResult<()> {
         let started = tokio::time::Instant::now();
-        let (interval, threshold) =
-            target.health.as_ref().map_or((Duration::from_millis(500), 2), |h| (h.interval.0, h.healthy_threshold));
+        let (interval, threshold, unhealthy_after) = target
+            .health
+            .as_ref()
+            .map_or((Duration::from_millis(500), 2, 3), |h| (h.interval.0, h.healthy_threshold, h.unhealthy_threshold));
         let checks = instances.iter().map(|id| async move {
             let mut passes = 0;
+            let mut failures = 0;
+            let mut passed_once = false;
             let mut last = "no probe has run yet".to_string();
             loop {
                 let Some(r) = self.record(id) else {
@@ -603,12 +607,19 @@ impl ComputeProvider for LocalProvider {
                 match Self::probe(&r).await {
                     Ok(()) => {
                         passes += 1;
+                        failures = 0;
+                        passed_once = true;
                         if passes >= threshold {
                             return Ok(());
                         }
                     }
                     Err(e) => {
                         passes = 0;
+                        failures += 1;
+                        // It answered, then stopped: no point waiting out the gate.
+                        if passed_once && failures >= unhealthy_after {
+                            return Err(format!("instance {id} passed, then failed {failures} probes in a row: {e}"));
+                        }
                         last = e;
                     }
                 }
