@@ -99,29 +99,43 @@ pub fn parse(text: &str, format: Format) -> Result<Node, Vec<SyntaxError>> {
     }
 }
 
-fn line_col(text: &str, offset: usize) -> Pos {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
-    Pos { line, col }
+/// Byte offsets → line and column, with line starts computed once (a
+/// position per node must not rescan the text: that is quadratic).
+struct Lines<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Lines<'a> {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Lines { text, starts }
+    }
+
+    fn pos(&self, offset: usize) -> Pos {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        let col = String::from_utf8_lossy(&self.text.as_bytes()[start..offset]).chars().count() + 1;
+        Pos { line, col }
+    }
 }
 
 fn parse_toml(text: &str) -> Result<Node, Vec<SyntaxError>> {
     use toml::de::{DeTable, DeValue};
+    let lines = Lines::new(text);
     let (table, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
         return Err(errors
             .iter()
             .map(|e| SyntaxError {
-                pos: e.span().map(|s| line_col(text, s.start)),
+                pos: e.span().map(|s| lines.pos(s.start)),
                 message: format!("TOML syntax error: {}", e.message().trim()),
             })
             .collect());
     }
-    fn convert(text: &str, v: &toml::Spanned<DeValue<'_>>) -> Node {
-        let pos = Some(line_col(text, v.span().start));
+    fn convert(lines: &Lines<'_>, v: &toml::Spanned<DeValue<'_>>) -> Node {
+        let pos = Some(lines.pos(v.span().start));
         let value = match v.get_ref() {
             DeValue::String(s) => Value::Str(s.to_string()),
             DeValue::Integer(i) => {
@@ -138,21 +152,21 @@ fn parse_toml(text: &str) -> Result<Node, Vec<SyntaxError>> {
             },
             DeValue::Boolean(b) => Value::Bool(*b),
             DeValue::Datetime(_) => Value::Other("a datetime"),
-            DeValue::Array(items) => Value::Array(items.iter().map(|i| convert(text, i)).collect()),
-            DeValue::Table(t) => Value::Table(convert_table(text, t)),
+            DeValue::Array(items) => Value::Array(items.iter().map(|i| convert(lines, i)).collect()),
+            DeValue::Table(t) => Value::Table(convert_table(lines, t)),
         };
         Node { value, pos }
     }
-    fn convert_table(text: &str, t: &DeTable<'_>) -> Vec<Entry> {
+    fn convert_table(lines: &Lines<'_>, t: &DeTable<'_>) -> Vec<Entry> {
         t.iter()
             .map(|(k, v)| Entry {
                 key: k.get_ref().to_string(),
-                key_pos: Some(line_col(text, k.span().start)),
-                node: convert(text, v),
+                key_pos: Some(lines.pos(k.span().start)),
+                node: convert(lines, v),
             })
             .collect()
     }
-    let root_entries = convert_table(text, table.get_ref());
+    let root_entries = convert_table(&lines, table.get_ref());
     Ok(Node { value: Value::Table(root_entries), pos: Some(Pos { line: 1, col: 1 }) })
 }
 
@@ -229,6 +243,17 @@ mod tests {
         let Value::Table(inner) = &b.value else { panic!() };
         assert_eq!(inner[0].key_pos, Some(Pos { line: 3, col: 1 }));
         assert_eq!(inner[0].node.pos, Some(Pos { line: 3, col: 5 }));
+    }
+
+    #[test]
+    fn positions_of_lines_and_multibyte_columns() {
+        let l = Lines::new("ab\nçd = 1\n\nx");
+        assert_eq!(l.pos(0), Pos { line: 1, col: 1 });
+        assert_eq!(l.pos(3), Pos { line: 2, col: 1 });
+        assert_eq!(l.pos(6), Pos { line: 2, col: 3 }, "ç is one column");
+        assert_eq!(l.pos(11), Pos { line: 3, col: 1 });
+        assert_eq!(l.pos(12), Pos { line: 4, col: 1 });
+        assert_eq!(l.pos(99), Pos { line: 4, col: 2 });
     }
 
     #[test]
