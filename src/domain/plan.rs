@@ -189,11 +189,6 @@ impl Plan {
         self.preflight.iter().all(|c| c.ok)
     }
 
-    pub fn counts(&self) -> (usize, usize, usize) {
-        let n = |a: Action| self.steps.iter().filter(|s| s.action == a).count();
-        (n(Action::Create), n(Action::Replace), n(Action::Keep))
-    }
-
     /// Graphviz: dependencies point at their dependents, critical path in bold.
     pub fn to_dot(&self) -> String {
         let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n", self.environment);

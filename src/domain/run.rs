@@ -445,11 +445,6 @@ impl RunView {
         (path.iter().map(|i| dag.name(*i).to_string()).collect(), total.as_millis() as u64)
     }
 
-    /// Services whose own failure (not a skip) made the run fail.
-    pub fn root_causes(&self) -> Vec<&ServiceProgress> {
-        self.services.values().filter(|s| s.state == ServiceState::Failed).collect()
-    }
-
     /// The state a finished run ends in, given its services.
     pub fn outcome(&self) -> RunState {
         let states = || self.services.values().map(|s| s.state);
@@ -525,7 +520,6 @@ mod tests {
         assert_eq!(v.queued_ms("db"), Some(0));
         assert_eq!(v.queued_ms("api"), Some(0), "api has no dependencies in this spec");
         assert_eq!(v.outcome(), RunState::Failed);
-        assert_eq!(v.root_causes().len(), 1);
         assert_eq!(v.last_seq, Some(7));
     }
 

@@ -130,10 +130,6 @@ impl Engine {
         })
     }
 
-    pub fn provider(&self) -> &Arc<dyn ComputeProvider> {
-        &self.ctx.provider
-    }
-
     async fn timings(&self, env: &str) -> BTreeMap<String, u64> {
         match self.ctx.store.get(&layout::timings(env)).await {
             Ok(Some(obj)) => serde_json::from_slice(&obj.bytes).unwrap_or_default(),
