@@ -193,18 +193,22 @@ async fn harness(m: Manifest, script: BTreeMap<String, Behaviour>) -> Harness {
     Harness { engine, provider, store }
 }
 
+/// A recovery of the test environment's latest snapshot.
+fn recovery_of_latest(parallelism: Option<usize>) -> StartRequest {
+    StartRequest {
+        environment: "shop".into(),
+        reference: "latest".into(),
+        region: None,
+        parallelism,
+        force: false,
+        kind: RunKind::Recovery,
+        actor: "t".into(),
+    }
+}
+
 impl Harness {
     async fn start(&self, parallelism: usize) -> String {
-        let req = StartRequest {
-            environment: "shop".into(),
-            reference: "latest".into(),
-            region: None,
-            parallelism: Some(parallelism),
-            force: false,
-            kind: RunKind::Recovery,
-            actor: "t".into(),
-        };
-        self.engine.start(req).await.unwrap().spec.id
+        self.engine.start(recovery_of_latest(Some(parallelism))).await.unwrap().spec.id
     }
 
     /// Another server on the same store and provider (after a crash of the first).
@@ -475,16 +479,7 @@ fn a_second_run_for_a_leased_region_is_refused() {
             BTreeMap::from([("db".to_string(), Behaviour { launch_ms: 1000, healthy_ms: 1000, failing_attempts: 0 })]);
         let h = harness(manifest(services), script).await;
         let first = h.start(4).await;
-        let req = StartRequest {
-            environment: "shop".into(),
-            reference: "latest".into(),
-            region: None,
-            parallelism: None,
-            force: false,
-            kind: RunKind::Recovery,
-            actor: "t".into(),
-        };
-        let err = h.engine.start(req).await.unwrap_err();
+        let err = h.engine.start(recovery_of_latest(None)).await.unwrap_err();
         assert!(matches!(&err, Error::Conflict(m) if m.contains(&first)), "{err}");
         h.finish(&first).await;
     });
