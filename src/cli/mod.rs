@@ -10,6 +10,7 @@ mod output;
 mod recovery;
 mod server;
 mod snapshot;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,9 @@ pub enum Command {
     /// Manage runs (recoveries and drills).
     #[command(subcommand)]
     Run(RunCmd),
+    /// Inspect the object store.
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// The main job end to end on the embedded default: a sample region is
     /// snapshotted, promoted, brought up, failed and recovered.
     Demo,
@@ -161,6 +165,22 @@ pub struct ServerArgs {
     /// The local provider's directory: instances, logs, unpacked images [default: ./lifeboat-local].
     #[arg(long, env = "LIFEBOAT_LOCAL_DIR")]
     pub local_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Run the store self-test: create-if-absent, compare-and-swap,
+    /// read-after-write, list-after-write; report versioning and Object Lock.
+    /// Exit 0 when every guarantee holds, 1 otherwise.
+    Check {
+        /// Check this store directly instead of asking the server: a
+        /// directory, file:///path, or s3://BUCKET/PREFIX.
+        #[arg(long, env = "LIFEBOAT_STORE")]
+        store: Option<String>,
+        /// Server configuration whose [store] table applies (endpoint, region, path style).
+        #[arg(long, requires = "store")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,5 +309,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let client = client::Client::connect(&cli.server).await?;
             recovery::run_cmd(&client, cmd, output).await
         }
+        Command::Store(cmd) => store::run(&cli.server, output, cmd).await,
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub const RUN_FORMAT: u32 = 1;
+pub const ENTRY_FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,6 +67,7 @@ pub struct PlannedStep {
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
+    pub format_version: u32,
     pub seq: u64,
     /// Wall-clock time, RFC 3339.
     pub at: String,
@@ -494,7 +496,7 @@ mod tests {
     }
 
     fn entry(seq: u64, event: Event) -> Entry {
-        Entry { seq, at: format!("t{seq}"), elapsed_ms: seq * 10, event }
+        Entry { format_version: ENTRY_FORMAT, seq, at: format!("t{seq}"), elapsed_ms: seq * 10, event }
     }
 
     #[test]

@@ -48,8 +48,11 @@ struct RawSnapshot {
 pub enum IntegrityError {
     #[error("is not a valid snapshot document ({0})")]
     Malformed(String),
-    #[error("has format_version {0}, which this lifeboat cannot read (it reads {SNAPSHOT_FORMAT})")]
-    UnknownFormat(u64),
+    #[error(
+        "has format_version {found}, which this lifeboat cannot read (it reads {known}){}",
+        if found > known { "; it was written by a newer lifeboat: upgrade this one" } else { "" }
+    )]
+    UnknownFormat { found: u64, known: u64 },
     #[error("failed its digest check: it records {recorded} but its content hashes to {actual}")]
     DigestMismatch { recorded: String, actual: String },
     #[error("claims to be {claimed}, not {expected}")]
@@ -93,7 +96,7 @@ impl Snapshot {
             serde_json::from_slice(bytes).map_err(|e| IntegrityError::Malformed(format!("not JSON: {e}")))?;
         match value.get("format_version").and_then(serde_json::Value::as_u64) {
             Some(v) if v == u64::from(SNAPSHOT_FORMAT) => {}
-            Some(v) => return Err(IntegrityError::UnknownFormat(v)),
+            Some(v) => return Err(IntegrityError::UnknownFormat { found: v, known: SNAPSHOT_FORMAT.into() }),
             None => return Err(IntegrityError::Malformed("no format_version".into())),
         }
         let recorded = value.get("digest").and_then(serde_json::Value::as_str).unwrap_or("").to_string();

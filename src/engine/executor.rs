@@ -59,6 +59,9 @@ pub struct Executor {
     waiting_on: Vec<usize>,
     /// Services whose dependencies are all healthy, in the order they became so.
     ready: VecDeque<usize>,
+    /// When the region lease was last taken or renewed: while it surely
+    /// holds, store hiccups are waited out instead of ending the run.
+    last_renewal: tokio::time::Instant,
 }
 
 impl Executor {
@@ -95,6 +98,7 @@ impl Executor {
             seen_requests: BTreeSet::new(),
             waiting_on: Vec::new(),
             ready: VecDeque::new(),
+            last_renewal: tokio::time::Instant::now(),
         };
         ex.waiting_on = (0..ex.dag.len())
             .map(|i| ex.dag.deps(i).iter().filter(|&&d| ex.state_of(d) != ServiceState::Healthy).count())
@@ -121,6 +125,32 @@ impl Executor {
         self.view.services[self.dag.name(i)].state
     }
 
+    /// How long before the lease could lapse this owner stops acting.
+    fn lease_margin(&self) -> Duration {
+        (self.ctx.lease_ttl / 3).max(Duration::from_millis(100))
+    }
+
+    /// Whether the lease surely still holds (it was renewed recently enough).
+    fn lease_holds(&self) -> bool {
+        self.last_renewal.elapsed() + self.lease_margin() < self.ctx.lease_ttl
+    }
+
+    /// Appends to the journal, waiting out a store that is unavailable for a
+    /// while (bounded by the lease: past it, this owner stops acting).
+    async fn append(&mut self, at: String, elapsed: u64, event: Event) -> Result<Entry> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.journal.append(at.clone(), elapsed, event.clone()).await {
+                Err(Error::Store(e)) if e.is_retryable() && self.lease_holds() => {
+                    tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot write the journal; retrying while the lease holds");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn persist(&mut self, event: Event) -> Result<()> {
         let at = rfc3339(self.ctx.clock.now());
         let elapsed = self.elapsed_ms().max(self.view.elapsed_ms);
@@ -130,7 +160,7 @@ impl Executor {
             }
             _ => None,
         };
-        let entry = self.journal.append(at, elapsed, event).await?;
+        let entry = self.append(at, elapsed, event).await?;
         self.view.apply(&entry);
         let _ = self.events.send(entry);
         // Dependents whose last dependency this was become ready.
@@ -270,9 +300,8 @@ impl Executor {
             }
         }
 
-        let renew_every = (self.ctx.lease_ttl / 3).max(Duration::from_millis(100));
+        let renew_every = self.lease_margin();
         let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
-        let mut last_renewal = tokio::time::Instant::now();
         loop {
             if self.cancel.is_cancelled() {
                 let pending: Vec<String> = self
@@ -327,12 +356,12 @@ impl Executor {
                     let now = self.ctx.clock.now();
                     if let Some(lease) = self.lease.as_mut() {
                         match lease.renew(now).await {
-                            Ok(()) => last_renewal = tokio::time::Instant::now(),
+                            Ok(()) => self.last_renewal = tokio::time::Instant::now(),
                             // Another server owns the region now: stop at once.
                             Err(e @ Error::Conflict(_)) => return Err(e),
                             // A store hiccup: keep going while the lease surely
                             // holds; stop before it could lapse under us.
-                            Err(e) if last_renewal.elapsed() + renew_every < self.ctx.lease_ttl => {
+                            Err(e) if self.last_renewal.elapsed() + renew_every < self.ctx.lease_ttl => {
                                 tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot renew the region lease; retrying");
                             }
                             Err(e) => return Err(e),

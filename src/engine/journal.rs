@@ -2,12 +2,18 @@
 //! create-if-absent at the next sequence number. The sequence doubles as a
 //! fence: a stale owner's next write collides with the new owner's and fails.
 
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::domain::run::{Entry, Event};
+use crate::domain::run::{ENTRY_FORMAT, Entry, Event};
+use crate::domain::snapshot::IntegrityError;
 use crate::error::{Error, Result};
+use crate::store::codec::{self, Persisted};
 use crate::store::{DynStore, PutOptions, StoreError, layout};
+
+impl Persisted for Entry {
+    const KIND: &'static str = "journal entry";
+    const FORMAT: u32 = ENTRY_FORMAT;
+}
 
 pub struct Journal {
     store: DynStore,
@@ -26,11 +32,18 @@ impl Journal {
     /// Appends one entry. `Conflict` means another writer took the sequence
     /// number: this owner has been fenced off and must stop.
     pub async fn append(&mut self, at: String, elapsed_ms: u64, event: Event) -> Result<Entry> {
-        let entry = Entry { seq: self.next_seq, at, elapsed_ms, event };
+        let entry = Entry { format_version: ENTRY_FORMAT, seq: self.next_seq, at, elapsed_ms, event };
         let key = layout::journal_entry(&self.run_id, entry.seq);
-        let bytes = Bytes::from(serde_json::to_vec(&entry).expect("entries always serialise"));
-        match self.store.put(&key, bytes, PutOptions::create()).await {
+        let bytes = codec::encode(&entry);
+        match self.store.put(&key, bytes.clone(), PutOptions::create()).await {
             Ok(_) => {
+                self.next_seq += 1;
+                Ok(entry)
+            }
+            // An earlier try of this very append landed with its reply lost.
+            Err(StoreError::AlreadyExists { .. })
+                if self.store.get(&key).await.ok().flatten().is_some_and(|o| o.bytes == bytes) =>
+            {
                 self.next_seq += 1;
                 Ok(entry)
             }
@@ -55,8 +68,19 @@ pub async fn read_from(store: &DynStore, run_id: &str, from: u64) -> Result<Vec<
             async move {
                 let obj =
                     store.get(&key).await?.ok_or_else(|| Error::Internal(format!("journal entry {key} vanished")))?;
-                serde_json::from_slice::<Entry>(&obj.bytes)
-                    .map_err(|e| Error::Internal(format!("journal entry {key} is corrupt: {e}")))
+                let entry: Entry = codec::decode(&obj.bytes, &key, &store.describe())?;
+                if entry.seq != seq {
+                    return Err(Error::Integrity {
+                        what: "journal entry".into(),
+                        key,
+                        store: store.describe(),
+                        source: Box::new(IntegrityError::WrongIdentity {
+                            claimed: format!("entry {}", entry.seq),
+                            expected: format!("entry {seq}"),
+                        }),
+                    });
+                }
+                Ok(entry)
             }
         })
         .buffered(32)

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::clock::rfc3339;
+use crate::domain::snapshot::IntegrityError;
 use crate::error::{Error, Result};
+use crate::store::codec::{self, Persisted};
 use crate::store::{DynStore, ETag, PutOptions, StoreError, layout};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,9 +26,18 @@ pub struct LeaseRecord {
     pub released: bool,
 }
 
+impl Persisted for LeaseRecord {
+    const KIND: &'static str = "lease";
+    const FORMAT: u32 = 1;
+}
+
 impl LeaseRecord {
+    /// Checked when read: a lease whose expiry does not parse is corrupt,
+    /// never free.
     fn expires(&self) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(&self.expires_at).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+        DateTime::parse_from_rfc3339(&self.expires_at)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
     pub fn is_free(&self, now: DateTime<Utc>) -> bool {
         self.released || self.expires() <= now
@@ -54,8 +64,18 @@ pub async fn read(store: &DynStore, region: &str) -> Result<Option<(LeaseRecord,
     match store.get(&key).await? {
         None => Ok(None),
         Some(obj) => {
-            let r: LeaseRecord = serde_json::from_slice(&obj.bytes)
-                .map_err(|e| Error::Internal(format!("lease object {key} is corrupt: {e}")))?;
+            let r: LeaseRecord = codec::decode(&obj.bytes, &key, &store.describe())?;
+            if let Err(e) = DateTime::parse_from_rfc3339(&r.expires_at) {
+                return Err(Error::Integrity {
+                    what: "lease".into(),
+                    key,
+                    store: store.describe(),
+                    source: Box::new(IntegrityError::Malformed(format!(
+                        "its expires_at {:?} is not a time ({e})",
+                        r.expires_at
+                    ))),
+                });
+            }
             Ok(Some((r, obj.etag)))
         }
     }
@@ -94,7 +114,7 @@ impl Lease {
             expires_at: rfc3339(now + chrono::Duration::from_std(ttl).unwrap_or_default()),
             released: false,
         };
-        let bytes = Bytes::from(serde_json::to_vec(&record).expect("records serialise"));
+        let bytes = codec::encode(&record);
         match store.put(&key, bytes, PutOptions::swap(current.map(|(_, e)| e))).await {
             Ok(etag) => Ok(Lease { store: store.clone(), key, etag, record, ttl }),
             Err(StoreError::AlreadyExists { .. } | StoreError::Conflict { .. }) => {
@@ -123,7 +143,7 @@ impl Lease {
     }
 
     async fn write(&mut self, next: LeaseRecord) -> Result<()> {
-        let bytes = Bytes::from(serde_json::to_vec(&next).expect("records serialise"));
+        let bytes = codec::encode(&next);
         match self.store.put(&self.key, bytes, PutOptions::update(self.etag.clone())).await {
             Ok(etag) => {
                 self.etag = etag;

@@ -28,6 +28,7 @@ use crate::domain::run::{Entry, Event, RUN_FORMAT, RunKind, RunSpec, RunView};
 use crate::domain::snapshot::Snapshot;
 use crate::error::{Error, Result};
 use crate::provider::ComputeProvider;
+use crate::store::codec::{self, Persisted};
 use crate::store::{DynStore, PutOptions, SnapshotRepo, layout};
 
 /// What every run of this server shares.
@@ -89,33 +90,79 @@ fn check_run_id(id: &str) -> Result<()> {
     }
 }
 
-/// Pending cancel/approve requests of a run, by request ID.
+/// A cancel or approve request, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RequestRecord {
+    pub format_version: u32,
+    #[serde(flatten)]
+    pub control: Control,
+}
+
+impl Persisted for RequestRecord {
+    const KIND: &'static str = "run request";
+    const FORMAT: u32 = 1;
+}
+
+impl Persisted for RunSpec {
+    const KIND: &'static str = "run record";
+    const FORMAT: u32 = RUN_FORMAT;
+}
+
+/// Measured launch-to-healthy times per service, for plan estimates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Timings {
+    pub format_version: u32,
+    pub services: BTreeMap<String, u64>,
+}
+
+impl Persisted for Timings {
+    const KIND: &'static str = "service timings";
+    const FORMAT: u32 = 1;
+}
+
+/// Pending cancel/approve requests of a run, by request ID. A request that
+/// does not decode is an integrity error: acting on half of it, or
+/// silently dropping a cancel, would both be wrong.
 pub(crate) async fn read_requests(store: &DynStore, run_id: &str) -> Result<Vec<(String, Control)>> {
     let mut out = Vec::new();
     for key in store.list(&layout::run_requests_prefix(run_id)).await? {
         let Some(obj) = store.get(&key).await? else { continue };
-        match serde_json::from_slice::<Control>(&obj.bytes) {
-            Ok(c) => out.push((key, c)),
-            Err(e) => tracing::warn!(key, error = %e, "ignoring a malformed run request"),
-        }
+        let r: RequestRecord = codec::decode(&obj.bytes, &key, &store.describe())?;
+        out.push((key, r.control));
     }
     Ok(out)
+}
+
+/// The recorded timings of an environment. They only inform estimates, so
+/// a corrupt record is reported and ignored rather than blocking a recovery.
+pub(crate) async fn read_timings(store: &DynStore, env: &str) -> Timings {
+    let key = layout::timings(env);
+    match store.get(&key).await {
+        Ok(Some(obj)) => match codec::decode::<Timings>(&obj.bytes, &key, &store.describe()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring service timings; the next successful run rewrites them");
+                Timings { format_version: 1, ..Timings::default() }
+            }
+        },
+        Ok(None) => Timings { format_version: 1, ..Timings::default() },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read service timings; estimating without them");
+            Timings { format_version: 1, ..Timings::default() }
+        }
+    }
 }
 
 /// Remembers how long each service took, for the next plan's estimates.
 pub(crate) async fn record_timings(store: &DynStore, view: &RunView) {
     let key = layout::timings(&view.spec.environment);
-    let mut timings: BTreeMap<String, u64> = match store.get(&key).await {
-        Ok(Some(obj)) => serde_json::from_slice(&obj.bytes).unwrap_or_default(),
-        _ => BTreeMap::new(),
-    };
+    let mut timings = read_timings(store, &view.spec.environment).await;
     for s in view.services.values() {
         if let (Some(a), Some(b)) = (s.launched_ms, s.healthy_ms) {
-            timings.insert(s.name.clone(), b.saturating_sub(a));
+            timings.services.insert(s.name.clone(), b.saturating_sub(a));
         }
     }
-    let bytes = Bytes::from(serde_json::to_vec_pretty(&timings).expect("maps serialise"));
-    if let Err(e) = store.put(&key, bytes, PutOptions::overwrite()).await {
+    if let Err(e) = store.put(&key, codec::encode(&timings), PutOptions::overwrite()).await {
         tracing::warn!(error = %e, "cannot record service timings");
     }
 }
@@ -131,10 +178,7 @@ impl Engine {
     }
 
     async fn timings(&self, env: &str) -> BTreeMap<String, u64> {
-        match self.ctx.store.get(&layout::timings(env)).await {
-            Ok(Some(obj)) => serde_json::from_slice(&obj.bytes).unwrap_or_default(),
-            _ => BTreeMap::new(),
-        }
+        read_timings(&self.ctx.store, env).await.services
     }
 
     /// The plan a recovery would follow, with preflight results.
@@ -246,7 +290,7 @@ impl Engine {
             critical_path: plan.critical_path,
             critical_path_ms: plan.critical_path_ms,
         };
-        let bytes = Bytes::from(serde_json::to_vec_pretty(&spec).expect("specs serialise"));
+        let bytes = codec::encode(&spec);
         self.ctx.store.put(&layout::run_spec(&id), bytes, PutOptions::create()).await?;
         self.ctx.store.put(&layout::run_index(&id), Bytes::from_static(b"{}"), PutOptions::create()).await?;
         let (journal, entries) = Journal::open(self.ctx.store.clone(), &id).await?;
@@ -370,15 +414,7 @@ impl Engine {
         check_run_id(id)?;
         let obj =
             self.ctx.store.get(&layout::run_spec(id)).await?.ok_or_else(|| Error::NotFound(format!("no run {id}")))?;
-        let spec: RunSpec = serde_json::from_slice(&obj.bytes)
-            .map_err(|e| Error::Internal(format!("run {id}'s record is corrupt: {e}")))?;
-        if spec.format_version != RUN_FORMAT {
-            return Err(Error::Internal(format!(
-                "run {id} has format_version {}, which this lifeboat cannot read",
-                spec.format_version
-            )));
-        }
-        Ok(spec)
+        codec::decode(&obj.bytes, &layout::run_spec(id), &self.ctx.store.describe())
     }
 
     pub async fn get(&self, id: &str) -> Result<RunView> {
@@ -414,7 +450,7 @@ impl Engine {
     /// Records a request for whichever server runs the run, and tells it
     /// directly when that is this one.
     async fn request(self: &Arc<Self>, id: &str, control: Control) -> Result<()> {
-        let bytes = Bytes::from(serde_json::to_vec(&control).expect("controls serialise"));
+        let bytes = codec::encode(&RequestRecord { format_version: 1, control: control.clone() });
         let key = layout::run_request(
             id,
             &format!("{}-{}", self.ctx.clock.now().timestamp_millis(), uuid::Uuid::new_v4().simple()),

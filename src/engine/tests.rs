@@ -177,7 +177,10 @@ struct Harness {
 }
 
 async fn harness(m: Manifest, script: BTreeMap<String, Behaviour>) -> Harness {
-    let store: DynStore = Arc::new(MemStore::new());
+    harness_on(Arc::new(MemStore::new()), m, script).await
+}
+
+async fn harness_on(store: DynStore, m: Manifest, script: BTreeMap<String, Behaviour>) -> Harness {
     let repo = SnapshotRepo::new(store.clone());
     repo.push(NewSnapshot { manifest: m, author: "t".into(), message: String::new(), labels: BTreeMap::new() })
         .await
@@ -213,8 +216,12 @@ impl Harness {
 
     /// Another server on the same store and provider (after a crash of the first).
     fn second_engine(&self) -> Arc<Engine> {
+        self.second_engine_on(self.store.clone())
+    }
+
+    fn second_engine_on(&self, store: DynStore) -> Arc<Engine> {
         Engine::new(RunContext {
-            store: self.store.clone(),
+            store,
             provider: self.provider.clone(),
             clock: Arc::new(TokioClock::new()),
             owner: "second-server".into(),
@@ -539,6 +546,215 @@ fn a_run_resumed_after_a_failed_attempt_moves_to_the_next_attempt() {
         assert_eq!(failures, 1, "attempt 1 is not retried under the same key");
         assert_eq!(h.provider.world().launches.len(), 2);
     });
+}
+
+mod faults {
+    //! The engine over a store that fails on purpose (`store::faults`):
+    //! outages, lost replies, a lease that cannot be renewed, garbage.
+
+    use super::*;
+    use crate::store::faults::{Fault, FaultyStore, Rule};
+    use crate::store::{PutOptions, RetryPolicy, Retrying, layout};
+    use bytes::Bytes;
+
+    fn faulty() -> (Arc<FaultyStore<MemStore>>, DynStore) {
+        let faulty = Arc::new(FaultyStore::new(MemStore::new()));
+        let store: DynStore = Arc::new(Retrying::new(faulty.clone(), RetryPolicy::default()));
+        (faulty, store)
+    }
+
+    fn chain_of(n: usize, ms: u64) -> (BTreeMap<String, Service>, BTreeMap<String, Behaviour>) {
+        let services: BTreeMap<String, Service> = (0..n)
+            .map(|i| {
+                (format!("s{i:02}"), service(&if i < 3 { vec![] } else { vec![format!("s{:02}", i - 3)] }, 1, false))
+            })
+            .collect();
+        let script = services
+            .keys()
+            .map(|k| (k.clone(), Behaviour { launch_ms: ms, healthy_ms: ms, failing_attempts: 0 }))
+            .collect();
+        (services, script)
+    }
+
+    /// One set of instances per service, and one `instances_launched` each in the journal.
+    async fn assert_launched_once(h: &Harness, id: &str, n: usize) {
+        {
+            let w = h.provider.world();
+            assert_eq!(w.launches.len(), n, "one launch per service: {:?}", w.launches);
+            assert_eq!(w.alive.len(), n);
+        }
+        let entries = journal::read_from(&h.store, id, 0).await.unwrap();
+        let launched = entries.iter().filter(|e| matches!(e.event, Event::InstancesLaunched { .. })).count();
+        assert_eq!(launched, n, "one instances_launched per service");
+        assert!(entries.iter().enumerate().all(|(i, e)| e.seq == i as u64), "no gap and no duplicate");
+    }
+
+    #[test]
+    fn a_recovery_rides_out_a_store_outage() {
+        paused_runtime().block_on(async {
+            let (faulty, store) = faulty();
+            let (services, script) = chain_of(12, 400);
+            let h = harness_on(store, manifest(services), script).await;
+            let id = h.start(4).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Every call fails for 5 s, then the store is back.
+            let outage = faulty.add(Rule::any("").fault(Fault::Transient));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            outage.disable();
+            assert!(outage.fired() > 10, "the outage was felt: {} calls failed", outage.fired());
+            let (view, entries) = h.finish(&id).await;
+            assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+            assert_ordering(&view, &entries);
+            assert_launched_once(&h, &id, 12).await;
+        });
+    }
+
+    #[test]
+    fn a_lost_reply_to_a_journal_write_is_resolved() {
+        paused_runtime().block_on(async {
+            let (faulty, store) = faulty();
+            let (services, script) = chain_of(4, 100);
+            let h = harness_on(store, manifest(services), script).await;
+            let lost = faulty.add(Rule::puts("/journal/").after(3).times(2).fault(Fault::Ambiguous));
+            let id = h.start(4).await;
+            let (view, _) = h.finish(&id).await;
+            assert_eq!(lost.fired(), 2);
+            assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+            assert_launched_once(&h, &id, 4).await;
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_replies_to_a_snapshot_create_and_a_ref_swap_are_resolved() {
+        let (faulty, store) = faulty();
+        let repo = SnapshotRepo::new(store.clone());
+        let m = manifest(chain_of(2, 1).0);
+        let new =
+            || NewSnapshot { manifest: m.clone(), author: "t".into(), message: String::new(), labels: BTreeMap::new() };
+        let create = faulty.add(Rule::puts("/snapshots/").times(1).fault(Fault::Ambiguous));
+        assert_eq!(repo.push(new()).await.unwrap().version, 1);
+        assert_eq!(create.fired(), 1);
+        assert_eq!(store.list(&layout::snapshots_prefix("shop")).await.unwrap().len(), 1, "no second version");
+        assert_eq!(repo.get_ref("shop", "latest").await.unwrap().unwrap().version, 1);
+        repo.push(new()).await.unwrap();
+        let swap = faulty.add(Rule::puts("/refs/latest").times(1).fault(Fault::Ambiguous));
+        assert_eq!(repo.push(new()).await.unwrap().version, 3);
+        assert_eq!(swap.fired(), 1);
+        assert_eq!(repo.get_ref("shop", "latest").await.unwrap().unwrap().version, 3);
+        let promote = faulty.add(Rule::puts("/refs/known-good").times(1).fault(Fault::Ambiguous));
+        repo.promote("shop", "2", "t", "ok", Some(0)).await.unwrap();
+        assert_eq!(promote.fired(), 1);
+        let kg = repo.get_ref("shop", "known-good").await.unwrap().unwrap();
+        assert_eq!((kg.version, kg.previous), (2, 0));
+    }
+
+    #[test]
+    fn an_owner_that_cannot_renew_its_lease_stops_and_another_takes_over() {
+        paused_runtime().block_on(async {
+            let shared: DynStore = Arc::new(MemStore::new());
+            // The first server's view of the store: its lease writes fail.
+            let faulty = Arc::new(FaultyStore::new(shared.clone()));
+            let (services, script) = chain_of(6, 3000);
+            let h = harness_on(faulty.clone(), manifest(services), script).await;
+            // Created now: engines' clocks follow tokio's paused clock from their creation.
+            let second = h.second_engine_on(shared.clone());
+            let id = h.start(6).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            faulty.add(Rule::puts("leases/").fault(Fault::Permanent));
+            // Past the TTL the first owner must have stopped acting.
+            tokio::time::sleep(Duration::from_secs(16)).await;
+            let before = journal::read_from(&shared, &id, 0).await.unwrap().len();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(
+                journal::read_from(&shared, &id, 0).await.unwrap().len(),
+                before,
+                "the fenced owner wrote nothing more"
+            );
+            second.sweep().await.unwrap();
+            let entries: Vec<Entry> = second.watch(&id, 0).map(|e| e.unwrap()).collect().await;
+            let view = second.get(&id).await.unwrap();
+            assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+            assert_eq!(view.owners, ["test-server", "second-server"]);
+            assert_ordering(&view, &entries);
+            let w = h.provider.world();
+            assert_eq!(w.launches.len(), 6, "no service launched twice: {:?}", w.launches);
+            assert_eq!(w.alive.len(), 6);
+        });
+    }
+
+    /// Garbage in every kind of persisted object gives the integrity error
+    /// naming its key: never a panic, a default, or an action.
+    #[test]
+    fn garbage_in_any_persisted_object_is_an_integrity_error() {
+        paused_runtime().block_on(async {
+            let (faulty, store) = faulty();
+            let (services, script) = chain_of(2, 100);
+            let h = harness_on(store.clone(), manifest(services), script).await;
+            let id = h.start(2).await;
+            h.finish(&id).await;
+            let repo = SnapshotRepo::new(store.clone());
+            repo.promote("shop", "1", "t", "ok", None).await.unwrap();
+            repo.push(NewSnapshot {
+                manifest: manifest(chain_of(2, 1).0),
+                author: "t".into(),
+                message: String::new(),
+                labels: BTreeMap::new(),
+            })
+            .await
+            .unwrap();
+            repo.reject("shop", "2", "t", "bad").await.unwrap();
+            h.engine.request(&id, Control::Cancel { by: "t".into() }).await.unwrap();
+            crate::store::ImageRepo::new(store.clone())
+                .import(Bytes::from_static(b"#!/bin/sh\ntrue\n"), "x", "t")
+                .await
+                .unwrap();
+            let image = crate::store::ImageRepo::new(store.clone()).list().await.unwrap()[0].id.clone();
+            let garbage = [&b"\x00\xffnot json"[..], b"{}", br#"{"format_version": 99}"#, b"[]"];
+            for bytes in garbage {
+                let g = || Fault::Garbage(Bytes::from_static(bytes));
+                let patterns = [
+                    "/snapshots/",
+                    "/refs/known-good",
+                    "/rejections/",
+                    "leases/",
+                    "/journal/",
+                    "/run.json",
+                    "/requests/",
+                    "images/",
+                ];
+                for pattern in patterns {
+                    let rule = faulty.add(Rule::gets(pattern).fault(g()));
+                    let err = match pattern {
+                        "/snapshots/" => repo.get("shop", 1).await.unwrap_err(),
+                        "/refs/known-good" => repo.get_by_ref("shop", "known-good").await.unwrap_err(),
+                        "/rejections/" => repo.rejection("shop", 2).await.unwrap_err(),
+                        "leases/" => lease::read(&store, "r1").await.unwrap_err(),
+                        "/journal/" | "/run.json" => h.engine.get(&id).await.unwrap_err(),
+                        "/requests/" => read_requests(&store, &id).await.unwrap_err(),
+                        _ => crate::store::ImageRepo::new(store.clone()).meta(&image).await.unwrap_err(),
+                    };
+                    rule.disable();
+                    match &err {
+                        Error::Integrity { key, .. } => assert!(key.contains(pattern), "{pattern}: {err}"),
+                        other => panic!("{pattern} with {bytes:?}: not an integrity error: {other}"),
+                    }
+                    assert_eq!(crate::api::status::to_status(err).code(), tonic::Code::DataLoss);
+                }
+            }
+            // A lease whose expiry does not parse is corrupt, never free.
+            let key = layout::lease("r1");
+            let mut lease: serde_json::Value =
+                serde_json::from_slice(&store.get(&key).await.unwrap().unwrap().bytes).unwrap();
+            lease["expires_at"] = "soon".into();
+            store.put(&key, Bytes::from(lease.to_string()), PutOptions::overwrite()).await.unwrap();
+            assert!(matches!(lease::read(&store, "r1").await, Err(Error::Integrity { .. })));
+            let err = h.engine.start(recovery_of_latest(None)).await.unwrap_err();
+            assert!(matches!(err, Error::Integrity { .. }), "a corrupt lease is not taken: {err}");
+            // Timings only inform estimates: garbage is ignored, and plans still work.
+            store.put(&layout::timings("shop"), Bytes::from_static(b"garbage"), PutOptions::overwrite()).await.unwrap();
+            assert!(read_timings(&store, "shop").await.services.is_empty());
+        });
+    }
 }
 
 #[test]

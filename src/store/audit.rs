@@ -1,6 +1,5 @@
 //! Append-only audit records: who did what, when, with what outcome.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{DynStore, PutOptions, layout};
@@ -18,6 +17,11 @@ pub struct AuditRecord {
     pub target: String,
     /// `ok` or the error message.
     pub outcome: String,
+}
+
+impl super::codec::Persisted for AuditRecord {
+    const KIND: &'static str = "audit record";
+    const FORMAT: u32 = 1;
 }
 
 #[derive(Clone)]
@@ -44,7 +48,7 @@ impl AuditLog {
         };
         let key =
             layout::audit(&now.format("%Y-%m-%d").to_string(), &now.format("%Y%m%dT%H%M%S%.3fZ").to_string(), &id);
-        let bytes = Bytes::from(serde_json::to_vec(&rec).expect("records always serialise"));
+        let bytes = super::codec::encode(&rec);
         self.store.put(&key, bytes, PutOptions::create()).await?;
         Ok(())
     }

@@ -111,7 +111,7 @@ impl FsStore {
                     stack.push(path);
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
                     let key = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
-                    if key.starts_with(prefix) {
+                    if key.starts_with(prefix) && !super::hidden_from(prefix, &key) {
                         out.push(key);
                     }
                 }
@@ -166,6 +166,13 @@ impl ObjectStore for FsStore {
 
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    async fn features(&self) -> Vec<super::Feature> {
+        vec![
+            super::Feature::new("versioning", "not supported by a directory store"),
+            super::Feature::new("object lock", "not supported by a directory store"),
+        ]
     }
 }
 

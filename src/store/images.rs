@@ -31,6 +31,11 @@ pub struct ImageMeta {
     pub imported_by: String,
 }
 
+impl super::codec::Persisted for ImageMeta {
+    const KIND: &'static str = "image metadata";
+    const FORMAT: u32 = 1;
+}
+
 /// What kind of artifact these bytes are, or why they are none.
 pub fn detect(bytes: &[u8]) -> std::result::Result<ArtifactKind, String> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
@@ -88,7 +93,7 @@ impl ImageRepo {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let m = Bytes::from(serde_json::to_vec_pretty(&meta).expect("serialises"));
+        let m = super::codec::encode(&meta);
         match self.store.put(&layout::image_meta(&hex), m, PutOptions::create()).await {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(meta),
             Err(e) => Err(e.into()),
@@ -99,9 +104,7 @@ impl ImageRepo {
         let hex = hex_of(id)?;
         match self.store.get(&layout::image_meta(hex)).await? {
             None => Ok(None),
-            Some(obj) => serde_json::from_slice(&obj.bytes)
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("image record {} is corrupt: {e}", layout::image_meta(hex)))),
+            Some(obj) => super::codec::decode(&obj.bytes, &layout::image_meta(hex), &self.store.describe()).map(Some),
         }
     }
 

@@ -3,17 +3,23 @@
 //! Only `layout` knows object keys.
 
 mod audit;
+pub mod cas;
+pub mod codec;
 mod fs;
 pub mod images;
 pub mod layout;
-#[doc(hidden)]
-pub mod memory;
+mod retry;
 mod s3;
+pub mod selftest;
 pub mod snapshots;
 
 /// The suite every adapter must pass (used by the adapters' tests).
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+#[cfg(any(test, feature = "test-util"))]
+pub mod faults;
+#[cfg(any(test, feature = "test-util"))]
+pub mod memory;
 
 use std::sync::Arc;
 
@@ -23,6 +29,7 @@ use bytes::Bytes;
 pub use audit::{AuditLog, AuditRecord};
 pub use fs::FsStore;
 pub use images::{ImageMeta, ImageRepo};
+pub use retry::{RetryPolicy, Retrying};
 pub use s3::{ObjectLockConfig, S3Config, S3Store};
 pub use snapshots::{NewSnapshot, RefRecord, Rejection, SnapshotRepo, check_environment};
 
@@ -108,9 +115,53 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> StoreResult<()>;
     /// Where the data lives, for messages: `/var/lib/lifeboat` or `s3://bucket/prefix`.
     fn describe(&self) -> String;
+    /// What the backend reports about itself (versioning, Object Lock), for `store check`.
+    async fn features(&self) -> Vec<Feature> {
+        Vec::new()
+    }
+}
+
+/// A property a backend reports, shown by `lifeboat store check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feature {
+    pub name: String,
+    pub detail: String,
+}
+
+impl Feature {
+    pub fn new(name: &str, detail: impl Into<String>) -> Feature {
+        Feature { name: name.into(), detail: detail.into() }
+    }
 }
 
 pub type DynStore = Arc<dyn ObjectStore>;
+
+#[async_trait]
+impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
+    async fn get(&self, key: &str) -> StoreResult<Option<Object>> {
+        (**self).get(key).await
+    }
+    async fn put(&self, key: &str, bytes: Bytes, opts: PutOptions) -> StoreResult<ETag> {
+        (**self).put(key, bytes, opts).await
+    }
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        (**self).list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        (**self).delete(key).await
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    async fn features(&self) -> Vec<Feature> {
+        (**self).features().await
+    }
+}
+
+/// Keys under the scratch prefix are hidden from listings of anything else.
+pub(crate) fn hidden_from(prefix: &str, key: &str) -> bool {
+    key.starts_with("_lifeboat/") && !prefix.starts_with("_lifeboat/")
+}
 
 /// Checks that a key is a relative `/`-separated path with no empty, `.`,
 /// `..` or hidden components, so both adapters map it the same way.
@@ -130,20 +181,33 @@ pub(crate) fn check_key(key: &str) -> StoreResult<()> {
     Ok(())
 }
 
-/// Opens the store named by a URL: a path, `file:///path`, or `s3://bucket/prefix`.
-pub async fn open(url: &str, s3: &S3Config) -> anyhow::Result<DynStore> {
+/// Opens the store named by a URL (a path, `file:///path`, or
+/// `s3://bucket/prefix`) without checking it.
+pub async fn open_unchecked(url: &str, s3: &S3Config) -> anyhow::Result<DynStore> {
+    let policy = RetryPolicy::default();
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             anyhow::bail!("store URL {url:?} names no bucket; use s3://BUCKET/PREFIX");
         }
         let cfg = S3Config { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string(), ..s3.clone() };
-        Ok(Arc::new(S3Store::connect(cfg).await?))
+        Ok(Arc::new(Retrying::new(S3Store::connect(cfg).await?, policy)))
     } else {
         let path = url.strip_prefix("file://").unwrap_or(url);
         if path.is_empty() {
             anyhow::bail!("store URL is empty; use a directory path or s3://BUCKET/PREFIX");
         }
-        Ok(Arc::new(FsStore::open(path)?))
+        Ok(Arc::new(Retrying::new(FsStore::open(path)?, policy)))
     }
+}
+
+/// Opens the store named by a URL and runs the self-test: a store that does
+/// not honour conditional writes is refused with one sentence saying why.
+pub async fn open(url: &str, s3: &S3Config) -> anyhow::Result<DynStore> {
+    let store = open_unchecked(url, s3).await?;
+    let report = selftest::run(&*store).await;
+    if let Some(why) = report.refusal() {
+        anyhow::bail!(why);
+    }
+    Ok(store)
 }

@@ -1,19 +1,19 @@
 //! S3 adapter: conditional writes (`If-None-Match: *`, `If-Match: <etag>`),
-//! SHA-256 checksums, optional Object Lock retention, retries on transient
-//! errors with `backon`. Refuses endpoints that ignore conditional writes.
+//! SHA-256 checksums, optional Object Lock retention. Single attempts with
+//! classified errors: `retry::Retrying` retries them. Some servers (Ceph RGW)
+//! accept only the unquoted ETag in `If-Match`: the form is negotiated once.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode};
-use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{ETag, Object, ObjectStore, PutMode, PutOptions, StoreError, StoreResult, check_key};
+use super::{ETag, Feature, Object, ObjectStore, PutMode, PutOptions, StoreError, StoreResult, check_key};
 
 /// The `[store]` settings that apply to S3.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -29,6 +29,9 @@ pub struct S3Config {
     /// Path-style addressing (`endpoint/bucket/key`), needed by most non-AWS servers.
     pub path_style: Option<bool>,
     pub object_lock: Option<ObjectLockConfig>,
+    /// Credentials to use instead of the standard AWS chain (tests, tools).
+    #[serde(skip)]
+    pub credentials: Option<aws_sdk_s3::config::Credentials>,
 }
 
 /// Retention applied to every snapshot object (the bucket must have Object Lock enabled).
@@ -44,14 +47,22 @@ pub struct S3Store {
     client: aws_sdk_s3::Client,
     cfg: S3Config,
     lock_mode: Option<ObjectLockMode>,
+    /// The endpoint, when not AWS's own, for messages.
+    endpoint: Option<String>,
+    /// Send `If-Match` ETags without their quotes.
+    unquoted_if_match: AtomicBool,
 }
 
 impl S3Store {
-    /// Connects and verifies that the endpoint honours conditional writes.
+    /// Connects and finds out which `If-Match` ETag form the server takes;
+    /// `selftest::run` then checks the guarantees themselves.
     pub async fn connect(cfg: S3Config) -> anyhow::Result<S3Store> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(r) = &cfg.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(c) = &cfg.credentials {
+            loader = loader.credentials_provider(c.clone());
         }
         let shared = loader.load().await;
         let path_style = cfg
@@ -84,28 +95,40 @@ impl S3Store {
                 }
             }),
         };
-        let store = S3Store { client: aws_sdk_s3::Client::from_conf(b.build()), cfg, lock_mode };
-        store.verify_conditional_writes().await?;
+        let endpoint = cfg.endpoint.clone().or_else(|| shared.endpoint_url().map(str::to_string));
+        let store = S3Store {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            cfg,
+            lock_mode,
+            endpoint,
+            unquoted_if_match: AtomicBool::new(false),
+        };
+        store.negotiate_etag_form().await?;
         Ok(store)
     }
 
-    /// A store that ignores `If-None-Match` would let two writers overwrite
-    /// each other's snapshots: refuse it loudly.
-    async fn verify_conditional_writes(&self) -> anyhow::Result<()> {
-        let key = format!("_lifeboat/probe/{}", uuid::Uuid::new_v4());
+    /// S3 returns quoted ETags and takes them quoted in `If-Match`; Ceph RGW
+    /// refuses the quoted form and takes the bare one. Try both once on a
+    /// scratch key; if neither works, the self-test reports it.
+    async fn negotiate_etag_form(&self) -> anyhow::Result<()> {
+        let key = format!("{}{}", super::selftest::SCRATCH_PREFIX, uuid::Uuid::new_v4().simple());
         let describe = self.describe();
-        self.put(&key, Bytes::from_static(b"1"), PutOptions::create())
+        let etag = self
+            .put_once(&key, Bytes::from_static(b"1"), &PutOptions::overwrite())
             .await
             .map_err(|e| anyhow::anyhow!("cannot write to {describe}: {e}"))?;
-        let second = self.put_once(&key, Bytes::from_static(b"2"), &PutOptions::create()).await;
-        let _ = self.delete(&key).await;
-        match second {
-            Err(StoreError::AlreadyExists { .. }) => Ok(()),
-            Ok(_) => anyhow::bail!(
-                "{describe} ignores conditional writes (If-None-Match: *); Lifeboat refuses to use it because concurrent writers could overwrite snapshots"
-            ),
-            Err(e) => anyhow::bail!("cannot check conditional writes on {describe}: {e}"),
+        let quoted = self.put_once(&key, Bytes::from_static(b"2"), &PutOptions::update(etag.clone())).await;
+        if matches!(quoted, Err(StoreError::Conflict { .. })) && etag.starts_with('"') {
+            self.unquoted_if_match.store(true, Ordering::SeqCst);
+            let bare = self.put_once(&key, Bytes::from_static(b"2"), &PutOptions::update(etag)).await;
+            if bare.is_ok() {
+                tracing::info!(store = %describe, "the server takes If-Match ETags only without quotes");
+            } else {
+                self.unquoted_if_match.store(false, Ordering::SeqCst);
+            }
         }
+        let _ = self.delete(&key).await;
+        Ok(())
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -157,6 +180,9 @@ impl S3Store {
         req = match &opts.mode {
             PutMode::Overwrite => req,
             PutMode::Create => req.if_none_match("*"),
+            PutMode::Update(etag) if self.unquoted_if_match.load(Ordering::SeqCst) => {
+                req.if_match(etag.trim_matches('"'))
+            }
             PutMode::Update(etag) => req.if_match(etag.clone()),
         };
         if let (true, Some(mode), Some(lock)) = (opts.retain, &self.lock_mode, &self.cfg.object_lock) {
@@ -182,22 +208,14 @@ impl S3Store {
             }
         }
     }
-
-    fn retry_policy() -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(5)
-            .with_jitter()
-    }
 }
 
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn get(&self, key: &str) -> StoreResult<Option<Object>> {
         check_key(key)?;
-        let once = || async {
-            let resp = self.client.get_object().bucket(&self.cfg.bucket).key(self.full_key(key)).send().await;
+        let resp = self.client.get_object().bucket(&self.cfg.bucket).key(self.full_key(key)).send().await;
+        {
             match resp {
                 Ok(out) => {
                     let etag = out.e_tag().unwrap_or_default().to_string();
@@ -212,28 +230,12 @@ impl ObjectStore for S3Store {
                 Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
                 Err(e) => Err(self.error(key, "read", e)),
             }
-        };
-        once.retry(Self::retry_policy()).when(StoreError::is_retryable).await
+        }
     }
 
     async fn put(&self, key: &str, bytes: Bytes, opts: PutOptions) -> StoreResult<ETag> {
         check_key(key)?;
-        let attempts = AtomicU32::new(0);
-        let once = || async {
-            let n = attempts.fetch_add(1, Ordering::SeqCst);
-            match self.put_once(key, bytes.clone(), &opts).await {
-                // An earlier attempt may have succeeded with its reply lost:
-                // if what is stored is exactly ours, the write happened.
-                Err(StoreError::AlreadyExists { .. } | StoreError::Conflict { .. }) if n > 0 => {
-                    match self.get(key).await? {
-                        Some(obj) if obj.bytes == bytes => Ok(obj.etag),
-                        _ => self.put_once(key, bytes.clone(), &opts).await,
-                    }
-                }
-                other => other,
-            }
-        };
-        once.retry(Self::retry_policy()).when(StoreError::is_retryable).await
+        self.put_once(key, bytes, &opts).await
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
@@ -242,21 +244,19 @@ impl ObjectStore for S3Store {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let page = || async {
-                self.client
-                    .list_objects_v2()
-                    .bucket(&self.cfg.bucket)
-                    .prefix(&full)
-                    .set_continuation_token(token.clone())
-                    .send()
-                    .await
-                    .map_err(|e| self.error(prefix, "list", e))
-            };
-            let out = page.retry(Self::retry_policy()).when(StoreError::is_retryable).await?;
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.cfg.bucket)
+                .prefix(&full)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| self.error(prefix, "list", e))?;
             for o in out.contents() {
                 if let Some(k) = o.key()
                     && let Some(rel) = k.get(strip..)
-                    && !rel.starts_with("_lifeboat/")
+                    && !super::hidden_from(prefix, rel)
                 {
                     keys.push(rel.to_string());
                 }
@@ -272,58 +272,143 @@ impl ObjectStore for S3Store {
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         check_key(key)?;
-        let once = || async {
-            self.client
-                .delete_object()
-                .bucket(&self.cfg.bucket)
-                .key(self.full_key(key))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.error(key, "delete", e))
-        };
-        once.retry(Self::retry_policy()).when(StoreError::is_retryable).await
+        self.client
+            .delete_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(key, "delete", e))
     }
 
     fn describe(&self) -> String {
-        if self.cfg.prefix.is_empty() {
+        let url = if self.cfg.prefix.is_empty() {
             format!("s3://{}", self.cfg.bucket)
         } else {
             format!("s3://{}/{}", self.cfg.bucket, self.cfg.prefix)
+        };
+        match &self.endpoint {
+            Some(e) => format!("{url} at {e}"),
+            None => url,
         }
+    }
+
+    async fn features(&self) -> Vec<Feature> {
+        let b = &self.cfg.bucket;
+        let versioning = match self.client.get_bucket_versioning().bucket(b).send().await {
+            Ok(v) => match v.status() {
+                Some(s) => s.as_str().to_ascii_lowercase(),
+                None => "off".into(),
+            },
+            // Some servers (moto) answer 200 with a root element the SDK
+            // does not expect: read the status from the body.
+            Err(e) => match e.raw_response().and_then(|r| r.body().bytes()).map(String::from_utf8_lossy) {
+                Some(body) if e.raw_response().is_some_and(|r| r.status().is_success()) => body
+                    .split_once("<Status>")
+                    .and_then(|(_, rest)| rest.split_once("</Status>"))
+                    .map_or_else(|| "off".into(), |(s, _)| s.to_ascii_lowercase()),
+                _ => format!("unknown ({})", e.code().unwrap_or("no answer")),
+            },
+        };
+        let lock = match self.client.get_object_lock_configuration().bucket(b).send().await {
+            Ok(c) => match c.object_lock_configuration().and_then(|c| c.object_lock_enabled()) {
+                Some(s) => s.as_str().to_ascii_lowercase(),
+                None => "off".into(),
+            },
+            Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => "off".into(),
+            Err(e) => format!("unknown ({})", e.code().unwrap_or("no answer")),
+        };
+        let lock = match (&self.cfg.object_lock, lock.as_str()) {
+            (Some(l), _) => format!("{lock}; snapshots retained {} days in {} mode", l.days, l.mode),
+            (None, _) => lock,
+        };
+        let etags = if self.unquoted_if_match.load(Ordering::SeqCst) {
+            "sent unquoted in If-Match (this server refuses quoted ETags)"
+        } else {
+            "sent quoted in If-Match, as S3 returns them"
+        };
+        vec![
+            Feature::new("versioning", versioning),
+            Feature::new("object lock", lock),
+            Feature::new("etag form", etags),
+        ]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{RetryPolicy, Retrying};
     use crate::testkit;
 
-    async fn store(bucket: String, prefix: &str, object_lock: Option<ObjectLockConfig>) -> S3Store {
-        S3Store::connect(S3Config {
-            bucket,
-            prefix: prefix.into(),
-            endpoint: Some(testkit::s3_endpoint()),
-            region: Some("us-east-1".into()),
-            path_style: Some(true),
-            object_lock,
-        })
-        .await
-        .expect("connect to the test S3 server")
+    async fn store(endpoint: &str, bucket: String, prefix: &str, object_lock: Option<ObjectLockConfig>) -> S3Store {
+        S3Store::connect(S3Config { bucket, prefix: prefix.into(), object_lock, ..testkit::s3_config(endpoint) })
+            .await
+            .expect("connect to the test S3 server")
+    }
+
+    async fn checked(endpoint: &str, bucket: String, prefix: &str) -> std::sync::Arc<dyn ObjectStore> {
+        let s = Retrying::new(store(endpoint, bucket, prefix, None).await, RetryPolicy::default());
+        let report = crate::store::selftest::run(&s).await;
+        assert!(report.passed(), "{report:?}");
+        std::sync::Arc::new(s)
     }
 
     #[tokio::test]
-    async fn conformance_with_and_without_prefix() {
+    async fn conformance_on_moto_with_and_without_prefix() {
+        let e = testkit::s3_endpoint();
         let bucket = testkit::s3_bucket(false).await;
-        crate::store::conformance::run_all(std::sync::Arc::new(store(bucket.clone(), "", None).await)).await;
-        crate::store::conformance::run_all(std::sync::Arc::new(store(bucket, "team/prod", None).await)).await;
+        crate::store::conformance::run_all(checked(&e, bucket.clone(), "").await).await;
+        crate::store::conformance::run_all(checked(&e, bucket, "team/prod").await).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_on_a_versioned_moto_bucket() {
+        let e = testkit::s3_endpoint();
+        let bucket = testkit::bucket_on(&e, false, true).await;
+        let s = checked(&e, bucket, "v").await;
+        let report = crate::store::selftest::run(&*s).await;
+        let versioning = report.rows.iter().find(|r| r.guarantee == "versioning").unwrap();
+        assert_eq!(versioning.detail, "enabled");
+        crate::store::conformance::run_all(s).await;
+    }
+
+    /// Ceph RGW, a production S3 server: on an unversioned bucket it takes
+    /// If-Match only with a bare ETag, which the store negotiates.
+    #[tokio::test]
+    async fn conformance_on_ceph_rgw() {
+        let e = testkit::rgw_endpoint();
+        let bucket = testkit::bucket_on(&e, false, false).await;
+        let s = checked(&e, bucket.clone(), "").await;
+        let report = crate::store::selftest::run(&*s).await;
+        assert!(report.rows.iter().any(|r| r.guarantee == "etag form" && r.detail.contains("unquoted")), "{report:?}");
+        crate::store::conformance::run_all(s).await;
+        crate::store::conformance::run_all(checked(&e, bucket, "team/prod").await).await;
+    }
+
+    /// On a versioned bucket RGW ignores If-None-Match: the self-test must
+    /// say so, and opening such a store is refused.
+    #[tokio::test]
+    async fn ceph_rgw_versioned_bucket_is_refused() {
+        let e = testkit::rgw_endpoint();
+        let bucket = testkit::bucket_on(&e, false, true).await;
+        let s = Retrying::new(store(&e, bucket.clone(), "", None).await, RetryPolicy::default());
+        let report = crate::store::selftest::run(&s).await;
+        assert!(!report.passed(), "{report:?}");
+        let why = report.refusal().unwrap();
+        assert!(why.contains("create-if-absent") && why.contains(&e) && why.contains(&bucket), "{why}");
+        let url = format!("s3://{bucket}/x");
+        let err = crate::store::open(&url, &testkit::s3_config(&e)).await.err().expect("refused");
+        assert!(err.to_string().contains("does not honour create-if-absent"), "{err}");
     }
 
     #[tokio::test]
     async fn retained_objects_carry_object_lock() {
+        let e = testkit::s3_endpoint();
         let bucket = testkit::s3_bucket(true).await;
         let lock = ObjectLockConfig { mode: "governance".into(), days: 7 };
-        let s = store(bucket.clone(), "p", Some(lock)).await;
+        let s = store(&e, bucket.clone(), "p", Some(lock)).await;
         s.put("snap", Bytes::from_static(b"x"), PutOptions::create().retained()).await.unwrap();
         s.put("plain", Bytes::from_static(b"y"), PutOptions::create()).await.unwrap();
         let head = s.client.head_object().bucket(&bucket).key("p/snap").send().await.unwrap();
@@ -332,22 +417,19 @@ mod tests {
         assert!(until.secs() > chrono::Utc::now().timestamp() + 6 * 86_400);
         let plain = s.client.head_object().bucket(&bucket).key("p/plain").send().await.unwrap();
         assert!(plain.object_lock_mode().is_none());
+        let features = s.features().await;
+        assert!(features.iter().any(|f| f.name == "object lock" && f.detail.starts_with("enabled")), "{features:?}");
     }
 
     #[tokio::test]
     async fn bad_lock_mode_is_refused() {
+        let e = testkit::s3_endpoint();
         let bucket = testkit::s3_bucket(false).await;
         let lock = ObjectLockConfig { mode: "forever".into(), days: 7 };
-        let err = S3Store::connect(S3Config {
-            bucket,
-            endpoint: Some(testkit::s3_endpoint()),
-            path_style: Some(true),
-            object_lock: Some(lock),
-            ..Default::default()
-        })
-        .await
-        .err()
-        .expect("refused");
+        let err = S3Store::connect(S3Config { bucket, object_lock: Some(lock), ..testkit::s3_config(&e) })
+            .await
+            .err()
+            .expect("refused");
         assert!(err.to_string().contains("object_lock.mode"), "{err}");
     }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::codec::{self, Persisted, encode};
 use super::{DynStore, PutOptions, StoreError, layout};
 use crate::domain::manifest::{self, Manifest, Promotion};
 use crate::domain::snapshot::{SNAPSHOT_FORMAT, Snapshot};
@@ -41,6 +42,16 @@ pub struct Rejection {
     pub reason: String,
 }
 
+impl Persisted for RefRecord {
+    const KIND: &'static str = "ref";
+    const FORMAT: u32 = REF_FORMAT;
+}
+
+impl Persisted for Rejection {
+    const KIND: &'static str = "rejection record";
+    const FORMAT: u32 = 1;
+}
+
 pub struct NewSnapshot {
     pub manifest: Manifest,
     pub author: String,
@@ -55,10 +66,6 @@ pub struct SnapshotRepo {
 
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn encode<T: Serialize>(v: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec_pretty(v).expect("records always serialise"))
 }
 
 /// Ref and tag names: like environment names, but `latest`/`known-good` are reserved.
@@ -133,16 +140,20 @@ impl SnapshotRepo {
         Err(Error::Conflict(format!("could not find a free version number for {env} after 1000 attempts")))
     }
 
-    /// Moves `latest` forward (never back) by compare-and-swap.
+    /// Moves `latest` forward (never back) by compare-and-swap, in the one
+    /// bounded loop (`cas::update`).
     async fn advance_latest(&self, snap: &Snapshot) -> Result<()> {
         let key = layout::reference(&snap.environment, LATEST);
-        loop {
-            let current = self.read_ref_object(&snap.environment, LATEST).await?;
-            let previous = current.as_ref().map_or(0, |(r, _)| r.version);
+        let describe = self.store.describe();
+        super::cas::update(&self.store, &key, super::cas::Budget::default(), |current| {
+            let previous = match current {
+                Some(obj) => codec::decode::<RefRecord>(&obj.bytes, &key, &describe)?.version,
+                None => 0,
+            };
             if previous >= snap.version {
-                return Ok(());
+                return Ok(super::cas::Step::Done);
             }
-            let record = RefRecord {
+            Ok(super::cas::Step::Write(encode(&RefRecord {
                 format_version: REF_FORMAT,
                 name: LATEST.into(),
                 version: snap.version,
@@ -151,13 +162,10 @@ impl SnapshotRepo {
                 updated_by: snap.author.clone(),
                 reason: "push".into(),
                 previous,
-            };
-            match self.store.put(&key, encode(&record), PutOptions::swap(current.map(|(_, e)| e))).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. } | StoreError::AlreadyExists { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            })))
+        })
+        .await?;
+        Ok(())
     }
 
     /// The newest version: the `latest` ref, then a probe past it in case a
@@ -181,20 +189,7 @@ impl SnapshotRepo {
         let Some(obj) = self.store.get(&key).await? else {
             return Ok(None);
         };
-        let record: RefRecord = serde_json::from_slice(&obj.bytes).map_err(|e| Error::Integrity {
-            what: format!("ref {name} of {env}"),
-            key: key.clone(),
-            store: self.store.describe(),
-            source: Box::new(crate::domain::snapshot::IntegrityError::Malformed(e.to_string())),
-        })?;
-        if record.format_version != REF_FORMAT {
-            return Err(Error::Integrity {
-                what: format!("ref {name} of {env}"),
-                key,
-                store: self.store.describe(),
-                source: Box::new(crate::domain::snapshot::IntegrityError::UnknownFormat(record.format_version.into())),
-            });
-        }
+        let record: RefRecord = codec::decode(&obj.bytes, &key, &self.store.describe())?;
         Ok(Some((record, obj.etag)))
     }
 
@@ -306,9 +301,7 @@ impl SnapshotRepo {
         let key = layout::rejection(env, version);
         match self.store.get(&key).await? {
             None => Ok(None),
-            Some(obj) => serde_json::from_slice(&obj.bytes)
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("rejection record {key} is corrupt: {e}"))),
+            Some(obj) => codec::decode(&obj.bytes, &key, &self.store.describe()).map(Some),
         }
     }
 

