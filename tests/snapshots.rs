@@ -91,6 +91,7 @@ fn round_trip_s3_store() {
 
 fn concurrent_pushes(server: &Server) {
     let file = shop();
+    let started = std::time::Instant::now();
     let handles: Vec<_> = (0..16)
         .map(|i| {
             let (url, file) = (server.url.clone(), file.clone());
@@ -103,6 +104,7 @@ fn concurrent_pushes(server: &Server) {
     let mut versions: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()["version"].as_u64().unwrap()).collect();
     versions.sort();
     assert_eq!(versions, (1..=16).collect::<Vec<u64>>(), "16 pushes get 16 distinct consecutive versions");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "16 pushes took {:?}", started.elapsed());
     let list = server.run(&["--output", "json", "snapshot", "list", "shop"]).ok().json();
     let messages: BTreeSet<String> =
         list.as_array().unwrap().iter().map(|s| s["message"].as_str().unwrap().to_string()).collect();
@@ -119,6 +121,23 @@ fn concurrent_pushes_directory_store() {
 #[test]
 fn concurrent_pushes_s3_store() {
     concurrent_pushes(&Server::start(Backend::S3));
+}
+
+/// Ceph RGW refuses quoted ETags in If-Match: before the ETag form was
+/// negotiated, `latest` stuck at 1 and every push but the first hung.
+#[test]
+fn concurrent_pushes_ceph_rgw() {
+    concurrent_pushes(&Server::start(Backend::Rgw));
+}
+
+#[test]
+fn round_trip_ceph_rgw() {
+    round_trip(&Server::start(Backend::Rgw));
+}
+
+#[test]
+fn concurrent_promotes_ceph_rgw() {
+    concurrent_promotes(&Server::start(Backend::Rgw));
 }
 
 fn concurrent_promotes(server: &Server) {

@@ -56,11 +56,20 @@ impl Journal {
     }
 }
 
-/// Entries with `seq >= from`, in order; stops at the first gap.
+/// Entries with `seq >= from`, in order. A missing entry (a gap) is an
+/// integrity error naming the run and the sequence number.
 pub async fn read_from(store: &DynStore, run_id: &str, from: u64) -> Result<Vec<Entry>> {
     let keys = store.list(&layout::journal_prefix(run_id)).await?;
     let mut seqs: Vec<u64> = keys.iter().filter_map(|k| layout::journal_seq(k)).filter(|s| *s >= from).collect();
     seqs.sort_unstable();
+    if let Some(missing) = seqs.iter().zip(from..).find(|(s, expect)| *s != expect).map(|(_, e)| e) {
+        return Err(Error::Integrity {
+            what: format!("the journal of run {run_id}"),
+            key: layout::journal_entry(run_id, missing),
+            store: store.describe(),
+            source: Box::new(IntegrityError::Malformed(format!("entry {missing} is missing (a gap in the journal)"))),
+        });
+    }
     let entries: Vec<Entry> = futures::stream::iter(seqs)
         .map(|seq| {
             let store = store.clone();
@@ -86,7 +95,7 @@ pub async fn read_from(store: &DynStore, run_id: &str, from: u64) -> Result<Vec<
         .buffered(32)
         .try_collect()
         .await?;
-    Ok(entries.into_iter().zip(from..).take_while(|(e, expect)| e.seq == *expect).map(|(e, _)| e).collect())
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -110,5 +119,19 @@ mod tests {
         let all = read_from(&store, "r1", 0).await.unwrap();
         assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1]);
         assert_eq!(read_from(&store, "r1", 1).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_an_integrity_error_naming_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let (mut j, _) = Journal::open(store.clone(), "r1").await.unwrap();
+        for _ in 0..3 {
+            j.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        }
+        store.delete(&layout::journal_entry("r1", 1)).await.unwrap();
+        let err = read_from(&store, "r1", 0).await.unwrap_err();
+        assert!(matches!(err, Error::Integrity { .. }) && err.to_string().contains("0000000001"), "{err}");
+        assert!(Journal::open(store.clone(), "r1").await.is_err(), "nothing is written into a gap");
     }
 }

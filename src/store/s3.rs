@@ -116,7 +116,7 @@ impl S3Store {
         let etag = self
             .put_once(&key, Bytes::from_static(b"1"), &PutOptions::overwrite())
             .await
-            .map_err(|e| anyhow::anyhow!("cannot write to {describe}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let quoted = self.put_once(&key, Bytes::from_static(b"2"), &PutOptions::update(etag.clone())).await;
         if matches!(quoted, Err(StoreError::Conflict { .. })) && etag.starts_with('"') {
             self.unquoted_if_match.store(true, Ordering::SeqCst);
@@ -147,7 +147,7 @@ impl S3Store {
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
             _ => matches!(status, Some(408 | 409 | 429 | 500..=599)),
         };
-        let detail = match (&code, e.message()) {
+        let detail = match (&code, e.message().filter(|m| !m.is_empty())) {
             (Some(c), Some(m)) => format!("{c}: {m}"),
             (Some(c), None) => c.clone(),
             _ => {

@@ -48,7 +48,10 @@ pub fn lifeboat(server: Option<&str>, args: &[&str]) -> Out {
 
 pub enum Backend {
     Fs,
+    /// moto
     S3,
+    /// Ceph RGW, unversioned bucket
+    Rgw,
 }
 
 /// A `lifeboat server` child process on a port it picked itself.
@@ -68,11 +71,18 @@ impl Server {
                 let store = dir.path().join("store").display().to_string();
                 Server::launch(&["--store", &store, "--local-dir", &local], &[])
             }
-            Backend::S3 => {
+            Backend::S3 | Backend::Rgw => {
+                let endpoint = match backend {
+                    Backend::Rgw => lifeboat::testkit::rgw_endpoint(),
+                    _ => lifeboat::testkit::s3_endpoint(),
+                };
                 let rt = tokio::runtime::Runtime::new().unwrap();
-                let bucket = rt.block_on(lifeboat::testkit::s3_bucket(false));
+                let bucket = rt.block_on(lifeboat::testkit::bucket_on(&endpoint, false, false));
                 let store = format!("s3://{bucket}/lifeboat");
-                Server::launch(&["--store", &store, "--local-dir", &local], &lifeboat::testkit::s3_env_vars())
+                Server::launch(
+                    &["--store", &store, "--local-dir", &local],
+                    &lifeboat::testkit::s3_env_vars_for(&endpoint),
+                )
             }
         };
         s.dir = Some(dir);
