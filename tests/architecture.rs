@@ -19,8 +19,12 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// Code lines of a file, without its `#[cfg(test)] mod tests` block.
+/// Code lines of a file, without its `#[cfg(test)] mod tests` block (a
+/// whole test module file, `tests.rs`, is test code too).
 fn code(p: &Path) -> String {
+    if p.file_name().is_some_and(|n| n == "tests.rs") {
+        return String::new();
+    }
     let text = std::fs::read_to_string(p).unwrap();
     text.split("#[cfg(test)]\nmod tests").next().unwrap().to_string()
 }

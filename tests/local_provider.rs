@@ -40,7 +40,7 @@ async fn local_provider_conformance() {
     let images = ImageRepo::new(store.clone());
     let art = common::demo_artifact(dir.path(), "conformance");
     let image = images.import(Bytes::from(std::fs::read(&art).unwrap()), "conformance.sh", "test").await.unwrap().id;
-    let provider = LocalProvider::open(dir.path().join("local"), store).await.unwrap();
+    let provider = LocalProvider::open_with(dir.path().join("local"), store, common::BIN.into()).await.unwrap();
     let fixtures = Fixtures {
         healthy: target("web", &["--name", "web"]),
         healthy_image: image.clone(),
@@ -78,7 +78,7 @@ async fn an_instance_that_degrades_fails_its_gate_at_once() {
     let art = common::demo_artifact(dir.path(), "degrading");
     let image =
         ImageRepo::new(store.clone()).import(Bytes::from(std::fs::read(&art).unwrap()), "d.sh", "t").await.unwrap().id;
-    let provider = LocalProvider::open(dir.path().join("local"), store).await.unwrap();
+    let provider = LocalProvider::open_with(dir.path().join("local"), store, common::BIN.into()).await.unwrap();
     let mut t = target("degrading", &["--name", "degrading", "--fail-after", "300ms"]);
     if let Some(h) = t.health.as_mut() {
         h.healthy_threshold = 50; // never reached within the gate

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Backend, Instances, Region, Server, Svc, instance_processes, lifeboat, wait_until};
+use common::{Backend, Instances, Region, Server, Svc, instance_processes, lifeboat, routers, wait_until};
 
 fn run_json(server: &Server, id: &str) -> serde_json::Value {
     server.run(&["--output", "json", "run", "show", id]).ok().json()
@@ -262,7 +262,7 @@ fn a_killed_server_resumes_without_launching_twice() {
     // The instances outlive the server; its stable addresses come back on restart.
     server.kill();
     assert!(instance_processes(&local).len() == 24);
-    assert!(!region.answers("s23"));
+    assert!(region.answers("s23"), "the router serves the addresses while no server runs");
     let server = Server::launch(&args, &[]);
     for s in &names {
         assert!(region.answers(s), "{s} does not answer after a restart");
@@ -359,4 +359,64 @@ fn a_live_replica_takes_over_a_dead_servers_run() {
     wait_until(Duration::from_secs(10), "every stable address to be served again", || {
         names.iter().all(|n| region.answers(n))
     });
+}
+
+/// The stable addresses are served by a router process, not by the server:
+/// probed every 100 ms, they answer throughout a SIGKILL of the server, its
+/// restart, and an upgrade that replaces the router, and nothing is
+/// relaunched.
+#[test]
+fn traffic_survives_a_server_crash_restart_and_upgrade() {
+    let (dir, args) = short_lease_dir();
+    let local = dir.path().join("local");
+    let _cleanup = Instances(local.clone());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::launch(&args, &[]);
+    let svcs = [Svc::new("db", &[]), Svc::new("api", &["db"]), Svc::new("web", &["api"])];
+    let region = Region::setup_in(&server, dir.path(), "steady", &svcs);
+    server.run(&["recover", "steady", "--yes"]).ok();
+    let instances_before = std::fs::read_dir(local.join("instances")).unwrap().count();
+    let first_router = routers(&local);
+    assert_eq!(first_router.len(), 1, "one router per directory: {first_router:?}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ports = region.ports.clone();
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut probes, mut failures) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (svc, port) in &ports {
+                    probes += 1;
+                    if !common::http_ok(&format!("127.0.0.1:{port}"), "/healthz") {
+                        failures.push(format!("{svc} at {:?}", std::time::SystemTime::now()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (probes, failures)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    server.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    server = Server::launch(&args, &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(routers(&local), first_router, "a restarted server re-adopts the running router");
+    // An upgraded binary: the new server replaces the router, keeping its listeners.
+    drop(server);
+    let upgraded = dir.path().join("lifeboat-upgraded");
+    std::fs::copy(common::BIN, &upgraded).unwrap();
+    let server = Server::launch_with(&upgraded, &args, &[]);
+    wait_until(Duration::from_secs(15), "the upgraded router", || {
+        routers(&local).iter().all(|(_, exe)| exe == &upgraded) && routers(&local).len() == 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (probes, failures) = prober.join().unwrap();
+    assert!(probes > 60, "probed {probes} times");
+    assert!(failures.is_empty(), "{} of {probes} probes failed: {failures:?}", failures.len());
+    assert_eq!(std::fs::read_dir(local.join("instances")).unwrap().count(), instances_before, "nothing relaunched");
+    let plan = server.run(&["--output", "json", "plan", "steady"]).ok().json();
+    assert!(plan["steps"].as_array().unwrap().iter().all(|s| s["action"] == "keep"), "{plan}");
 }

@@ -195,7 +195,7 @@ async fn demo(client: &Client, running: &server::Running, dir: &Path) -> Result<
     println!("every service answers on its stable address");
 
     heading(5, "Simulating a region failure: killing every instance");
-    let killed = running.provider.kill_environment("shop");
+    let killed = running.provider.kill_environment("shop").await.map_err(|e| fail(e.to_string()))?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let down = verify(&ports).await;
     println!("  killed {killed} instances; {}/{} services down", down.len(), SERVICES.len());

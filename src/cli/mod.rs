@@ -97,6 +97,13 @@ pub enum Command {
     Demo,
     #[command(hide = true)]
     DemoService(demo_service::DemoServiceArgs),
+    /// The process that serves a local-provider directory's stable
+    /// addresses; started by the server, outlives it.
+    #[command(hide = true)]
+    Router {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 /// Which environment to recover, to what, where.
@@ -256,6 +263,7 @@ pub fn main() -> ExitCode {
     let level = match cli.command {
         Command::Server(_) => "info",
         Command::Demo => "error",
+        Command::Router { .. } => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -289,6 +297,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Snapshot(cmd) => snapshot::run(&cli.server, output, cmd).await,
         Command::Demo => demo::run().await,
         Command::DemoService(args) => demo_service::run(args).await,
+        Command::Router { dir } => crate::provider::local::router::run(dir.clone())
+            .await
+            .map_err(|e| Failure::new(exit::FAILED, format!("router for {} failed: {e:#}", dir.display()))),
         Command::Image(cmd) => {
             let client = client::Client::connect(&cli.server).await?;
             match cmd {

@@ -2,7 +2,7 @@
 //! this host, EC2, …). Every call is idempotent and cancellable.
 
 /// The suite every adapter must pass (used by the adapters' tests).
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod health;
 pub mod local;
@@ -53,6 +53,9 @@ pub enum ProviderError {
     Cancelled,
     #[error("{message}")]
     Backend { message: String, retryable: bool },
+    /// A record the provider keeps is corrupt: never acted on.
+    #[error("{path} is corrupt ({message}); refusing to act on it")]
+    Integrity { path: String, message: String },
 }
 
 impl ProviderError {

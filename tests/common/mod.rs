@@ -91,7 +91,12 @@ impl Server {
 
     /// `lifeboat server --listen 127.0.0.1:0 ARGS`.
     pub fn launch(args: &[&str], env: &[(&str, String)]) -> Server {
-        let mut cmd = Command::new(BIN);
+        Server::launch_with(Path::new(BIN), args, env)
+    }
+
+    /// The same with another `lifeboat` binary (an upgrade).
+    pub fn launch_with(bin: &Path, args: &[&str], env: &[(&str, String)]) -> Server {
+        let mut cmd = Command::new(bin);
         cmd.args(["server", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
@@ -328,6 +333,22 @@ impl Drop for Instances {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
+}
+
+/// Router processes serving a local-provider directory: (pid, executable).
+pub fn routers(local: &Path) -> Vec<(u32, PathBuf)> {
+    let local = std::fs::canonicalize(local).unwrap_or_else(|_| local.to_path_buf());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        if args.get(1).map(String::as_str) == Some("router") && args.iter().any(|a| Path::new(a) == local) {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            out.push((pid, exe));
+        }
+    }
+    out
 }
 
 /// Polls until `f` is true (panics after `limit`).

@@ -1,28 +1,25 @@
 //! The local provider (the embedded default): each instance is an OS process
 //! on this host running an artifact from the object store.
 //!
-//! State lives in a directory of its own, so instances outlive the server and
-//! are re-adopted when it restarts:
-//! ```text
-//! images/<hex>/             materialised artifacts (digest-verified when fetched)
-//! instances/<id>/instance.json, output.log
-//! keys/<sha256 of launch key>.json   launch key -> instance IDs (idempotent launches)
-//! services/<env>/<service>.json      cutover pointer: the instances that get traffic
-//! ```
+//! State lives in a directory of its own (`records`), so instances outlive
+//! the server and are re-adopted when it restarts; the stable addresses are
+//! served by a router process of that directory (`router`), so they outlive
+//! the server too.
 
 mod process;
 mod proxy;
+mod records;
+pub mod router;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use self::records::{InstanceRecord, LaunchKeyRecord, Pointer, Probe, ReadyMarker};
 use super::health::{probe_command, probe_http, probe_tcp};
 use super::{ComputeProvider, LaunchSpec, ProviderError, ProviderResult, ServiceRef};
 use crate::domain::manifest::{Check as HealthCheck, Manifest};
@@ -35,77 +32,16 @@ pub const DEFAULT_MAX_INSTANCES: usize = 512;
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const ADOPT_EVERY: Duration = Duration::from_secs(2);
 
-/// How to probe one instance, resolved at launch (its port is known then).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Probe {
-    Http(String),
-    Tcp(String),
-    Command(Vec<String>),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct InstanceRecord {
-    format_version: u32,
-    id: String,
-    environment: String,
-    region: String,
-    service: String,
-    image: String,
-    run_id: String,
-    launch_key: String,
-    port: u16,
-    pid: Option<u32>,
-    start_time: Option<u64>,
-    created_at: String,
-    probe: Option<Probe>,
-    probe_timeout_ms: u64,
-    terminated: bool,
-    exit: Option<String>,
-    #[serde(default)]
-    fingerprint: String,
-}
-
-impl InstanceRecord {
-    fn alive(&self) -> bool {
-        match (self.pid, self.start_time) {
-            (Some(p), Some(t)) => !self.terminated && process::is_alive(p, t),
-            _ => false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pointer {
-    format_version: u32,
-    environment: String,
-    service: String,
-    listen: Option<String>,
-    targets: Vec<String>,
-}
-
 pub struct LocalProvider {
     dir: PathBuf,
     images: ImageRepo,
-    proxies: proxy::Proxies,
+    router: router::RouterClient,
     launch_lock: tokio::sync::Mutex<()>,
     max_instances: usize,
 }
 
 fn backend(message: impl Into<String>) -> ProviderError {
     ProviderError::Backend { message: message.into(), retryable: false }
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let dir = path.parent().expect("paths have parents");
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value).expect("records serialise"))?;
-    std::fs::rename(&tmp, path)
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
-    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// `n` distinct loopback ports that are free now, below the kernel's
@@ -139,110 +75,97 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl LocalProvider {
-    /// Opens the provider's directory and re-adopts running instances: their
-    /// stable addresses are served again.
+    /// Opens the provider's directory and makes sure its router serves every
+    /// recorded stable address (starting or upgrading the router).
     pub async fn open(dir: impl AsRef<Path>, store: DynStore) -> anyhow::Result<Arc<LocalProvider>> {
+        LocalProvider::open_with(dir, store, std::env::current_exe()?).await
+    }
+
+    /// The same, with the `lifeboat` binary that runs the router named
+    /// (tests run from another executable).
+    pub async fn open_with(
+        dir: impl AsRef<Path>,
+        store: DynStore,
+        router_program: PathBuf,
+    ) -> anyhow::Result<Arc<LocalProvider>> {
         let dir = std::path::absolute(dir.as_ref())?;
         for sub in ["images", "instances", "keys", "services"] {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.join(sub).display()))?;
         }
         let p = Arc::new(LocalProvider {
-            dir,
             images: ImageRepo::new(store),
-            proxies: proxy::Proxies::default(),
+            router: router::RouterClient::new(&dir, router_program),
+            dir,
             launch_lock: tokio::sync::Mutex::new(()),
             max_instances: DEFAULT_MAX_INSTANCES,
         });
-        let (pointers, adopted) = p.adopt(true).await;
-        tracing::info!(dir = %p.dir.display(), pointers, adopted, "local provider ready");
-        // Keep serving every stable address recorded here: after another
-        // server on this host stops, its addresses come back within seconds.
+        let reply = p.router.sync().await.map_err(|e| anyhow::anyhow!(e))?;
+        for (addr, e) in &reply.errors {
+            tracing::warn!(address = %addr, error = %e, "cannot serve stable address yet");
+        }
+        tracing::info!(dir = %p.dir.display(), router = reply.pid, addresses = reply.served.len(), "local provider ready");
+        // Keep a router running: one that died is restarted within seconds.
         let weak = Arc::downgrade(&p);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ADOPT_EVERY).await;
                 let Some(p) = weak.upgrade() else { return };
-                p.adopt(false).await;
+                if let Err(e) = p.router.ensure().await {
+                    tracing::warn!(error = %e, "the router is not running");
+                }
             }
         });
         Ok(p)
+    }
+
+    /// Stops this directory's router (its addresses stop answering).
+    pub async fn stop_router(&self) {
+        self.router.stop().await;
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Serves every recorded stable address, forwarding to the recorded
-    /// instances that still run. Returns (addresses served, instances).
-    async fn adopt(&self, report: bool) -> (usize, usize) {
-        let mut pointers = 0;
-        let mut adopted = 0;
-        for p in self.pointers(None) {
-            let Some(listen) = &p.listen else { continue };
-            let addrs = self.target_addrs(&p.targets);
-            adopted += addrs.len();
-            match self.proxies.route(listen, addrs) {
-                Ok(()) => pointers += 1,
-                Err(e) if report => tracing::warn!(service = %p.service, error = %e, "cannot serve stable address yet"),
-                Err(_) => {}
-            }
-        }
-        (pointers, adopted)
-    }
-
     fn instance_dir(&self, id: &str) -> PathBuf {
         self.dir.join("instances").join(id)
     }
 
-    fn record(&self, id: &str) -> Option<InstanceRecord> {
-        read_json(&self.instance_dir(id).join("instance.json"))
+    /// Runs blocking file IO off the async threads.
+    async fn io<T: Send + 'static>(&self, f: impl FnOnce(&Path) -> T + Send + 'static) -> T {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || f(&dir)).await.expect("a blocking IO task panicked")
     }
 
-    fn save(&self, r: &InstanceRecord) -> ProviderResult<()> {
-        write_json(&self.instance_dir(&r.id).join("instance.json"), r)
-            .map_err(|e| backend(format!("cannot record instance {}: {e}", r.id)))
+    async fn record(&self, id: &str) -> ProviderResult<Option<InstanceRecord>> {
+        let id = id.to_string();
+        self.io(move |d| records::read(&records::instance_path(d, &id))).await
     }
 
-    fn records(&self) -> Vec<InstanceRecord> {
-        let Ok(entries) = std::fs::read_dir(self.dir.join("instances")) else { return Vec::new() };
-        let mut out: Vec<InstanceRecord> =
-            entries.flatten().filter_map(|e| read_json(&e.path().join("instance.json"))).collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
+    async fn save(&self, r: &InstanceRecord) -> ProviderResult<()> {
+        let r = r.clone();
+        self.io(move |d| records::write(&records::instance_path(d, &r.id), &r))
+            .await
+            .map_err(|e| backend(format!("cannot record instance: {e}")))
     }
 
-    fn pointer_path(&self, env: &str, service: &str) -> PathBuf {
-        self.dir.join("services").join(env).join(format!("{service}.json"))
+    async fn records(&self) -> ProviderResult<Vec<InstanceRecord>> {
+        self.io(records::instances).await
     }
 
-    fn pointers(&self, env: Option<&str>) -> Vec<Pointer> {
-        let mut out = Vec::new();
-        let Ok(envs) = std::fs::read_dir(self.dir.join("services")) else { return out };
-        for e in envs.flatten() {
-            if env.is_some_and(|x| e.file_name().to_str() != Some(x)) {
-                continue;
-            }
-            let Ok(files) = std::fs::read_dir(e.path()) else { continue };
-            out.extend(files.flatten().filter_map(|f| read_json::<Pointer>(&f.path())));
-        }
-        out
-    }
-
-    fn target_addrs(&self, ids: &[String]) -> Vec<SocketAddr> {
-        ids.iter()
-            .filter_map(|id| self.record(id))
-            .filter(InstanceRecord::alive)
-            .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)))
-            .collect()
+    async fn pointers(&self, env: Option<&str>) -> ProviderResult<Vec<Pointer>> {
+        let env = env.map(str::to_string);
+        self.io(move |d| records::pointers(d, env.as_deref())).await
     }
 
     /// Fetches, verifies and unpacks an image once; returns its directory.
     async fn materialise(&self, image: &str) -> ProviderResult<(PathBuf, ArtifactKind)> {
         let hex = image.strip_prefix("sha256:").unwrap_or(image);
         let dir = self.dir.join("images").join(hex);
-        if let Some(kind) = read_json::<ArtifactKind>(&dir.join("ready.json")) {
-            return Ok((dir, kind));
+        let ready = dir.join("ready.json");
+        if let Some(m) = self.io(move |_| records::read::<ReadyMarker>(&ready)).await? {
+            return Ok((dir, m.kind));
         }
         let unavailable = |message: String| ProviderError::ImageUnavailable { image: image.to_string(), message };
         let meta =
@@ -268,7 +191,7 @@ impl LocalProvider {
                         tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..])).unpack(tmp.join("root"))?
                     }
                 }
-                write_json(&tmp.join("ready.json"), &kind)
+                records::write(&tmp.join("ready.json"), &ReadyMarker { format_version: 1, kind })
             })
         };
         let result = unpack.await.map_err(|e| unavailable(e.to_string()))?;
@@ -338,10 +261,11 @@ impl LocalProvider {
         if r.pid.is_some() || r.terminated {
             return Ok(()); // started once: never again (the health gate judges it)
         }
-        if let Some(pid) = process::find_by_instance(&r.id) {
+        let id = r.id.clone();
+        if let Some(pid) = self.io(move |_| process::find_by_instance(&id)).await {
             r.pid = Some(pid);
             r.start_time = process::start_time(pid);
-            return self.save(&r);
+            return self.save(&r).await;
         }
         let (dir, kind) = self.materialise(&spec.image).await?;
         let program = Self::program(&dir, kind, &spec.target.settings)?;
@@ -380,43 +304,44 @@ impl LocalProvider {
         let pid = child.id().ok_or_else(|| backend("the new process has no PID"))?;
         r.pid = Some(pid);
         r.start_time = process::start_time(pid);
-        self.save(&r)?;
+        self.save(&r).await?;
         // Reap it when it exits (while this server runs) and note how it ended.
-        let path = self.instance_dir(&r.id).join("instance.json");
+        let path = records::instance_path(&self.dir, &r.id);
         tokio::spawn(async move {
-            if let Ok(status) = child.wait().await
-                && let Some(mut rec) = read_json::<InstanceRecord>(&path)
-            {
-                rec.exit = Some(status.to_string());
-                let _ = write_json(&path, &rec);
+            if let Ok(status) = child.wait().await {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Ok(Some(mut rec)) = records::read::<InstanceRecord>(&path) {
+                        rec.exit = Some(status.to_string());
+                        let _ = records::write(&path, &rec);
+                    }
+                })
+                .await;
             }
         });
         Ok(())
     }
 
     /// Simulates a region failure: kills every instance of an environment at once.
-    pub fn kill_environment(&self, env: &str) -> usize {
+    pub async fn kill_environment(&self, env: &str) -> ProviderResult<usize> {
         let mut n = 0;
-        for r in self.records().into_iter().filter(|r| r.environment == env && r.alive()) {
+        for r in self.records().await?.into_iter().filter(|r| r.environment == env && r.alive()) {
             if let (Some(p), Some(t)) = (r.pid, r.start_time) {
                 process::kill_now(p, t);
                 n += 1;
             }
         }
-        n
+        Ok(n)
     }
 
     /// Stops every instance of an environment and stops serving its addresses.
     pub async fn teardown(&self, env: &str) -> ProviderResult<()> {
         let ids: Vec<String> =
-            self.records().into_iter().filter(|r| r.environment == env && !r.terminated).map(|r| r.id).collect();
+            self.records().await?.into_iter().filter(|r| r.environment == env && !r.terminated).map(|r| r.id).collect();
         self.terminate(&ids).await?;
-        for p in self.pointers(Some(env)) {
-            if let Some(l) = &p.listen {
-                self.proxies.remove(l);
-            }
-            let _ = std::fs::remove_file(self.pointer_path(env, &p.service));
+        for p in self.pointers(Some(env)).await? {
+            let _ = std::fs::remove_file(records::pointer_path(&self.dir, env, &p.service));
         }
+        self.router.sync().await.map_err(backend)?;
         Ok(())
     }
 }
@@ -459,11 +384,15 @@ impl ComputeProvider for LocalProvider {
                 format!("tarball images need launch.entrypoint: {}", no_entrypoint.join(", ")),
             ));
         }
+        let served: std::collections::BTreeSet<String> = match self.pointers(None).await {
+            Ok(ps) => ps.into_iter().filter_map(|p| p.listen).collect(),
+            Err(e) => return vec![Check::fail("provider-records", e.to_string())],
+        };
         let taken: Vec<String> = m
             .services
             .iter()
             .filter_map(|(name, s)| Some((name, s.launch.get("listen")?.as_str()?)))
-            .filter(|(_, addr)| !self.proxies.serves(addr) && std::net::TcpListener::bind(addr).is_err())
+            .filter(|(_, addr)| !served.contains(*addr) && std::net::TcpListener::bind(addr).is_err())
             .map(|(name, addr)| format!("{addr} ({name})"))
             .collect();
         checks.push(if taken.is_empty() {
@@ -471,7 +400,10 @@ impl ComputeProvider for LocalProvider {
         } else {
             Check::fail("stable-addresses", format!("in use by another program: {}", taken.join(", ")))
         });
-        let running = self.records().iter().filter(|r| r.alive()).count();
+        let running = match self.records().await {
+            Ok(rs) => rs.iter().filter(|r| r.alive()).count(),
+            Err(e) => return vec![Check::fail("provider-records", e.to_string())],
+        };
         let wanted: usize = m.services.values().map(|s| s.replicas as usize).sum();
         checks.push(if running + wanted <= self.max_instances {
             Check::pass("capacity", format!("{wanted} new instances, {running} running, cap {}", self.max_instances))
@@ -489,9 +421,10 @@ impl ComputeProvider for LocalProvider {
 
     async fn inventory(&self, env: &str, region: &str) -> ProviderResult<Vec<LiveInstance>> {
         let serving: std::collections::BTreeSet<String> =
-            self.pointers(Some(env)).into_iter().flat_map(|p| p.targets).collect();
+            self.pointers(Some(env)).await?.into_iter().flat_map(|p| p.targets).collect();
         let mut alive = Vec::new();
-        for mut r in self.records().into_iter().filter(|r| r.environment == env && r.region == region && !r.terminated)
+        for mut r in
+            self.records().await?.into_iter().filter(|r| r.environment == env && r.region == region && !r.terminated)
         {
             if r.pid.is_none() {
                 continue; // being launched right now
@@ -499,7 +432,7 @@ impl ComputeProvider for LocalProvider {
             if !r.alive() {
                 // Dead: sweep it so it is not mistaken for capacity.
                 r.terminated = true;
-                let _ = self.save(&r);
+                let _ = self.save(&r).await;
                 continue;
             }
             alive.push(r);
@@ -528,10 +461,13 @@ impl ComputeProvider for LocalProvider {
         self.materialise(&spec.image).await?;
         let _guard = self.launch_lock.lock().await;
         let key_path = self.dir.join("keys").join(format!("{}.json", sha256_hex(spec.launch_key.as_bytes())));
-        let ids: Vec<String> = match read_json(&key_path) {
-            Some(ids) => ids,
+        let read_path = key_path.clone();
+        // A corrupt key record fails the launch: treating it as missing
+        // would start a second set of instances.
+        let ids: Vec<String> = match self.io(move |_| records::read::<LaunchKeyRecord>(&read_path)).await? {
+            Some(k) => k.instances,
             None => {
-                let running = self.records().iter().filter(|r| r.alive()).count();
+                let running = self.records().await?.iter().filter(|r| r.alive()).count();
                 if running + spec.replicas as usize > self.max_instances {
                     return Err(ProviderError::LaunchFailed {
                         service: spec.target.service.clone(),
@@ -541,13 +477,17 @@ impl ComputeProvider for LocalProvider {
                 let ids: Vec<String> = (0..spec.replicas)
                     .map(|_| format!("{}-{}", spec.target.service, &uuid::Uuid::new_v4().simple().to_string()[..8]))
                     .collect();
-                write_json(&key_path, &ids).map_err(|e| backend(format!("cannot record launch: {e}")))?;
+                let record =
+                    LaunchKeyRecord { format_version: 1, launch_key: spec.launch_key.clone(), instances: ids.clone() };
+                self.io(move |_| records::write(&key_path, &record))
+                    .await
+                    .map_err(|e| backend(format!("cannot record launch: {e}")))?;
                 ids
             }
         };
         let probe_timeout = spec.target.health.as_ref().map_or(Duration::from_secs(2), |h| h.probe_timeout.0);
         for id in &ids {
-            let record = match self.record(id) {
+            let record = match self.record(id).await? {
                 Some(r) => r,
                 None => {
                     let port = free_port().map_err(|e| backend(format!("no free port: {e}")))?;
@@ -570,7 +510,7 @@ impl ComputeProvider for LocalProvider {
                         exit: None,
                         fingerprint: spec.fingerprint.clone(),
                     };
-                    self.save(&r)?;
+                    self.save(&r).await?;
                     r
                 }
             };
@@ -597,8 +537,10 @@ impl ComputeProvider for LocalProvider {
             let mut passed_once = false;
             let mut last = "no probe has run yet".to_string();
             loop {
-                let Some(r) = self.record(id) else {
-                    return Err(format!("instance {id} has no record"));
+                let r = match self.record(id).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Err(format!("instance {id} has no record")),
+                    Err(e) => return Err(e.to_string()),
                 };
                 if !r.alive() {
                     let how = r.exit.clone().unwrap_or_else(|| "it is not running".into());
@@ -647,8 +589,7 @@ impl ComputeProvider for LocalProvider {
 
     async fn cutover(&self, target: &ServiceRef, instances: &[String]) -> ProviderResult<()> {
         let listen = target.settings.get("listen").and_then(|v| v.as_str()).map(str::to_string);
-        let path = self.pointer_path(&target.environment, &target.service);
-        let previous: Option<Pointer> = read_json(&path);
+        let path = records::pointer_path(&self.dir, &target.environment, &target.service);
         let pointer = Pointer {
             format_version: 1,
             environment: target.environment.clone(),
@@ -656,21 +597,30 @@ impl ComputeProvider for LocalProvider {
             listen: listen.clone(),
             targets: instances.to_vec(),
         };
-        // Record first, then switch: the periodic re-adoption reads the record.
-        write_json(&path, &pointer)
+        // Record first, then have the router switch: the router follows the records.
+        let (write_path, new) = (path.clone(), pointer.clone());
+        let previous = self
+            .io(move |_| {
+                let previous = records::read::<Pointer>(&write_path);
+                records::write(&write_path, &new).map(|()| previous)
+            })
+            .await
             .map_err(|e| backend(format!("cannot record cutover of {}: {e}", target.service)))?;
-        if let Some(l) = &listen
-            && let Err(e) = self.proxies.route(l, self.target_addrs(instances))
-        {
+        let Some(l) = &listen else { return Ok(()) };
+        let failed = match self.router.sync().await {
+            Ok(reply) => reply.errors.get(l).cloned(),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failed {
             // Traffic did not move: put the record back as it was.
-            match previous {
-                Some(p) => {
-                    let _ = write_json(&path, &p);
-                }
-                None => {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
+            let restore = previous.ok().flatten();
+            self.io(move |_| match restore {
+                Some(p) => records::write(&path, &p),
+                None => std::fs::remove_file(&path),
+            })
+            .await
+            .ok();
+            let _ = self.router.sync().await;
             return Err(backend(e));
         }
         Ok(())
@@ -678,17 +628,18 @@ impl ComputeProvider for LocalProvider {
 
     async fn terminate(&self, instances: &[String]) -> ProviderResult<()> {
         for id in instances {
-            let Some(mut r) = self.record(id) else { continue };
+            let Some(mut r) = self.record(id).await? else { continue };
             if let (Some(p), Some(t)) = (r.pid, r.start_time) {
                 process::stop(p, t, STOP_GRACE).await;
             }
             r.terminated = true;
-            self.save(&r)?;
+            self.save(&r).await?;
         }
         Ok(())
     }
 
     async fn logs(&self, instance: &str, lines: usize) -> Vec<String> {
-        process::tail(&self.instance_dir(instance).join("output.log"), lines)
+        let path = self.instance_dir(instance).join("output.log");
+        self.io(move |_| process::tail(&path, lines)).await
     }
 }

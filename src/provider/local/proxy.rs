@@ -1,16 +1,21 @@
-//! Stable service addresses: the provider listens on each service's `listen`
-//! address and forwards every connection to one of the instances traffic is
-//! cut over to (round robin). Cutover is switching that target list.
+//! Stable service addresses, served by the router process: a listener per
+//! service's `listen` address forwards every connection to one of the
+//! instances traffic is cut over to (round robin). Cutover is switching
+//! that target list.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
 struct Forwarder {
     targets: Arc<RwLock<Vec<SocketAddr>>>,
+    /// The listening socket itself, kept for handing over to a new router.
+    socket: std::net::TcpListener,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -30,17 +35,51 @@ impl Proxies {
             return Ok(());
         }
         let fail = |e: std::io::Error| format!("cannot serve the stable address {listen}: {e}");
-        let std_listener = std::net::TcpListener::bind(listen).map_err(fail)?;
-        std_listener.set_nonblocking(true).map_err(fail)?;
-        let listener = TcpListener::from_std(std_listener).map_err(fail)?;
-        let shared = Arc::new(RwLock::new(targets));
-        let task = tokio::spawn(serve(listener, shared.clone()));
-        map.insert(listen.to_string(), Forwarder { targets: shared, task });
+        let socket = std::net::TcpListener::bind(listen).map_err(fail)?;
+        let f = Self::forwarder(socket, targets).map_err(fail)?;
+        map.insert(listen.to_string(), f);
         Ok(())
     }
 
-    pub fn serves(&self, listen: &str) -> bool {
-        self.by_addr.lock().expect("lock").contains_key(listen)
+    /// Serves a listener handed over by another router (targets follow at the next sync).
+    pub fn adopt(&self, listen: &str, socket: std::net::TcpListener) -> std::io::Result<()> {
+        let f = Self::forwarder(socket, Vec::new())?;
+        if let Some(old) = self.by_addr.lock().expect("lock").insert(listen.to_string(), f) {
+            old.task.abort();
+        }
+        Ok(())
+    }
+
+    fn forwarder(socket: std::net::TcpListener, targets: Vec<SocketAddr>) -> std::io::Result<Forwarder> {
+        socket.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(socket.try_clone()?)?;
+        let shared = Arc::new(RwLock::new(targets));
+        let task = tokio::spawn(serve(listener, shared.clone()));
+        Ok(Forwarder { targets: shared, socket, task })
+    }
+
+    pub fn addresses(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.by_addr.lock().expect("lock").keys().cloned().collect();
+        out.sort();
+        out
+    }
+
+    /// Duplicates of the listening sockets, for a handover.
+    pub fn listeners(&self) -> Vec<(String, OwnedFd)> {
+        self.by_addr
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|(a, f)| f.socket.try_clone().ok().map(|s| (a.clone(), OwnedFd::from(s))))
+            .collect()
+    }
+
+    /// Stops accepting on every address (after a handover); connections in
+    /// flight carry on.
+    pub fn stop_accepting(&self) {
+        for f in self.by_addr.lock().expect("lock").values() {
+            f.task.abort();
+        }
     }
 
     /// Stops serving an address.
@@ -49,20 +88,40 @@ impl Proxies {
             f.task.abort();
         }
     }
-}
 
-impl Drop for Proxies {
-    fn drop(&mut self) {
+    pub fn clear(&self) {
         for (_, f) in self.by_addr.lock().expect("lock").drain() {
             f.task.abort();
         }
     }
 }
 
+impl Drop for Proxies {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 async fn serve(listener: TcpListener, targets: Arc<RwLock<Vec<SocketAddr>>>) {
     let next = Arc::new(AtomicUsize::new(0));
+    let mut backoff = Duration::ZERO;
     loop {
-        let Ok((mut inbound, _)) = listener.accept().await else { continue };
+        let mut inbound = match listener.accept().await {
+            Ok((s, _)) => {
+                backoff = Duration::ZERO;
+                s
+            }
+            // Out of file descriptors, say: back off instead of spinning,
+            // and say so once per episode.
+            Err(e) => {
+                if backoff.is_zero() {
+                    tracing::warn!(address = ?listener.local_addr().ok(), error = %e, "cannot accept connections; backing off");
+                }
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
         let targets = targets.clone();
         let next = next.clone();
         tokio::spawn(async move {
@@ -118,5 +177,20 @@ mod tests {
         assert_eq!(read_from(&listen).await, "green");
         p.route(&listen, vec![]).unwrap();
         assert_eq!(read_from(&listen).await, "");
+    }
+
+    #[tokio::test]
+    async fn a_handed_over_listener_keeps_its_address() {
+        let blue = echo_server("blue").await;
+        let listen = format!("127.0.0.1:{}", crate::testkit::free_port());
+        let old = Proxies::default();
+        old.route(&listen, vec![blue]).unwrap();
+        let new = Proxies::default();
+        for (addr, fd) in old.listeners() {
+            new.adopt(&addr, std::net::TcpListener::from(fd)).unwrap();
+        }
+        old.stop_accepting();
+        new.route(&listen, vec![blue]).unwrap();
+        assert_eq!(read_from(&listen).await, "blue");
     }
 }

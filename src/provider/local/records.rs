@@ -1,0 +1,203 @@
+//! What the local provider keeps in its directory, read by the provider and
+//! by the router process. Every record has a `format_version` and is
+//! checked on read: a corrupt record is an integrity error naming its file,
+//! never "missing" (which could start a second instance) and never a default.
+//! ```text
+//! instances/<id>/instance.json, output.log
+//! keys/<sha256 of launch key>.json   launch key -> instance IDs (idempotent launches)
+//! services/<env>/<service>.json      cutover pointer: the instances that get traffic
+//! images/<hex>/ready.json            an unpacked image
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::process;
+use crate::provider::ProviderError;
+use crate::store::codec::{Persisted, decode_raw};
+use crate::store::images::ArtifactKind;
+
+/// How to probe one instance, resolved at launch (its port is known then).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    Http(String),
+    Tcp(String),
+    Command(Vec<String>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub format_version: u32,
+    pub id: String,
+    pub environment: String,
+    pub region: String,
+    pub service: String,
+    pub image: String,
+    pub run_id: String,
+    pub launch_key: String,
+    pub port: u16,
+    pub pid: Option<u32>,
+    pub start_time: Option<u64>,
+    pub created_at: String,
+    pub probe: Option<Probe>,
+    pub probe_timeout_ms: u64,
+    pub terminated: bool,
+    pub exit: Option<String>,
+    pub fingerprint: String,
+}
+
+impl Persisted for InstanceRecord {
+    const KIND: &'static str = "local instance record";
+    const FORMAT: u32 = 1;
+}
+
+impl InstanceRecord {
+    pub fn alive(&self) -> bool {
+        match (self.pid, self.start_time) {
+            (Some(p), Some(t)) => !self.terminated && process::is_alive(p, t),
+            _ => false,
+        }
+    }
+}
+
+/// Where a service's traffic goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pointer {
+    pub format_version: u32,
+    pub environment: String,
+    pub service: String,
+    pub listen: Option<String>,
+    pub targets: Vec<String>,
+}
+
+impl Persisted for Pointer {
+    const KIND: &'static str = "cutover pointer";
+    const FORMAT: u32 = 1;
+}
+
+/// The instances a launch key created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchKeyRecord {
+    pub format_version: u32,
+    pub launch_key: String,
+    pub instances: Vec<String>,
+}
+
+impl Persisted for LaunchKeyRecord {
+    const KIND: &'static str = "launch key record";
+    const FORMAT: u32 = 1;
+}
+
+/// An unpacked image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyMarker {
+    pub format_version: u32,
+    pub kind: ArtifactKind,
+}
+
+impl Persisted for ReadyMarker {
+    const KIND: &'static str = "unpacked image marker";
+    const FORMAT: u32 = 1;
+}
+
+pub fn integrity(path: &Path, what: &str, why: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Integrity { path: path.display().to_string(), message: format!("{what} {why}") }
+}
+
+/// Writes a record atomically: a temporary file, then a rename.
+pub fn write<T: Persisted>(path: &Path, value: &T) -> std::io::Result<()> {
+    let dir = path.parent().expect("paths have parents");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&tmp, crate::store::codec::encode(value))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `Ok(None)` when there is no such file; an integrity error when it does not decode.
+pub fn read<T: Persisted>(path: &Path) -> Result<Option<T>, ProviderError> {
+    match std::fs::read(path) {
+        Ok(bytes) => decode_raw::<T>(&bytes).map(Some).map_err(|e| integrity(path, T::KIND, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => {
+            Err(ProviderError::Backend { message: format!("cannot read {}: {e}", path.display()), retryable: true })
+        }
+    }
+}
+
+pub fn instance_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join("instances").join(id).join("instance.json")
+}
+
+pub fn pointer_path(dir: &Path, env: &str, service: &str) -> PathBuf {
+    dir.join("services").join(env).join(format!("{service}.json"))
+}
+
+/// Every instance record, by ID.
+pub fn instances(dir: &Path) -> Result<Vec<InstanceRecord>, ProviderError> {
+    let Ok(entries) = std::fs::read_dir(dir.join("instances")) else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        if let Some(r) = read::<InstanceRecord>(&e.path().join("instance.json"))? {
+            out.push(r);
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// Every cutover pointer, optionally of one environment.
+pub fn pointers(dir: &Path, env: Option<&str>) -> Result<Vec<Pointer>, ProviderError> {
+    let mut out = Vec::new();
+    let Ok(envs) = std::fs::read_dir(dir.join("services")) else { return Ok(out) };
+    for e in envs.flatten() {
+        if env.is_some_and(|x| e.file_name().to_str() != Some(x)) {
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(e.path()) else { continue };
+        for f in files.flatten() {
+            if f.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if let Some(p) = read::<Pointer>(&f.path())? {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The loopback addresses of the live instances among `ids`.
+pub fn target_addrs(dir: &Path, ids: &[String]) -> Vec<SocketAddr> {
+    ids.iter()
+        .filter_map(|id| read::<InstanceRecord>(&instance_path(dir, id)).ok().flatten())
+        .filter(InstanceRecord::alive)
+        .map(|r| SocketAddr::from(([127, 0, 0, 1], r.port)))
+        .collect()
+}
+
+/// What the router serves: every stable address and its live targets. A
+/// corrupt pointer is skipped (and logged); the others are still served.
+pub fn routes(dir: &Path) -> BTreeMap<String, Vec<SocketAddr>> {
+    let mut out = BTreeMap::new();
+    let Ok(envs) = std::fs::read_dir(dir.join("services")) else { return out };
+    for e in envs.flatten() {
+        let Ok(files) = std::fs::read_dir(e.path()) else { continue };
+        for f in files.flatten() {
+            if f.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            match read::<Pointer>(&f.path()) {
+                Ok(Some(Pointer { listen: Some(listen), targets, .. })) => {
+                    out.insert(listen, target_addrs(dir, &targets));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping a corrupt cutover pointer"),
+            }
+        }
+    }
+    out
+}
