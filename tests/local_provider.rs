@@ -103,3 +103,43 @@ async fn an_instance_that_degrades_fails_its_gate_at_once() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "failed at once, not after the 20 s gate");
     provider.terminate(&ids).await.unwrap();
 }
+
+/// A corrupt record never reads as "missing": relaunching the same key
+/// fails with an integrity error naming the file, and starts nothing.
+#[tokio::test]
+async fn a_corrupt_record_never_starts_a_second_instance() {
+    use lifeboat::provider::{ComputeProvider, LaunchSpec, ProviderError};
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let _cleanup = common::Instances(local.clone());
+    let store: DynStore = Arc::new(FsStore::open(dir.path().join("store")).unwrap());
+    let art = common::demo_artifact(dir.path(), "corrupt");
+    let image =
+        ImageRepo::new(store.clone()).import(Bytes::from(std::fs::read(&art).unwrap()), "c.sh", "t").await.unwrap().id;
+    let provider = LocalProvider::open_with(&local, store, common::BIN.into()).await.unwrap();
+    let t = target("corrupt", &["--name", "corrupt"]);
+    let spec = LaunchSpec {
+        target: t.clone(),
+        image,
+        replicas: 1,
+        run_id: "r".into(),
+        launch_key: "r/corrupt/1".into(),
+        fingerprint: String::new(),
+    };
+    let never = tokio_util::sync::CancellationToken::new();
+    let ids = provider.launch(&spec, &never).await.unwrap();
+    assert_eq!(common::instance_processes(&local).len(), 1);
+    let record = local.join("instances").join(&ids[0]).join("instance.json");
+    let key = std::fs::read_dir(local.join("keys")).unwrap().next().unwrap().unwrap().path();
+    for (path, garbage) in [(&record, &b"{\"format_version\": 1, \"id\": 7}"[..]), (&key, b"\x00\xff")] {
+        let good = std::fs::read(path).unwrap();
+        std::fs::write(path, garbage).unwrap();
+        let err = provider.launch(&spec, &never).await.unwrap_err();
+        assert!(matches!(&err, ProviderError::Integrity { path: p, .. } if p.ends_with(".json")), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "names the file: {err}");
+        assert_eq!(common::instance_processes(&local).len(), 1, "no second instance");
+        std::fs::write(path, good).unwrap();
+    }
+    assert_eq!(provider.launch(&spec, &never).await.unwrap(), ids, "the same instance again");
+    provider.terminate(&ids).await.unwrap();
+}

@@ -420,3 +420,71 @@ fn traffic_survives_a_server_crash_restart_and_upgrade() {
     let plan = server.run(&["--output", "json", "plan", "steady"]).ok().json();
     assert!(plan["steps"].as_array().unwrap().iter().all(|s| s["action"] == "keep"), "{plan}");
 }
+
+/// `https://` health URLs are probed over TLS (the server trusts the
+/// system's CAs and `SSL_CERT_FILE`); an untrusted certificate fails the gate.
+#[test]
+fn https_health_checks_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Instances(dir.path().join("local"));
+    // A CA, and a certificate for 127.0.0.1 that it signed.
+    let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("sh")
+        .current_dir(dir.path())
+        .args([
+            "-c",
+            "set -e; openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem; \
+             openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr; \
+             printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf; \
+             openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem",
+        ])
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{made:?}");
+    let port = lifeboat::testkit::free_port();
+    let script = format!(
+        "import http.server, ssl\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n\
+         \x20   def log_message(self, *a): pass\n\
+         s = http.server.HTTPServer(('127.0.0.1', {port}), H)\n\
+         c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('{}', '{}')\n\
+         s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+         s.serve_forever()\n",
+        cert.display(),
+        key.display()
+    );
+    let mut tls = std::process::Command::new("python3").args(["-c", &script]).spawn().expect("start a TLS server");
+    wait_until(Duration::from_secs(10), "the TLS server", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let args = ["--store".to_string(), p("store"), "--local-dir".into(), p("local")];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::launch(&args, &[("SSL_CERT_FILE", ca.display().to_string())]);
+    let art = common::demo_artifact(dir.path(), "tls");
+    let image = server.run(&["image", "import", art.to_str().unwrap()]).ok().stdout.trim().to_string();
+    let manifest = |env: &str, health: &str| {
+        let path = dir.path().join(format!("{env}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "environment = \"{env}\"\nregion = \"local-1\"\n[services.web]\nimage = \"{image}\"\ntimeout = \"20s\"\nattempts = 1\n\
+                 health = {{ http = \"{health}\", interval = \"100ms\", timeout = \"3s\" }}\nlaunch = {{ args = [\"--name\", \"web\"] }}\n"
+            ),
+        )
+        .unwrap();
+        server.run(&["snapshot", "push", path.to_str().unwrap()]).ok();
+        server.run(&["snapshot", "promote", env, "latest", "--reason", "test"]).ok();
+    };
+    manifest("tls", &format!("https://127.0.0.1:{port}/healthz"));
+    let out = server.run(&["recover", "tls", "--yes"]);
+    assert_eq!(out.code, 0, "an https health check passes: {out:?}");
+    // A name the certificate does not cover: refused.
+    manifest("untrusted", &format!("https://localhost:{port}/healthz"));
+    let out = server.run(&["recover", "untrusted", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("GET https://localhost") || out.stderr.contains("GET https://localhost"), "{out:?}");
+    let _ = tls.kill();
+    let _ = tls.wait();
+}

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One probe; `Err` says why it failed.
@@ -14,38 +13,35 @@ pub async fn probe_tcp(addr: &str, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// GET `url` (http only); 2xx and 3xx are healthy.
+/// The one HTTP client for health probes (reqwest with rustls; the
+/// system's CA certificates, and `SSL_CERT_FILE`, are trusted). Redirects
+/// are not followed: a 3xx answer is healthy.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("the health-probe HTTP client builds")
+    })
+}
+
+/// GET `url` (http or https); 2xx and 3xx are healthy.
 pub async fn probe_http(url: &str, timeout: Duration) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs can be probed"))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let attempt = async {
-        let mut s = TcpStream::connect(hostport).await.map_err(|e| format!("GET {url}: {e}"))?;
-        let req =
-            format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nUser-Agent: lifeboat\r\n\r\n");
-        s.write_all(req.as_bytes()).await.map_err(|e| format!("GET {url}: {e}"))?;
-        let mut buf = vec![0u8; 256];
-        let mut n = 0;
-        while n < 12 {
-            let r = s.read(&mut buf[n..]).await.map_err(|e| format!("GET {url}: {e}"))?;
-            if r == 0 {
-                break;
-            }
-            n += r;
+    let root_cause = |e: &reqwest::Error| {
+        let mut cur: &dyn std::error::Error = e;
+        while let Some(next) = cur.source() {
+            cur = next;
         }
-        let head = String::from_utf8_lossy(&buf[..n]);
-        let code: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("GET {url}: not an HTTP response"))?;
-        if (200..400).contains(&code) { Ok(()) } else { Err(format!("GET {url}: HTTP {code}")) }
+        cur.to_string()
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("GET {url}: no answer within {timeout:?}")),
+    match client().get(url).timeout(timeout).send().await {
+        Ok(r) if r.status().is_success() || r.status().is_redirection() => Ok(()),
+        Ok(r) => Err(format!("GET {url}: HTTP {}", r.status().as_u16())),
+        Err(e) if e.is_timeout() => Err(format!("GET {url}: no answer within {timeout:?}")),
+        Err(e) => Err(format!("GET {url}: {}", root_cause(&e))),
     }
 }
 
@@ -68,6 +64,7 @@ pub async fn probe_command(argv: &[String], env: &[(String, String)], timeout: D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn http_and_tcp_probes() {
