@@ -220,14 +220,19 @@ pub fn rgw_endpoint() -> String {
         .clone()
 }
 
+/// Stops the daemons of a cluster started in `run_dir`, if any.
+fn stop_ceph(run_dir: &Path) {
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill $(cat '{}'/out/*.pid 2>/dev/null) 2>/dev/null; sleep 1", run_dir.display())])
+        .status();
+}
+
 fn start_ceph(dir: &Path) -> String {
     let run_dir = dir.join("cluster");
     let users = dir.join("users");
     let _ = std::fs::remove_dir_all(&users);
     // Stop what an earlier cluster may have left behind.
-    let _ = Command::new("sh")
-        .args(["-c", &format!("kill $(cat '{}'/out/*.pid 2>/dev/null) 2>/dev/null; sleep 1", run_dir.display())])
-        .status();
+    stop_ceph(&run_dir);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/start-ceph.sh");
     let mut last = String::new();
     for _ in 0..2 {
@@ -266,9 +271,7 @@ fn start_ceph(dir: &Path) -> String {
             return endpoint;
         }
         last = format!("{} {}", tail_of(&out.stdout), tail_of(&out.stderr));
-        let _ = Command::new("sh")
-            .args(["-c", &format!("kill $(cat '{}'/out/*.pid 2>/dev/null) 2>/dev/null; sleep 1", run_dir.display())])
-            .status();
+        stop_ceph(&run_dir);
     }
     panic!("cannot start Ceph RGW with tests/tools/start-ceph.sh (tried twice): {last}");
 }

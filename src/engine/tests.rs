@@ -230,10 +230,28 @@ impl Harness {
     }
 
     async fn finish(&self, id: &str) -> (RunView, Vec<Entry>) {
-        let entries: Vec<Entry> = self.engine.watch(id, 0).map(|e| e.unwrap()).collect().await;
-        (self.engine.get(id).await.unwrap(), entries)
+        finish_on(&self.engine, id).await
+    }
+
+    /// A run taken over by a second server succeeded, in order, with exactly
+    /// one launch per service.
+    async fn assert_taken_over(&self, second: &Arc<Engine>, id: &str, services: usize) {
+        let (view, entries) = finish_on(second, id).await;
+        assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+        assert_eq!(view.owners, ["test-server", "second-server"]);
+        assert_ordering(&view, &entries);
+        let w = self.provider.world();
+        assert_eq!(w.launches.len(), services, "one launch per service: {:?}", w.launches);
+        assert_eq!(w.alive.len(), services);
     }
 }
+
+async fn finish_on(engine: &Arc<Engine>, id: &str) -> (RunView, Vec<Entry>) {
+    let entries: Vec<Entry> = engine.watch(id, 0).map(|e| e.unwrap()).collect().await;
+    (engine.get(id).await.unwrap(), entries)
+}
+
+impl Harness {}
 
 /// Every launch starts after all of the service's dependencies were healthy and cut over.
 fn assert_ordering(view: &RunView, entries: &[Entry]) {
@@ -512,14 +530,7 @@ fn a_resumed_run_launches_nothing_twice() {
         assert!(matches!(&err, Error::Conflict(m) if m.contains("is leased by run")), "{err}");
         tokio::time::sleep(Duration::from_secs(16)).await;
         second.resume(&id).await.unwrap();
-        let entries: Vec<Entry> = second.watch(&id, 0).map(|e| e.unwrap()).collect().await;
-        let view = second.get(&id).await.unwrap();
-        assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
-        assert_eq!(view.owners, ["test-server", "second-server"]);
-        assert_ordering(&view, &entries);
-        let w = h.provider.world();
-        assert_eq!(w.launches.len(), 6, "one launch per service: {:?}", w.launches);
-        assert_eq!(w.alive.len(), 6);
+        h.assert_taken_over(&second, &id, 6).await;
     });
 }
 
@@ -671,14 +682,7 @@ mod faults {
                 "the fenced owner wrote nothing more"
             );
             second.sweep().await.unwrap();
-            let entries: Vec<Entry> = second.watch(&id, 0).map(|e| e.unwrap()).collect().await;
-            let view = second.get(&id).await.unwrap();
-            assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
-            assert_eq!(view.owners, ["test-server", "second-server"]);
-            assert_ordering(&view, &entries);
-            let w = h.provider.world();
-            assert_eq!(w.launches.len(), 6, "no service launched twice: {:?}", w.launches);
-            assert_eq!(w.alive.len(), 6);
+            h.assert_taken_over(&second, &id, 6).await;
         });
     }
 
