@@ -23,6 +23,9 @@ pub enum Error {
     Integrity { what: String, key: String, store: String, source: Box<IntegrityError> },
     #[error("object store error: {0}")]
     Store(#[from] StoreError),
+    /// A limit of this server is reached (e.g. concurrent watchers).
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("{0}")]
     Internal(String),
 }

@@ -93,3 +93,64 @@ fn grpc_clients_get_proper_status_codes() {
     let out = rcall("Get", r#"{"id":"../etc"}"#);
     assert!(out.contains("Code: InvalidArgument"), "{out}");
 }
+
+/// Watch streams of a finished run end after its last entry; a `from_seq`
+/// past the end is INVALID_ARGUMENT; and after 1,000 of them the server
+/// is idle again (it once kept polling the store for every one, forever).
+#[test]
+fn watch_streams_end_and_leave_the_server_idle() {
+    use lifeboat::api::pb;
+    use lifeboat::api::pb::recovery_service_client::RecoveryServiceClient;
+    let server = Server::start(Backend::Fs);
+    let _cleanup = common::Instances(server.local_dir());
+    common::Region::setup(&server, "watched", &[common::Svc::new("db", &[])]);
+    server.run(&["recover", "watched", "--yes"]).ok();
+    let runs = server.run(&["--output", "json", "run", "list"]).ok().json();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut client = RecoveryServiceClient::connect(server.url.clone()).await.unwrap();
+        let count = |c: &mut RecoveryServiceClient<tonic::transport::Channel>, from_seq: u64| {
+            let mut c = c.clone();
+            let id = id.clone();
+            async move {
+                let mut stream = c.watch(pb::WatchRunRequest { id, from_seq }).await?.into_inner();
+                let mut n = 0u64;
+                while let Some(e) = stream.message().await? {
+                    assert!(e.seq >= from_seq);
+                    n += 1;
+                }
+                Ok::<u64, tonic::Status>(n)
+            }
+        };
+        let all =
+            tokio::time::timeout(std::time::Duration::from_secs(10), count(&mut client, 0)).await.unwrap().unwrap();
+        assert!(all >= 5, "{all} entries");
+        let err = count(&mut client, all + 1).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("past the end"), "{}", err.message());
+        let tasks: Vec<_> = (0..1000u64)
+            .map(|i| {
+                let fut = count(&mut client, [all, all - 1, 1000][(i % 3) as usize]);
+                tokio::spawn(async move { tokio::time::timeout(std::time::Duration::from_secs(30), fut).await })
+            })
+            .collect();
+        let (mut ended, mut refused) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap().expect("every stream ends") {
+                Ok(_) => ended += 1,
+                Err(s) if s.code() == tonic::Code::InvalidArgument => ended += 1,
+                // Past the server's bound on concurrent watchers.
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => refused += 1,
+                Err(s) => panic!("{s:?}"),
+            }
+        }
+        assert!(ended >= 500, "{ended} ended, {refused} refused");
+    });
+    drop(rt);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = server.cpu();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let used = server.cpu() - before;
+    assert!(used < std::time::Duration::from_millis(300), "the server used {used:?} of CPU in 3 s while idle");
+}

@@ -82,13 +82,14 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
 
     async fn watch(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<EventStream>, Status> {
         let r = req.into_inner();
-        // Fail fast (NOT_FOUND) before the stream starts.
-        self.ctx.engine.get(&r.id).await.map_err(to_status)?;
         let run_id = r.id.clone();
+        // Refusals (no such run, past the end, too many watchers) come before the stream starts.
         let stream = self
             .ctx
             .engine
             .watch(&r.id, r.from_seq)
+            .await
+            .map_err(to_status)?
             .map(move |item| item.map(|e| convert::event(&run_id, &e)).map_err(to_status));
         Ok(Response::new(Box::pin(stream)))
     }

@@ -17,6 +17,7 @@ pub fn to_status(e: Error) -> Status {
         Error::Store(StoreError::InvalidKey { .. }) => Code::InvalidArgument,
         Error::Store(StoreError::Backend { retryable: true, .. }) => Code::Unavailable,
         Error::Store(StoreError::Backend { retryable: false, .. }) => Code::Internal,
+        Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::Internal(_) => Code::Internal,
     };
     if matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {

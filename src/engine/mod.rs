@@ -70,7 +70,12 @@ pub struct Engine {
     repo: SnapshotRepo,
     active: Arc<Mutex<HashMap<String, Active>>>,
     default_parallelism: usize,
+    /// Bounds the `watch` streams served at once.
+    watchers: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many `watch` streams one server serves at once.
+pub const MAX_WATCHES: usize = 512;
 
 pub const DEFAULT_PARALLELISM: usize = 16;
 pub const MAX_PARALLELISM: usize = 1024;
@@ -174,6 +179,7 @@ impl Engine {
             ctx: Arc::new(ctx),
             active: Arc::new(Mutex::new(HashMap::new())),
             default_parallelism: DEFAULT_PARALLELISM,
+            watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES)),
         })
     }
 
@@ -503,12 +509,40 @@ impl Engine {
 
     /// The run's entries from `from_seq` on, then new ones as they happen,
     /// ending after the run finishes.
-    pub fn watch(self: &Arc<Self>, id: &str, from_seq: u64) -> impl Stream<Item = Result<Entry>> + Send + 'static {
+    /// The run's events from `from_seq` on. A finished run's stream ends
+    /// after its last entry; a `from_seq` past the end is refused. The work
+    /// behind a stream stops when its client goes away, and at most
+    /// `MAX_WATCHES` streams run at once.
+    pub async fn watch(
+        self: &Arc<Self>,
+        id: &str,
+        from_seq: u64,
+    ) -> Result<impl Stream<Item = Result<Entry>> + Send + 'static> {
+        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "this server already streams {MAX_WATCHES} runs to watchers; try again later or use `lifeboat run show {id}`"
+            ))
+        })?;
+        self.spec(id).await?;
+        let so_far = journal::read_from(&self.ctx.store, id, 0).await?;
+        let last = so_far.last().map(|e| e.seq);
+        if from_seq > last.map_or(0, |l| l + 1) {
+            return Err(Error::InvalidArgument(format!(
+                "from_seq {from_seq} is past the end of run {id}, whose last entry is {}",
+                last.map_or("none yet".to_string(), |l| l.to_string())
+            )));
+        }
+        let finished = so_far.iter().any(|e| matches!(e.event, Event::RunFinished { .. }));
         let engine = self.clone();
         let id = id.to_string();
-        async_stream(move |tx| async move {
-            if let Err(e) = engine.spec(&id).await {
-                let _ = tx.send(Err(e)).await;
+        Ok(async_stream(move |tx: mpsc::Sender<Result<Entry>>| async move {
+            let _permit = permit;
+            if finished {
+                for e in so_far.into_iter().filter(|e| e.seq >= from_seq) {
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
                 return;
             }
             let mut next = from_seq;
@@ -530,7 +564,11 @@ impl Engine {
                 }
                 match live {
                     Some(mut rx) => loop {
-                        match rx.recv().await {
+                        let received = tokio::select! {
+                            r = rx.recv() => r,
+                            _ = tx.closed() => return,
+                        };
+                        match received {
                             Ok(e) if e.seq < next => continue,
                             Ok(e) if e.seq == next => {
                                 next += 1;
@@ -543,10 +581,13 @@ impl Engine {
                             _ => break,
                         }
                     },
-                    None => tokio::time::sleep(Duration::from_millis(500)).await,
+                    None => tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = tx.closed() => return,
+                    },
                 }
             }
-        })
+        }))
     }
 }
 

@@ -247,7 +247,7 @@ impl Harness {
 }
 
 async fn finish_on(engine: &Arc<Engine>, id: &str) -> (RunView, Vec<Entry>) {
-    let entries: Vec<Entry> = engine.watch(id, 0).map(|e| e.unwrap()).collect().await;
+    let entries: Vec<Entry> = engine.watch(id, 0).await.unwrap().map(|e| e.unwrap()).collect().await;
     (engine.get(id).await.unwrap(), entries)
 }
 
@@ -549,7 +549,7 @@ fn a_run_resumed_after_a_failed_attempt_moves_to_the_next_attempt() {
         let second = h.second_engine();
         tokio::time::sleep(Duration::from_secs(16)).await;
         second.resume(&id).await.unwrap();
-        let entries: Vec<Entry> = second.watch(&id, 0).map(|e| e.unwrap()).collect().await;
+        let entries: Vec<Entry> = second.watch(&id, 0).await.unwrap().map(|e| e.unwrap()).collect().await;
         let view = second.get(&id).await.unwrap();
         assert_eq!(view.state, RunState::Succeeded);
         assert_eq!(view.services["db"].attempts, 2);

@@ -130,6 +130,19 @@ impl Server {
         Server { child, url: format!("http://{addr}"), store, dir: None }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time the server process used so far (user + system).
+    pub fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let rest = stat.rsplit(')').next().unwrap_or_default();
+        let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).map(|x| x.parse().unwrap_or(0)).collect();
+        // Clock ticks are 1/100 s on Linux.
+        Duration::from_millis(f.iter().sum::<u64>() * 10)
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
