@@ -488,3 +488,33 @@ fn https_health_checks_work() {
     let _ = tls.kill();
     let _ = tls.wait();
 }
+
+/// A stable address belongs to one environment's service: another
+/// environment claiming it is refused in preflight (plan and recover) and
+/// the owner keeps its traffic. (It once took the address over.)
+#[test]
+fn a_stable_address_cannot_be_hijacked_by_another_environment() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let shop = Region::setup(&server, "shop", &[Svc::new("web", &[])]);
+    server.run(&["recover", "shop", "--yes"]).ok();
+    let port = shop.ports["web"];
+    let dir = server.dir.as_ref().unwrap().path();
+    let text =
+        std::fs::read_to_string(&shop.manifest).unwrap().replace("environment = \"shop\"", "environment = \"zz\"");
+    let zz = dir.join("zz.toml");
+    std::fs::write(&zz, text).unwrap();
+    server.run(&["snapshot", "push", zz.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "zz", "latest", "--reason", "t"]).ok();
+    let plan = server.run(&["plan", "zz"]);
+    assert_eq!(plan.code, 1, "{plan:?}");
+    let expect = format!("127.0.0.1:{port} (web) is the address of shop/web");
+    assert!(plan.stdout.contains(&expect), "{plan:?}");
+    let out = server.run(&["recover", "zz", "--yes"]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains(&expect), "{out:?}");
+    assert!(!server.local_dir().join("services/zz").exists(), "zz recorded no cutover");
+    assert!(shop.answers("web"));
+    let plan = server.run(&["--output", "json", "plan", "shop"]).ok().json();
+    assert_eq!(plan["steps"][0]["action"], "keep", "{plan}");
+}

@@ -384,26 +384,47 @@ impl ComputeProvider for LocalProvider {
                 format!("tarball images need launch.entrypoint: {}", no_entrypoint.join(", ")),
             ));
         }
-        let served: std::collections::BTreeSet<String> = match self.pointers(None).await {
-            Ok(ps) => ps.into_iter().filter_map(|p| p.listen).collect(),
-            Err(e) => return vec![Check::fail("provider-records", e.to_string())],
+        let (pointers, instances) = match (self.pointers(None).await, self.records().await) {
+            (Ok(p), Ok(i)) => (p, i),
+            (Err(e), _) | (_, Err(e)) => return vec![Check::fail("provider-records", e.to_string())],
         };
-        let taken: Vec<String> = m
-            .services
-            .iter()
-            .filter_map(|(name, s)| Some((name, s.launch.get("listen")?.as_str()?)))
-            .filter(|(_, addr)| !served.contains(*addr) && std::net::TcpListener::bind(addr).is_err())
-            .map(|(name, addr)| format!("{addr} ({name})"))
-            .collect();
-        checks.push(if taken.is_empty() {
-            Check::pass("stable-addresses", "every listen address is free or already served by lifeboat")
+        let mut taken = Vec::new();
+        let mut held = Vec::new();
+        for (name, addr) in m.services.iter().filter_map(|(n, s)| Some((n, s.launch.get("listen")?.as_str()?))) {
+            match pointers.iter().find(|p| p.listen.as_deref() == Some(addr)) {
+                // A stable address belongs to one environment's service, in one region.
+                Some(p) if p.environment != m.environment || &p.service != name => {
+                    held.push(format!("{addr} ({name}) is the address of {}/{}", p.environment, p.service));
+                }
+                Some(p) => {
+                    let other = instances
+                        .iter()
+                        .find(|r| p.targets.contains(&r.id) && r.alive() && r.region != region)
+                        .map(|r| r.region.as_str());
+                    if let Some(r) = other {
+                        held.push(format!("{addr} ({name}) serves {}/{} in region {r}", p.environment, p.service));
+                    }
+                }
+                None if std::net::TcpListener::bind(addr).is_err() => taken.push(format!("{addr} ({name})")),
+                None => {}
+            }
+        }
+        let mut problems = Vec::new();
+        if !held.is_empty() {
+            problems.push(format!(
+                "held by another environment or region on this host: {}; give the service another listen address, or tear the holder down first",
+                held.join(", ")
+            ));
+        }
+        if !taken.is_empty() {
+            problems.push(format!("in use by another program: {}", taken.join(", ")));
+        }
+        checks.push(if problems.is_empty() {
+            Check::pass("stable-addresses", "every listen address is free or already this service's")
         } else {
-            Check::fail("stable-addresses", format!("in use by another program: {}", taken.join(", ")))
+            Check::fail("stable-addresses", problems.join("; "))
         });
-        let running = match self.records().await {
-            Ok(rs) => rs.iter().filter(|r| r.alive()).count(),
-            Err(e) => return vec![Check::fail("provider-records", e.to_string())],
-        };
+        let running = instances.iter().filter(|r| r.alive()).count();
         let wanted: usize = m.services.values().map(|s| s.replicas as usize).sum();
         checks.push(if running + wanted <= self.max_instances {
             Check::pass("capacity", format!("{wanted} new instances, {running} running, cap {}", self.max_instances))
@@ -597,6 +618,16 @@ impl ComputeProvider for LocalProvider {
             listen: listen.clone(),
             targets: instances.to_vec(),
         };
+        if let Some(l) = &listen
+            && let Some(owner) = self.pointers(None).await?.into_iter().find(|p| {
+                p.listen.as_ref() == Some(l) && (p.environment != pointer.environment || p.service != pointer.service)
+            })
+        {
+            return Err(backend(format!(
+                "the stable address {l} belongs to {}/{}; {} cannot take it over",
+                owner.environment, owner.service, target.service
+            )));
+        }
         // Record first, then have the router switch: the router follows the records.
         let (write_path, new) = (path.clone(), pointer.clone());
         let previous = self
