@@ -43,6 +43,8 @@ pub struct ProviderSection {
 pub struct LocalSection {
     /// Where the local provider keeps instances, logs and unpacked images.
     pub dir: Option<std::path::PathBuf>,
+    /// Serve stable addresses (`launch.listen`) on non-loopback interfaces.
+    pub allow_public_listen: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -43,3 +43,15 @@ pub fn render_problems(source_name: &str, problems: &[Problem]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A user-supplied value for an error message: cut to 64 characters with
+/// its size noted, so a hostile 4 MB name is never echoed back whole (in
+/// a status message, a log line or an audit record).
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    if value.len() <= MAX {
+        return value.to_string();
+    }
+    let cut: String = value.chars().take(MAX).collect();
+    format!("{cut}… ({} bytes)", value.len())
+}

@@ -20,6 +20,8 @@ pub struct Options {
     pub local_dir: PathBuf,
     pub listen: String,
     pub lease_ttl: Duration,
+    /// Let the local provider serve stable addresses on non-loopback interfaces.
+    pub allow_public_listen: bool,
 }
 
 pub struct Running {
@@ -41,6 +43,7 @@ fn owner_name() -> String {
 /// Starts serving; unfinished runs whose server stopped are taken over in the background.
 pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let provider = LocalProvider::open(&opts.local_dir, opts.store.clone()).await?;
+    provider.allow_public_listen(opts.allow_public_listen);
     let engine = Engine::new(RunContext {
         store: opts.store.clone(),
         provider: provider.clone(),

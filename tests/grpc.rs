@@ -154,3 +154,30 @@ fn watch_streams_end_and_leave_the_server_idle() {
     let used = server.cpu() - before;
     assert!(used < std::time::Duration::from_millis(300), "the server used {used:?} of CPU in 3 s while idle");
 }
+
+/// Rejected input is not copied whole into audit records: a 3.9 MB tag name
+/// leaves a record of a few hundred bytes.
+#[test]
+fn rejected_input_is_clipped_in_audit_records() {
+    use lifeboat::api::pb;
+    let server = Server::start(Backend::Fs);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let code = rt.block_on(async {
+        let mut c = pb::snapshot_service_client::SnapshotServiceClient::connect(server.url.clone()).await.unwrap();
+        let huge = "x".repeat(3_900_000);
+        let req =
+            pb::TagSnapshotRequest { environment: "shop".into(), r#ref: "1".into(), tag: huge, expected_version: None };
+        c.tag(req).await.unwrap_err().code()
+    });
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    let audit = std::path::Path::new(&server.store).join("audit");
+    let mut total = 0;
+    for day in std::fs::read_dir(&audit).unwrap().flatten() {
+        for rec in std::fs::read_dir(day.path()).unwrap().flatten() {
+            let text = std::fs::read_to_string(rec.path()).unwrap();
+            assert!(text.contains("bytes in all"), "{text}");
+            total += text.len();
+        }
+    }
+    assert!(total > 0 && total < 4096, "audit records take {total} bytes");
+}

@@ -129,6 +129,7 @@ pub async fn run() -> Result<(), Failure> {
         local_dir: dir.join("local"),
         listen: "127.0.0.1:0".into(),
         lease_ttl: Duration::from_secs(15),
+        allow_public_listen: false,
     })
     .await
     .map_err(fail)?;

@@ -169,6 +169,10 @@ pub struct ServerArgs {
     /// gRPC listen address [default: 127.0.0.1:7700]; port 0 picks a free port.
     #[arg(long)]
     pub listen: Option<String>,
+    /// Serve the API on a non-loopback address although callers are not
+    /// authenticated yet.
+    #[arg(long)]
+    pub insecure: bool,
     /// The local provider's directory: instances, logs, unpacked images [default: ./lifeboat-local].
     #[arg(long, env = "LIFEBOAT_LOCAL_DIR")]
     pub local_dir: Option<PathBuf>,

@@ -15,11 +15,13 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
     let listen = args.listen.or(config.server.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
     let local_dir = args.local_dir.or(config.provider.local.dir.clone()).unwrap_or_else(|| DEFAULT_LOCAL_DIR.into());
     let lease_ttl = config.engine.lease_ttl.map_or(Duration::from_secs(15), |d| d.0);
+    check_exposure(&listen, args.insecure)?;
+    let allow_public_listen = config.provider.local.allow_public_listen.unwrap_or(false);
     let store = crate::store::open(&url, &config.store.s3())
         .await
         .map_err(|e| Failure::new(exit::FAILED, format!("cannot open store {url}: {e:#}")))?;
     let describe = store.describe();
-    let mut running = server::start(server::Options { store, local_dir, listen, lease_ttl })
+    let mut running = server::start(server::Options { store, local_dir, listen, lease_ttl, allow_public_listen })
         .await
         .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;
     // The first stdout line is for scripts and tests that start a server on port 0.
@@ -31,6 +33,27 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
     }
     running.stop().await.map_err(|e| Failure::new(exit::FAILED, format!("server failed: {e:#}")))?;
     tracing::info!("lifeboat server stopped; unfinished runs resume when it starts again");
+    Ok(())
+}
+
+/// Until callers are authenticated, whoever reaches the API can recover,
+/// reject, and run programs through manifests: serve it on loopback only,
+/// unless told otherwise.
+fn check_exposure(listen: &str, insecure: bool) -> Result<(), Failure> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = listen
+        .to_socket_addrs()
+        .map_err(|e| Failure::invalid(format!("--listen {listen:?} is not an address with a port: {e}")))?
+        .collect();
+    if let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        if insecure {
+            tracing::warn!(address = %a, "serving the API on a non-loopback address without authentication (--insecure)");
+        } else {
+            return Err(Failure::invalid(format!(
+                "refusing to serve the API on {a}: it is not a loopback address, and this server does not authenticate callers yet (anyone who reaches it could start recoveries and run programs on this host through manifests); listen on 127.0.0.1, or pass --insecure to accept that"
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -289,6 +289,15 @@ impl Validator {
 
     fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         match &node.value {
+            // A NUL cannot reach a program's arguments or environment.
+            Value::Str(s) if s.contains('\0') => {
+                self.problem(
+                    node.pos,
+                    path,
+                    "contains a NUL byte, which no program argument or variable can hold".into(),
+                );
+                None
+            }
             Value::Str(s) => Some(s.clone()),
             other => {
                 self.problem(node.pos, path, format!("expected a string, found {}", other.type_name()));

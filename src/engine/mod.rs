@@ -91,7 +91,10 @@ fn check_run_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("\"{id}\" is not a run ID (e.g. r-20261127T152300123-1a2b3c)")))
+        Err(Error::InvalidArgument(format!(
+            "\"{}\" is not a run ID (e.g. r-20261127T152300123-1a2b3c)",
+            crate::error::shown(id)
+        )))
     }
 }
 

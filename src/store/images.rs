@@ -57,7 +57,9 @@ pub struct ImageRepo {
 fn hex_of(id: &str) -> Result<&str> {
     match id.strip_prefix("sha256:") {
         Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Ok(h),
-        _ => Err(Error::InvalidArgument(format!("\"{id}\" is not an image ID (sha256:<64 hex>)"))),
+        _ => {
+            Err(Error::InvalidArgument(format!("\"{}\" is not an image ID (sha256:<64 hex>)", crate::error::shown(id))))
+        }
     }
 }
 

@@ -72,7 +72,8 @@ pub fn now_rfc3339() -> String {
 fn check_tag(tag: &str) -> Result<()> {
     if !manifest::is_valid_name(tag) || tag.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::InvalidArgument(format!(
-            "\"{tag}\" is not a valid tag: use 1 to 63 characters of a-z, 0-9 and -, not all digits"
+            "\"{}\" is not a valid tag: use 1 to 63 characters of a-z, 0-9 and -, not all digits",
+            crate::error::shown(tag)
         )));
     }
     if tag == LATEST || tag == KNOWN_GOOD {
@@ -86,7 +87,8 @@ pub fn check_environment(env: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(
-            "\"{env}\" is not a valid environment name: use 1 to 63 characters of a-z, 0-9 and -"
+            "\"{}\" is not a valid environment name: use 1 to 63 characters of a-z, 0-9 and -",
+            crate::error::shown(env)
         )))
     }
 }
@@ -239,7 +241,10 @@ impl SnapshotRepo {
             r.starts_with("sha256:") || (hex.len() >= 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
         if looks_like_digest && !(manifest::is_valid_name(r) && self.get_ref(env, r).await?.is_some()) {
             if hex.len() < 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(Error::InvalidArgument(format!("\"{r}\" is not a digest: give at least 8 hex digits")));
+                return Err(Error::InvalidArgument(format!(
+                    "\"{}\" is not a digest: give at least 8 hex digits",
+                    crate::error::shown(r)
+                )));
             }
             let keys = self.store.list(&layout::digest_index(env, &hex.to_ascii_lowercase())).await?;
             return match keys.as_slice() {
@@ -259,7 +264,8 @@ impl SnapshotRepo {
         }
         if !manifest::is_valid_name(r) {
             return Err(Error::InvalidArgument(format!(
-                "\"{r}\" is not a snapshot reference: use a version number, latest, known-good, a tag, or a digest"
+                "\"{}\" is not a snapshot reference: use a version number, latest, known-good, a tag, or a digest",
+                crate::error::shown(r)
             )));
         }
         match self.get_ref(env, r).await? {

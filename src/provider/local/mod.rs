@@ -38,6 +38,7 @@ pub struct LocalProvider {
     router: router::RouterClient,
     launch_lock: tokio::sync::Mutex<()>,
     max_instances: usize,
+    allow_public_listen: std::sync::atomic::AtomicBool,
 }
 
 fn backend(message: impl Into<String>) -> ProviderError {
@@ -98,6 +99,7 @@ impl LocalProvider {
             router: router::RouterClient::new(&dir, router_program),
             dir,
             launch_lock: tokio::sync::Mutex::new(()),
+            allow_public_listen: std::sync::atomic::AtomicBool::new(false),
             max_instances: DEFAULT_MAX_INSTANCES,
         });
         let reply = p.router.sync().await.map_err(|e| anyhow::anyhow!(e))?;
@@ -117,6 +119,12 @@ impl LocalProvider {
             }
         });
         Ok(p)
+    }
+
+    /// Whether stable addresses may be on non-loopback interfaces
+    /// (`[provider.local] allow_public_listen`); refused by default.
+    pub fn allow_public_listen(&self, yes: bool) {
+        self.allow_public_listen.store(yes, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Stops this directory's router (its addresses stop answering).
@@ -390,6 +398,9 @@ impl ComputeProvider for LocalProvider {
         };
         let mut taken = Vec::new();
         let mut held = Vec::new();
+        let mut public = Vec::new();
+        let mut foreign = Vec::new();
+        let allow_public = self.allow_public_listen.load(std::sync::atomic::Ordering::SeqCst);
         for (name, addr) in m.services.iter().filter_map(|(n, s)| Some((n, s.launch.get("listen")?.as_str()?))) {
             match pointers.iter().find(|p| p.listen.as_deref() == Some(addr)) {
                 // A stable address belongs to one environment's service, in one region.
@@ -405,8 +416,16 @@ impl ComputeProvider for LocalProvider {
                         held.push(format!("{addr} ({name}) serves {}/{} in region {r}", p.environment, p.service));
                     }
                 }
-                None if std::net::TcpListener::bind(addr).is_err() => taken.push(format!("{addr} ({name})")),
-                None => {}
+                None if !allow_public && addr.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_loopback()) => {
+                    public.push(format!("{addr} ({name})"))
+                }
+                None => match std::net::TcpListener::bind(addr) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                        foreign.push(format!("{addr} ({name})"))
+                    }
+                    Err(_) => taken.push(format!("{addr} ({name})")),
+                    Ok(_) => {}
+                },
             }
         }
         let mut problems = Vec::new();
@@ -418,6 +437,15 @@ impl ComputeProvider for LocalProvider {
         }
         if !taken.is_empty() {
             problems.push(format!("in use by another program: {}", taken.join(", ")));
+        }
+        if !public.is_empty() {
+            problems.push(format!(
+                "not loopback addresses: {}; the local provider serves stable addresses on loopback only, unless the server's config sets [provider.local] allow_public_listen = true",
+                public.join(", ")
+            ));
+        }
+        if !foreign.is_empty() {
+            problems.push(format!("not addresses of this host: {}", foreign.join(", ")));
         }
         checks.push(if problems.is_empty() {
             Check::pass("stable-addresses", "every listen address is free or already this service's")
