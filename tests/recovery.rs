@@ -518,3 +518,44 @@ fn a_stable_address_cannot_be_hijacked_by_another_environment() {
     let plan = server.run(&["--output", "json", "plan", "shop"]).ok().json();
     assert_eq!(plan["steps"][0]["action"], "keep", "{plan}");
 }
+
+/// Health commands run only in the health gate, in the instance's directory
+/// with a clean environment; plan (read-only) executes nothing.
+#[test]
+fn health_commands_run_only_in_the_gate_with_a_clean_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let _cleanup = Instances(local.clone());
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let args = ["--store".to_string(), p("store"), "--local-dir".into(), p("local")];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::launch(&args, &[("LIFEBOAT_TEST_SECRET", "hunter2".to_string())]);
+    let art = common::demo_artifact(dir.path(), "cmd");
+    let image = server.run(&["image", "import", art.to_str().unwrap()]).ok().stdout.trim().to_string();
+    let manifest = dir.path().join("cmd.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "environment = \"cmd\"\nregion = \"local-1\"\n[services.web]\nimage = \"{image}\"\n\
+             health = {{ command = [\"/bin/sh\", \"-c\", \"env > probe.txt; pwd >> probe.txt\"], interval = \"100ms\" }}\n\
+             launch = {{ args = [\"--name\", \"web\"] }}\n"
+        ),
+    )
+    .unwrap();
+    server.run(&["snapshot", "push", manifest.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "cmd", "latest", "--reason", "t"]).ok();
+    server.run(&["recover", "cmd", "--yes"]).ok();
+    let instance = std::fs::read_dir(local.join("instances")).unwrap().next().unwrap().unwrap().path();
+    let probe = instance.join("probe.txt");
+    let text = std::fs::read_to_string(&probe).expect("the gate ran the command in the instance's directory");
+    assert!(!text.contains("hunter2"), "the server's environment leaked: {text}");
+    assert!(text.contains("LIFEBOAT_INSTANCE="), "{text}");
+    let canonical = std::fs::canonicalize(&instance).unwrap();
+    assert_eq!(text.lines().last().unwrap(), canonical.display().to_string());
+    std::fs::remove_file(&probe).unwrap();
+    for _ in 0..3 {
+        let plan = server.run(&["--output", "json", "plan", "cmd"]).ok().json();
+        assert_eq!(plan["steps"][0]["action"], "keep", "{plan}");
+    }
+    assert!(!probe.exists(), "plan executed the health command");
+}

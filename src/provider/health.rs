@@ -46,11 +46,19 @@ pub async fn probe_http(url: &str, timeout: Duration) -> Result<(), String> {
 }
 
 /// Runs a command; exit status 0 is healthy.
-pub async fn probe_command(argv: &[String], env: &[(String, String)], timeout: Duration) -> Result<(), String> {
+/// It runs in `dir` with exactly `env`: nothing of the server's own
+/// environment (its secrets) reaches it.
+pub async fn probe_command(
+    argv: &[String],
+    env: &[(String, String)],
+    dir: &std::path::Path,
+    timeout: Duration,
+) -> Result<(), String> {
     let Some((prog, args)) = argv.split_first() else {
         return Err("empty health command".into());
     };
     let mut cmd = tokio::process::Command::new(prog);
+    cmd.env_clear().current_dir(dir);
     cmd.args(args).envs(env.iter().cloned()).stdin(std::process::Stdio::null()).kill_on_drop(true);
     cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     match tokio::time::timeout(timeout, cmd.status()).await {
@@ -87,7 +95,8 @@ mod tests {
         probe_tcp(&addr, t).await.unwrap();
         let port = crate::testkit::free_port();
         assert!(probe_tcp(&format!("127.0.0.1:{port}"), t).await.is_err());
-        probe_command(&["true".into()], &[], t).await.unwrap();
-        assert!(probe_command(&["false".into()], &[], t).await.is_err());
+        let here = std::env::temp_dir();
+        probe_command(&["/bin/true".into()], &[], &here, t).await.unwrap();
+        assert!(probe_command(&["/bin/false".into()], &[], &here, t).await.is_err());
     }
 }

@@ -71,6 +71,15 @@ pub fn pick_listen_ports(n: usize) -> std::io::Result<Vec<u16>> {
     Ok(ports)
 }
 
+/// The only variables of the server's environment that instances and
+/// their health commands see.
+fn clean_env() -> Vec<(String, String)> {
+    ["PATH", "HOME", "LANG", "TMPDIR", "TZ"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
 fn free_port() -> std::io::Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
 }
@@ -252,14 +261,21 @@ impl LocalProvider {
         ]
     }
 
-    async fn probe(r: &InstanceRecord) -> Result<(), String> {
+    /// Probes an instance. Only the health gate runs a health command
+    /// (`execute`): read-only calls (plan, inventory) never execute anything
+    /// from a manifest, and judge such an instance by its process alone.
+    async fn probe(&self, r: &InstanceRecord, execute: bool) -> Result<(), String> {
         let t = Duration::from_millis(r.probe_timeout_ms);
         match &r.probe {
             Some(Probe::Http(u)) => probe_http(u, t).await,
             Some(Probe::Tcp(a)) => probe_tcp(a, t).await,
-            Some(Probe::Command(argv)) => probe_command(argv, &Self::instance_env(r), t).await,
-            None if r.alive() => Ok(()),
-            None => Err(format!("instance {} is not running", r.id)),
+            Some(Probe::Command(argv)) if execute => {
+                let mut env = clean_env();
+                env.extend(Self::instance_env(r));
+                probe_command(argv, &env, &self.instance_dir(&r.id), t).await
+            }
+            _ if r.alive() => Ok(()),
+            _ => Err(format!("instance {} is not running", r.id)),
         }
     }
 
@@ -291,12 +307,7 @@ impl LocalProvider {
             spec.target.settings.get("env").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
         let mut cmd = tokio::process::Command::new(&program);
         // Instances get a clean environment: the server's secrets stay out.
-        cmd.env_clear();
-        for k in ["PATH", "HOME", "LANG", "TMPDIR", "TZ"] {
-            if let Ok(v) = std::env::var(k) {
-                cmd.env(k, v);
-            }
-        }
+        cmd.env_clear().envs(clean_env());
         cmd.envs(env).envs(Self::instance_env(&r));
         cmd.args(&args)
             .current_dir(&idir)
@@ -486,7 +497,7 @@ impl ComputeProvider for LocalProvider {
             }
             alive.push(r);
         }
-        let health = futures::future::join_all(alive.iter().map(Self::probe)).await;
+        let health = futures::future::join_all(alive.iter().map(|r| self.probe(r, false))).await;
         Ok(alive
             .into_iter()
             .zip(health)
@@ -595,7 +606,7 @@ impl ComputeProvider for LocalProvider {
                     let how = r.exit.clone().unwrap_or_else(|| "it is not running".into());
                     return Err(format!("instance {id} exited ({how})"));
                 }
-                match Self::probe(&r).await {
+                match self.probe(&r, true).await {
                     Ok(()) => {
                         passes += 1;
                         failures = 0;
