@@ -559,3 +559,27 @@ fn health_commands_run_only_in_the_gate_with_a_clean_environment() {
     }
     assert!(!probe.exists(), "plan executed the health command");
 }
+
+/// A missing journal entry is an integrity error naming the run and the
+/// entry; nothing is ever written into the gap.
+#[test]
+fn a_gap_in_a_journal_is_reported_and_never_filled() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    Region::setup(&server, "gap", &[Svc::new("db", &[])]);
+    server.run(&["recover", "gap", "--yes"]).ok();
+    let runs = server.run(&["--output", "json", "run", "list"]).ok().json();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    let journal = std::path::Path::new(&server.store).join("runs").join(&id).join("journal");
+    let entries = std::fs::read_dir(&journal).unwrap().count();
+    std::fs::remove_file(journal.join("0000000001.json")).unwrap();
+    let out = server.run(&["run", "show", &id]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains(&id) && out.stderr.contains("entry 1 is missing"), "{}", out.stderr);
+    let out = server.run(&["run", "watch", &id]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let out = server.run(&["run", "cancel", &id]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(!journal.join("0000000001.json").exists(), "nothing was written into the gap");
+    assert_eq!(std::fs::read_dir(&journal).unwrap().count(), entries - 1);
+}

@@ -226,3 +226,23 @@ fn unreachable_server_exits_6() {
         format!("lifeboat: cannot reach lifeboat server at {url}: Connection refused (os error 111)")
     );
 }
+
+/// Escape sequences in messages, labels and reasons are shown escaped in
+/// text output (never interpreted by the terminal); JSON keeps them as they are.
+#[test]
+fn text_output_escapes_control_characters() {
+    let server = Server::start(Backend::Fs);
+    let evil = "\u{1b}[31mred\u{1b}]0;pwned\u{7}\rover";
+    server.run(&["snapshot", "push", &shop(), "-m", evil, "--label", &format!("k={evil}")]).ok();
+    server.run(&["snapshot", "reject", "shop", "1", "--reason", evil]).ok();
+    for args in [&["snapshot", "list", "shop"][..], &["snapshot", "show", "shop", "1"]] {
+        let out = server.run(args).ok();
+        assert!(
+            !out.stdout.contains('\u{1b}') && !out.stdout.contains('\r') && !out.stdout.contains('\u{7}'),
+            "{out:?}"
+        );
+        assert!(out.stdout.contains("\\u{1b}[31mred"), "{}", out.stdout);
+    }
+    let json = server.run(&["--output", "json", "snapshot", "show", "shop", "1"]).ok().json();
+    assert_eq!(json["message"], evil);
+}

@@ -287,7 +287,9 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(f) => {
-            eprintln!("lifeboat: {}", f.message);
+            // Messages may quote user input: never let it drive the terminal.
+            let lines: Vec<String> = f.message.lines().map(output::safe).collect();
+            eprintln!("lifeboat: {}", lines.join("\n"));
             ExitCode::from(f.code)
         }
     }

@@ -36,8 +36,20 @@ pub fn short_digest(d: &str) -> &str {
     d.get(..19).unwrap_or(d)
 }
 
-/// Left-aligned columns separated by two spaces.
+/// Text for a terminal: control characters (escape sequences, newlines,
+/// carriage returns) in values that came from users are shown escaped,
+/// never interpreted. JSON output is not passed through this.
+pub fn safe(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// Left-aligned columns separated by two spaces; cells are `safe`.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| safe(c)).collect()).collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

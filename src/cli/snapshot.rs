@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::client::Client;
-use super::output::{print_json, short_digest, snapshot_json, table};
+use super::output::{print_json, safe, short_digest, snapshot_json, table};
 use super::{Failure, Output, SnapshotCmd};
 use crate::api::pb;
 use crate::api::pb::snapshot_service_client::SnapshotServiceClient;
@@ -114,18 +114,18 @@ fn print_show(s: &pb::Snapshot) {
     println!("environment  {}", s.environment);
     println!("version      {}", s.version);
     println!("digest       {}", s.digest);
-    println!("created      {} by {}", s.created_at, s.author);
+    println!("created      {} by {}", s.created_at, safe(&s.author));
     if !s.message.is_empty() {
-        println!("message      {}", s.message);
+        println!("message      {}", safe(&s.message));
     }
     if !s.refs.is_empty() {
         println!("refs         {}", s.refs.join(", "));
     }
     for (k, v) in s.labels.iter().collect::<std::collections::BTreeMap<_, _>>() {
-        println!("label        {k}={v}");
+        println!("label        {}={}", safe(k), safe(v));
     }
     if let Some(r) = &s.rejection {
-        println!("REJECTED     by {} at {}: {}", r.by, r.at, r.reason);
+        println!("REJECTED     by {} at {}: {}", safe(&r.by), r.at, safe(&r.reason));
     }
     println!("region       {} (provider {})", s.region, s.provider);
     let manifest: Value = serde_json::from_str(&s.manifest_json).unwrap_or(Value::Null);
