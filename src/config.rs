@@ -45,6 +45,8 @@ pub struct LocalSection {
     pub dir: Option<std::path::PathBuf>,
     /// Serve stable addresses (`launch.listen`) on non-loopback interfaces.
     pub allow_public_listen: Option<bool>,
+    /// How many bytes one tarball artifact may unpack to (default 4 GiB).
+    pub max_unpacked_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -22,6 +22,8 @@ pub struct Options {
     pub lease_ttl: Duration,
     /// Let the local provider serve stable addresses on non-loopback interfaces.
     pub allow_public_listen: bool,
+    /// How many bytes one tarball artifact may unpack to.
+    pub max_unpacked_bytes: Option<u64>,
 }
 
 pub struct Running {
@@ -44,6 +46,9 @@ fn owner_name() -> String {
 pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let provider = LocalProvider::open(&opts.local_dir, opts.store.clone()).await?;
     provider.allow_public_listen(opts.allow_public_listen);
+    if let Some(max) = opts.max_unpacked_bytes {
+        provider.max_unpacked_bytes(max);
+    }
     let engine = Engine::new(RunContext {
         store: opts.store.clone(),
         provider: provider.clone(),
@@ -55,7 +60,10 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         TcpListener::bind(&opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr()?;
     let supervisor = engine.supervise();
-    let ctx = api::Ctx::new(opts.store, engine.clone());
+    let limits = opts.max_unpacked_bytes.map_or_else(crate::store::archive::Limits::default, |max| {
+        crate::store::archive::Limits { max_total_bytes: max, max_entry_bytes: max, ..Default::default() }
+    });
+    let ctx = api::Ctx::new(opts.store, engine.clone(), limits);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(api::serve(listener, ctx, async {
         let _ = rx.await;

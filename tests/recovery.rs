@@ -583,3 +583,36 @@ fn a_gap_in_a_journal_is_reported_and_never_filled() {
     assert!(!journal.join("0000000001.json").exists(), "nothing was written into the gap");
     assert_eq!(std::fs::read_dir(&journal).unwrap().count(), entries - 1);
 }
+
+/// Tarball artifacts are checked at import: no link out of the artifact
+/// (once, `bindir -> /bin` ran the host's shell), and a bounded unpacked
+/// size (a small .tar.gz of zeros once unpacked to 2 GiB).
+#[test]
+fn unsafe_tarballs_are_refused_at_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    std::fs::write(dir.path().join("small.toml"), "[provider.local]\nmax_unpacked_bytes = 1048576\n").unwrap();
+    let server =
+        Server::launch(&["--store", &p("store"), "--local-dir", &p("local"), "--config", &p("small.toml")], &[]);
+    let make = |name: &str, script: &str| {
+        let work = dir.path().join(name);
+        std::fs::create_dir_all(&work).unwrap();
+        let ok = std::process::Command::new("sh").current_dir(&work).args(["-c", script]).status().unwrap();
+        assert!(ok.success(), "{script}");
+        work.join("a.tar.gz")
+    };
+    let escape = make("escape", "ln -s /bin bindir && tar czf a.tar.gz bindir");
+    let out = server.run(&["image", "import", escape.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("link bindir points outside the artifact (/bin)"), "{}", out.stderr);
+    let bomb = make("bomb", "head -c 3145728 /dev/zero > zeros && tar czf a.tar.gz zeros");
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 64 * 1024, "a small archive");
+    let out = server.run(&["image", "import", bomb.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("entry zeros unpacks to 3 MiB, more than the 1 MiB limit"), "{}", out.stderr);
+    let fine = make(
+        "fine",
+        "printf '#!/bin/sh\\nexit 0\\n' > run.sh && chmod +x run.sh && ln -s run.sh current && tar czf a.tar.gz run.sh current",
+    );
+    server.run(&["image", "import", fine.to_str().unwrap()]).ok();
+}

@@ -36,10 +36,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(store: DynStore, engine: Arc<Engine>) -> Arc<Ctx> {
+    pub fn new(store: DynStore, engine: Arc<Engine>, limits: crate::store::archive::Limits) -> Arc<Ctx> {
         Arc::new(Ctx {
             repo: SnapshotRepo::new(store.clone()),
-            images: ImageRepo::new(store.clone()),
+            images: ImageRepo::new(store.clone()).with_limits(limits),
             audit: AuditLog::new(store),
             engine,
         })

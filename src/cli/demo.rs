@@ -130,6 +130,7 @@ pub async fn run() -> Result<(), Failure> {
         listen: "127.0.0.1:0".into(),
         lease_ttl: Duration::from_secs(15),
         allow_public_listen: false,
+        max_unpacked_bytes: None,
     })
     .await
     .map_err(fail)?;

@@ -21,9 +21,16 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::new(exit::FAILED, format!("cannot open store {url}: {e:#}")))?;
     let describe = store.describe();
-    let mut running = server::start(server::Options { store, local_dir, listen, lease_ttl, allow_public_listen })
-        .await
-        .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;
+    let mut running = server::start(server::Options {
+        store,
+        local_dir,
+        listen,
+        lease_ttl,
+        allow_public_listen,
+        max_unpacked_bytes: config.provider.local.max_unpacked_bytes,
+    })
+    .await
+    .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;
     // The first stdout line is for scripts and tests that start a server on port 0.
     println!("lifeboat server listening on {}", running.addr);
     tracing::info!(grpc = %running.addr, store = %describe, "lifeboat server started");

@@ -52,6 +52,7 @@ pub fn detect(bytes: &[u8]) -> std::result::Result<ArtifactKind, String> {
 #[derive(Clone)]
 pub struct ImageRepo {
     store: DynStore,
+    limits: super::archive::Limits,
 }
 
 fn hex_of(id: &str) -> Result<&str> {
@@ -65,7 +66,13 @@ fn hex_of(id: &str) -> Result<&str> {
 
 impl ImageRepo {
     pub fn new(store: DynStore) -> ImageRepo {
-        ImageRepo { store }
+        ImageRepo { store, limits: super::archive::Limits::default() }
+    }
+
+    /// What a tarball may unpack to, checked at import.
+    pub fn with_limits(mut self, limits: super::archive::Limits) -> ImageRepo {
+        self.limits = limits;
+        self
     }
 
     /// Stores an artifact; importing the same bytes again is a no-op.
@@ -78,6 +85,11 @@ impl ImageRepo {
             )));
         }
         let kind = detect(&bytes).map_err(|why| Error::InvalidArgument(format!("{name} is {why}")))?;
+        if kind != ArtifactKind::Executable {
+            // Refuse a tarball that could not be unpacked safely now, not at launch.
+            super::archive::check(&bytes, kind, &self.limits)
+                .map_err(|why| Error::InvalidArgument(format!("{name} is refused: {why}")))?;
+        }
         let hex = sha256_hex(&bytes);
         if let Some(meta) = self.meta(&format!("sha256:{hex}")).await? {
             return Ok(meta);

@@ -2,6 +2,7 @@
 //! adapters (a local directory and S3), and the repositories built on it.
 //! Only `layout` knows object keys.
 
+pub mod archive;
 mod audit;
 pub mod cas;
 pub mod codec;

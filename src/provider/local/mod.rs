@@ -25,6 +25,7 @@ use super::{ComputeProvider, LaunchSpec, ProviderError, ProviderResult, ServiceR
 use crate::domain::manifest::{Check as HealthCheck, Manifest};
 use crate::domain::plan::{Check, LiveInstance};
 use crate::domain::snapshot::sha256_hex;
+use crate::store::archive;
 use crate::store::images::ArtifactKind;
 use crate::store::{DynStore, ImageRepo};
 
@@ -39,6 +40,8 @@ pub struct LocalProvider {
     launch_lock: tokio::sync::Mutex<()>,
     max_instances: usize,
     allow_public_listen: std::sync::atomic::AtomicBool,
+    /// How much one tarball artifact may unpack to.
+    max_unpacked_bytes: std::sync::atomic::AtomicU64,
 }
 
 fn backend(message: impl Into<String>) -> ProviderError {
@@ -109,6 +112,7 @@ impl LocalProvider {
             dir,
             launch_lock: tokio::sync::Mutex::new(()),
             allow_public_listen: std::sync::atomic::AtomicBool::new(false),
+            max_unpacked_bytes: std::sync::atomic::AtomicU64::new(archive::DEFAULT_MAX_UNPACKED_BYTES),
             max_instances: DEFAULT_MAX_INSTANCES,
         });
         let reply = p.router.sync().await.map_err(|e| anyhow::anyhow!(e))?;
@@ -134,6 +138,16 @@ impl LocalProvider {
     /// (`[provider.local] allow_public_listen`); refused by default.
     pub fn allow_public_listen(&self, yes: bool) {
         self.allow_public_listen.store(yes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How much one tarball artifact may unpack to (`[provider.local] max_unpacked_bytes`).
+    pub fn max_unpacked_bytes(&self, bytes: u64) {
+        self.max_unpacked_bytes.store(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn unpack_limits(&self) -> archive::Limits {
+        let max = self.max_unpacked_bytes.load(std::sync::atomic::Ordering::SeqCst);
+        archive::Limits { max_total_bytes: max, max_entry_bytes: max, ..archive::Limits::default() }
     }
 
     /// Stops this directory's router (its addresses stop answering).
@@ -192,6 +206,7 @@ impl LocalProvider {
         let bytes = self.images.artifact(image).await.map_err(|e| unavailable(e.to_string()))?;
         let tmp = self.dir.join("images").join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
         let kind = meta.kind;
+        let limits = self.unpack_limits();
         let unpack = {
             let tmp = tmp.clone();
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -203,9 +218,8 @@ impl LocalProvider {
                         std::fs::write(&path, &bytes)?;
                         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
                     }
-                    ArtifactKind::Tar => tar::Archive::new(&bytes[..]).unpack(tmp.join("root"))?,
-                    ArtifactKind::TarGz => {
-                        tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..])).unpack(tmp.join("root"))?
+                    ArtifactKind::Tar | ArtifactKind::TarGz => {
+                        archive::unpack(&bytes, kind, &tmp.join("root"), &limits).map_err(std::io::Error::other)?
                     }
                 }
                 records::write(&tmp.join("ready.json"), &ReadyMarker { format_version: 1, kind })
@@ -233,7 +247,18 @@ impl LocalProvider {
             (_, Some(e)) => dir.join("root").join(e),
             (_, None) => return Err(backend("the image is a tarball: set launch.entrypoint to the program inside it")),
         };
-        if path.is_file() {
+        // Resolved (through any symlinks), the program must still be inside the image.
+        let resolved = std::fs::canonicalize(&path)
+            .map_err(|e| backend(format!("entrypoint {} is not a file in the image: {e}", path.display())))?;
+        let root = std::fs::canonicalize(dir).map_err(|e| backend(format!("cannot read {}: {e}", dir.display())))?;
+        if !resolved.starts_with(&root) {
+            return Err(backend(format!(
+                "entrypoint {} resolves to {}, outside the image",
+                path.display(),
+                resolved.display()
+            )));
+        }
+        if resolved.is_file() {
             Ok(path)
         } else {
             Err(backend(format!("entrypoint {} is not a file in the image", path.display())))
