@@ -181,3 +181,71 @@ fn rejected_input_is_clipped_in_audit_records() {
     }
     assert!(total > 0 && total < 4096, "audit records take {total} bytes");
 }
+
+/// Raw bytes as a gRPC message, to send what no generated client would.
+#[derive(Clone, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let v = src.chunk().to_vec();
+        src.advance(v.len());
+        Ok(Some(v))
+    }
+}
+
+/// Malformed protobuf is INVALID_ARGUMENT (exit 2), an oversized message
+/// RESOURCE_EXHAUSTED naming the limit; neither is an internal error.
+#[test]
+fn malformed_and_oversized_messages_get_the_callers_codes() {
+    let server = Server::start(Backend::Fs);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
+        let call = |path: &'static str, body: Vec<u8>| {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            async move {
+                grpc.ready().await.unwrap();
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+                grpc.unary(tonic::Request::new(body), path, Raw).await.unwrap_err()
+            }
+        };
+        for (what, body) in [
+            ("wrong wire type", vec![0x08, 0x01]),
+            ("bad UTF-8", vec![0x0a, 0x02, 0xff, 0xfe]),
+            ("truncated", vec![0x0a, 0x05, b'a']),
+        ] {
+            let s = call("/lifeboat.v1.SnapshotService/Get", body).await;
+            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{what}: {s:?}");
+        }
+        let s = call("/lifeboat.v1.RecoveryService/Get", vec![0u8; 5 << 20]).await;
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+        assert!(s.message().contains("the limit is"), "{}", s.message());
+    });
+}

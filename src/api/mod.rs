@@ -96,6 +96,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(status::fix_transport_codes))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
