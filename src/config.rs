@@ -54,6 +54,8 @@ pub struct LocalSection {
 pub struct ServerSection {
     /// gRPC address, default 127.0.0.1:7700.
     pub listen: Option<String>,
+    /// An image import that sends nothing for this long is dropped (default 30s).
+    pub import_idle_timeout: Option<crate::domain::duration::Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -24,6 +24,8 @@ pub struct Options {
     pub allow_public_listen: bool,
     /// How many bytes one tarball artifact may unpack to.
     pub max_unpacked_bytes: Option<u64>,
+    /// How long an image import may send nothing before it is dropped.
+    pub import_idle_timeout: Option<Duration>,
 }
 
 pub struct Running {
@@ -60,9 +62,13 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         TcpListener::bind(&opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr()?;
     let supervisor = engine.supervise();
-    let limits = opts.max_unpacked_bytes.map_or_else(crate::store::archive::Limits::default, |max| {
-        crate::store::archive::Limits { max_total_bytes: max, max_entry_bytes: max, ..Default::default() }
-    });
+    let mut limits = api::Limits::default();
+    if let Some(max) = opts.max_unpacked_bytes {
+        limits.unpack = crate::store::archive::Limits { max_total_bytes: max, max_entry_bytes: max, ..limits.unpack };
+    }
+    if let Some(idle) = opts.import_idle_timeout {
+        limits.import_idle = idle;
+    }
     let ctx = api::Ctx::new(opts.store, engine.clone(), limits);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(api::serve(listener, ctx, async {

@@ -249,3 +249,41 @@ fn malformed_and_oversized_messages_get_the_callers_codes() {
         assert!(s.message().contains("the limit is"), "{}", s.message());
     });
 }
+
+/// Image imports are bounded: two at once (a third is RESOURCE_EXHAUSTED),
+/// and a stream that goes quiet is dropped after the idle timeout.
+#[test]
+fn imports_are_bounded_in_number_and_idle_time() {
+    use lifeboat::api::pb;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    std::fs::write(dir.path().join("c.toml"), "[server]\nimport_idle_timeout = \"1s\"\n").unwrap();
+    let server = Server::launch(&["--store", &p("store"), "--local-dir", &p("local"), "--config", &p("c.toml")], &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = pb::image_service_client::ImageServiceClient::connect(server.url.clone()).await.unwrap();
+        // Two imports that send one chunk, then nothing.
+        let mut senders = Vec::new();
+        let mut hung = Vec::new();
+        for i in 0..2 {
+            let (tx, rx) = tokio::sync::mpsc::channel::<pb::ImportChunk>(1);
+            tx.send(pb::ImportChunk { name: format!("hung{i}.sh"), data: b"#!/bin/sh\n".to_vec() }).await.unwrap();
+            senders.push(tx);
+            let mut c = client.clone();
+            hung.push(tokio::spawn(async move { c.import(tokio_stream::wrappers::ReceiverStream::new(rx)).await }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut c = client.clone();
+        let chunk = pb::ImportChunk { name: "third.sh".into(), data: b"#!/bin/sh\nexit 0\n".to_vec() };
+        let err = c.import(tokio_stream::iter(vec![chunk.clone()])).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        for h in hung {
+            let err = h.await.unwrap().unwrap_err();
+            assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+            assert!(err.message().contains("sent nothing for 1s"), "{}", err.message());
+        }
+        drop(senders);
+        let img = c.import(tokio_stream::iter(vec![chunk])).await.unwrap().into_inner();
+        assert!(img.id.starts_with("sha256:"));
+    });
+}

@@ -37,10 +37,25 @@ fn image(m: &ImageMeta) -> pb::Image {
 impl pb::image_service_server::ImageService for Images {
     async fn import(&self, req: Request<Streaming<pb::ImportChunk>>) -> Result<Response<pb::Image>, Status> {
         let who = actor(&req);
+        // Each import buffers its artifact: bound how many run at once.
+        let _permit = self.ctx.imports.clone().try_acquire_owned().map_err(|_| {
+            to_status(Error::ResourceExhausted(format!(
+                "this server already runs {} image imports; try again when one has finished",
+                self.ctx.limits.imports
+            )))
+        })?;
+        let idle = self.ctx.limits.import_idle;
         let mut stream = req.into_inner();
         let mut buf = BytesMut::new();
         let mut name = String::new();
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let next = tokio::time::timeout(idle, stream.next()).await.map_err(|_| {
+                to_status(Error::ResourceExhausted(format!(
+                    "the import of {} sent nothing for {idle:?}; it was dropped to free its memory",
+                    if name.is_empty() { "an artifact" } else { &name }
+                )))
+            })?;
+            let Some(chunk) = next else { break };
             let chunk = chunk?;
             if name.is_empty() {
                 name = chunk.name;

@@ -33,15 +33,41 @@ pub struct Ctx {
     pub images: ImageRepo,
     pub audit: AuditLog,
     pub engine: Arc<Engine>,
+    /// Imports in progress at once, at most `Limits::imports`.
+    pub imports: Arc<tokio::sync::Semaphore>,
+    pub limits: Limits,
+}
+
+/// What one server accepts from its callers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// What a tarball artifact may unpack to.
+    pub unpack: crate::store::archive::Limits,
+    /// Image imports served at once (each buffers its artifact).
+    pub imports: usize,
+    /// An import stream that sends nothing for this long is dropped.
+    pub import_idle: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            unpack: crate::store::archive::Limits::default(),
+            imports: 2,
+            import_idle: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 impl Ctx {
-    pub fn new(store: DynStore, engine: Arc<Engine>, limits: crate::store::archive::Limits) -> Arc<Ctx> {
+    pub fn new(store: DynStore, engine: Arc<Engine>, limits: Limits) -> Arc<Ctx> {
         Arc::new(Ctx {
             repo: SnapshotRepo::new(store.clone()),
-            images: ImageRepo::new(store.clone()).with_limits(limits),
+            images: ImageRepo::new(store.clone()).with_limits(limits.unpack),
             audit: AuditLog::new(store),
             engine,
+            imports: Arc::new(tokio::sync::Semaphore::new(limits.imports)),
+            limits,
         })
     }
 

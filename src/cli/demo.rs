@@ -131,6 +131,7 @@ pub async fn run() -> Result<(), Failure> {
         lease_ttl: Duration::from_secs(15),
         allow_public_listen: false,
         max_unpacked_bytes: None,
+        import_idle_timeout: None,
     })
     .await
     .map_err(fail)?;

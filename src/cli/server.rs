@@ -28,6 +28,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         lease_ttl,
         allow_public_listen,
         max_unpacked_bytes: config.provider.local.max_unpacked_bytes,
+        import_idle_timeout: config.server.import_idle_timeout.map(|d| d.0),
     })
     .await
     .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;
