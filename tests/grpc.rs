@@ -287,3 +287,46 @@ fn imports_are_bounded_in_number_and_idle_time() {
         assert!(img.id.starts_with("sha256:"));
     });
 }
+
+/// A push carries an idempotency key: when its first attempt stored the
+/// snapshot but failed afterwards (here: its audit record could not be
+/// written), a retry with the same key returns that snapshot instead of
+/// creating a second version.
+#[test]
+fn a_retried_push_with_the_same_key_creates_one_version() {
+    use lifeboat::api::pb;
+    let server = Server::start(Backend::Fs);
+    let manifest = std::fs::read_to_string(manifests().join("good/shop.toml")).unwrap();
+    let audit_day =
+        std::path::Path::new(&server.store).join("audit").join(chrono::Utc::now().format("%Y-%m-%d").to_string());
+    std::fs::create_dir_all(audit_day.parent().unwrap()).unwrap();
+    std::fs::write(&audit_day, b"not a directory").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = pb::snapshot_service_client::SnapshotServiceClient::connect(server.url.clone()).await.unwrap();
+        let push = |key: &str| {
+            let mut req = tonic::Request::new(pb::CreateSnapshotRequest {
+                manifest: manifest.clone(),
+                format: String::new(),
+                source_name: "shop.toml".into(),
+                message: "once".into(),
+                labels: Default::default(),
+            });
+            req.metadata_mut().insert(lifeboat::api::REQUEST_ID_HEADER, key.parse().unwrap());
+            req
+        };
+        let err = c.create(push("k-1")).await.unwrap_err();
+        assert!(err.message().contains("audit record could not be written"), "{err:?}");
+        std::fs::remove_file(&audit_day).unwrap();
+        let first = c.create(push("k-1")).await.unwrap().into_inner();
+        assert_eq!(first.version, 1, "the retry returns the snapshot the first attempt stored");
+        let again = c.create(push("k-1")).await.unwrap().into_inner();
+        assert_eq!((again.version, again.digest), (1, first.digest));
+        let other = c.create(push("k-2")).await.unwrap().into_inner();
+        assert_eq!(other.version, 2, "another key is another push");
+        let bad = c.create(push("no/slashes")).await.unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    });
+    let list = server.run(&["--output", "json", "snapshot", "list", "shop"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+}

@@ -27,6 +27,14 @@ pub mod pb {
 /// Metadata key carrying the caller's name, until token auth names callers.
 pub const ACTOR_HEADER: &str = "x-lifeboat-actor";
 
+/// Metadata key carrying an idempotency key: one per CLI invocation, the
+/// same on its retries, so a retried push returns what the first created.
+pub const REQUEST_ID_HEADER: &str = "x-lifeboat-request-id";
+
+fn request_id<T>(req: &tonic::Request<T>) -> Option<String> {
+    req.metadata().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 /// What every handler shares.
 pub struct Ctx {
     pub repo: SnapshotRepo,

@@ -57,6 +57,7 @@ fn ok<T>(r: Result<T>) -> Result<Response<T>, Status> {
 impl pb::snapshot_service_server::SnapshotService for Snapshots {
     async fn create(&self, req: Request<pb::CreateSnapshotRequest>) -> Result<Response<pb::Snapshot>, Status> {
         let who = actor(&req);
+        let request_id = super::request_id(&req);
         let r = req.into_inner();
         let name = source_name(&r.source_name);
         let result = async {
@@ -75,7 +76,8 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
                 message: r.message,
                 labels: r.labels.into_iter().collect::<BTreeMap<_, _>>(),
             };
-            let snap = self.ctx.audited(&who, "snapshot.push", &env, self.ctx.repo.push(new)).await?;
+            let push = self.ctx.repo.push_once(new, request_id.as_deref());
+            let snap = self.ctx.audited(&who, "snapshot.push", &env, push).await?;
             self.view(&snap, false).await
         };
         ok(result.await)

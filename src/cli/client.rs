@@ -6,7 +6,7 @@ use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
 use super::exit;
-use crate::api::ACTOR_HEADER;
+use crate::api::{ACTOR_HEADER, REQUEST_ID_HEADER};
 
 /// A command's failure: the exit code and one sentence for stderr.
 #[derive(Debug)]
@@ -40,6 +40,8 @@ pub fn exit_code(code: Code) -> u8 {
 pub struct Client {
     pub channel: Channel,
     url: String,
+    /// This invocation's idempotency key, sent with every request.
+    request_id: String,
 }
 
 /// The innermost cause, e.g. "Connection refused (os error 111)".
@@ -59,7 +61,7 @@ impl Client {
         let channel = endpoint.connect().await.map_err(|e| {
             Failure::new(exit::UNREACHABLE, format!("cannot reach lifeboat server at {url}: {}", root_cause(&e)))
         })?;
-        Ok(Client { channel, url: url.to_string() })
+        Ok(Client { channel, url: url.to_string(), request_id: uuid::Uuid::new_v4().simple().to_string() })
     }
 
     /// A request carrying who is asking.
@@ -67,6 +69,9 @@ impl Client {
         let mut req = tonic::Request::new(msg);
         if let Ok(v) = actor_name().parse() {
             req.metadata_mut().insert(ACTOR_HEADER, v);
+        }
+        if let Ok(v) = self.request_id.parse() {
+            req.metadata_mut().insert(REQUEST_ID_HEADER, v);
         }
         req
     }

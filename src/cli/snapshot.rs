@@ -27,7 +27,20 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
                 message,
                 labels: labels.into_iter().collect(),
             };
-            let s = svc.create(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            // A push whose reply is lost (the connection dropped, the server
+            // restarted) is retried with the same idempotency key: the server
+            // returns the snapshot the first attempt created, if it did.
+            let mut attempt = 0;
+            let s = loop {
+                attempt += 1;
+                match svc.create(client.request(req.clone())).await {
+                    Ok(r) => break r.into_inner(),
+                    Err(e) if e.code() == tonic::Code::Unavailable && attempt < 3 => {
+                        tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+                    }
+                    Err(e) => return Err(client.fail(e)),
+                }
+            };
             match output {
                 Output::Json => print_json(&snapshot_json(&s)),
                 Output::Text => println!("pushed {} version {} ({})", s.environment, s.version, s.digest),

@@ -23,6 +23,10 @@ pub struct Snapshot {
     /// The version that was `latest` when this one was pushed (0: none).
     pub parent: u64,
     pub manifest: Manifest,
+    /// The idempotency key of the push that created it, if any: a retried
+    /// push with the same key returns this snapshot instead of a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// `sha256:<hex>` of the canonical encoding of every other field.
     pub digest: String,
 }
@@ -40,6 +44,8 @@ struct RawSnapshot {
     labels: BTreeMap<String, String>,
     parent: u64,
     manifest: serde_json::Value,
+    #[serde(default)]
+    request_id: Option<String>,
     digest: String,
 }
 
@@ -122,6 +128,7 @@ impl Snapshot {
             labels: raw.labels,
             parent: raw.parent,
             manifest,
+            request_id: raw.request_id,
             digest: raw.digest,
         };
         if snap.environment != environment || snap.version != version {
@@ -242,6 +249,7 @@ mod tests {
             labels: BTreeMap::new(),
             parent: 2,
             manifest: manifest(1, 'a'),
+            request_id: None,
             digest: String::new(),
         }
         .seal()

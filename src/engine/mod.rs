@@ -300,8 +300,19 @@ impl Engine {
             critical_path_ms: plan.critical_path_ms,
         };
         let bytes = codec::encode(&spec);
-        self.ctx.store.put(&layout::run_spec(&id), bytes, PutOptions::create()).await?;
-        self.ctx.store.put(&layout::run_index(&id), Bytes::from_static(b"{}"), PutOptions::create()).await?;
+        // `run.json` commits the run: the index marker goes first (an orphan
+        // marker is skipped by `list`), and if either write fails the lease
+        // is released, so nothing is left that a sweep would execute.
+        let registered = async {
+            self.ctx.store.put(&layout::run_index(&id), Bytes::from_static(b"{}"), PutOptions::create()).await?;
+            self.ctx.store.put(&layout::run_spec(&id), bytes, PutOptions::create()).await
+        };
+        if let Err(e) = registered.await {
+            if let Err(release) = lease.release().await {
+                tracing::warn!(run_id = %id, error = %release, "cannot release the lease of a run that failed to start");
+            }
+            return Err(e.into());
+        }
         let (journal, entries) = Journal::open(self.ctx.store.clone(), &id).await?;
         self.launch(snap, spec, journal, entries, lease).await
     }

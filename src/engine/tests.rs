@@ -686,6 +686,58 @@ mod faults {
         });
     }
 
+    /// The snapshot object commits a push: when its digest index and `latest`
+    /// cannot be written, the push still succeeds and readers repair them.
+    #[tokio::test(start_paused = true)]
+    async fn a_push_is_committed_by_its_snapshot_object() {
+        let (faulty, store) = faulty();
+        let repo = SnapshotRepo::new(store.clone());
+        let m = manifest(chain_of(2, 1).0);
+        let new =
+            || NewSnapshot { manifest: m.clone(), author: "t".into(), message: String::new(), labels: BTreeMap::new() };
+        let index = faulty.add(Rule::puts("/digests/").fault(Fault::Permanent));
+        let latest = faulty.add(Rule::puts("/refs/latest").fault(Fault::Permanent));
+        let snap = repo.push(new()).await.unwrap();
+        assert_eq!(snap.version, 1);
+        assert!(index.fired() > 0 && latest.fired() > 0);
+        index.disable();
+        latest.disable();
+        assert_eq!(repo.resolve("shop", "latest").await.unwrap(), 1);
+        assert_eq!(repo.resolve("shop", &snap.digest).await.unwrap(), 1, "found by a scan, and the index repaired");
+        assert!(
+            store
+                .get(&layout::digest_index("shop", snap.digest.trim_start_matches("sha256:")))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(repo.push(new()).await.unwrap().version, 2);
+        assert_eq!(repo.get_ref("shop", "latest").await.unwrap().unwrap().version, 2);
+    }
+
+    /// A run that could not be registered leaves nothing a sweep would execute.
+    #[test]
+    fn a_run_that_fails_to_register_leaves_nothing_behind() {
+        paused_runtime().block_on(async {
+            let (faulty, store) = faulty();
+            let (services, script) = chain_of(2, 100);
+            let h = harness_on(store.clone(), manifest(services), script).await;
+            for pattern in ["run-index/", "/run.json"] {
+                let rule = faulty.add(Rule::puts(pattern).fault(Fault::Permanent));
+                assert!(h.engine.start(recovery_of_latest(None)).await.is_err(), "{pattern}");
+                rule.disable();
+                let (lease, _) = lease::read(&store, "r1").await.unwrap().unwrap();
+                assert!(lease.released, "{pattern}: the lease is released");
+                assert!(h.engine.list(None, 10).await.unwrap().is_empty(), "{pattern}: no run is listed");
+                h.second_engine().sweep().await.unwrap();
+                assert!(h.provider.world().launches.is_empty(), "{pattern}: nothing was executed");
+            }
+            // The region is free for the next recovery.
+            let id = h.start(2).await;
+            assert_eq!(h.finish(&id).await.0.state, RunState::Succeeded);
+        });
+    }
+
     /// Garbage in every kind of persisted object gives the integrity error
     /// naming its key: never a panic, a default, or an action.
     #[test]

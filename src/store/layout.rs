@@ -28,6 +28,11 @@ pub fn digest_index(env: &str, hex: &str) -> String {
     format!("environments/{env}/digests/{hex}")
 }
 
+/// Which snapshot a push with an idempotency key created.
+pub fn push_request(env: &str, key: &str) -> String {
+    format!("environments/{env}/requests/{key}")
+}
+
 pub fn rejection(env: &str, version: u64) -> String {
     format!("environments/{env}/rejections/{version:010}.json")
 }

@@ -82,6 +82,21 @@ fn check_tag(tag: &str) -> Result<()> {
     Ok(())
 }
 
+/// How far back a retried push looks for its earlier attempt when the
+/// request record is missing.
+const RECENT_PUSHES: usize = 32;
+
+fn check_request_id(key: &str) -> Result<()> {
+    if !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "\"{}\" is not a request ID: use 1 to 64 letters, digits and -",
+            crate::error::shown(key)
+        )))
+    }
+}
+
 pub fn check_environment(env: &str) -> Result<()> {
     if manifest::is_valid_name(env) {
         Ok(())
@@ -105,7 +120,21 @@ impl SnapshotRepo {
     /// Stores the next version. Concurrent pushes each get their own number:
     /// the write is create-if-absent, and a taken number means try the next.
     pub async fn push(&self, new: NewSnapshot) -> Result<Snapshot> {
+        self.push_once(new, None).await
+    }
+
+    /// A push with an idempotency key: if a push with this key already
+    /// created a snapshot (its reply lost, say), that snapshot is returned
+    /// and nothing new is stored. The key is stored in the snapshot itself,
+    /// the object that commits the push, and indexed for a quick look-up.
+    pub async fn push_once(&self, new: NewSnapshot, request_id: Option<&str>) -> Result<Snapshot> {
         let env = new.manifest.environment.clone();
+        if let Some(key) = request_id {
+            check_request_id(key)?;
+            if let Some(done) = self.pushed_with(&env, key).await? {
+                return Ok(done);
+            }
+        }
         let mut version = self.latest_version(&env).await?.unwrap_or(0) + 1;
         for _ in 0..1_000 {
             let snap = Snapshot {
@@ -118,21 +147,36 @@ impl SnapshotRepo {
                 labels: new.labels.clone(),
                 parent: version - 1,
                 manifest: new.manifest.clone(),
+                request_id: request_id.map(str::to_string),
                 digest: String::new(),
             }
             .seal();
             let key = layout::snapshot(&env, version);
             match self.store.put(&key, Bytes::from(snap.encode()), PutOptions::create().retained()).await {
+                // The snapshot object commits the push. The digest index and
+                // `latest` follow; readers repair them if they could not be
+                // written (`latest_version` probes past the ref, `resolve`
+                // scans on an index miss), so a push never reports failure
+                // for a snapshot that exists (a retry would add a duplicate).
                 Ok(_) => {
                     let hex = snap.digest.trim_start_matches("sha256:");
-                    self.store
-                        .put(
-                            &layout::digest_index(&env, hex),
-                            Bytes::from(version.to_string()),
-                            PutOptions::overwrite(),
-                        )
-                        .await?;
-                    self.advance_latest(&snap).await?;
+                    let index = layout::digest_index(&env, hex);
+                    if let Err(e) =
+                        self.store.put(&index, Bytes::from(version.to_string()), PutOptions::overwrite()).await
+                    {
+                        tracing::warn!(key = %index, error = %e, "snapshot stored, but not its digest index; it is rebuilt on lookup");
+                    }
+                    if let Err(e) = self.advance_latest(&snap).await {
+                        tracing::warn!(env = %env, version, error = %e, "snapshot stored, but latest not moved; readers look past it");
+                    }
+                    if let Some(key) = request_id {
+                        let record = layout::push_request(&env, key);
+                        if let Err(e) =
+                            self.store.put(&record, Bytes::from(version.to_string()), PutOptions::create()).await
+                        {
+                            tracing::warn!(key = %record, error = %e, "snapshot stored, but not its request record; retries find it by a scan");
+                        }
+                    }
                     return Ok(snap);
                 }
                 Err(StoreError::AlreadyExists { .. }) => version += 1,
@@ -168,6 +212,27 @@ impl SnapshotRepo {
         })
         .await?;
         Ok(())
+    }
+
+    /// The snapshot an earlier push with this key created, if any: from the
+    /// request record, else by a look through the newest snapshots.
+    async fn pushed_with(&self, env: &str, key: &str) -> Result<Option<Snapshot>> {
+        if let Some(obj) = self.store.get(&layout::push_request(env, key)).await?
+            && let Ok(v) = String::from_utf8_lossy(&obj.bytes).trim().parse::<u64>()
+        {
+            let snap = self.get(env, v).await?;
+            if snap.request_id.as_deref() == Some(key) {
+                return Ok(Some(snap));
+            }
+        }
+        let Some(latest) = self.latest_version(env).await? else { return Ok(None) };
+        for v in (1..=latest).rev().take(RECENT_PUSHES) {
+            let snap = self.get(env, v).await?;
+            if snap.request_id.as_deref() == Some(key) {
+                return Ok(Some(snap));
+            }
+        }
+        Ok(None)
     }
 
     /// The newest version: the `latest` ref, then a probe past it in case a
@@ -248,7 +313,7 @@ impl SnapshotRepo {
             }
             let keys = self.store.list(&layout::digest_index(env, &hex.to_ascii_lowercase())).await?;
             return match keys.as_slice() {
-                [] => Err(Error::NotFound(format!("environment {env} has no snapshot with digest {r}"))),
+                [] => self.scan_for_digest(env, &hex.to_ascii_lowercase(), r).await,
                 [key] => {
                     let obj = self.store.get(key).await?.ok_or_else(|| Error::NotFound(format!("digest {r}")))?;
                     String::from_utf8_lossy(&obj.bytes)
@@ -274,6 +339,32 @@ impl SnapshotRepo {
                 "environment {env} has no known-good snapshot yet; promote one with `lifeboat snapshot promote {env} VERSION --reason ...`"
             ))),
             None => Err(Error::NotFound(format!("environment {env} has no ref or tag named {r}"))),
+        }
+    }
+
+    /// An index miss: look through the snapshots themselves (a push may have
+    /// stored its snapshot but not the index entry), and repair the index.
+    async fn scan_for_digest(&self, env: &str, hex: &str, shown: &str) -> Result<u64> {
+        let keys = self.store.list(&layout::snapshots_prefix(env)).await?;
+        let mut found = Vec::new();
+        for v in keys.iter().filter_map(|k| layout::snapshot_version(k)) {
+            let snap = self.get(env, v).await?;
+            let full = snap.digest.trim_start_matches("sha256:");
+            if full.starts_with(hex) {
+                found.push((v, full.to_string()));
+            }
+        }
+        match found.as_slice() {
+            [] => Err(Error::NotFound(format!("environment {env} has no snapshot with digest {shown}"))),
+            [(v, full)] => {
+                let index = layout::digest_index(env, full);
+                let _ = self.store.put(&index, Bytes::from(v.to_string()), PutOptions::create()).await;
+                Ok(*v)
+            }
+            many => Err(Error::InvalidArgument(format!(
+                "digest prefix {shown} is ambiguous: it matches {} snapshots",
+                many.len()
+            ))),
         }
     }
 
