@@ -330,3 +330,42 @@ fn a_retried_push_with_the_same_key_creates_one_version() {
     let list = server.run(&["--output", "json", "snapshot", "list", "shop"]).ok().json();
     assert_eq!(list.as_array().unwrap().len(), 2);
 }
+
+/// An import is streamed to disk: the server's peak memory stays far below
+/// the artifact's size (a 300 MB import once took 770 MB).
+#[test]
+fn a_large_import_does_not_grow_the_server() {
+    let server = Server::start(Backend::Fs);
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.sh");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        f.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
+        let line = [b'#'; 1023];
+        for _ in 0..(300 << 10) {
+            f.write_all(&line).unwrap();
+            f.write_all(b"\n").unwrap();
+        }
+    }
+    let peak = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        kb >> 10
+    };
+    let before = peak();
+    let id = server.run(&["image", "import", big.to_str().unwrap()]).ok().stdout.trim().to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    let grew = peak() - before;
+    assert!(grew < 100, "the server's peak memory grew by {grew} MiB for a 300 MiB import");
+    let list = server.run(&["--output", "json", "image", "list"]).ok().json();
+    assert_eq!(list[0]["size"], 17 + (300u64 << 20));
+}

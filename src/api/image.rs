@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status::to_status;
@@ -11,6 +11,23 @@ use super::{Ctx, actor, pb};
 use crate::error::Error;
 use crate::store::ImageMeta;
 use crate::store::images::MAX_ARTIFACT_BYTES;
+
+/// A temporary file holding one upload, removed when dropped.
+struct Upload(std::path::PathBuf);
+
+impl Upload {
+    fn new() -> std::io::Result<Upload> {
+        let dir = std::env::temp_dir().join("lifeboat-uploads");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Upload(dir.join(uuid::Uuid::new_v4().simple().to_string())))
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 pub struct Images {
     ctx: Arc<Ctx>,
@@ -46,7 +63,13 @@ impl pb::image_service_server::ImageService for Images {
         })?;
         let idle = self.ctx.limits.import_idle;
         let mut stream = req.into_inner();
-        let mut buf = BytesMut::new();
+        // The artifact goes to a temporary file as it arrives (memory per
+        // import stays at one chunk), removed when the import ends.
+        let upload = Upload::new().map_err(|e| to_status(Error::Internal(format!("cannot buffer an upload: {e}"))))?;
+        let mut file = tokio::fs::File::create(&upload.0)
+            .await
+            .map_err(|e| to_status(Error::Internal(format!("cannot buffer an upload: {e}"))))?;
+        let mut size = 0usize;
         let mut name = String::new();
         loop {
             let next = tokio::time::timeout(idle, stream.next()).await.map_err(|_| {
@@ -60,18 +83,25 @@ impl pb::image_service_server::ImageService for Images {
             if name.is_empty() {
                 name = chunk.name;
             }
-            if buf.len() + chunk.data.len() > MAX_ARTIFACT_BYTES {
+            if size + chunk.data.len() > MAX_ARTIFACT_BYTES {
                 return Err(to_status(Error::InvalidArgument(format!(
                     "artifact {name} is larger than the {} MiB limit",
                     MAX_ARTIFACT_BYTES >> 20
                 ))));
             }
-            buf.extend_from_slice(&chunk.data);
+            size += chunk.data.len();
+            file.write_all(&chunk.data)
+                .await
+                .map_err(|e| to_status(Error::Internal(format!("cannot buffer the upload of {name}: {e}"))))?;
         }
-        if buf.is_empty() {
+        if size == 0 {
             return Err(to_status(Error::InvalidArgument(format!("artifact {name} is empty"))));
         }
-        let op = self.ctx.images.import(buf.freeze(), &name, &who);
+        file.flush()
+            .await
+            .map_err(|e| to_status(Error::Internal(format!("cannot buffer the upload of {name}: {e}"))))?;
+        drop(file);
+        let op = self.ctx.images.import_file(&upload.0, &name, &who);
         let meta = self.ctx.audited(&who, "image.import", &name, op).await.map_err(to_status)?;
         Ok(Response::new(image(&meta)))
     }

@@ -138,7 +138,7 @@ pub async fn serve(
         .add_service(pb::store_service_server::StoreServiceServer::new(store::Store::new(ctx.clone())))
         .add_service(
             pb::image_service_server::ImageServiceServer::new(image::Images::new(ctx.clone()))
-                .max_decoding_message_size(8 * 1024 * 1024),
+                .max_decoding_message_size(2 * 1024 * 1024),
         )
         .add_service(
             pb::snapshot_service_server::SnapshotServiceServer::new(snapshot::Snapshots::new(ctx))

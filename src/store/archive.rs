@@ -104,16 +104,22 @@ fn walk(reader: impl Read, unpack_to: Option<&Path>, limits: &Limits) -> Result<
     Ok(())
 }
 
-fn reader(bytes: &[u8], kind: ArtifactKind) -> Box<dyn Read + '_> {
+fn reader<'a>(raw: impl Read + 'a, kind: ArtifactKind) -> Box<dyn Read + 'a> {
     match kind {
-        ArtifactKind::TarGz => Box::new(flate2::read::GzDecoder::new(bytes)),
-        _ => Box::new(bytes),
+        ArtifactKind::TarGz => Box::new(flate2::read::GzDecoder::new(raw)),
+        _ => Box::new(raw),
     }
 }
 
 /// Checks a tarball without writing anything (at import).
 pub fn check(bytes: &[u8], kind: ArtifactKind, limits: &Limits) -> Result<(), String> {
     walk(reader(bytes, kind), None, limits)
+}
+
+/// The same, reading the tarball from a file (an import being streamed in).
+pub fn check_file(path: &Path, kind: ArtifactKind, limits: &Limits) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    walk(reader(std::io::BufReader::new(file), kind), None, limits)
 }
 
 /// Unpacks a tarball under `root`, checking every entry first.

@@ -15,6 +15,7 @@ pub async fn run_all(store: Arc<dyn ObjectStore>) {
     compare_and_swap(&*store, &p).await;
     listing(&*store, &p).await;
     deleting(&*store, &p).await;
+    file_writes(&*store, &p).await;
     invalid_keys(&*store).await;
     racing_creates(store.clone(), &p).await;
     racing_swaps(store, &p).await;
@@ -74,6 +75,20 @@ async fn deleting(s: &dyn ObjectStore, p: &str) {
     assert!(s.get(&k).await.unwrap().is_none());
     s.delete(&k).await.unwrap();
     s.put(&k, b("y"), PutOptions::create()).await.unwrap();
+}
+
+async fn file_writes(s: &dyn ObjectStore, p: &str) {
+    let dir = std::env::temp_dir().join(format!("lifeboat-conformance-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("blob");
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let k = format!("{p}/file/blob");
+    s.put_file(&k, &file, PutOptions::create()).await.unwrap();
+    assert_eq!(s.get(&k).await.unwrap().unwrap().bytes.as_ref(), &content[..], "a file write stores the file's bytes");
+    let again = s.put_file(&k, &file, PutOptions::create()).await;
+    assert!(matches!(again, Err(StoreError::AlreadyExists { .. })), "{again:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 async fn invalid_keys(s: &dyn ObjectStore) {

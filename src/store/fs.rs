@@ -87,6 +87,50 @@ impl FsStore {
         Ok(sha256_hex(bytes))
     }
 
+    /// `put_blocking` for a file: streamed into place, never whole in memory.
+    fn put_file_blocking(&self, key: &str, src: &Path, mode: &PutMode) -> StoreResult<ETag> {
+        let path = self.path(key)?;
+        let io = |what: &str, e| self.backend(key, what, e);
+        let _lock = self.lock(key).map_err(|e| io("lock", e))?;
+        let exists = path.exists();
+        match (mode, exists) {
+            (PutMode::Create, true) => return Err(StoreError::AlreadyExists { key: key.into() }),
+            (PutMode::Update(_), _) => {
+                return Err(StoreError::InvalidKey {
+                    key: key.into(),
+                    reason: "file writes are create or overwrite".into(),
+                });
+            }
+            _ => {}
+        }
+        let dir = path.parent().expect("a checked key has a parent");
+        fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
+        let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+        let write = || -> std::io::Result<String> {
+            use sha2::Digest;
+            let mut from = File::open(src)?;
+            let mut to = File::create(&tmp)?;
+            let mut hasher = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut from, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                to.write_all(&buf[..n])?;
+            }
+            to.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()?;
+            Ok(hex::encode(hasher.finalize()))
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io("write", e)
+        })
+    }
+
     fn list_blocking(&self, prefix: &str) -> StoreResult<Vec<String>> {
         // Walk only the deepest directory the prefix names.
         let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
@@ -167,6 +211,14 @@ impl ObjectStore for FsStore {
 
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    async fn put_file(&self, key: &str, path: &Path, opts: PutOptions) -> StoreResult<ETag> {
+        let this = FsStore { root: self.root.clone() };
+        let (key_owned, src) = (key.to_string(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || this.put_file_blocking(&key_owned, &src, &opts.mode))
+            .await
+            .map_err(|e| self.backend(key, "write", std::io::Error::other(e)))?
     }
 
     async fn features(&self) -> Vec<super::Feature> {

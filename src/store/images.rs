@@ -75,6 +75,47 @@ impl ImageRepo {
         self
     }
 
+    /// Stores an artifact from a file (an import streamed to disk), never
+    /// holding it whole in memory; importing the same bytes again is a no-op.
+    pub async fn import_file(&self, path: &std::path::Path, name: &str, by: &str) -> Result<ImageMeta> {
+        let limits = self.limits;
+        let (src, shown) = (path.to_path_buf(), name.to_string());
+        let inspected = tokio::task::spawn_blocking(move || -> Result<(ArtifactKind, String, u64)> {
+            use sha2::Digest;
+            use std::io::Read;
+            let unreadable = |e: std::io::Error| Error::Internal(format!("cannot read the upload of {shown}: {e}"));
+            let mut file = std::fs::File::open(&src).map_err(unreadable)?;
+            let (mut hasher, mut size, mut head) = (sha2::Sha256::new(), 0u64, Vec::new());
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf).map_err(unreadable)?;
+                if n == 0 {
+                    break;
+                }
+                if head.len() < 512 {
+                    head.extend_from_slice(&buf[..n.min(512 - head.len())]);
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            let kind = detect(&head).map_err(|why| Error::InvalidArgument(format!("{shown} is {why}")))?;
+            if kind != ArtifactKind::Executable {
+                super::archive::check_file(&src, kind, &limits)
+                    .map_err(|why| Error::InvalidArgument(format!("{shown} is refused: {why}")))?;
+            }
+            Ok((kind, hex::encode(hasher.finalize()), size))
+        });
+        let (kind, hex, size) = inspected.await.map_err(|e| Error::Internal(e.to_string()))??;
+        if let Some(meta) = self.meta(&format!("sha256:{hex}")).await? {
+            return Ok(meta);
+        }
+        match self.store.put_file(&layout::image_blob(&hex), path, PutOptions::create().retained()).await {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.record(hex, kind, size, name, by).await
+    }
+
     /// Stores an artifact; importing the same bytes again is a no-op.
     pub async fn import(&self, bytes: Bytes, name: &str, by: &str) -> Result<ImageMeta> {
         if bytes.len() > MAX_ARTIFACT_BYTES {
@@ -94,19 +135,25 @@ impl ImageRepo {
         if let Some(meta) = self.meta(&format!("sha256:{hex}")).await? {
             return Ok(meta);
         }
-        let meta = ImageMeta {
-            format_version: 1,
-            id: format!("sha256:{hex}"),
-            kind,
-            size: bytes.len() as u64,
-            name: name.to_string(),
-            imported_at: super::snapshots::now_rfc3339(),
-            imported_by: by.to_string(),
-        };
+        let size = bytes.len() as u64;
         match self.store.put(&layout::image_blob(&hex), bytes, PutOptions::create().retained()).await {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        self.record(hex, kind, size, name, by).await
+    }
+
+    /// Writes an artifact's metadata, which commits the import.
+    async fn record(&self, hex: String, kind: ArtifactKind, size: u64, name: &str, by: &str) -> Result<ImageMeta> {
+        let meta = ImageMeta {
+            format_version: 1,
+            id: format!("sha256:{hex}"),
+            kind,
+            size,
+            name: name.to_string(),
+            imported_at: super::snapshots::now_rfc3339(),
+            imported_by: by.to_string(),
+        };
         let m = super::codec::encode(&meta);
         match self.store.put(&layout::image_meta(&hex), m, PutOptions::create()).await {
             Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(meta),

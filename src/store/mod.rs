@@ -120,6 +120,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn features(&self) -> Vec<Feature> {
         Vec::new()
     }
+    /// Writes a file's content without holding it in memory (where the
+    /// backend can). For content-addressed, write-once objects (artifacts):
+    /// a retried write that finds the object there reports `AlreadyExists`.
+    async fn put_file(&self, key: &str, path: &std::path::Path, opts: PutOptions) -> StoreResult<ETag> {
+        let bytes = tokio::fs::read(path).await.map_err(|e| StoreError::Backend {
+            store: self.describe(),
+            message: format!("cannot read {}: {e}", path.display()),
+            retryable: false,
+        })?;
+        self.put(key, Bytes::from(bytes), opts).await
+    }
 }
 
 /// A property a backend reports, shown by `lifeboat store check`.
@@ -156,6 +167,9 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
     }
     async fn features(&self) -> Vec<Feature> {
         (**self).features().await
+    }
+    async fn put_file(&self, key: &str, path: &std::path::Path, opts: PutOptions) -> StoreResult<ETag> {
+        (**self).put_file(key, path, opts).await
     }
 }
 

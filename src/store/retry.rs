@@ -101,4 +101,11 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
     async fn features(&self) -> Vec<super::Feature> {
         self.inner.features().await
     }
+
+    async fn put_file(&self, key: &str, path: &std::path::Path, opts: PutOptions) -> StoreResult<ETag> {
+        (|| self.inner.put_file(key, path, opts.clone()))
+            .retry(self.policy.backoff())
+            .when(StoreError::is_retryable)
+            .await
+    }
 }

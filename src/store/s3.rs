@@ -238,6 +238,61 @@ impl ObjectStore for S3Store {
         self.put_once(key, bytes, &opts).await
     }
 
+    async fn put_file(&self, key: &str, path: &std::path::Path, opts: PutOptions) -> StoreResult<ETag> {
+        check_key(key)?;
+        let unreadable = |e: String| StoreError::Backend {
+            store: self.describe(),
+            message: format!("cannot read {}: {e}", path.display()),
+            retryable: false,
+        };
+        // The checksum goes in a header, computed here: the SDK would
+        // otherwise send a streamed body with a trailing checksum
+        // (aws-chunked), which not every S3 server takes (Ceph RGW 16 does not).
+        let src = path.to_path_buf();
+        let (digest, size) = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
+            use sha2::Digest;
+            use std::io::Read;
+            let mut f = std::fs::File::open(&src)?;
+            let (mut h, mut size, mut buf) = (sha2::Sha256::new(), 0u64, vec![0u8; 1 << 20]);
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    return Ok((h.finalize().to_vec(), size));
+                }
+                h.update(&buf[..n]);
+                size += n as u64;
+            }
+        })
+        .await
+        .map_err(|e| unreadable(e.to_string()))?
+        .map_err(|e| unreadable(e.to_string()))?;
+        let body = ByteStream::from_path(path).await.map_err(|e| unreadable(e.to_string()))?;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.cfg.bucket)
+            .key(self.full_key(key))
+            .content_length(size as i64)
+            .checksum_sha256(aws_smithy_types::base64::encode(&digest))
+            .body(body);
+        if opts.mode == PutMode::Create {
+            req = req.if_none_match("*");
+        }
+        if let (true, Some(mode), Some(lock)) = (opts.retain, &self.lock_mode, &self.cfg.object_lock) {
+            let until = std::time::SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
+            req = req
+                .object_lock_mode(mode.clone())
+                .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until));
+        }
+        match req.send().await {
+            Ok(out) => Ok(out.e_tag().unwrap_or_default().to_string()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                Err(StoreError::AlreadyExists { key: key.into() })
+            }
+            Err(e) => Err(self.error(key, "write", e)),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
         let full = self.full_key(prefix);
         let strip = if self.cfg.prefix.is_empty() { 0 } else { self.cfg.prefix.len() + 1 };
