@@ -81,29 +81,14 @@ impl ImageRepo {
         let limits = self.limits;
         let (src, shown) = (path.to_path_buf(), name.to_string());
         let inspected = tokio::task::spawn_blocking(move || -> Result<(ArtifactKind, String, u64)> {
-            use sha2::Digest;
-            use std::io::Read;
-            let unreadable = |e: std::io::Error| Error::Internal(format!("cannot read the upload of {shown}: {e}"));
-            let mut file = std::fs::File::open(&src).map_err(unreadable)?;
-            let (mut hasher, mut size, mut head) = (sha2::Sha256::new(), 0u64, Vec::new());
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = file.read(&mut buf).map_err(unreadable)?;
-                if n == 0 {
-                    break;
-                }
-                if head.len() < 512 {
-                    head.extend_from_slice(&buf[..n.min(512 - head.len())]);
-                }
-                hasher.update(&buf[..n]);
-                size += n as u64;
-            }
-            let kind = detect(&head).map_err(|why| Error::InvalidArgument(format!("{shown} is {why}")))?;
+            let summary = super::FileSummary::read(&src)
+                .map_err(|e| Error::Internal(format!("cannot read the upload of {shown}: {e}")))?;
+            let kind = detect(&summary.head).map_err(|why| Error::InvalidArgument(format!("{shown} is {why}")))?;
             if kind != ArtifactKind::Executable {
                 super::archive::check_file(&src, kind, &limits)
                     .map_err(|why| Error::InvalidArgument(format!("{shown} is refused: {why}")))?;
             }
-            Ok((kind, hex::encode(hasher.finalize()), size))
+            Ok((kind, hex::encode(summary.sha256), summary.size))
         });
         let (kind, hex, size) = inspected.await.map_err(|e| Error::Internal(e.to_string()))??;
         if let Some(meta) = self.meta(&format!("sha256:{hex}")).await? {

@@ -173,6 +173,34 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
     }
 }
 
+/// A file's SHA-256, size and first bytes, read in 1 MiB pieces.
+pub(crate) struct FileSummary {
+    pub sha256: Vec<u8>,
+    pub size: u64,
+    /// Up to the first 512 bytes.
+    pub head: Vec<u8>,
+}
+
+impl FileSummary {
+    pub(crate) fn read(path: &std::path::Path) -> std::io::Result<FileSummary> {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let (mut hasher, mut size, mut head, mut buf) = (sha2::Sha256::new(), 0u64, Vec::new(), vec![0u8; 1 << 20]);
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(FileSummary { sha256: hasher.finalize().to_vec(), size, head });
+            }
+            if head.len() < 512 {
+                head.extend_from_slice(&buf[..n.min(512 - head.len())]);
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+    }
+}
+
 /// Keys under the scratch prefix are hidden from listings of anything else.
 pub(crate) fn hidden_from(prefix: &str, key: &str) -> bool {
     key.starts_with("_lifeboat/") && !prefix.starts_with("_lifeboat/")

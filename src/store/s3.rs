@@ -168,6 +168,22 @@ impl S3Store {
         }
     }
 
+    /// Object Lock retention on the write, when asked for and configured.
+    fn retention(
+        &self,
+        req: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+        opts: &PutOptions,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        match (opts.retain, &self.lock_mode, &self.cfg.object_lock) {
+            (true, Some(mode), Some(lock)) => {
+                let until = std::time::SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
+                req.object_lock_mode(mode.clone())
+                    .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until))
+            }
+            _ => req,
+        }
+    }
+
     async fn put_once(&self, key: &str, bytes: Bytes, opts: &PutOptions) -> StoreResult<ETag> {
         let mut req = self
             .client
@@ -185,12 +201,7 @@ impl S3Store {
             }
             PutMode::Update(etag) => req.if_match(etag.clone()),
         };
-        if let (true, Some(mode), Some(lock)) = (opts.retain, &self.lock_mode, &self.cfg.object_lock) {
-            let until = std::time::SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
-            req = req
-                .object_lock_mode(mode.clone())
-                .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until));
-        }
+        req = self.retention(req, opts);
         match req.send().await {
             Ok(out) => Ok(out.e_tag().unwrap_or_default().to_string()),
             Err(e) => {
@@ -249,23 +260,11 @@ impl ObjectStore for S3Store {
         // otherwise send a streamed body with a trailing checksum
         // (aws-chunked), which not every S3 server takes (Ceph RGW 16 does not).
         let src = path.to_path_buf();
-        let (digest, size) = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
-            use sha2::Digest;
-            use std::io::Read;
-            let mut f = std::fs::File::open(&src)?;
-            let (mut h, mut size, mut buf) = (sha2::Sha256::new(), 0u64, vec![0u8; 1 << 20]);
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    return Ok((h.finalize().to_vec(), size));
-                }
-                h.update(&buf[..n]);
-                size += n as u64;
-            }
-        })
-        .await
-        .map_err(|e| unreadable(e.to_string()))?
-        .map_err(|e| unreadable(e.to_string()))?;
+        let summary = tokio::task::spawn_blocking(move || super::FileSummary::read(&src))
+            .await
+            .map_err(|e| unreadable(e.to_string()))?
+            .map_err(|e| unreadable(e.to_string()))?;
+        let (digest, size) = (summary.sha256, summary.size);
         let body = ByteStream::from_path(path).await.map_err(|e| unreadable(e.to_string()))?;
         let mut req = self
             .client
@@ -278,12 +277,7 @@ impl ObjectStore for S3Store {
         if opts.mode == PutMode::Create {
             req = req.if_none_match("*");
         }
-        if let (true, Some(mode), Some(lock)) = (opts.retain, &self.lock_mode, &self.cfg.object_lock) {
-            let until = std::time::SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
-            req = req
-                .object_lock_mode(mode.clone())
-                .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until));
-        }
+        req = self.retention(req, &opts);
         match req.send().await {
             Ok(out) => Ok(out.e_tag().unwrap_or_default().to_string()),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
