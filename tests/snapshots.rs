@@ -246,3 +246,33 @@ fn text_output_escapes_control_characters() {
     let json = server.run(&["--output", "json", "snapshot", "show", "shop", "1"]).ok().json();
     assert_eq!(json["message"], evil);
 }
+
+/// Messages that say what to do next (issue 12, item 11, in part).
+#[test]
+fn messages_say_what_to_do_next() {
+    let server = Server::start(Backend::Fs);
+    server.run(&["snapshot", "push", &shop()]).ok();
+    server.run(&["snapshot", "promote", "shop", "1", "--reason", "t"]).ok();
+    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "t", "--expect", "0"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(
+        out.stderr.contains("known-good of shop points at version 1, but --expect said to be unset (--expect 0)")
+            && out.stderr.contains("retry with --expect 1")
+            && !out.stderr.contains("not not"),
+        "{}",
+        out.stderr
+    );
+    let out = server.run(&["snapshot", "tag", "shop", "1", "known-good"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("lifeboat snapshot promote"), "{}", out.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let out = server.run(&["image", "import", dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("is a directory: pack it as a .tar.gz"), "{}", out.stderr);
+    // host:port works; https:// is refused rather than silently plaintext.
+    let out = lifeboat(Some(server.addr()), &["snapshot", "show", "shop", "1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = lifeboat(Some(&format!("https://{}", server.addr())), &["snapshot", "show", "shop", "1"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("TLS is not supported yet"), "{}", out.stderr);
+}

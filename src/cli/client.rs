@@ -55,6 +55,14 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl Client {
     pub async fn connect(url: &str) -> Result<Client, Failure> {
+        // `host:port` means plaintext HTTP/2; `https://` would mean TLS, which
+        // this client does not speak yet: refuse it rather than fall back.
+        let url = &if url.contains("://") { url.to_string() } else { format!("http://{url}") };
+        if url.starts_with("https://") {
+            return Err(Failure::invalid(format!(
+                "--server {url}: TLS is not supported yet; use http:// (or host:port) on a trusted network"
+            )));
+        }
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| Failure::invalid(format!("--server {url:?} is not a valid URL: {e}")))?
             .connect_timeout(Duration::from_secs(5));

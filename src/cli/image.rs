@@ -18,6 +18,13 @@ fn image_json(i: &pb::Image) -> Value {
 /// Uploads an artifact in 1 MiB chunks; returns its image.
 pub async fn import_file(client: &Client, path: &Path) -> Result<pb::Image, Failure> {
     let meta = std::fs::metadata(path).map_err(|e| Failure::invalid(format!("cannot read {}: {e}", path.display())))?;
+    if meta.is_dir() {
+        return Err(Failure::invalid(format!(
+            "{} is a directory: pack it as a .tar.gz (tar czf app.tar.gz -C {} .) and name the program with launch.entrypoint",
+            path.display(),
+            path.display()
+        )));
+    }
     if meta.len() > MAX_ARTIFACT_BYTES as u64 {
         return Err(Failure::invalid(format!(
             "{} is larger than the {} MiB artifact limit",

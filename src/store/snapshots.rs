@@ -76,8 +76,13 @@ fn check_tag(tag: &str) -> Result<()> {
             crate::error::shown(tag)
         )));
     }
-    if tag == LATEST || tag == KNOWN_GOOD {
-        return Err(Error::InvalidArgument(format!("\"{tag}\" is a reserved ref name")));
+    if tag == KNOWN_GOOD {
+        return Err(Error::InvalidArgument(
+            "\"known-good\" is moved only by promotion: use `lifeboat snapshot promote ENV REF --reason ...`".into(),
+        ));
+    }
+    if tag == LATEST {
+        return Err(Error::InvalidArgument("\"latest\" is a reserved ref name: every push moves it".into()));
     }
     Ok(())
 }
@@ -462,10 +467,11 @@ impl SnapshotRepo {
         if let Some(want) = expected
             && want != previous
         {
-            let now = if previous == 0 { "is not set".to_string() } else { format!("points at {previous}") };
-            let was = if want == 0 { "not set".to_string() } else { want.to_string() };
+            // Say what it is and what was expected, without guessing why.
+            let now = if previous == 0 { "is not set".to_string() } else { format!("points at version {previous}") };
+            let wanted = if want == 0 { "to be unset (--expect 0)".to_string() } else { format!("version {want}") };
             return Err(Error::Conflict(format!(
-                "{name} of {env} {now}, not {was} as expected; it was moved concurrently, check `lifeboat snapshot list {env}` and retry"
+                "{name} of {env} {now}, but --expect said {wanted}; check `lifeboat snapshot list {env}` and retry with --expect {previous}"
             )));
         }
         let record = RefRecord {
