@@ -165,8 +165,13 @@ fn rejected_input_is_clipped_in_audit_records() {
     let code = rt.block_on(async {
         let mut c = pb::snapshot_service_client::SnapshotServiceClient::connect(server.url.clone()).await.unwrap();
         let huge = "x".repeat(3_900_000);
-        let req =
-            pb::TagSnapshotRequest { environment: "shop".into(), r#ref: "1".into(), tag: huge, expected_version: None };
+        let req = pb::TagSnapshotRequest {
+            environment: "shop".into(),
+            r#ref: "1".into(),
+            tag: huge,
+            expected_version: None,
+            force: false,
+        };
         c.tag(req).await.unwrap_err().code()
     });
     assert_eq!(code, tonic::Code::InvalidArgument);

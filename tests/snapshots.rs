@@ -276,3 +276,25 @@ fn messages_say_what_to_do_next() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("TLS is not supported yet"), "{}", out.stderr);
 }
+
+/// Tags do not move silently: moving one needs --force or --expect.
+#[test]
+fn moving_a_tag_needs_force_or_expect() {
+    let server = Server::start(Backend::Fs);
+    for _ in 0..3 {
+        server.run(&["snapshot", "push", &shop()]).ok();
+    }
+    server.run(&["snapshot", "tag", "shop", "1", "stable"]).ok();
+    server.run(&["snapshot", "tag", "shop", "1", "stable"]).ok();
+    let out = server.run(&["snapshot", "tag", "shop", "2", "stable"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(
+        out.stderr.contains("tag stable of shop already points at version 1; move it with --force"),
+        "{}",
+        out.stderr
+    );
+    server.run(&["snapshot", "tag", "shop", "2", "stable", "--force"]).ok();
+    server.run(&["snapshot", "tag", "shop", "3", "stable", "--expect", "2"]).ok();
+    let shown = server.run(&["--output", "json", "snapshot", "show", "shop", "stable"]).ok().json();
+    assert_eq!(shown["version"], 3);
+}

@@ -157,7 +157,7 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
         let r = req.into_inner();
         ok(async {
             let target = format!("{}@{} as {}", r.environment, r.r#ref, r.tag);
-            let op = self.ctx.repo.tag(&r.environment, &r.r#ref, &r.tag, &who, r.expected_version);
+            let op = self.ctx.repo.tag(&r.environment, &r.r#ref, &r.tag, &who, r.expected_version, r.force);
             let snap = self.ctx.audited(&who, "snapshot.tag", &target, op).await?;
             self.view(&snap, false).await
         }

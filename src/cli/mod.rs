@@ -246,6 +246,9 @@ pub enum SnapshotCmd {
         /// Only if the tag points at this version now (0: not set yet).
         #[arg(long)]
         expect: Option<u64>,
+        /// Move the tag even if it points at another snapshot.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -110,9 +110,14 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
                 Output::Text => println!("{}: version {} is rejected", s.environment, s.version),
             }
         }
-        SnapshotCmd::Tag { environment, reference, tag, expect } => {
-            let req =
-                pb::TagSnapshotRequest { environment, r#ref: reference, tag: tag.clone(), expected_version: expect };
+        SnapshotCmd::Tag { environment, reference, tag, expect, force } => {
+            let req = pb::TagSnapshotRequest {
+                environment,
+                r#ref: reference,
+                tag: tag.clone(),
+                expected_version: expect,
+                force,
+            };
             let s = svc.tag(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
             match output {
                 Output::Json => print_json(&snapshot_json(&s)),

@@ -430,6 +430,8 @@ impl SnapshotRepo {
     }
 
     /// Points a user tag at a snapshot, by compare-and-swap.
+    /// Points a tag at a snapshot. A tag that already points elsewhere moves
+    /// only with `force` or an `expected` version, as `git tag -f` does.
     pub async fn tag(
         &self,
         env: &str,
@@ -437,9 +439,20 @@ impl SnapshotRepo {
         tag: &str,
         actor: &str,
         expected: Option<u64>,
+        force: bool,
     ) -> Result<Snapshot> {
         check_tag(tag)?;
         let snap = self.get_by_ref(env, reference).await?;
+        if !force
+            && expected.is_none()
+            && let Some(current) = self.get_ref(env, tag).await?
+            && current.version != snap.version
+        {
+            return Err(Error::Conflict(format!(
+                "tag {tag} of {env} already points at version {}; move it with --force, or with --expect {}",
+                current.version, current.version
+            )));
+        }
         self.move_ref(&snap, tag, actor, "tag", expected).await?;
         Ok(snap)
     }
