@@ -616,3 +616,29 @@ fn unsafe_tarballs_are_refused_at_import() {
     );
     server.run(&["image", "import", fine.to_str().unwrap()]).ok();
 }
+
+/// Ctrl-C while `recover` follows a run detaches from it, says how to
+/// follow or stop it, and the run goes on.
+#[test]
+fn ctrl_c_detaches_and_the_run_goes_on() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let svcs = [Svc::new("slow", &[]).args(&["--boot-delay", "2s"])];
+    Region::setup(&server, "detach", &svcs);
+    let child = std::process::Command::new(common::BIN)
+        .args(["--server", &server.url, "recover", "detach", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("detached: the run goes on; follow it with `lifeboat run watch r-"), "{stderr}");
+    let runs = server.run(&["--output", "json", "run", "list"]).ok().json();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    assert!(stderr.contains(&format!("lifeboat run cancel {id}")), "{stderr}");
+    server.run(&["run", "watch", &id]).ok();
+}

@@ -28,6 +28,8 @@ pub mod exit {
     pub const CONFLICT: u8 = 4;
     pub const DENIED: u8 = 5;
     pub const UNREACHABLE: u8 = 6;
+    /// Ctrl-C while following a run (which goes on), as shells count SIGINT.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Debug, Parser)]

@@ -188,7 +188,16 @@ pub async fn recover(client: &Client, t: Target, o: RecoverOptions, output: Outp
 
 /// Follows a run to its end and reports; exit 1 unless it succeeded.
 async fn finish(client: &Client, id: &str, output: Output) -> Result<(), Failure> {
-    let run = follow(client, id, output).await?;
+    // Ctrl-C stops following, not the run: say so, and how to get back to it.
+    let run = tokio::select! {
+        run = follow(client, id, output) => run?,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(Failure::new(
+                super::exit::INTERRUPTED,
+                format!("detached: the run goes on; follow it with `lifeboat run watch {id}`, stop it with `lifeboat run cancel {id}`"),
+            ));
+        }
+    };
     match output {
         Output::Json => print_json(&run_json(&run)),
         Output::Text => {
