@@ -285,7 +285,7 @@ fn imports_are_bounded_in_number_and_idle_time() {
         for h in hung {
             let err = h.await.unwrap().unwrap_err();
             assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-            assert!(err.message().contains("sent nothing for 1s"), "{}", err.message());
+            assert!(err.message().contains("sent nothing for 1.0s"), "{}", err.message());
         }
         drop(senders);
         let img = c.import(tokio_stream::iter(vec![chunk])).await.unwrap().into_inner();

@@ -485,6 +485,8 @@ fn https_health_checks_work() {
     let out = server.run(&["recover", "untrusted", "--yes"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("GET https://localhost") || out.stderr.contains("GET https://localhost"), "{out:?}");
+    // Durations read as people write them (it once said "within 3.003694967s").
+    assert!(out.stdout.contains("did not become healthy within 3.0s"), "{}", out.stdout);
     let _ = tls.kill();
     let _ = tls.wait();
 }

@@ -74,8 +74,9 @@ impl pb::image_service_server::ImageService for Images {
         loop {
             let next = tokio::time::timeout(idle, stream.next()).await.map_err(|_| {
                 to_status(Error::ResourceExhausted(format!(
-                    "the import of {} sent nothing for {idle:?}; it was dropped to free its memory",
-                    if name.is_empty() { "an artifact" } else { &name }
+                    "the import of {} sent nothing for {}; it was dropped to free its memory",
+                    if name.is_empty() { "an artifact" } else { &name },
+                    crate::domain::duration::human(idle)
                 )))
             })?;
             let Some(chunk) = next else { break };

@@ -555,7 +555,15 @@ impl ServiceTask {
             Ok(Ok(ids)) => ids,
             Ok(Err(ProviderError::Cancelled)) => return Err(AttemptError::Stop(self.stop())),
             Ok(Err(e)) => return self.fail(attempt, e.to_string(), &[]).await,
-            Err(_) => return self.fail(attempt, format!("launch did not finish within {budget:?}"), &[]).await,
+            Err(_) => {
+                return self
+                    .fail(
+                        attempt,
+                        format!("launch did not finish within {}", crate::domain::duration::human(budget)),
+                        &[],
+                    )
+                    .await;
+            }
         };
         if !(resumed && self.progress.instances == instances) {
             self.emit(Event::InstancesLaunched { service: name.clone(), attempt, instances: instances.clone() })

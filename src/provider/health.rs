@@ -9,7 +9,7 @@ pub async fn probe_tcp(addr: &str, timeout: Duration) -> Result<(), String> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("tcp {addr}: {e}")),
-        Err(_) => Err(format!("tcp {addr}: no answer within {timeout:?}")),
+        Err(_) => Err(format!("tcp {addr}: no answer within {}", crate::domain::duration::human(timeout))),
     }
 }
 
@@ -40,7 +40,9 @@ pub async fn probe_http(url: &str, timeout: Duration) -> Result<(), String> {
     match client().get(url).timeout(timeout).send().await {
         Ok(r) if r.status().is_success() || r.status().is_redirection() => Ok(()),
         Ok(r) => Err(format!("GET {url}: HTTP {}", r.status().as_u16())),
-        Err(e) if e.is_timeout() => Err(format!("GET {url}: no answer within {timeout:?}")),
+        Err(e) if e.is_timeout() => {
+            Err(format!("GET {url}: no answer within {}", crate::domain::duration::human(timeout)))
+        }
         Err(e) => Err(format!("GET {url}: {}", root_cause(&e))),
     }
 }
@@ -65,7 +67,9 @@ pub async fn probe_command(
         Ok(Ok(s)) if s.success() => Ok(()),
         Ok(Ok(s)) => Err(format!("health command {prog} exited with {s}")),
         Ok(Err(e)) => Err(format!("health command {prog}: {e}")),
-        Err(_) => Err(format!("health command {prog} did not finish within {timeout:?}")),
+        Err(_) => {
+            Err(format!("health command {prog} did not finish within {}", crate::domain::duration::human(timeout)))
+        }
     }
 }
 

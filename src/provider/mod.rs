@@ -47,7 +47,7 @@ pub enum ProviderError {
     ImageUnavailable { image: String, message: String },
     #[error("launch of {service} failed: {message}")]
     LaunchFailed { service: String, message: String },
-    #[error("{service} did not become healthy within {after:?}: {last}")]
+    #[error("{service} did not become healthy within {}: {last}", crate::domain::duration::human(*after))]
     Unhealthy { service: String, after: Duration, last: String },
     #[error("cancelled")]
     Cancelled,
