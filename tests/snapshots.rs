@@ -298,3 +298,46 @@ fn moving_a_tag_needs_force_or_expect() {
     let shown = server.run(&["--output", "json", "snapshot", "show", "shop", "stable"]).ok().json();
     assert_eq!(shown["version"], 3);
 }
+
+/// The CLI behaves in pipes and files: a closed stdout ends it quietly, logs
+/// written to a file carry no colour codes, and conflicting output flags
+/// are refused.
+#[test]
+fn the_cli_behaves_in_pipes_and_files() {
+    let server = Server::start(Backend::Fs);
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("bench.toml");
+    std::fs::write(&big, lifeboat::testkit::random_manifest_toml(2000, 3, 7)).unwrap();
+    server.run(&["snapshot", "push", big.to_str().unwrap()]).ok();
+    let script = format!(
+        "set -o pipefail; '{}' --server {} --output json snapshot show bench latest | head -c 100 >/dev/null",
+        common::BIN,
+        server.url
+    );
+    let out = std::process::Command::new("bash").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
+
+    let out = server.run(&["plan", "shop", "--format", "mermaid", "--output", "json"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--output json and --format mermaid ask for two formats"), "{}", out.stderr);
+
+    let log = dir.path().join("server.log");
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.path().join("store"))
+        .arg("--local-dir")
+        .arg(dir.path().join("local"))
+        .env("LIFEBOAT_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_until(std::time::Duration::from_secs(20), "the server to log", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("lifeboat server started"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "colour codes in a log file: {text:?}");
+}

@@ -15,6 +15,8 @@ mod store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use client::Failure;
@@ -275,7 +277,26 @@ pub fn main() -> ExitCode {
         Command::Router { .. } => "info",
         _ => "warn",
     };
+    // Colour only on a terminal, and never with NO_COLOR set (no-color.org):
+    // log files get plain text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // A closed stdout (`lifeboat … | head -1`) ends the command quietly
+    // instead of a "Broken pipe" panic.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
@@ -319,6 +340,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Plan { target, format } => {
+            // Two formats asked for at once: refuse rather than pick one.
+            if output == Output::Json && !matches!(format, PlanFormat::Text | PlanFormat::Json) {
+                return Err(Failure::invalid(format!(
+                    "--output json and --format {} ask for two formats; use one of them",
+                    format.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+                )));
+            }
             let client = client::Client::connect(&cli.server).await?;
             recovery::plan(&client, target, format, output).await
         }
