@@ -644,3 +644,29 @@ fn ctrl_c_detaches_and_the_run_goes_on() {
     assert!(stderr.contains(&format!("lifeboat run cancel {id}")), "{stderr}");
     server.run(&["run", "watch", &id]).ok();
 }
+
+/// A script whose interpreter is missing says so, naming the interpreter.
+#[test]
+fn a_missing_interpreter_is_named() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let dir = server.dir.as_ref().unwrap().path();
+    let script = dir.join("needs-python9.sh");
+    std::fs::write(&script, "#!/usr/bin/python9 -u\nprint('hi')\n").unwrap();
+    let image = server.run(&["image", "import", script.to_str().unwrap()]).ok().stdout.trim().to_string();
+    let manifest = dir.join("interp.toml");
+    std::fs::write(
+        &manifest,
+        format!("environment = \"interp\"\nregion = \"local-1\"\n[services.app]\nimage = \"{image}\"\nattempts = 1\n"),
+    )
+    .unwrap();
+    server.run(&["snapshot", "push", manifest.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "interp", "latest", "--reason", "t"]).ok();
+    let out = server.run(&["recover", "interp", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("its interpreter /usr/bin/python9 (from its #! line) is not installed on this host"),
+        "{}",
+        out.stdout
+    );
+}

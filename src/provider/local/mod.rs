@@ -74,6 +74,25 @@ pub fn pick_listen_ports(n: usize) -> std::io::Result<Vec<u16>> {
     Ok(ports)
 }
 
+/// Why a program would not start, in words that point at the fix: a script
+/// whose interpreter is missing is "not found" too, which reads as if the
+/// script itself were missing.
+fn spawn_failure(program: &Path, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound
+        && let Ok(head) = std::fs::read(program).map(|b| b.into_iter().take(256).collect::<Vec<u8>>())
+        && let Some(line) = head.strip_prefix(b"#!")
+    {
+        let line = String::from_utf8_lossy(line);
+        let interpreter =
+            line.lines().next().unwrap_or_default().split_whitespace().next().unwrap_or_default().to_string();
+        return format!(
+            "cannot start {}: its interpreter {interpreter} (from its #! line) is not installed on this host",
+            program.display()
+        );
+    }
+    format!("cannot start {}: {e}", program.display())
+}
+
 /// The only variables of the server's environment that instances and
 /// their health commands see.
 fn clean_env() -> Vec<(String, String)> {
@@ -343,7 +362,7 @@ impl LocalProvider {
             .kill_on_drop(false);
         let mut child = cmd.spawn().map_err(|e| ProviderError::LaunchFailed {
             service: r.service.clone(),
-            message: format!("cannot start {}: {e}", program.display()),
+            message: spawn_failure(&program, &e),
         })?;
         let pid = child.id().ok_or_else(|| backend("the new process has no PID"))?;
         r.pid = Some(pid);
