@@ -670,3 +670,33 @@ fn a_missing_interpreter_is_named() {
         out.stdout
     );
 }
+
+/// `run list` shows healthy/total and, for a run still going, the time so
+/// far (it showed 2/2 for a cancelled run and 0.0s for a running one).
+#[test]
+fn run_list_counts_healthy_services_and_time_so_far() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let svcs = [Svc::new("db", &[]), Svc::new("api", &["db"]).extra("approval = true")];
+    Region::setup(&server, "listed", &svcs);
+    let started = server.run(&["--output", "json", "recover", "listed", "--yes", "--detach"]).ok().json();
+    let id = started["id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(30), "api to wait for approval", || {
+        state(&run_json(&server, &id), "api") == "awaiting_approval"
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let row = |server: &Server| {
+        let out = server.run(&["run", "list"]).ok();
+        out.stdout.lines().find(|l| l.starts_with(&id)).unwrap().to_string()
+    };
+    let running = row(&server);
+    assert!(running.contains(" so far") && running.ends_with("1/2"), "{running}");
+    assert!(!running.contains(" 0.0s so far"), "{running}");
+    server.run(&["run", "cancel", &id]).ok();
+    let _ = server.run(&["run", "watch", &id]);
+    let cancelled = row(&server);
+    assert!(
+        cancelled.contains("cancelled") && cancelled.ends_with("1/2") && !cancelled.contains("so far"),
+        "{cancelled}"
+    );
+}

@@ -237,7 +237,22 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
                     let rows: Vec<Vec<String>> = runs
                         .iter()
                         .map(|r| {
-                            let failed = r.services.iter().filter(|s| s.state == "failed").count();
+                            let healthy = r.services.iter().filter(|s| s.state == "healthy").count();
+                            let finished = !r.finished_at.is_empty();
+                            // A run still going shows the time so far, from its start.
+                            let time = if finished {
+                                secs(r.elapsed_ms)
+                            } else {
+                                chrono::DateTime::parse_from_rfc3339(&r.started_at).map_or_else(
+                                    |_| "-".to_string(),
+                                    |t| {
+                                        let so_far = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                                            .num_milliseconds()
+                                            .max(0) as u64;
+                                        format!("{} so far", secs(so_far))
+                                    },
+                                )
+                            };
                             vec![
                                 r.id.clone(),
                                 r.kind.clone(),
@@ -246,14 +261,17 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
                                 r.snapshot_version.to_string(),
                                 r.state.clone(),
                                 r.started_at.clone(),
-                                secs(r.elapsed_ms),
-                                format!("{}/{}", r.services.len() - failed, r.services.len()),
+                                time,
+                                format!("{healthy}/{}", r.services.len()),
                             ]
                         })
                         .collect();
                     println!(
                         "{}",
-                        table(&["ID", "KIND", "ENV", "REGION", "SNAPSHOT", "STATE", "STARTED", "TOOK", "OK"], &rows)
+                        table(
+                            &["ID", "KIND", "ENV", "REGION", "SNAPSHOT", "STATE", "STARTED", "TIME", "HEALTHY"],
+                            &rows
+                        )
                     );
                 }
             }
