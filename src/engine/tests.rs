@@ -176,15 +176,18 @@ struct Harness {
     store: DynStore,
 }
 
+/// A push of `m` by the test author.
+fn snapshot_of(m: Manifest) -> NewSnapshot {
+    NewSnapshot { manifest: m, author: "t".into(), message: String::new(), labels: BTreeMap::new() }
+}
+
 async fn harness(m: Manifest, script: BTreeMap<String, Behaviour>) -> Harness {
     harness_on(Arc::new(MemStore::new()), m, script).await
 }
 
 async fn harness_on(store: DynStore, m: Manifest, script: BTreeMap<String, Behaviour>) -> Harness {
     let repo = SnapshotRepo::new(store.clone());
-    repo.push(NewSnapshot { manifest: m, author: "t".into(), message: String::new(), labels: BTreeMap::new() })
-        .await
-        .unwrap();
+    repo.push(snapshot_of(m)).await.unwrap();
     let provider = Scripted::new(script);
     let engine = Engine::new(RunContext {
         store: store.clone(),
@@ -639,9 +642,7 @@ mod faults {
     async fn lost_replies_to_a_snapshot_create_and_a_ref_swap_are_resolved() {
         let (faulty, store) = faulty();
         let repo = SnapshotRepo::new(store.clone());
-        let m = manifest(chain_of(2, 1).0);
-        let new =
-            || NewSnapshot { manifest: m.clone(), author: "t".into(), message: String::new(), labels: BTreeMap::new() };
+        let new = || snapshot_of(manifest(chain_of(2, 1).0));
         let create = faulty.add(Rule::puts("/snapshots/").times(1).fault(Fault::Ambiguous));
         assert_eq!(repo.push(new()).await.unwrap().version, 1);
         assert_eq!(create.fired(), 1);
@@ -692,9 +693,7 @@ mod faults {
     async fn a_push_is_committed_by_its_snapshot_object() {
         let (faulty, store) = faulty();
         let repo = SnapshotRepo::new(store.clone());
-        let m = manifest(chain_of(2, 1).0);
-        let new =
-            || NewSnapshot { manifest: m.clone(), author: "t".into(), message: String::new(), labels: BTreeMap::new() };
+        let new = || snapshot_of(manifest(chain_of(2, 1).0));
         let index = faulty.add(Rule::puts("/digests/").fault(Fault::Permanent));
         let latest = faulty.add(Rule::puts("/refs/latest").fault(Fault::Permanent));
         let snap = repo.push(new()).await.unwrap();
@@ -750,14 +749,7 @@ mod faults {
             h.finish(&id).await;
             let repo = SnapshotRepo::new(store.clone());
             repo.promote("shop", "1", "t", "ok", None).await.unwrap();
-            repo.push(NewSnapshot {
-                manifest: manifest(chain_of(2, 1).0),
-                author: "t".into(),
-                message: String::new(),
-                labels: BTreeMap::new(),
-            })
-            .await
-            .unwrap();
+            repo.push(snapshot_of(manifest(chain_of(2, 1).0))).await.unwrap();
             repo.reject("shop", "2", "t", "bad").await.unwrap();
             h.engine.request(&id, Control::Cancel { by: "t".into() }).await.unwrap();
             crate::store::ImageRepo::new(store.clone())
