@@ -419,6 +419,16 @@ fn traffic_survives_a_server_crash_restart_and_upgrade() {
     assert_eq!(std::fs::read_dir(local.join("instances")).unwrap().count(), instances_before, "nothing relaunched");
     let plan = server.run(&["--output", "json", "plan", "steady"]).ok().json();
     assert!(plan["steps"].as_array().unwrap().iter().all(|s| s["action"] == "keep"), "{plan}");
+    // The router exits by itself once its directory is gone.
+    drop(server);
+    for (pid, _) in instance_processes(&local) {
+        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    let routers_before = routers(&local);
+    std::fs::remove_dir_all(&local).unwrap();
+    wait_until(Duration::from_secs(10), "the router to exit", || {
+        routers_before.iter().all(|(pid, _)| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    });
 }
 
 /// `https://` health URLs are probed over TLS (the server trusts the
