@@ -369,7 +369,12 @@ impl crate::provider::ComputeProvider for InstantProvider {
     fn name(&self) -> &'static str {
         "local"
     }
-    async fn preflight(&self, _: &crate::domain::manifest::Manifest, _: &str) -> Vec<crate::domain::plan::Check> {
+    async fn preflight(
+        &self,
+        _: &crate::domain::manifest::Manifest,
+        _: &str,
+        _: &[String],
+    ) -> Vec<crate::domain::plan::Check> {
         Vec::new()
     }
     async fn inventory(

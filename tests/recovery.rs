@@ -165,7 +165,7 @@ fn approval_gates_a_service_and_cancel_cleans_up() {
     });
     assert_eq!(state(&run_json(&server, &id), "db"), "healthy");
     let out = server.run(&["run", "approve", &id, "db"]);
-    assert_eq!(out.code, 4, "db needs no approval: {out:?}");
+    assert_eq!(out.code, 1, "db needs no approval: {out:?}");
     server.run(&["run", "approve", &id, "api"]).ok();
     let watched = server.run(&["run", "watch", &id]).ok();
     assert!(watched.stdout.contains("api: approved by tester"), "{}", watched.stdout);
@@ -194,7 +194,7 @@ fn approval_gates_a_service_and_cancel_cleans_up() {
         !instance_processes(&server.local_dir()).iter().any(|p| p.1 == "b")
     });
     let out = server.run(&["run", "cancel", &id]);
-    assert_eq!(out.code, 4, "{out:?}");
+    assert_eq!(out.code, 1, "{out:?}");
 }
 
 /// A store, a provider directory and a config with a 1 s lease, and the
@@ -503,7 +503,8 @@ fn https_health_checks_work() {
 
 /// A stable address belongs to one environment's service: another
 /// environment claiming it is refused in preflight (plan and recover) and
-/// the owner keeps its traffic. (It once took the address over.)
+/// the owner keeps its traffic, as is the same environment in another region
+/// on this host. (It once took the address over.)
 #[test]
 fn a_stable_address_cannot_be_hijacked_by_another_environment() {
     let server = Server::start(Backend::Fs);
@@ -522,10 +523,16 @@ fn a_stable_address_cannot_be_hijacked_by_another_environment() {
     assert_eq!(plan.code, 1, "{plan:?}");
     let expect = format!("127.0.0.1:{port} (web) is the address of shop/web");
     assert!(plan.stdout.contains(&expect), "{plan:?}");
+    // A failed preflight exits 1 from recover as from plan (4 is for conflicts).
     let out = server.run(&["recover", "zz", "--yes"]);
-    assert_ne!(out.code, 0, "{out:?}");
+    assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains(&expect), "{out:?}");
     assert!(!server.local_dir().join("services/zz").exists(), "zz recorded no cutover");
+    // The same environment in another region on this host is refused too.
+    let out = server.run(&["recover", "shop", "--region", "eu-central-1", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains(&format!("127.0.0.1:{port} (web)")) && out.stderr.contains("shop/web"), "{out:?}");
+    assert_eq!(instance_processes(&server.local_dir()).len(), 1, "nothing was launched for eu-central-1");
     assert!(shop.answers("web"));
     let plan = server.run(&["--output", "json", "plan", "shop"]).ok().json();
     assert_eq!(plan["steps"][0]["action"], "keep", "{plan}");

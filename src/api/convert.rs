@@ -82,6 +82,8 @@ pub fn plan(p: &crate::domain::plan::Plan) -> pb::PlanResponse {
             .iter()
             .map(|c| pb::PreflightCheck { name: c.name.clone(), ok: c.ok, message: c.message.clone() })
             .collect(),
+        rto_objective_ms: p.rto_objective_ms,
+        warnings: p.warnings.clone(),
         preflight_ok: p.preflight_ok(),
     }
 }

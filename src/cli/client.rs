@@ -30,7 +30,11 @@ pub fn exit_code(code: Code) -> u8 {
         Code::Ok => exit::OK,
         Code::InvalidArgument | Code::OutOfRange => exit::INVALID,
         Code::NotFound => exit::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => exit::CONFLICT,
+        // A conflict: someone else holds or moved the thing (a lease, a ref).
+        Code::AlreadyExists | Code::Aborted => exit::CONFLICT,
+        // The state forbids it (a failed preflight, a rejected snapshot, a
+        // finished run): the operation ran and failed.
+        Code::FailedPrecondition => exit::FAILED,
         Code::Unauthenticated | Code::PermissionDenied => exit::DENIED,
         Code::Unavailable => exit::UNREACHABLE,
         _ => exit::FAILED,
@@ -117,7 +121,7 @@ mod tests {
         assert_eq!(exit_code(Code::InvalidArgument), 2);
         assert_eq!(exit_code(Code::NotFound), 3);
         assert_eq!(exit_code(Code::Aborted), 4);
-        assert_eq!(exit_code(Code::FailedPrecondition), 4);
+        assert_eq!(exit_code(Code::FailedPrecondition), 1);
         assert_eq!(exit_code(Code::PermissionDenied), 5);
         assert_eq!(exit_code(Code::Unavailable), 6);
         assert_eq!(exit_code(Code::DataLoss), 1);

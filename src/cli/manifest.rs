@@ -31,11 +31,13 @@ pub fn validate(path: &Path, output: Output) -> Result<(), Failure> {
     let bytes = read_manifest_file(path)?;
     let format = Format::detect(&name, &String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]));
     let result = manifest::parse(&bytes, format);
+    let warnings = result.as_ref().map(warnings).unwrap_or_default();
     if output == Output::Json {
         let problems = result.as_ref().err().cloned().unwrap_or_default();
         print_json(&json!({
             "file": name,
             "valid": problems.is_empty(),
+            "warnings": warnings,
             "problems": problems.iter().map(|p| json!({
                 "position": p.pos.map(|x| x.to_string()),
                 "path": p.path,
@@ -54,6 +56,9 @@ pub fn validate(path: &Path, output: Output) -> Result<(), Failure> {
                     m.provider.as_str(),
                     m.services.len()
                 );
+                for w in &warnings {
+                    println!("warning: {w}");
+                }
             }
             Ok(())
         }
@@ -64,4 +69,18 @@ pub fn validate(path: &Path, output: Output) -> Result<(), Failure> {
             render_problems(&name, &problems)
         ))),
     }
+}
+
+/// What a valid manifest still deserves a look for, offline: the checks the
+/// server's plan makes too (drill-only promotion, for the local provider a
+/// stable address in this host's ephemeral port range).
+fn warnings(m: &Manifest) -> Vec<String> {
+    let mut out = Vec::new();
+    if m.provider == manifest::Provider::Local {
+        out.extend(crate::provider::local::listen_warnings(m, crate::provider::local::ephemeral_range()));
+    }
+    if m.promotion == manifest::Promotion::Drill {
+        out.push(crate::domain::plan::DRILL_PROMOTION_NOTE.to_string());
+    }
+    out
 }

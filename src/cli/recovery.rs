@@ -10,6 +10,7 @@ use super::output::{print_json, table};
 use super::{Failure, Output, PlanFormat, RunCmd, exit};
 use crate::api::pb;
 use crate::api::pb::recovery_service_client::RecoveryServiceClient;
+use crate::domain::duration::human;
 use crate::domain::plan::{Check, Plan};
 use crate::domain::run::{Action, PlannedStep};
 
@@ -41,6 +42,8 @@ fn plan_json(p: &pb::PlanResponse) -> Value {
         "critical_path_ms": p.critical_path_ms,
         "preflight": p.preflight.iter().map(|c| json!({"name": c.name, "ok": c.ok, "message": c.message})).collect::<Vec<_>>(),
         "preflight_ok": p.preflight_ok,
+        "rto_objective_ms": p.rto_objective_ms,
+        "warnings": p.warnings,
     })
 }
 
@@ -63,6 +66,16 @@ fn print_plan(p: &pb::PlanResponse) {
     let n = |a: &str| p.steps.iter().filter(|s| s.action == a).count();
     println!("\n{} to create, {} to replace, {} to keep.", n("create"), n("replace"), n("keep"));
     println!("Critical path: {} (~{})", p.critical_path.join(" -> "), secs(p.critical_path_ms));
+    if let Some(rto) = p.rto_objective_ms {
+        let verdict = if p.critical_path_ms > rto { "OVER the objective" } else { "within it" };
+        println!("RTO objective: {} (estimate {verdict})", human_ms(rto));
+    }
+    if !p.warnings.is_empty() {
+        println!("\nWarnings:");
+        for w in &p.warnings {
+            println!("  ! {w}");
+        }
+    }
     println!("\nPreflight:");
     for c in &p.preflight {
         println!("  {:<4}  {:<18}  {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.message);
@@ -103,6 +116,8 @@ fn to_domain(p: &pb::PlanResponse) -> Plan {
             .iter()
             .map(|c| Check { name: c.name.clone(), ok: c.ok, message: c.message.clone() })
             .collect(),
+        rto_objective_ms: p.rto_objective_ms,
+        warnings: p.warnings.clone(),
     }
 }
 
@@ -299,4 +314,8 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
         }
     }
     Ok(())
+}
+
+fn human_ms(ms: u64) -> String {
+    human(std::time::Duration::from_millis(ms))
 }

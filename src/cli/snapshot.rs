@@ -147,6 +147,12 @@ fn print_show(s: &pb::Snapshot) {
     }
     println!("region       {} (provider {})", s.region, s.provider);
     let manifest: Value = serde_json::from_str(&s.manifest_json).unwrap_or(Value::Null);
+    if let Some(rto) = manifest.get("rto_objective").and_then(Value::as_str) {
+        println!("rto          {rto}");
+    }
+    if manifest.get("promotion").and_then(Value::as_str) == Some("drill") {
+        println!("promotion    {}", crate::domain::plan::DRILL_PROMOTION_NOTE);
+    }
     let Some(services) = manifest.get("services").and_then(Value::as_object) else {
         return;
     };

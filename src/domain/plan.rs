@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::duration::human;
 use super::manifest::{Manifest, Service};
 use super::run::{Action, PlannedStep};
 
@@ -63,6 +64,11 @@ pub struct Plan {
     pub critical_path: Vec<String>,
     pub critical_path_ms: u64,
     pub preflight: Vec<Check>,
+    /// The manifest's `rto_objective`, to compare with the critical path.
+    pub rto_objective_ms: Option<u64>,
+    /// Things that do not stop a recovery but deserve a look (an estimate
+    /// over the RTO objective, a stable address in the ephemeral range).
+    pub warnings: Vec<String>,
 }
 
 pub struct PlanInput<'a> {
@@ -172,6 +178,21 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     }
     let expected: BTreeMap<&str, u64> = steps.iter().map(|s| (s.service.as_str(), s.expected_ms)).collect();
     let (path, total) = dag.critical_path(|i| Duration::from_millis(expected[dag.name(i)]));
+    let rto_objective_ms = m.rto_objective.map(|d| d.0.as_millis() as u64);
+    let mut warnings = Vec::new();
+    if let Some(rto) = m.rto_objective
+        && total > rto.0
+    {
+        warnings.push(format!(
+            "the critical-path estimate ({}) exceeds rto_objective ({}): {} is the slowest chain",
+            human(total),
+            human(rto.0),
+            path.iter().map(|i| dag.name(*i)).collect::<Vec<_>>().join(" -> ")
+        ));
+    }
+    if m.promotion == super::manifest::Promotion::Drill {
+        warnings.push(DRILL_PROMOTION_NOTE.to_string());
+    }
     Plan {
         environment: m.environment.clone(),
         region: input.region.to_string(),
@@ -181,8 +202,13 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         critical_path: path.iter().map(|i| dag.name(*i).to_string()).collect(),
         critical_path_ms: total.as_millis() as u64,
         preflight,
+        rto_objective_ms,
+        warnings,
     }
 }
+
+/// Said wherever a `promotion = "drill"` environment shows up, until drills exist.
+pub const DRILL_PROMOTION_NOTE: &str = "promotion = \"drill\": a snapshot becomes known-good only by passing a DR drill, and this version of lifeboat cannot run drills yet, so known-good never moves; recover a version explicitly with --snapshot N, or set promotion = \"manual\" and use `lifeboat snapshot promote`";
 
 impl Plan {
     pub fn preflight_ok(&self) -> bool {
@@ -331,5 +357,33 @@ mod tests {
         });
         assert!(!p.preflight_ok());
         assert!(p.preflight.iter().any(|c| !c.ok && c.message.contains("db")));
+    }
+
+    #[test]
+    fn an_estimate_over_the_rto_objective_is_a_warning() {
+        let mut m = shop();
+        let history = BTreeMap::new();
+        let input = |m: &Manifest| {
+            plan(PlanInput {
+                manifest: m,
+                snapshot_version: 1,
+                snapshot_digest: "d",
+                region: "eu-west-1",
+                inventory: &[],
+                force: false,
+                history: &history,
+            })
+        };
+        m.rto_objective = Some(crate::domain::duration::Dur::secs(3600));
+        let p = input(&m);
+        assert_eq!(p.rto_objective_ms, Some(3_600_000));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        m.rto_objective = Some(crate::domain::duration::Dur::millis(10));
+        let p = input(&m);
+        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings[0].contains("exceeds rto_objective"), "{:?}", p.warnings);
+        assert!(p.warnings[0].ends_with(&format!("{} is the slowest chain", p.critical_path.join(" -> "))));
+        m.promotion = manifest::Promotion::Drill;
+        assert_eq!(input(&m).warnings.last().map(String::as_str), Some(DRILL_PROMOTION_NOTE));
     }
 }

@@ -6,6 +6,19 @@ pub mod clock;
 mod executor;
 pub mod journal;
 pub mod lease;
+
+/// How to get a provider this server lacks.
+fn enable_hint(p: manifest::Provider) -> &'static str {
+    match p {
+        manifest::Provider::Local => {
+            "start a server with the local provider (the default: `lifeboat server`) on a host that should run the instances"
+        }
+        manifest::Provider::Ec2 => {
+            "the ec2 provider is not in this version of lifeboat yet; recover this environment with a lifeboat release that has it"
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -24,7 +37,7 @@ use self::journal::Journal;
 use self::lease::Lease;
 use crate::domain::manifest;
 use crate::domain::plan::{self, Check, Plan, PlanInput};
-use crate::domain::run::{Entry, Event, RUN_FORMAT, RunKind, RunSpec, RunView};
+use crate::domain::run::{Action, Entry, Event, RUN_FORMAT, RunKind, RunSpec, RunView};
 use crate::domain::snapshot::Snapshot;
 use crate::error::{Error, Result};
 use crate::provider::ComputeProvider;
@@ -206,10 +219,11 @@ impl Engine {
         }
         if m.provider.as_str() != self.ctx.provider.name() {
             return Err(Error::FailedPrecondition(format!(
-                "snapshot {} of {env} uses the {} provider, but this server runs the {} provider",
+                "snapshot {} of {env} uses the {} provider, but this server has only the {} provider; {}",
                 snap.version,
                 m.provider.as_str(),
-                self.ctx.provider.name()
+                self.ctx.provider.name(),
+                enable_hint(m.provider)
             )));
         }
         let inventory = self
@@ -228,7 +242,10 @@ impl Engine {
             force,
             history: &history,
         });
-        plan.preflight.extend(self.ctx.provider.preflight(m, &region).await);
+        let launching: Vec<String> =
+            plan.steps.iter().filter(|s| s.action != Action::Keep).map(|s| s.service.clone()).collect();
+        plan.preflight.extend(self.ctx.provider.preflight(m, &region, &launching).await);
+        plan.warnings.extend(self.ctx.provider.warnings(m));
         plan.preflight.push(match self.repo.rejection(env, snap.version).await? {
             Some(r) => Check::fail(
                 "snapshot-status",

@@ -67,7 +67,7 @@ impl ComputeProvider for Scripted {
     fn name(&self) -> &'static str {
         "local"
     }
-    async fn preflight(&self, _: &Manifest, _: &str) -> Vec<Check> {
+    async fn preflight(&self, _: &Manifest, _: &str, _: &[String]) -> Vec<Check> {
         vec![Check::pass("scripted", "ok")]
     }
     async fn inventory(&self, _: &str, _: &str) -> ProviderResult<Vec<LiveInstance>> {

@@ -71,8 +71,14 @@ pub trait ComputeProvider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Checks that can fail a plan before anything is launched (images exist
-    /// in the target region, capacity caps).
-    async fn preflight(&self, manifest: &Manifest, region: &str) -> Vec<Check>;
+    /// in the target region, capacity caps); `launching` names the services
+    /// the plan creates or replaces.
+    async fn preflight(&self, manifest: &Manifest, region: &str, launching: &[String]) -> Vec<Check>;
+
+    /// What deserves a look in a manifest without stopping a recovery.
+    fn warnings(&self, _manifest: &Manifest) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Instances of an environment running in a region now.
     async fn inventory(&self, environment: &str, region: &str) -> ProviderResult<Vec<LiveInstance>>;

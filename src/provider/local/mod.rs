@@ -6,10 +6,13 @@
 //! served by a router process of that directory (`router`), so they outlive
 //! the server too.
 
+mod ports;
 mod process;
 mod proxy;
 mod records;
 pub mod router;
+
+pub use ports::{ephemeral_range, listen_warnings};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -415,7 +418,11 @@ impl ComputeProvider for LocalProvider {
         "local"
     }
 
-    async fn preflight(&self, m: &Manifest, region: &str) -> Vec<Check> {
+    fn warnings(&self, m: &Manifest) -> Vec<String> {
+        listen_warnings(m, ephemeral_range())
+    }
+
+    async fn preflight(&self, m: &Manifest, region: &str, launching: &[String]) -> Vec<Check> {
         let mut missing = Vec::new();
         let mut no_entrypoint = Vec::new();
         for (name, s) in &m.services {
@@ -508,8 +515,12 @@ impl ComputeProvider for LocalProvider {
             Check::fail("stable-addresses", problems.join("; "))
         });
         let running = instances.iter().filter(|r| r.alive()).count();
-        let wanted: usize = m.services.values().map(|s| s.replicas as usize).sum();
-        checks.push(if running + wanted <= self.max_instances {
+        // Only services that will be launched need room: kept ones already run.
+        let wanted: usize =
+            m.services.iter().filter(|(n, _)| launching.contains(n)).map(|(_, s)| s.replicas as usize).sum();
+        checks.push(if wanted == 0 {
+            Check::pass("capacity", format!("no new instances; {running} running, cap {}", self.max_instances))
+        } else if running + wanted <= self.max_instances {
             Check::pass("capacity", format!("{wanted} new instances, {running} running, cap {}", self.max_instances))
         } else {
             Check::fail(
