@@ -91,3 +91,67 @@ fn a_missing_provider_is_named_with_what_to_do() {
         out.stderr
     );
 }
+
+/// Runs can be named the way runbooks need: `recover --detach` prints only
+/// the ID, `run list --quiet` only IDs, a unique prefix is enough, and
+/// `--latest ENV` picks the newest run of an environment.
+#[test]
+fn runs_are_found_by_detached_id_prefix_and_latest() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    Region::setup(&server, "shop", &[Svc::new("web", &[])]);
+    let out = server.run(&["recover", "shop", "--yes", "--detach"]).ok();
+    let id = out.stdout.trim().to_string();
+    assert!(id.starts_with("r-") && !id.contains(' '), "only the ID on stdout: {out:?}");
+    assert!(out.stderr.contains(&format!("follow it with: lifeboat run watch {id}")), "{out:?}");
+    server.run(&["run", "watch", &id]).ok();
+    let listed = server.run(&["run", "list", "--environment", "shop", "--limit", "1", "--quiet"]).ok().stdout;
+    assert_eq!(listed.trim(), id);
+    // A unique prefix: the ID without its random tail.
+    let prefix = &id[..id.len() - 7];
+    let shown = server.run(&["--output", "json", "run", "show", prefix]).ok().json();
+    assert_eq!(shown["id"], id.as_str());
+    let latest = server.run(&["--output", "json", "run", "show", "--latest", "shop"]).ok().json();
+    assert_eq!(latest["id"], id.as_str());
+    let watched = server.run(&["run", "watch", "--latest", "shop"]).ok();
+    assert!(watched.stdout.contains(&format!("run {id}")), "{watched:?}");
+    // A second run makes "r-" ambiguous; an unknown prefix is not found.
+    let second = server.run(&["recover", "shop", "--yes", "--force", "--detach"]).ok().stdout.trim().to_string();
+    server.run(&["run", "watch", &second]).ok();
+    let out = server.run(&["run", "show", "r-"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("run ID prefix r- is ambiguous: it matches 2 runs") && out.stderr.contains(&second),
+        "{out:?}"
+    );
+    let out = server.run(&["run", "show", "r-1999"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("no run r-1999; `lifeboat run list` shows the recent ones"), "{out:?}");
+    let out = server.run(&["run", "watch", "--latest", "nosuch"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("environment nosuch has no runs yet"), "{out:?}");
+    let out = server.run(&["run", "show"]);
+    assert_eq!(out.code, 2, "an ID or --latest is required: {out:?}");
+}
+
+/// `snapshot diff --exit-code` answers "did anything change?" with the exit
+/// code (0 no, 2 yes), as `git diff --exit-code` does; `show --quiet`
+/// prints only the version.
+#[test]
+fn diff_exit_code_and_quiet_show() {
+    let server = Server::start(Backend::Fs);
+    let file = manifests().join("good/shop.toml");
+    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
+    let same = server.run(&["snapshot", "diff", "shop", "1", "2", "--exit-code"]);
+    assert_eq!(same.code, 0, "{same:?}");
+    assert!(same.stdout.contains("no differences"), "{same:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let v3 = common::variant(dir.path(), "shop3.toml", "shop.toml", &[("replicas = 2", "replicas = 4")]);
+    server.run(&["snapshot", "push", v3.to_str().unwrap()]).ok();
+    let changed = server.run(&["snapshot", "diff", "shop", "2", "3", "--exit-code"]);
+    assert_eq!(changed.code, 2, "{changed:?}");
+    assert!(changed.stderr.is_empty(), "the exit code is the answer: {changed:?}");
+    assert_eq!(server.run(&["snapshot", "diff", "shop", "2", "3"]).code, 0, "opt-in only");
+    assert_eq!(server.run(&["snapshot", "show", "shop", "latest", "--quiet"]).ok().stdout, "3\n");
+}

@@ -1,15 +1,19 @@
-//! The runbooks work: their commands, run in order against a real server
-//! (up to their "When things go wrong" section), all succeed.
+//! Every runbook works when pasted: its sh blocks, up to "When things go
+//! wrong", run top to bottom as one shell script against a real server,
+//! with only the variables the runbook itself sets. The one edit a reader
+//! makes is pointing `LIFEBOAT_SERVER` at their server.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{Backend, Instances, Region, Server, Svc, instance_processes};
+use common::{Backend, Instances, Out, Region, Server, Svc, instance_processes};
 
-/// `lifeboat …` lines of the runbook's sh blocks, in order.
-fn commands(runbook: &str) -> Vec<String> {
+const SERVER_LINE: &str = "export LIFEBOAT_SERVER=http://127.0.0.1:7700";
+
+/// The runbook's sh blocks up to "When things go wrong", as one script.
+fn script(runbook: &str) -> String {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks").join(runbook)).unwrap();
     let text = text.split("## When things go wrong").next().unwrap();
     let mut out = Vec::new();
@@ -19,47 +23,65 @@ fn commands(runbook: &str) -> Vec<String> {
             in_sh = !in_sh && line.trim() == "```sh";
             continue;
         }
-        if in_sh && line.starts_with("lifeboat ") {
+        if in_sh {
             out.push(line.to_string());
         }
     }
-    out
+    assert!(out.iter().filter(|l| l.starts_with("lifeboat ") || l.contains("$(lifeboat ")).count() >= 5, "{runbook}");
+    assert_eq!(out.first().map(String::as_str), Some(SERVER_LINE), "{runbook} must start by pointing at the server");
+    out.join("\n")
 }
 
-fn latest_run(server: &Server) -> String {
-    let runs = server.run(&["--output", "json", "run", "list"]).ok().json();
-    runs[0]["id"].as_str().unwrap_or("none").to_string()
-}
-
-/// Runs each command as a person would paste it into a shell.
-fn follow_runbook(server: &Server, runbook: &str, vars: &[(&str, &str)]) {
+/// Runs the script as `sh -e -x` in `cwd`, with a clean environment: no
+/// variable the runbook does not set itself.
+fn paste(server: &Server, runbook: &str, cwd: &Path) -> Out {
     let bin_dir = Path::new(common::BIN).parent().unwrap();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let cmds = commands(runbook);
-    assert!(cmds.len() >= 5, "{runbook} has only {} commands", cmds.len());
-    for cmd in cmds {
-        let run_id = latest_run(server);
-        let out = Command::new("sh")
-            .args(["-c", &cmd])
-            .env("PATH", &path)
-            .env("LIFEBOAT_SERVER", &server.url)
-            .env("LIFEBOAT_ACTOR", "oncall")
-            .env("RUN_ID", &run_id)
-            .envs(vars.iter().copied())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{runbook}: `{cmd}` failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let script = script(runbook).replacen(SERVER_LINE, &format!("export LIFEBOAT_SERVER={}", server.url), 1);
+    let out = Command::new("sh")
+        .args(["-e", "-x", "-c", &script])
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("HOME", cwd)
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+fn follow_runbook(server: &Server, runbook: &str, cwd: &Path) -> Out {
+    let out = paste(server, runbook, cwd);
+    assert_eq!(out.code, 0, "{runbook} failed when pasted:\n{}\n{}", out.stdout, out.stderr);
+    out
 }
 
 fn svcs() -> [Svc<'static>; 4] {
     [Svc::new("db", &[]), Svc::new("cache", &["db"]), Svc::new("api", &["db", "cache"]), Svc::new("web", &["api"])]
+}
+
+fn kill_region(server: &Server) {
+    for (pid, _) in instance_processes(&server.local_dir()) {
+        Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    }
+}
+
+fn latest_run(server: &Server) -> serde_json::Value {
+    let runs = server.run(&["--output", "json", "run", "list", "--limit", "1"]).ok().json();
+    runs[0].clone()
+}
+
+/// Release 2 changes the api's settings; it is pushed, promoted and deployed.
+fn deploy_release_2(server: &Server, region: &Region) {
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    let v2 = region.manifest.with_file_name("shop-v2.toml");
+    std::fs::write(&v2, text.replacen("\"--name\", \"api\"", "\"--name\", \"api\", \"--boot-delay\", \"50ms\"", 1))
+        .unwrap();
+    server.run(&["snapshot", "push", v2.to_str().unwrap(), "-m", "release 2"]).ok();
+    server.run(&["snapshot", "promote", "shop", "2", "--reason", "release 2"]).ok();
+    server.run(&["recover", "shop", "--yes"]).ok();
 }
 
 #[test]
@@ -68,15 +90,15 @@ fn region_recovery_runbook() {
     let _cleanup = Instances(server.local_dir());
     let region = Region::setup(&server, "shop", &svcs());
     server.run(&["recover", "shop", "--yes"]).ok();
-    // The region fails.
-    for (pid, _) in instance_processes(&server.local_dir()) {
-        Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
-    }
+    kill_region(&server);
     assert!(!region.answers("web"));
-    follow_runbook(&server, "region-recovery.md", &[("ENV", "shop")]);
+    let out = follow_runbook(&server, "region-recovery.md", server.dir.as_ref().unwrap().path());
     for s in ["db", "cache", "api", "web"] {
         assert!(region.answers(s), "{s} does not answer after the runbook");
     }
+    let run = latest_run(&server);
+    assert_eq!(run["state"], "succeeded");
+    assert!(out.stdout.contains(run["id"].as_str().unwrap()), "run show reported the run: {}", out.stdout);
     let plan = server.run(&["plan", "shop"]).ok().stdout;
     assert!(plan.contains("4 to keep"), "{plan}");
 }
@@ -87,21 +109,14 @@ fn rollback_runbook() {
     let _cleanup = Instances(server.local_dir());
     let region = Region::setup(&server, "shop", &svcs());
     server.run(&["recover", "shop", "--yes"]).ok();
-    // Release 2 changes the api's settings; it is promoted and deployed.
-    let text = std::fs::read_to_string(&region.manifest).unwrap();
-    let v2 = region.manifest.with_file_name("shop-v2.toml");
-    std::fs::write(&v2, text.replacen("\"--name\", \"api\"", "\"--name\", \"api\", \"--boot-delay\", \"50ms\"", 1))
-        .unwrap();
-    server.run(&["snapshot", "push", v2.to_str().unwrap(), "-m", "release 2"]).ok();
-    server.run(&["snapshot", "promote", "shop", "2", "--reason", "release 2"]).ok();
-    server.run(&["recover", "shop", "--yes"]).ok();
+    deploy_release_2(&server, &region);
 
-    follow_runbook(&server, "rollback.md", &[("ENV", "shop"), ("GOOD", "1"), ("BAD", "2")]);
+    follow_runbook(&server, "rollback.md", server.dir.as_ref().unwrap().path());
     let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
     assert_eq!(kg["version"], 1);
     let bad = server.run(&["--output", "json", "snapshot", "show", "shop", "2"]).ok().json();
     assert_eq!(bad["rejection"]["reason"], "rolled back");
-    let run = server.run(&["--output", "json", "run", "show", &latest_run(&server)]).ok().json();
+    let run = latest_run(&server);
     assert_eq!(run["snapshot_version"], 1);
     let actions: Vec<&str> =
         run["services"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap()).collect();
@@ -109,4 +124,67 @@ fn rollback_runbook() {
     for s in ["db", "cache", "api", "web"] {
         assert!(region.answers(s), "{s} does not answer after the rollback");
     }
+}
+
+/// The digest-error path of region-recovery: known-good is corrupt in the
+/// store, so step 2 refuses it, and the rollback runbook, pasted as written,
+/// recovers the region from the earlier snapshot.
+#[test]
+fn a_corrupt_known_good_is_refused_and_the_rollback_recovers() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "shop", &svcs());
+    server.run(&["recover", "shop", "--yes"]).ok();
+    deploy_release_2(&server, &region);
+    // Version 2 is tampered with in the store, then the region fails.
+    let object = Path::new(&server.store).join("environments/shop/snapshots/0000000002.json");
+    let text = std::fs::read_to_string(&object).unwrap();
+    let mut perms = std::fs::metadata(&object).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&object, perms).unwrap();
+    std::fs::write(&object, text.replacen("release 2", "release 3", 1)).unwrap();
+    kill_region(&server);
+
+    let cwd = server.dir.as_ref().unwrap().path();
+    let out = paste(&server, "region-recovery.md", cwd);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("+ lifeboat snapshot show shop known-good\nlifeboat: snapshot 2 of shop (object environments/shop/snapshots/0000000002.json"),
+        "step 2 is where it stops, naming the object: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("+ lifeboat plan"), "nothing after step 2 ran: {}", out.stderr);
+
+    let out = follow_runbook(&server, "rollback.md", cwd);
+    if std::env::var_os("SHOW_RUNBOOK").is_some() {
+        eprintln!("{}\n{}", out.stdout, out.stderr);
+    }
+    assert!(out.stdout.contains("CORRUPT"), "the list marks it: {}", out.stdout);
+    assert!(
+        out.stdout.contains("version 2 is CORRUPT (object environments/shop/snapshots/0000000002.json"),
+        "{}",
+        out.stdout
+    );
+    for s in ["db", "cache", "api", "web"] {
+        assert!(region.answers(s), "{s} does not answer after the rollback");
+    }
+    let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
+    assert_eq!(kg["version"], 1);
+    let list = server.run(&["--output", "json", "snapshot", "list", "shop"]).ok().json();
+    assert_eq!(list[1]["corruption"]["key"], "environments/shop/snapshots/0000000002.json");
+    assert_eq!(list[1]["rejection"]["reason"], "rolled back", "a corrupt snapshot can be rejected");
+}
+
+#[test]
+fn snapshot_promotion_runbook() {
+    let server = Server::start(Backend::Fs);
+    let region = Region::setup(&server, "shop", &svcs());
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    std::fs::write(&region.manifest, text.replacen("rto_objective = \"1m\"", "rto_objective = \"2m\"", 1)).unwrap();
+    let out = follow_runbook(&server, "snapshot-promotion.md", region.manifest.parent().unwrap());
+    assert!(out.stderr.contains("--expect 1"), "{}", out.stderr);
+    let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
+    assert_eq!(kg["version"], 2);
+    assert_eq!(kg["labels"]["ticket"], "CHG-1234");
 }

@@ -24,6 +24,24 @@ pub fn snapshot(s: &Snapshot, refs: Vec<String>, rejection: Option<Rejection>, w
         service_count: s.manifest.services.len() as u32,
         region: s.manifest.region.clone(),
         provider: s.manifest.provider.as_str().to_string(),
+        corruption: None,
+    }
+}
+
+/// A snapshot whose stored object fails its check: what is known of it.
+pub fn corrupt_snapshot(
+    env: &str,
+    c: &crate::store::snapshots::Corrupt,
+    refs: Vec<String>,
+    rejection: Option<Rejection>,
+) -> pb::Snapshot {
+    pb::Snapshot {
+        environment: env.to_string(),
+        version: c.version,
+        refs,
+        rejection: rejection.map(|r| pb::Rejection { by: r.by, at: r.at, reason: r.reason }),
+        corruption: Some(pb::Corruption { key: c.key.clone(), problem: c.problem.clone() }),
+        ..Default::default()
     }
 }
 

@@ -63,7 +63,8 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
     }
 
     async fn get(&self, req: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
-        let view = self.ctx.engine.get(&req.into_inner().id).await.map_err(to_status)?;
+        let id = self.ctx.engine.resolve(&req.into_inner().id).await.map_err(to_status)?;
+        let view = self.ctx.engine.get(&id).await.map_err(to_status)?;
         Ok(Response::new(convert::run(&view)))
     }
 
@@ -82,12 +83,12 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
 
     async fn watch(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<EventStream>, Status> {
         let r = req.into_inner();
-        let run_id = r.id.clone();
+        let run_id = self.ctx.engine.resolve(&r.id).await.map_err(to_status)?;
         // Refusals (no such run, past the end, too many watchers) come before the stream starts.
         let stream = self
             .ctx
             .engine
-            .watch(&r.id, r.from_seq)
+            .watch(&run_id, r.from_seq)
             .await
             .map_err(to_status)?
             .map(move |item| item.map(|e| convert::event(&run_id, &e)).map_err(to_status));
@@ -96,7 +97,7 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
 
     async fn cancel(&self, req: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
         let who = actor(&req);
-        let id = req.into_inner().id;
+        let id = self.ctx.engine.resolve(&req.into_inner().id).await.map_err(to_status)?;
         let view =
             self.ctx.audited(&who, "run.cancel", &id, self.ctx.engine.cancel(&id, &who)).await.map_err(to_status)?;
         Ok(Response::new(convert::run(&view)))
@@ -108,15 +109,16 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
         if r.service.is_empty() {
             return Err(to_status(Error::InvalidArgument("service is required".into())));
         }
-        let target = format!("{} {}", r.id, r.service);
-        let op = self.ctx.engine.approve(&r.id, &r.service, &who);
+        let id = self.ctx.engine.resolve(&r.id).await.map_err(to_status)?;
+        let target = format!("{id} {}", r.service);
+        let op = self.ctx.engine.approve(&id, &r.service, &who);
         let view = self.ctx.audited(&who, "run.approve", &target, op).await.map_err(to_status)?;
         Ok(Response::new(convert::run(&view)))
     }
 
     async fn resume(&self, req: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
         let who = actor(&req);
-        let id = req.into_inner().id;
+        let id = self.ctx.engine.resolve(&req.into_inner().id).await.map_err(to_status)?;
         let view = self.ctx.audited(&who, "run.resume", &id, self.ctx.engine.resume(&id)).await.map_err(to_status)?;
         Ok(Response::new(convert::run(&view)))
     }

@@ -11,8 +11,9 @@ use crate::domain::manifest;
 use crate::domain::snapshot::{self, Snapshot};
 use crate::domain::source::Format;
 use crate::error::{Error, Result};
-use crate::store::NewSnapshot;
 use crate::store::check_environment;
+use crate::store::snapshots::Listed;
+use crate::store::{NewSnapshot, RefRecord};
 
 pub struct Snapshots {
     ctx: Arc<Ctx>,
@@ -29,6 +30,16 @@ impl Snapshots {
         let names = refs.iter().filter(|(_, r)| r.version == s.version).map(|(n, _)| n.clone()).collect();
         let rejection = self.ctx.repo.rejection(&s.environment, s.version).await?;
         Ok(convert::snapshot(s, names, rejection, with_manifest))
+    }
+
+    /// A listed snapshot's view, corrupt or not.
+    async fn listed_view(&self, env: &str, s: &Listed, refs: &BTreeMap<String, RefRecord>) -> Result<pb::Snapshot> {
+        let names = refs.iter().filter(|(_, r)| r.version == s.version()).map(|(n, _)| n.clone()).collect();
+        let rejection = self.ctx.repo.rejection(env, s.version()).await?;
+        Ok(match s {
+            Listed::Ok(snap) => convert::snapshot(snap, names, rejection, false),
+            Listed::Corrupt(c) => convert::corrupt_snapshot(env, c, names, rejection),
+        })
     }
 }
 
@@ -103,9 +114,7 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
             let refs = self.ctx.repo.refs(&r.environment).await?;
             let mut out = Vec::with_capacity(snaps.len());
             for s in &snaps {
-                let names = refs.iter().filter(|(_, x)| x.version == s.version).map(|(n, _)| n.clone()).collect();
-                let rejection = self.ctx.repo.rejection(&s.environment, s.version).await?;
-                out.push(convert::snapshot(s, names, rejection, false));
+                out.push(self.listed_view(&r.environment, s, &refs).await?);
             }
             Ok(pb::ListSnapshotsResponse { snapshots: out })
         }
@@ -118,10 +127,16 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
     ) -> Result<Response<pb::DiffSnapshotsResponse>, Status> {
         let r = req.into_inner();
         ok(async {
-            let a = self.ctx.repo.get_by_ref(&r.environment, &r.from_ref).await?;
-            let b = self.ctx.repo.get_by_ref(&r.environment, &r.to_ref).await?;
-            let d = snapshot::diff(&a.manifest, &b.manifest);
-            Ok(convert::diff(&d, self.view(&a, false).await?, self.view(&b, false).await?))
+            let env = &r.environment;
+            let a = self.ctx.repo.get_listed(env, self.ctx.repo.resolve(env, &r.from_ref).await?).await?;
+            let b = self.ctx.repo.get_listed(env, self.ctx.repo.resolve(env, &r.to_ref).await?).await?;
+            let refs = self.ctx.repo.refs(env).await?;
+            let (from, to) = (self.listed_view(env, &a, &refs).await?, self.listed_view(env, &b, &refs).await?);
+            Ok(match (&a, &b) {
+                (Listed::Ok(a), Listed::Ok(b)) => convert::diff(&snapshot::diff(&a.manifest, &b.manifest), from, to),
+                // A corrupt side has no content to compare: both are reported.
+                _ => pb::DiffSnapshotsResponse { from: Some(from), to: Some(to), ..Default::default() },
+            })
         }
         .await)
     }
@@ -147,7 +162,7 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
             let target = format!("{}@{}", r.environment, r.r#ref);
             let op = self.ctx.repo.reject(&r.environment, &r.r#ref, &who, &r.reason);
             let snap = self.ctx.audited(&who, "snapshot.reject", &target, op).await?;
-            self.view(&snap, false).await
+            self.listed_view(&r.environment, &snap, &self.ctx.repo.refs(&r.environment).await?).await
         }
         .await)
     }

@@ -30,6 +30,9 @@ pub mod exit {
     pub const CONFLICT: u8 = 4;
     pub const DENIED: u8 = 5;
     pub const UNREACHABLE: u8 = 6;
+    /// `plan --detailed-exitcode`, `snapshot diff --exit-code`: there are
+    /// changes (opt-in; the one exception to the table, as in Terraform and git).
+    pub const CHANGES: u8 = 2;
     /// Ctrl-C while following a run (which goes on), as shells count SIGINT.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -149,17 +152,41 @@ pub enum RunCmd {
         environment: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Print only run IDs, newest first (`RUN_ID=$(lifeboat run list --environment ENV --limit 1 -q)`).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// One run's per-service report.
-    Show { id: String },
+    Show(RunPick),
     /// Follow a run until it finishes (exit 1 unless it succeeds).
-    Watch { id: String },
+    Watch(RunPick),
     /// Stop launching and remove instances not yet cut over.
-    Cancel { id: String },
+    Cancel {
+        /// A run ID, or a unique prefix of it.
+        id: String,
+    },
     /// Let a service marked `approval = true` proceed.
-    Approve { id: String, service: String },
+    Approve {
+        /// A run ID, or a unique prefix of it.
+        id: String,
+        service: String,
+    },
     /// Take over a run whose server stopped.
-    Resume { id: String },
+    Resume {
+        /// A run ID, or a unique prefix of it.
+        id: String,
+    },
+}
+
+/// One run: by ID (or a unique prefix of it), or the newest of an environment.
+#[derive(Debug, clap::Args)]
+pub struct RunPick {
+    /// A run ID, or a unique prefix of it.
+    #[arg(required_unless_present = "latest")]
+    pub id: Option<String>,
+    /// The newest run of this environment instead of an ID.
+    #[arg(long, value_name = "ENV", conflicts_with = "id")]
+    pub latest: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -222,9 +249,22 @@ pub enum SnapshotCmd {
     /// List an environment's snapshots, oldest first.
     List { environment: String },
     /// Show one snapshot: a version, latest, known-good, a tag, or a digest.
-    Show { environment: String, reference: String },
+    Show {
+        environment: String,
+        reference: String,
+        /// Print only the version number (`V=$(lifeboat snapshot show ENV known-good -q)`).
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Show what changed between two snapshots, per service.
-    Diff { environment: String, from: String, to: String },
+    Diff {
+        environment: String,
+        from: String,
+        to: String,
+        /// Exit 0 when there is no difference and 2 when there is (as `git diff --exit-code`).
+        #[arg(long)]
+        exit_code: bool,
+    },
     /// Make a snapshot the environment's known-good one.
     Promote {
         environment: String,
@@ -312,6 +352,8 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
+        // An exit code that is itself the answer (`--exit-code`): nothing to add.
+        Err(f) if f.message.is_empty() => ExitCode::from(f.code),
         Err(f) => {
             // Messages may quote user input: never let it drive the terminal.
             let lines: Vec<String> = f.message.lines().map(output::safe).collect();

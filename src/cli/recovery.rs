@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::client::Client;
 use super::follow::{follow, print_run, run_json, secs};
 use super::output::{print_json, table};
-use super::{Failure, Output, PlanFormat, RunCmd, exit};
+use super::{Failure, Output, PlanFormat, RunCmd, RunPick, exit};
 use crate::api::pb;
 use crate::api::pb::recovery_service_client::RecoveryServiceClient;
 use crate::domain::duration::human;
@@ -183,9 +183,13 @@ pub async fn recover(client: &Client, t: Target, o: RecoverOptions, output: Outp
     }
     let run = start(client, t, o.parallelism).await?;
     if o.detach {
+        // Only the ID on stdout, for `RUN_ID=$(lifeboat recover … --detach)`.
         match output {
             Output::Json => print_json(&run_json(&run)),
-            Output::Text => println!("started run {}; follow it with: lifeboat run watch {}", run.id, run.id),
+            Output::Text => {
+                println!("{}", run.id);
+                eprintln!("started run {}; follow it with: lifeboat run watch {}", run.id, run.id);
+            }
         }
         return Ok(());
     }
@@ -235,6 +239,21 @@ async fn finish(client: &Client, id: &str, output: Output) -> Result<(), Failure
     }
 }
 
+/// The run a `show` or `watch` means: its ID (or prefix: the server
+/// resolves it), or the newest run of `--latest ENV`.
+async fn pick_run(client: &Client, pick: RunPick) -> Result<String, Failure> {
+    let Some(env) = pick.latest else {
+        return Ok(pick.id.unwrap_or_default());
+    };
+    let mut svc = RecoveryServiceClient::new(client.channel.clone());
+    let req = pb::ListRunsRequest { environment: env.clone(), limit: 1 };
+    let runs = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().runs;
+    match runs.into_iter().next() {
+        Some(r) => Ok(r.id),
+        None => Err(Failure::new(exit::NOT_FOUND, format!("environment {env} has no runs yet"))),
+    }
+}
+
 pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(), Failure> {
     let mut svc = RecoveryServiceClient::new(client.channel.clone());
     let show = |run: &pb::Run, text: String| match output {
@@ -242,11 +261,12 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
         Output::Text => println!("{text}"),
     };
     match cmd {
-        RunCmd::List { environment, limit } => {
+        RunCmd::List { environment, limit, quiet } => {
             let req = pb::ListRunsRequest { environment: environment.unwrap_or_default(), limit };
             let runs = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().runs;
             match output {
                 Output::Json => print_json(&Value::Array(runs.iter().map(run_json).collect())),
+                Output::Text if quiet => runs.iter().for_each(|r| println!("{}", r.id)),
                 Output::Text if runs.is_empty() => println!("no runs"),
                 Output::Text => {
                     let rows: Vec<Vec<String>> = runs
@@ -291,14 +311,18 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
                 }
             }
         }
-        RunCmd::Show { id } => {
+        RunCmd::Show(pick) => {
+            let id = pick_run(client, pick).await?;
             let run = svc.get(client.request(pb::GetRunRequest { id })).await.map_err(|e| client.fail(e))?.into_inner();
             match output {
                 Output::Json => print_json(&run_json(&run)),
                 Output::Text => print_run(&run),
             }
         }
-        RunCmd::Watch { id } => return finish(client, &id, output).await,
+        RunCmd::Watch(pick) => {
+            let id = pick_run(client, pick).await?;
+            return finish(client, &id, output).await;
+        }
         RunCmd::Cancel { id } => {
             let run = svc.cancel(client.request(pb::RunRequest { id })).await.map_err(|e| client.fail(e))?.into_inner();
             show(&run, format!("cancel requested for run {}; instances not yet cut over will be removed", run.id));

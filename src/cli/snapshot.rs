@@ -56,10 +56,25 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
                     let rows: Vec<Vec<String>> = list
                         .iter()
                         .map(|s| {
-                            let mut refs = s.refs.join(",");
+                            let mut marks = s.refs.clone();
                             if s.rejection.is_some() {
-                                refs = if refs.is_empty() { "REJECTED".into() } else { format!("{refs},REJECTED") };
+                                marks.push("REJECTED".into());
                             }
+                            if let Some(c) = &s.corruption {
+                                marks.push("CORRUPT".into());
+                                let what = format!("object {}: {}", c.key, c.problem);
+                                let dash = || "-".to_string();
+                                return vec![
+                                    s.version.to_string(),
+                                    dash(),
+                                    dash(),
+                                    dash(),
+                                    dash(),
+                                    marks.join(","),
+                                    what,
+                                ];
+                            }
+                            let refs = marks.join(",");
                             vec![
                                 s.version.to_string(),
                                 s.created_at.clone(),
@@ -75,23 +90,34 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
                         "{}",
                         table(&["VERSION", "CREATED", "AUTHOR", "SERVICES", "DIGEST", "REFS", "MESSAGE"], &rows)
                     );
+                    if list.iter().any(|s| s.corruption.is_some()) {
+                        eprintln!(
+                            "A CORRUPT snapshot failed its integrity check: it can never be deployed; choose another version, and reject it with `lifeboat snapshot reject {environment} VERSION --reason ...`"
+                        );
+                    }
                 }
             }
         }
-        SnapshotCmd::Show { environment, reference } => {
+        SnapshotCmd::Show { environment, reference, quiet } => {
             let req = pb::GetSnapshotRequest { environment, r#ref: reference };
             let s = svc.get(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
             match output {
                 Output::Json => print_json(&snapshot_json(&s)),
+                Output::Text if quiet => println!("{}", s.version),
                 Output::Text => print_show(&s),
             }
         }
-        SnapshotCmd::Diff { environment, from, to } => {
+        SnapshotCmd::Diff { environment, from, to, exit_code } => {
             let req = pb::DiffSnapshotsRequest { environment, from_ref: from, to_ref: to };
             let d = svc.diff(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
             match output {
                 Output::Json => print_json(&diff_json(&d)),
                 Output::Text => print_diff(&d),
+            }
+            let corrupt = [&d.from, &d.to].iter().any(|s| s.as_ref().is_some_and(|s| s.corruption.is_some()));
+            let differs = corrupt || !d.environment.is_empty() || !d.services.is_empty();
+            if exit_code && differs {
+                return Err(Failure::new(super::exit::CHANGES, ""));
             }
         }
         SnapshotCmd::Promote { environment, reference, reason, expect } => {
@@ -202,6 +228,19 @@ fn diff_json(d: &pb::DiffSnapshotsResponse) -> Value {
 fn print_diff(d: &pb::DiffSnapshotsResponse) {
     let (from, to) = (d.from.clone().unwrap_or_default(), d.to.clone().unwrap_or_default());
     println!("{}: version {} -> version {}", to.environment, from.version, to.version);
+    let corrupt: Vec<String> = [&from, &to]
+        .iter()
+        .filter_map(|s| {
+            s.corruption.as_ref().map(|c| format!("version {} is CORRUPT (object {}: {})", s.version, c.key, c.problem))
+        })
+        .collect();
+    if !corrupt.is_empty() {
+        for line in corrupt {
+            println!("{line}");
+        }
+        println!("nothing to compare: a corrupt snapshot can never be deployed");
+        return;
+    }
     if d.environment.is_empty() && d.services.is_empty() {
         println!("no differences");
         return;

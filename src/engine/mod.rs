@@ -460,6 +460,32 @@ impl Engine {
         Ok(RunView::replay(spec, &entries))
     }
 
+    /// A run ID from the ID itself or a unique prefix of it (as git takes
+    /// commit hashes): `r-20261127T1523` is enough when no other run started
+    /// in that minute.
+    pub async fn resolve(&self, id_or_prefix: &str) -> Result<String> {
+        check_run_id(id_or_prefix)?;
+        let keys = self.ctx.store.list(&layout::run_index_prefix()).await?;
+        let ids: Vec<&str> = keys.iter().filter_map(|k| layout::run_id_from_index(k)).collect();
+        if ids.contains(&id_or_prefix) {
+            return Ok(id_or_prefix.to_string());
+        }
+        let matching: Vec<&str> = ids.iter().copied().filter(|id| id.starts_with(id_or_prefix)).collect();
+        match matching.as_slice() {
+            [] => Err(Error::NotFound(format!("no run {id_or_prefix}; `lifeboat run list` shows the recent ones"))),
+            [one] => Ok(one.to_string()),
+            many => {
+                let shown: Vec<&str> = many.iter().rev().take(5).copied().collect();
+                Err(Error::InvalidArgument(format!(
+                    "run ID prefix {id_or_prefix} is ambiguous: it matches {} runs ({}{}); give more of the ID",
+                    many.len(),
+                    shown.join(", "),
+                    if many.len() > shown.len() { ", …" } else { "" }
+                )))
+            }
+        }
+    }
+
     /// The newest runs first, optionally of one environment.
     pub async fn list(&self, environment: Option<&str>, limit: usize) -> Result<Vec<RunView>> {
         let mut keys = self.ctx.store.list(&layout::run_index_prefix()).await?;

@@ -59,6 +59,31 @@ pub struct NewSnapshot {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A snapshot as `list` finds it.
+#[derive(Debug)]
+pub enum Listed {
+    Ok(Box<Snapshot>),
+    Corrupt(Corrupt),
+}
+
+/// A stored snapshot that fails its integrity check.
+#[derive(Debug, Clone)]
+pub struct Corrupt {
+    pub version: u64,
+    /// The object's key, for the operator who goes to look at it.
+    pub key: String,
+    pub problem: String,
+}
+
+impl Listed {
+    pub fn version(&self) -> u64 {
+        match self {
+            Listed::Ok(s) => s.version,
+            Listed::Corrupt(c) => c.version,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct SnapshotRepo {
     store: DynStore,
@@ -353,7 +378,8 @@ impl SnapshotRepo {
         let keys = self.store.list(&layout::snapshots_prefix(env)).await?;
         let mut found = Vec::new();
         for v in keys.iter().filter_map(|k| layout::snapshot_version(k)) {
-            let snap = self.get(env, v).await?;
+            // A corrupt snapshot has no digest to match.
+            let Listed::Ok(snap) = self.get_listed(env, v).await? else { continue };
             let full = snap.digest.trim_start_matches("sha256:");
             if full.starts_with(hex) {
                 found.push((v, full.to_string()));
@@ -378,12 +404,25 @@ impl SnapshotRepo {
         self.get(env, v).await
     }
 
-    /// Every snapshot, oldest first, each verified.
-    pub async fn list(&self, env: &str) -> Result<Vec<Snapshot>> {
+    /// Every snapshot, oldest first, each verified. One that fails its
+    /// check is listed as corrupt, so the others stay usable (a rollback
+    /// must be able to choose an earlier one); only using it is refused.
+    pub async fn list(&self, env: &str) -> Result<Vec<Listed>> {
         check_environment(env)?;
         let keys = self.store.list(&layout::snapshots_prefix(env)).await?;
         let versions: Vec<u64> = keys.iter().filter_map(|k| layout::snapshot_version(k)).collect();
-        futures::stream::iter(versions).map(|v| self.get(env, v)).buffered(16).try_collect().await
+        futures::stream::iter(versions).map(|v| self.get_listed(env, v)).buffered(16).try_collect().await
+    }
+
+    /// One snapshot, or what is wrong with its stored object.
+    pub async fn get_listed(&self, env: &str, version: u64) -> Result<Listed> {
+        match self.get(env, version).await {
+            Ok(s) => Ok(Listed::Ok(Box::new(s))),
+            Err(Error::Integrity { key, source, .. }) => {
+                Ok(Listed::Corrupt(Corrupt { version, key, problem: source.to_string() }))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Every ref of the environment, by name.
@@ -510,28 +549,29 @@ impl SnapshotRepo {
 
     /// Marks a snapshot bad. The known-good snapshot cannot be rejected:
     /// promote a replacement first, so recovery always has a target.
-    pub async fn reject(&self, env: &str, reference: &str, actor: &str, reason: &str) -> Result<Snapshot> {
+    /// A corrupt snapshot can be rejected too (that is what it deserves).
+    pub async fn reject(&self, env: &str, reference: &str, actor: &str, reason: &str) -> Result<Listed> {
         if reason.trim().is_empty() {
             return Err(Error::InvalidArgument("a reason is required".into()));
         }
-        let snap = self.get_by_ref(env, reference).await?;
-        if self.get_ref(env, KNOWN_GOOD).await?.is_some_and(|r| r.version == snap.version) {
+        let snap = self.get_listed(env, self.resolve(env, reference).await?).await?;
+        if self.get_ref(env, KNOWN_GOOD).await?.is_some_and(|r| r.version == snap.version()) {
             return Err(Error::FailedPrecondition(format!(
                 "snapshot {} is the known-good snapshot of {env}; promote another snapshot first, then reject this one",
-                snap.version
+                snap.version()
             )));
         }
         let record = Rejection {
             format_version: 1,
-            version: snap.version,
+            version: snap.version(),
             by: actor.into(),
             at: now_rfc3339(),
             reason: reason.into(),
         };
-        match self.store.put(&layout::rejection(env, snap.version), encode(&record), PutOptions::create()).await {
+        match self.store.put(&layout::rejection(env, snap.version()), encode(&record), PutOptions::create()).await {
             Ok(_) => Ok(snap),
             Err(StoreError::AlreadyExists { .. }) => {
-                Err(Error::FailedPrecondition(format!("snapshot {} of {env} is already rejected", snap.version)))
+                Err(Error::FailedPrecondition(format!("snapshot {} of {env} is already rejected", snap.version())))
             }
             Err(e) => Err(e.into()),
         }
