@@ -45,12 +45,37 @@ fn commands(text: &str) -> Vec<String> {
             continue;
         }
         let l = line.trim().trim_start_matches("$ ");
+        // `RUN_ID=$(lifeboat …)`: the command inside.
+        let l = match l.split_once("$(lifeboat ") {
+            Some((_, rest)) => format!("lifeboat {}", rest.split(')').next().unwrap_or_default()),
+            None => l.to_string(),
+        };
+        let l = shell_vars_as_values(&l);
+        let l = l.as_str();
         if in_code && l.starts_with("lifeboat ") {
             let l = l.split(" #").next().unwrap_or(l);
             let l = l.split(" | ").next().unwrap_or(l);
             let l = l.split(" && ").next().unwrap_or(l);
             let l = l.split(" > ").next().unwrap_or(l);
             out.push(l.trim().to_string());
+        }
+    }
+    out
+}
+
+/// `"$ENV"` and `$RUN_ID` stand for values the reader's shell fills in:
+/// "1" parses wherever a version, a name or an ID is expected.
+fn shell_vars_as_values(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|n| n.is_ascii_uppercase()) {
+            while chars.peek().is_some_and(|n| n.is_ascii_uppercase() || *n == '_') {
+                chars.next();
+            }
+            out.push('1');
+        } else {
+            out.push(c);
         }
     }
     out
@@ -79,4 +104,5 @@ fn documented_commands_parse() {
 #[test]
 fn word_splitting() {
     assert_eq!(words(r#"lifeboat a "b c" 'd' """#), ["lifeboat", "a", "b c", "d", ""]);
+    assert_eq!(shell_vars_as_values(r#"lifeboat run watch "$RUN_ID" --x $ENV"#), r#"lifeboat run watch "1" --x 1"#);
 }

@@ -155,3 +155,20 @@ fn diff_exit_code_and_quiet_show() {
     assert_eq!(server.run(&["snapshot", "diff", "shop", "2", "3"]).code, 0, "opt-in only");
     assert_eq!(server.run(&["snapshot", "show", "shop", "latest", "--quiet"]).ok().stdout, "3\n");
 }
+
+/// `--server`/`LIFEBOAT_SERVER` belong to the client: the server's help does
+/// not list them, and no usage line shows them as if they were required.
+#[test]
+fn help_shows_client_options_only_where_they_apply() {
+    let server_help = lifeboat(None, &["server", "--help"]).ok().stdout;
+    assert!(!server_help.contains("LIFEBOAT_SERVER") && !server_help.contains("--output"), "{server_help}");
+    assert!(server_help.contains("LIFEBOAT_STORE"), "{server_help}");
+    let plan_help = lifeboat(None, &["plan", "--help"]).ok().stdout;
+    assert!(plan_help.contains("[env: LIFEBOAT_SERVER="), "{plan_help}");
+    for args in [&["plan"][..], &["snapshot", "show"], &["run", "watch"]] {
+        let out = lifeboat(None, args);
+        assert_eq!(out.code, 2, "{out:?}");
+        let usage = out.stderr.lines().find(|l| l.starts_with("Usage:")).unwrap_or_default().to_string();
+        assert!(!usage.is_empty() && !usage.contains("--server"), "{args:?}: {usage}");
+    }
+}

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use std::io::IsTerminal;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use client::Failure;
 
@@ -303,8 +303,20 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The parser, with the client-only options (`--server`/`LIFEBOAT_SERVER`,
+/// `--output`) hidden from the server's help: they mean nothing to it.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    cmd.build();
+    cmd.mut_subcommand("server", |s| {
+        // In place (`mut_arg` would reorder the built argument list).
+        s.mut_args(|a| if matches!(a.get_id().as_str(), "server" | "output") { a.hide(true) } else { a })
+    })
+}
+
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let parsed = command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
