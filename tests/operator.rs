@@ -172,3 +172,41 @@ fn help_shows_client_options_only_where_they_apply() {
         assert!(!usage.is_empty() && !usage.contains("--server"), "{args:?}: {usage}");
     }
 }
+
+/// The plan shows what changed per service, setting by setting, against the
+/// snapshot that runs now; marks approval gates; and with
+/// `--detailed-exitcode` answers "anything to do?" with 0 or 2.
+#[test]
+fn plan_shows_changes_by_attribute() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
+    server.run(&["recover", "shop", "--yes"]).ok();
+    assert_eq!(server.run(&["plan", "shop", "--detailed-exitcode"]).code, 0, "nothing to change");
+    // Release 2: web gets an environment variable and an approval gate, db a second replica.
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    let (db, web) = text.split_once("[services.web]\n").unwrap();
+    let db = db.replacen("[services.db]\n", "[services.db]\nreplicas = 2\n", 1);
+    let web = web.replacen("launch = { listen", "launch = { env = { APP_VERSION = \"2\" }, listen", 1);
+    let text = format!("{db}[services.web]\napproval = true\n{web}");
+    let v2 = region.manifest.with_file_name("shop-v2.toml");
+    std::fs::write(&v2, text).unwrap();
+    server.run(&["snapshot", "push", v2.to_str().unwrap()]).ok();
+    let out = server.run(&["plan", "shop", "--snapshot", "2", "--detailed-exitcode"]);
+    assert_eq!(out.code, 2, "changes: {out:?}");
+    let plan = out.stdout;
+    assert!(plan.contains("replace (approval)"), "{plan}");
+    assert!(plan.contains("(approval): the run waits there for `lifeboat run approve RUN_ID SERVICE`"), "{plan}");
+    assert!(plan.contains("Changes:\n  ~ db (running snapshot 1)\n      ~ replicas: 1 → 2\n"), "{plan}");
+    assert!(plan.contains("  ~ web (running snapshot 1)\n"), "{plan}");
+    assert!(plan.contains("      + launch.env.APP_VERSION: \"2\""), "{plan}");
+    assert!(plan.contains("      ~ approval: false → true"), "{plan}");
+    let json = server.run(&["--output", "json", "plan", "shop", "--snapshot", "2"]).ok().json();
+    let web = json["steps"].as_array().unwrap().iter().find(|s| s["service"] == "web").unwrap().clone();
+    assert_eq!(web["approval"], true);
+    assert_eq!(web["changes_from_version"], 1);
+    assert!(
+        web["changes"].as_array().unwrap().iter().any(|c| c["path"] == "launch.env.APP_VERSION" && c["after"] == "2"),
+        "{web}"
+    );
+}

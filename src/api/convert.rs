@@ -91,6 +91,9 @@ pub fn plan(p: &crate::domain::plan::Plan) -> pb::PlanResponse {
                 current_instances: s.current.clone(),
                 expected_ms: s.expected_ms,
                 reason: s.reason.clone(),
+                changes: p.changes.get(&s.service).map(|c| c.fields.iter().map(field).collect()).unwrap_or_default(),
+                changes_from_version: p.changes.get(&s.service).map_or(0, |c| c.from_version),
+                approval: p.approval_gates.contains(&s.service),
             })
             .collect(),
         critical_path: p.critical_path.clone(),

@@ -75,6 +75,10 @@ pub enum Command {
         target: TargetArgs,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
+        /// Exit 0 when nothing would change and 2 when something would (as
+        /// `terraform plan -detailed-exitcode`); 1 still means a failed preflight.
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
     /// Redeploy an environment from a snapshot, in dependency order, blue-green.
     Recover {
@@ -393,7 +397,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 ImageCmd::List => image::list(&client, output).await,
             }
         }
-        Command::Plan { target, format } => {
+        Command::Plan { target, format, detailed_exitcode } => {
             // Two formats asked for at once: refuse rather than pick one.
             if output == Output::Json && !matches!(format, PlanFormat::Text | PlanFormat::Json) {
                 return Err(Failure::invalid(format!(
@@ -402,7 +406,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 )));
             }
             let client = client::Client::connect(&cli.server).await?;
-            recovery::plan(&client, target, format, output).await
+            recovery::plan(&client, target, format, output, detailed_exitcode).await
         }
         Command::Recover { target, parallelism, dry_run, yes, detach } => {
             let client = client::Client::connect(&cli.server).await?;

@@ -36,7 +36,9 @@ fn plan_json(p: &pb::PlanResponse) -> Value {
         "steps": p.steps.iter().map(|s| json!({
             "service": s.service, "action": s.action, "image": s.image, "replicas": s.replicas,
             "depends_on": s.depends_on, "current_instances": s.current_instances, "expected_ms": s.expected_ms,
-            "reason": s.reason,
+            "reason": s.reason, "approval": s.approval,
+            "changes_from_version": if s.changes_from_version == 0 { Value::Null } else { json!(s.changes_from_version) },
+            "changes": s.changes.iter().map(super::snapshot::field_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "critical_path": p.critical_path,
         "critical_path_ms": p.critical_path_ms,
@@ -59,12 +61,26 @@ fn print_plan(p: &pb::PlanResponse) {
             let image = if s.image.len() > 19 { format!("{}…", &s.image[..19]) } else { s.image.clone() };
             let deps = if s.depends_on.is_empty() { "-".to_string() } else { s.depends_on.join(",") };
             let expected = if s.action == "keep" { "-".to_string() } else { secs(s.expected_ms) };
-            vec![s.service.clone(), s.action.clone(), s.replicas.to_string(), image, deps, expected, s.reason.clone()]
+            let action = if s.approval { format!("{} (approval)", s.action) } else { s.action.clone() };
+            vec![s.service.clone(), action, s.replicas.to_string(), image, deps, expected, s.reason.clone()]
         })
         .collect();
     println!("{}", table(&["SERVICE", "ACTION", "REPLICAS", "IMAGE", "DEPENDS ON", "EXPECTED", "WHY"], &rows));
     let n = |a: &str| p.steps.iter().filter(|s| s.action == a).count();
     println!("\n{} to create, {} to replace, {} to keep.", n("create"), n("replace"), n("keep"));
+    if p.steps.iter().any(|s| s.approval && s.action != "keep") {
+        println!("(approval): the run waits there for `lifeboat run approve RUN_ID SERVICE`.");
+    }
+    let changed: Vec<&pb::PlanStep> = p.steps.iter().filter(|s| !s.changes.is_empty()).collect();
+    if !changed.is_empty() {
+        println!("\nChanges:");
+        for s in changed {
+            println!("  ~ {} (running snapshot {})", s.service, s.changes_from_version);
+            for f in &s.changes {
+                println!("      {}", super::snapshot::field_line(f));
+            }
+        }
+    }
     println!("Critical path: {} (~{})", p.critical_path.join(" -> "), secs(p.critical_path_ms));
     if let Some(rto) = p.rto_objective_ms {
         let verdict = if p.critical_path_ms > rto { "OVER the objective" } else { "within it" };
@@ -118,11 +134,20 @@ fn to_domain(p: &pb::PlanResponse) -> Plan {
             .collect(),
         rto_objective_ms: p.rto_objective_ms,
         warnings: p.warnings.clone(),
+        approval_gates: p.steps.iter().filter(|s| s.approval).map(|s| s.service.clone()).collect(),
+        changes: Default::default(),
     }
 }
 
 /// Exit 1 when preflight fails: the plan ran, and says recovery would not.
-pub async fn plan(client: &Client, t: Target, format: PlanFormat, output: Output) -> Result<(), Failure> {
+/// With `detailed_exitcode` (as Terraform's): 0 nothing to change, 2 changes.
+pub async fn plan(
+    client: &Client,
+    t: Target,
+    format: PlanFormat,
+    output: Output,
+    detailed_exitcode: bool,
+) -> Result<(), Failure> {
     let p = get_plan(client, &t).await?;
     match (format, output) {
         (PlanFormat::Json, _) | (_, Output::Json) => print_json(&plan_json(&p)),
@@ -131,6 +156,9 @@ pub async fn plan(client: &Client, t: Target, format: PlanFormat, output: Output
         (PlanFormat::Mermaid, _) => print!("{}", to_domain(&p).to_mermaid()),
     }
     if p.preflight_ok {
+        if detailed_exitcode && p.steps.iter().any(|s| s.action != "keep") {
+            return Err(Failure::new(exit::CHANGES, ""));
+        }
         Ok(())
     } else {
         let failed: Vec<String> =
@@ -160,7 +188,7 @@ pub struct RecoverOptions {
 
 pub async fn recover(client: &Client, t: Target, o: RecoverOptions, output: Output) -> Result<(), Failure> {
     if o.dry_run {
-        return plan(client, t, PlanFormat::Text, output).await;
+        return plan(client, t, PlanFormat::Text, output, false).await;
     }
     if !o.yes {
         if !std::io::stdin().is_terminal() {

@@ -207,7 +207,7 @@ fn print_show(s: &pb::Snapshot) {
     println!("{}", table(&["SERVICE", "REPLICAS", "IMAGE", "DEPENDS ON"], &rows));
 }
 
-fn field_json(f: &pb::FieldChange) -> Value {
+pub fn field_json(f: &pb::FieldChange) -> Value {
     let parse = |s: &str| if s.is_empty() { Value::Null } else { serde_json::from_str(s).unwrap_or(Value::Null) };
     json!({"path": f.path, "before": parse(&f.before), "after": parse(&f.after)})
 }
@@ -245,9 +245,8 @@ fn print_diff(d: &pb::DiffSnapshotsResponse) {
         println!("no differences");
         return;
     }
-    let show = |s: &str| if s.is_empty() { "(none)".to_string() } else { s.to_string() };
     for f in &d.environment {
-        println!("~ {}: {} -> {}", f.path, show(&f.before), show(&f.after));
+        println!("{}", field_line(f));
     }
     for s in &d.services {
         let mark = match s.change.as_str() {
@@ -257,11 +256,23 @@ fn print_diff(d: &pb::DiffSnapshotsResponse) {
         };
         println!("{mark} service {} ({})", s.service, s.change);
         for f in &s.fields {
-            match s.change.as_str() {
-                "added" => println!("    {}: {}", f.path, show(&f.after)),
-                "removed" => println!("    {}: {}", f.path, show(&f.before)),
-                _ => println!("    {}: {} -> {}", f.path, show(&f.before), show(&f.after)),
-            }
+            println!("    {}", field_line(f));
         }
+    }
+}
+
+/// `~ launch.env.APP_VERSION: "1" → "2"`, `+ path: v`, `- path: v`; digests shortened.
+pub fn field_line(f: &pb::FieldChange) -> String {
+    let short = |v: &str| {
+        let unquoted = v.trim_matches('"');
+        match unquoted.strip_prefix("sha256:") {
+            Some(hex) if hex.len() > 12 && v.starts_with('"') => format!("sha256:{}…", &hex[..12]),
+            _ => safe(v),
+        }
+    };
+    match (f.before.is_empty(), f.after.is_empty()) {
+        (true, _) => format!("+ {}: {}", f.path, short(&f.after)),
+        (_, true) => format!("- {}: {}", f.path, short(&f.before)),
+        _ => format!("~ {}: {} → {}", f.path, short(&f.before), short(&f.after)),
     }
 }

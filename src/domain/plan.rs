@@ -69,6 +69,19 @@ pub struct Plan {
     /// Things that do not stop a recovery but deserve a look (an estimate
     /// over the RTO objective, a stable address in the ephemeral range).
     pub warnings: Vec<String>,
+    /// Services with `approval = true`: the run waits for an operator there.
+    pub approval_gates: Vec<String>,
+    /// What changed, setting by setting, for services replaced because
+    /// their image or settings differ from the snapshot they run now.
+    pub changes: BTreeMap<String, StepChanges>,
+}
+
+/// A replaced service's changed settings, against the snapshot its
+/// running instances were launched from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepChanges {
+    pub from_version: u64,
+    pub fields: Vec<super::snapshot::FieldChange>,
 }
 
 pub struct PlanInput<'a> {
@@ -204,6 +217,8 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         preflight,
         rto_objective_ms,
         warnings,
+        approval_gates: m.services.iter().filter(|(_, s)| s.approval).map(|(n, _)| n.clone()).collect(),
+        changes: BTreeMap::new(),
     }
 }
 

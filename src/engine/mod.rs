@@ -36,7 +36,7 @@ use self::executor::Executor;
 use self::journal::Journal;
 use self::lease::Lease;
 use crate::domain::manifest;
-use crate::domain::plan::{self, Check, Plan, PlanInput};
+use crate::domain::plan::{self, Check, LiveInstance, Plan, PlanInput, StepChanges};
 use crate::domain::run::{Action, Entry, Event, RUN_FORMAT, RunKind, RunSpec, RunView};
 use crate::domain::snapshot::Snapshot;
 use crate::error::{Error, Result};
@@ -254,7 +254,38 @@ impl Engine {
             None => Check::pass("snapshot-status", format!("snapshot {} ({}) verified", snap.version, snap.digest)),
         });
         plan.preflight.push(self.lease_check(&region).await?);
+        plan.changes = self.changes(&snap, &plan, &inventory).await;
         Ok((snap, plan))
+    }
+
+    /// For each replaced service: the settings that differ from the snapshot
+    /// its instances were launched from (found through the run that launched
+    /// them). Best effort: a run or snapshot that cannot be read leaves the
+    /// service's reason alone.
+    async fn changes(&self, snap: &Snapshot, plan: &Plan, inventory: &[LiveInstance]) -> BTreeMap<String, StepChanges> {
+        let mut out = BTreeMap::new();
+        let mut snapshots: BTreeMap<String, Option<Snapshot>> = BTreeMap::new();
+        for step in plan.steps.iter().filter(|s| s.action == Action::Replace) {
+            // An instance that differs tells most; any tells replicas changes.
+            let mut live: Vec<&LiveInstance> = inventory.iter().filter(|i| i.service == step.service).collect();
+            live.sort_by_key(|i| i.image == step.image && i.fingerprint == step.fingerprint);
+            let Some(old) = live.first() else { continue };
+            if !snapshots.contains_key(&old.run_id) {
+                let from = match self.spec(&old.run_id).await {
+                    Ok(spec) if spec.environment == snap.environment => {
+                        self.repo.get(&spec.environment, spec.snapshot_version).await.ok()
+                    }
+                    _ => None,
+                };
+                snapshots.insert(old.run_id.clone(), from);
+            }
+            let Some(Some(from)) = snapshots.get(&old.run_id) else { continue };
+            let d = crate::domain::snapshot::diff(&from.manifest, &snap.manifest);
+            if let Some(sd) = d.services.into_iter().find(|s| s.service == step.service) {
+                out.insert(step.service.clone(), StepChanges { from_version: from.version, fields: sd.fields });
+            }
+        }
+        out
     }
 
     async fn lease_check(&self, region: &str) -> Result<Check> {
