@@ -52,6 +52,7 @@ async fn recovery(store: DynStore, text: &str, parallelism: usize) -> (Duration,
     });
     let t = Instant::now();
     let req = StartRequest {
+        prune: true,
         environment: "bench".into(),
         reference: "latest".into(),
         region: None,
@@ -87,6 +88,7 @@ fn main() {
                 region: "local-1",
                 inventory: &[],
                 force: false,
+                prune: true,
                 history: &history,
             })
         });

@@ -404,6 +404,9 @@ impl crate::provider::ComputeProvider for InstantProvider {
     async fn cutover(&self, _: &crate::provider::ServiceRef, _: &[String]) -> crate::provider::ProviderResult<()> {
         Ok(())
     }
+    async fn retire(&self, _: &crate::provider::ServiceRef) -> crate::provider::ProviderResult<()> {
+        Ok(())
+    }
     async fn terminate(&self, _: &[String]) -> crate::provider::ProviderResult<()> {
         Ok(())
     }

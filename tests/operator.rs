@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Backend, Instances, Region, Server, Svc, lifeboat, manifests};
+use common::{Backend, Instances, Region, Server, Svc, instance_processes, lifeboat, manifests};
 
 /// A valid manifest can still deserve a look: `manifest validate` and
 /// `plan` warn about a stable address in the ephemeral port range, show
@@ -209,4 +209,86 @@ fn plan_shows_changes_by_attribute() {
         web["changes"].as_array().unwrap().iter().any(|c| c["path"] == "launch.env.APP_VERSION" && c["after"] == "2"),
         "{web}"
     );
+}
+
+/// Prune: a service running in the environment but absent from the new
+/// snapshot is planned as `delete` and removed once the rest is healthy;
+/// `--no-prune` keeps it; another environment's service of the same name is
+/// never touched. The progress says what a grace period waits for.
+#[test]
+fn prune_removes_services_absent_from_the_snapshot() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let shop =
+        Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &["db"]), Svc::new("legacy", &[])]);
+    let other = Region::setup(&server, "other", &[Svc::new("legacy", &[])]);
+    server.run(&["recover", "shop", "--yes"]).ok();
+    server.run(&["recover", "other", "--yes"]).ok();
+    // Release 2 drops legacy; web gets a new argument and a 1 s grace period.
+    let text = std::fs::read_to_string(&shop.manifest).unwrap();
+    let text = text.split("\n[services.legacy]").next().unwrap().to_string();
+    let (db, web) = text.split_once("[services.web]").unwrap();
+    let web = web.replacen("grace_period = \"0s\"", "grace_period = \"1s\"", 1).replacen(
+        "\"--name\", \"web\"",
+        "\"--name\", \"web\", \"--boot-delay\", \"10ms\"",
+        1,
+    );
+    let v2 = shop.manifest.with_file_name("shop-v2.toml");
+    std::fs::write(&v2, format!("{db}[services.web]{web}")).unwrap();
+    server.run(&["snapshot", "push", v2.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "shop", "2", "--reason", "drop legacy"]).ok();
+
+    let plan = server.run(&["plan", "shop"]).ok().stdout;
+    let row = plan.lines().find(|l| l.starts_with("legacy ")).unwrap_or_default();
+    assert!(row.contains(" delete ") && row.ends_with("not in the snapshot"), "{plan}");
+    assert!(plan.contains("0 to create, 1 to replace, 1 to keep, 1 to delete (not in the snapshot; removed after the rest is healthy; --no-prune keeps them)."), "{plan}");
+    assert_eq!(server.run(&["plan", "shop", "--detailed-exitcode"]).code, 2);
+    let kept = server.run(&["plan", "shop", "--no-prune"]).ok().stdout;
+    assert!(!kept.contains("delete") && kept.contains("(left alone: --no-prune): legacy"), "{kept}");
+
+    let out = server.run(&["recover", "shop", "--yes"]).ok().stdout;
+    let at = |s: &str| out.find(s).unwrap_or_else(|| panic!("no {s:?} in {out}"));
+    assert!(
+        at("web: traffic cut over") < at("legacy: not in the snapshot: traffic stopped, instances removed"),
+        "{out}"
+    );
+    at("web: waiting grace period (1.0s) before removing old instances");
+    assert!(!shop.answers("legacy"), "its stable address is released");
+    assert!(shop.answers("web") && other.answers("legacy"), "the rest, and other's legacy, are untouched");
+    let legacy = instance_processes(&server.local_dir()).into_iter().filter(|(_, s)| s == "legacy").count();
+    assert_eq!(legacy, 1, "only other's legacy instance runs");
+    let run = server.run(&["--output", "json", "run", "show", "--latest", "shop"]).ok().json();
+    let state = run["services"].as_array().unwrap().iter().find(|s| s["name"] == "legacy").unwrap()["state"].clone();
+    assert_eq!(state, "removed");
+    let plan = server.run(&["plan", "shop", "--detailed-exitcode"]).ok().stdout;
+    assert!(!plan.contains("legacy"), "{plan}");
+}
+
+/// A failure report says each distinct log line once: replicas failing the
+/// same way are folded into `… N more like this`.
+#[test]
+fn failure_reports_collapse_repeated_lines() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let dir = server.dir.as_ref().unwrap().path();
+    let script = dir.join("misconfigured.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"fatal: DATABASE_URL is not set\"\nexit 1\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let image = server.run(&["image", "import", script.to_str().unwrap()]).ok().stdout.trim().to_string();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "environment = \"bad\"\nregion = \"local-1\"\n[services.api]\nimage = \"{image}\"\nreplicas = 3\n\
+             health = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"3s\" }}\n"
+        ),
+    )
+    .unwrap();
+    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "bad", "1", "--reason", "t"]).ok();
+    let out = server.run(&["recover", "bad", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let fatal = out.stdout.lines().filter(|l| l.contains("fatal: DATABASE_URL is not set")).count();
+    assert_eq!(fatal, 1, "said once: {}", out.stdout);
+    assert!(out.stdout.contains("    | … 2 more like this (api-"), "{}", out.stdout);
 }

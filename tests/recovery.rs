@@ -237,6 +237,15 @@ fn a_killed_server_resumes_without_launching_twice() {
     let run = run_json(&server, &id);
     assert_eq!(run["state"], "succeeded");
     assert!(run["owners"].as_array().unwrap().len() >= 2, "the run was taken over: {}", run["owners"]);
+    // Times cover the whole run, from its start, across servers; the time
+    // no server ran it is shown apart.
+    let t = |k: &str| chrono::DateTime::parse_from_rfc3339(run[k].as_str().unwrap()).unwrap();
+    let wall = (t("finished_at") - t("started_at")).num_milliseconds();
+    let elapsed = run["elapsed_ms"].as_i64().unwrap();
+    assert!((wall - elapsed).abs() < 1_500, "took {elapsed} ms of a {wall} ms run");
+    assert!(run["stopped_ms"].as_u64().unwrap() > 0, "{run}");
+    let report = server.run(&["run", "show", &id]).ok().stdout;
+    assert!(report.contains("of it with no server running the run)"), "{report}");
 
     // Exactly one instance was ever created per service.
     let mut per_service: BTreeMap<String, usize> = BTreeMap::new();

@@ -153,6 +153,7 @@ pub fn run(v: &crate::domain::run::RunView) -> pb::Run {
         critical_path: v.spec.critical_path.clone(),
         critical_path_ms: v.spec.critical_path_ms,
         elapsed_ms: v.elapsed_ms,
+        stopped_ms: v.stopped_ms,
         cancel_requested: v.cancel_requested,
         owners: v.owners.clone(),
         measured_critical_path: measured_path,

@@ -37,7 +37,7 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
         let (_, plan) = self
             .ctx
             .engine
-            .plan(&r.environment, snapshot_ref(&r.snapshot), Some(&r.region), r.force)
+            .plan(&r.environment, snapshot_ref(&r.snapshot), Some(&r.region), r.force, !r.no_prune)
             .await
             .map_err(to_status)?;
         Ok(Response::new(convert::plan(&plan)))
@@ -53,6 +53,7 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
             region: Some(r.region.clone()).filter(|x| !x.is_empty()),
             parallelism: (r.parallelism > 0).then_some(r.parallelism as usize),
             force: r.force,
+            prune: !r.no_prune,
             kind: RunKind::Recovery,
             actor: who.clone(),
         };

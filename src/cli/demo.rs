@@ -104,7 +104,13 @@ async fn verify(ports: &[u16]) -> Vec<String> {
 }
 
 async fn recover_region(client: &Client) -> Result<pb::Run, Failure> {
-    let target = TargetArgs { environment: "shop".into(), snapshot: "known-good".into(), region: None, force: false };
+    let target = TargetArgs {
+        environment: "shop".into(),
+        snapshot: "known-good".into(),
+        region: None,
+        force: false,
+        no_prune: false,
+    };
     let run = start(client, target, None).await?;
     println!("run {} started", run.id);
     let run = follow(client, &run.id, Output::Text).await?;

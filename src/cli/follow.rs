@@ -17,7 +17,7 @@ pub fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
 
-const TERMINAL_EVENTS: [&str; 4] = ["cut_over", "kept", "service_failed", "skipped"];
+const TERMINAL_EVENTS: [&str; 5] = ["cut_over", "kept", "service_failed", "skipped", "removed"];
 
 /// Streams the run's events until it finishes; returns the final run.
 pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run, Failure> {
@@ -69,6 +69,9 @@ struct Bars {
     overall: ProgressBar,
     services: BTreeMap<String, ProgressBar>,
     expected: BTreeMap<String, u64>,
+    /// The overall bar's message, and services waiting out a grace period.
+    title: String,
+    draining: BTreeMap<String, String>,
 }
 
 impl Bars {
@@ -82,9 +85,10 @@ impl Bars {
             .expect("valid template"),
         );
         overall.enable_steady_tick(Duration::from_millis(120));
-        overall.set_message(format!("{} {} ← snapshot {}", run.environment, run.region, run.snapshot_version));
+        let title = format!("{} {} ← snapshot {}", run.environment, run.region, run.snapshot_version);
+        overall.set_message(title.clone());
         let expected = run.services.iter().map(|s| (s.name.clone(), s.expected_ms)).collect();
-        Bars { multi, overall, services: BTreeMap::new(), expected }
+        Bars { multi, overall, services: BTreeMap::new(), expected, title, draining: BTreeMap::new() }
     }
 
     fn line(&mut self, service: &str) -> &ProgressBar {
@@ -120,6 +124,18 @@ impl Bars {
         if let Some(s) = state {
             self.line(&e.service).set_message(s.to_string());
         }
+        // After the last cutover the run may wait out grace periods: say so.
+        match e.r#type.as_str() {
+            "decommission_scheduled" => {
+                self.draining.insert(e.service.clone(), e.message.clone());
+            }
+            "decommissioned" => {
+                self.draining.remove(&e.service);
+            }
+            _ => {}
+        }
+        let message = self.draining.values().next_back().cloned().unwrap_or_else(|| self.title.clone());
+        self.overall.set_message(message);
         if matches!(e.r#type.as_str(), "attempt_failed" | "approval_requested") {
             self.multi.println(format!("  {}", e.message)).ok();
         }
@@ -129,7 +145,7 @@ impl Bars {
                 self.multi.remove(&pb);
             }
             let mark = match e.r#type.as_str() {
-                "cut_over" | "kept" => "✓",
+                "cut_over" | "kept" | "removed" => "✓",
                 "service_failed" => "✗",
                 _ => "–",
             };
@@ -167,6 +183,7 @@ pub fn run_json(r: &pb::Run) -> Value {
         "measured_critical_path": r.measured_critical_path,
         "measured_critical_path_ms": r.measured_critical_path_ms,
         "cancel_requested": r.cancel_requested,
+        "stopped_ms": r.stopped_ms,
         "owners": r.owners,
         "services": r.services.iter().map(|s| json!({
             "name": s.name,
@@ -221,7 +238,7 @@ pub fn print_run(r: &pb::Run) {
     );
     for s in r.services.iter().filter(|s| s.state == "failed") {
         println!("\nroot cause: {} failed: {}", s.name, s.error);
-        for l in &s.logs {
+        for l in super::output::collapse(&s.logs) {
             println!("    | {l}");
         }
     }
@@ -233,8 +250,13 @@ pub fn print_run(r: &pb::Run) {
         println!("waiting for approval: lifeboat run approve {} {}", r.id, s.name);
     }
     if r.state != "running" {
+        let stopped = if r.stopped_ms > 0 {
+            format!(" ({} of it with no server running the run)", secs(r.stopped_ms))
+        } else {
+            String::new()
+        };
         println!(
-            "took {}; critical path of the measured steps {} ({}); planned estimate {}",
+            "took {}{stopped}; critical path of the measured steps {} ({}); planned estimate {}",
             secs(r.elapsed_ms),
             secs(r.measured_critical_path_ms),
             r.measured_critical_path.join(" -> "),

@@ -130,6 +130,10 @@ pub struct TargetArgs {
     /// Replace services even if they already run the snapshot's image and settings.
     #[arg(long)]
     pub force: bool,
+    /// Leave running services that are absent from the snapshot alone
+    /// (by default they are deleted once every other service is healthy).
+    #[arg(long)]
+    pub no_prune: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -93,3 +93,56 @@ pub fn read_manifest_file(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
     }
     std::fs::read(path).map_err(|e| Failure::invalid(format!("cannot read manifest {}: {e}", path.display())))
 }
+
+/// Failure logs with repeated lines folded: replicas failing the same way
+/// print `db-1: connection refused` once, then `… 2 more like this (db-2,
+/// db-3)`. Lines compare without their `instance: ` prefix.
+pub fn collapse(lines: &[String]) -> Vec<String> {
+    let text = |l: &str| l.split_once(": ").map_or(l.to_string(), |(_, t)| t.to_string());
+    let source = |l: &str| l.split_once(": ").map_or(String::new(), |(s, _)| s.to_string());
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for l in lines {
+        let t = text(l);
+        match groups.iter_mut().find(|(first, _)| text(first) == t) {
+            Some((_, more)) => more.push(source(l)),
+            None => groups.push((l.clone(), Vec::new())),
+        }
+    }
+    let mut out = Vec::new();
+    for (first, more) in groups {
+        out.push(first);
+        if !more.is_empty() {
+            let mut from: Vec<String> = more.clone();
+            from.dedup();
+            let from = from.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(", ");
+            let from = if from.is_empty() { String::new() } else { format!(" ({from})") };
+            out.push(format!("… {} more like this{from}", more.len()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_lines_are_collapsed_per_text() {
+        let lines: Vec<String> = [
+            "db-1: starting",
+            "db-1: connection refused",
+            "db-2: connection refused",
+            "db-2: connection refused",
+            "db-3: connection refused",
+            "db-3: out of memory",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            collapse(&lines),
+            ["db-1: starting", "db-1: connection refused", "… 3 more like this (db-2, db-3)", "db-3: out of memory"]
+        );
+        assert_eq!(collapse(&[]), Vec::<String>::new());
+    }
+}

@@ -23,6 +23,7 @@ async fn get_plan(client: &Client, t: &Target) -> Result<pb::PlanResponse, Failu
         snapshot: t.snapshot.clone(),
         region: t.region.clone().unwrap_or_default(),
         force: t.force,
+        no_prune: t.no_prune,
     };
     Ok(svc.plan(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner())
 }
@@ -67,7 +68,17 @@ fn print_plan(p: &pb::PlanResponse) {
         .collect();
     println!("{}", table(&["SERVICE", "ACTION", "REPLICAS", "IMAGE", "DEPENDS ON", "EXPECTED", "WHY"], &rows));
     let n = |a: &str| p.steps.iter().filter(|s| s.action == a).count();
-    println!("\n{} to create, {} to replace, {} to keep.", n("create"), n("replace"), n("keep"));
+    if n("delete") > 0 {
+        println!(
+            "\n{} to create, {} to replace, {} to keep, {} to delete (not in the snapshot; removed after the rest is healthy; --no-prune keeps them).",
+            n("create"),
+            n("replace"),
+            n("keep"),
+            n("delete")
+        );
+    } else {
+        println!("\n{} to create, {} to replace, {} to keep.", n("create"), n("replace"), n("keep"));
+    }
     if p.steps.iter().any(|s| s.approval && s.action != "keep") {
         println!("(approval): the run waits there for `lifeboat run approve RUN_ID SERVICE`.");
     }
@@ -103,6 +114,7 @@ fn to_domain(p: &pb::PlanResponse) -> Plan {
     let action = |a: &str| match a {
         "keep" => Action::Keep,
         "replace" => Action::Replace,
+        "delete" => Action::Delete,
         _ => Action::Create,
     };
     Plan {
@@ -175,6 +187,7 @@ pub async fn start(client: &Client, t: Target, parallelism: Option<u32>) -> Resu
         region: t.region.unwrap_or_default(),
         parallelism: parallelism.unwrap_or(0),
         force: t.force,
+        no_prune: t.no_prune,
     };
     Ok(svc.start(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner())
 }

@@ -92,6 +92,8 @@ pub struct PlanInput<'a> {
     pub inventory: &'a [LiveInstance],
     /// Replace even services that already match.
     pub force: bool,
+    /// Delete running services that are absent from the snapshot.
+    pub prune: bool,
     /// Launch-to-healthy times measured by earlier runs.
     pub history: &'a BTreeMap<String, u64>,
 }
@@ -181,12 +183,28 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             format!("no image for region {} for: {}", input.region, missing_images.join(", ")),
         ));
     }
-    // Services that are not in the snapshot are left alone (reported, not removed).
+    // Services that are not in the snapshot are deleted once the rest is
+    // healthy (prune), or with --no-prune reported and left alone.
     let strays: Vec<&str> = by_service.keys().copied().filter(|s| !m.services.contains_key(*s)).collect();
-    if !strays.is_empty() {
+    if input.prune {
+        for name in &strays {
+            let live = &by_service[name];
+            steps.push(PlannedStep {
+                service: name.to_string(),
+                action: Action::Delete,
+                reason: "not in the snapshot".into(),
+                fingerprint: String::new(),
+                image: live.first().map(|x| x.image.clone()).unwrap_or_default(),
+                replicas: 0,
+                depends_on: Vec::new(),
+                current: live.iter().map(|x| x.id.clone()).collect(),
+                expected_ms: 0,
+            });
+        }
+    } else if !strays.is_empty() {
         preflight.push(Check::pass(
             "unmanaged-services",
-            format!("running but not in the snapshot (left alone): {}", strays.join(", ")),
+            format!("running but not in the snapshot (left alone: --no-prune): {}", strays.join(", ")),
         ));
     }
     let expected: BTreeMap<&str, u64> = steps.iter().map(|s| (s.service.as_str(), s.expected_ms)).collect();
@@ -274,6 +292,7 @@ pub fn action_name(a: Action) -> &'static str {
         Action::Create => "create",
         Action::Replace => "replace",
         Action::Keep => "keep",
+        Action::Delete => "delete",
     }
 }
 
@@ -321,6 +340,7 @@ mod tests {
             region: "eu-west-1",
             inventory: &inv,
             force: false,
+            prune: true,
             history: &history,
         });
         let action = |s: &str| p.steps.iter().find(|x| x.service == s).unwrap().action;
@@ -355,6 +375,7 @@ mod tests {
             region: "eu-west-1",
             inventory: &inv,
             force: true,
+            prune: true,
             history: &history,
         });
         assert_eq!(p.steps[0].action, Action::Replace);
@@ -368,6 +389,7 @@ mod tests {
             region: "eu-west-1",
             inventory: &[],
             force: false,
+            prune: true,
             history: &history,
         });
         assert!(!p.preflight_ok());
@@ -386,6 +408,7 @@ mod tests {
                 region: "eu-west-1",
                 inventory: &[],
                 force: false,
+                prune: true,
                 history: &history,
             })
         };

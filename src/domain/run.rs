@@ -25,6 +25,9 @@ pub enum Action {
     Replace,
     /// Already running the snapshot's image, healthy: leave alone.
     Keep,
+    /// Running but absent from the snapshot: once every other service is
+    /// healthy, its traffic stops and its instances are removed.
+    Delete,
 }
 
 /// What a run was asked to do; written once when it is created.
@@ -119,6 +122,12 @@ pub enum Event {
     Kept {
         service: String,
     },
+    /// A cut-over service's old instances are removed after its grace period.
+    DecommissionScheduled {
+        service: String,
+        instances: Vec<String>,
+        grace_ms: u64,
+    },
     Decommissioned {
         service: String,
         instances: Vec<String>,
@@ -136,6 +145,12 @@ pub enum Event {
     },
     ServiceCancelled {
         service: String,
+    },
+    /// A service absent from the snapshot: its traffic stopped, its
+    /// instances removed (prune).
+    Removed {
+        service: String,
+        instances: Vec<String>,
     },
     RunFinished {
         state: RunState,
@@ -155,8 +170,10 @@ impl Event {
             | CutOver { service, .. }
             | Kept { service }
             | Decommissioned { service, .. }
+            | DecommissionScheduled { service, .. }
             | ServiceFailed { service, .. }
             | Skipped { service, .. }
+            | Removed { service, .. }
             | ServiceCancelled { service } => Some(service),
             RunStarted { .. } | RunResumed { .. } | CancelRequested { .. } | RunFinished { .. } => None,
         }
@@ -181,6 +198,10 @@ impl Event {
             AttemptFailed { service, attempt, reason, .. } => format!("{service}: attempt {attempt} failed: {reason}"),
             CutOver { service, instances } => format!("{service}: traffic cut over to {}", instances.join(", ")),
             Kept { service } => format!("{service}: already runs the snapshot's image and is healthy: kept"),
+            DecommissionScheduled { service, grace_ms, .. } => format!(
+                "{service}: waiting grace period ({}) before removing old instances",
+                crate::domain::duration::human(std::time::Duration::from_millis(*grace_ms))
+            ),
             Decommissioned { service, instances } => {
                 format!("{service}: old instances decommissioned ({})", instances.join(", "))
             }
@@ -188,6 +209,9 @@ impl Event {
             Skipped { service, upstream } => format!("{service}: skipped (upstream {upstream} failed)"),
             CancelRequested { by } => format!("cancel requested by {by}"),
             ServiceCancelled { service } => format!("{service}: cancelled"),
+            Removed { service, instances } => {
+                format!("{service}: not in the snapshot: traffic stopped, instances removed ({})", instances.join(", "))
+            }
             RunFinished { state } => format!("run {}", state.as_str()),
         }
     }
@@ -236,11 +260,20 @@ pub enum ServiceState {
     Failed,
     Skipped,
     Cancelled,
+    /// Pruned: absent from the snapshot, its instances removed.
+    Removed,
 }
 
 impl ServiceState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, ServiceState::Healthy | ServiceState::Failed | ServiceState::Skipped | ServiceState::Cancelled)
+        matches!(
+            self,
+            ServiceState::Healthy
+                | ServiceState::Failed
+                | ServiceState::Skipped
+                | ServiceState::Cancelled
+                | ServiceState::Removed
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -252,6 +285,7 @@ impl ServiceState {
             ServiceState::Failed => "failed",
             ServiceState::Skipped => "skipped",
             ServiceState::Cancelled => "cancelled",
+            ServiceState::Removed => "removed",
         }
     }
 }
@@ -293,6 +327,9 @@ pub struct RunView {
     pub elapsed_ms: u64,
     pub last_seq: Option<u64>,
     pub owners: Vec<String>,
+    /// Time with no server running the run (between a server stopping and
+    /// another resuming it); part of `elapsed_ms`.
+    pub stopped_ms: u64,
 }
 
 impl RunView {
@@ -334,6 +371,7 @@ impl RunView {
             elapsed_ms: 0,
             last_seq: None,
             owners: Vec::new(),
+            stopped_ms: 0,
         }
     }
 
@@ -349,6 +387,13 @@ impl RunView {
     pub fn apply(&mut self, e: &Entry) {
         use Event::*;
         self.last_seq = Some(e.seq);
+        if let RunResumed { .. } = e.event
+            && self.last_seq.is_some_and(|s| s > 0)
+        {
+            // Times run on from the run's start: the gap before a resume is
+            // time nobody was running it.
+            self.stopped_ms += e.elapsed_ms.saturating_sub(self.elapsed_ms);
+        }
         self.elapsed_ms = self.elapsed_ms.max(e.elapsed_ms);
         let t = e.elapsed_ms;
         if let Some(name) = e.event.service() {
@@ -404,6 +449,11 @@ impl RunView {
                 ServiceCancelled { .. } => {
                     s.state = ServiceState::Cancelled;
                     s.finished_ms = Some(t);
+                }
+                Removed { .. } => {
+                    s.state = ServiceState::Removed;
+                    s.finished_ms = Some(t);
+                    s.decommissioned = true;
                 }
                 _ => {}
             }

@@ -81,7 +81,12 @@ impl Executor {
         let dag = Dag::new(view.spec.steps.iter().map(|s| (s.service.as_str(), s.depends_on.as_slice())));
         let abort = CancellationToken::new();
         let cancel = abort.child_token();
-        let base_elapsed = view.elapsed_ms;
+        // Times are relative to the run's start, across servers: a resumed
+        // run goes on from the wall-clock time since it was created.
+        let since_created = chrono::DateTime::parse_from_rfc3339(&view.spec.created_at)
+            .map(|t| (ctx.clock.now() - t.with_timezone(&chrono::Utc)).num_milliseconds().max(0) as u64)
+            .unwrap_or(0);
+        let base_elapsed = if entries.is_empty() { 0 } else { view.elapsed_ms.max(since_created) };
         let mut ex = Executor {
             ctx,
             manifest,
@@ -103,7 +108,11 @@ impl Executor {
         ex.waiting_on = (0..ex.dag.len())
             .map(|i| ex.dag.deps(i).iter().filter(|&&d| ex.state_of(d) != ServiceState::Healthy).count())
             .collect();
-        ex.ready = (0..ex.dag.len()).filter(|&i| ex.waiting_on[i] == 0 && !ex.state_of(i).is_terminal()).collect();
+        // Deletions (prune) are not scheduled by the DAG: they wait for the rest.
+        ex.ready = (0..ex.dag.len())
+            .filter(|&i| ex.waiting_on[i] == 0 && !ex.state_of(i).is_terminal())
+            .filter(|&i| ex.view.spec.steps[i].action != Action::Delete)
+            .collect();
         let owner = ex.ctx.owner.clone();
         let first = if entries.is_empty() { Event::RunStarted { owner } } else { Event::RunResumed { owner } };
         ex.persist(first).await?;
@@ -203,6 +212,18 @@ impl Executor {
             self.persist(Event::Skipped { service, upstream: failed.to_string() }).await?;
         }
         Ok(())
+    }
+
+    /// A service of the region that the snapshot does not have.
+    fn retired_ref(&self, name: &str) -> ServiceRef {
+        ServiceRef {
+            environment: self.view.spec.environment.clone(),
+            region: self.view.spec.region.clone(),
+            service: name.to_string(),
+            settings: Default::default(),
+            health: None,
+            tags: Default::default(),
+        }
     }
 
     fn task(&self, name: &str, tx: mpsc::Sender<Msg>, approvals: watch::Receiver<BTreeSet<String>>) -> ServiceTask {
@@ -326,6 +347,43 @@ impl Executor {
                     tasks.spawn(async move { (name, task.run().await) });
                 }
             }
+            // Services absent from the snapshot go once everything else is
+            // healthy; if anything else did not make it, they stay.
+            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() {
+                let deletions: Vec<PlannedStep> = self
+                    .view
+                    .spec
+                    .steps
+                    .iter()
+                    .filter(|s| s.action == Action::Delete)
+                    .filter(|s| !self.view.services[&s.service].state.is_terminal() && !started.contains(&s.service))
+                    .cloned()
+                    .collect();
+                if !deletions.is_empty() {
+                    let blocker = self
+                        .view
+                        .spec
+                        .steps
+                        .iter()
+                        .filter(|s| s.action != Action::Delete)
+                        .find(|s| self.view.services[&s.service].state != ServiceState::Healthy)
+                        .map(|s| s.service.clone());
+                    for step in deletions {
+                        match &blocker {
+                            Some(upstream) => {
+                                let upstream = upstream.clone();
+                                self.persist(Event::Skipped { service: step.service.clone(), upstream }).await?;
+                            }
+                            None => {
+                                started.insert(step.service.clone());
+                                let target = self.retired_ref(&step.service);
+                                tasks.spawn(remove_service(self.ctx.clone(), target, step, tx.clone()));
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
             // With no task in flight the fill above emptied `ready`.
             if tasks.is_empty() && decommissions.is_empty() && self.ready.is_empty() {
                 // Nothing in flight and nothing can start: drain late messages, then finish.
@@ -341,6 +399,14 @@ impl Executor {
                     match joined {
                         Ok((name, Outcome::CutOver(old))) if !old.is_empty() => {
                             let grace = self.manifest.services[&name].grace_period.0;
+                            if !grace.is_zero() {
+                                let event = Event::DecommissionScheduled {
+                                    service: name.clone(),
+                                    instances: old.clone(),
+                                    grace_ms: grace.as_millis() as u64,
+                                };
+                                self.persist(event).await?;
+                            }
                             decommissions.spawn(decommission(self.ctx.clone(), name, old, grace, tx.clone()));
                         }
                         Ok(_) => {}
@@ -420,6 +486,30 @@ async fn decommission(ctx: Arc<RunContext>, service: String, old: Vec<String>, g
     }
     let (ack, _) = oneshot::channel();
     let _ = tx.send(Msg { event: Event::Decommissioned { service, instances: old }, ack }).await;
+}
+
+/// Prune: a service absent from the snapshot stops receiving traffic, then
+/// its instances are removed (both idempotent, so a resumed run redoes them).
+async fn remove_service(
+    ctx: Arc<RunContext>,
+    target: ServiceRef,
+    step: PlannedStep,
+    tx: mpsc::Sender<Msg>,
+) -> (String, Outcome) {
+    let service = step.service.clone();
+    let removed = async {
+        ctx.provider.retire(&target).await?;
+        ctx.provider.terminate(&step.current).await
+    };
+    let event = match removed.await {
+        Ok(()) => Event::Removed { service: service.clone(), instances: step.current.clone() },
+        Err(e) => Event::ServiceFailed { service: service.clone(), reason: format!("cannot remove it: {e}") },
+    };
+    let (ack, done) = oneshot::channel();
+    if tx.send(Msg { event, ack }).await.is_ok() {
+        let _ = done.await;
+    }
+    (service, Outcome::Done)
 }
 
 /// One service's blue-green replacement.

@@ -68,6 +68,8 @@ pub struct StartRequest {
     pub region: Option<String>,
     pub parallelism: Option<usize>,
     pub force: bool,
+    /// Delete running services absent from the snapshot (after the rest is healthy).
+    pub prune: bool,
     pub kind: RunKind,
     pub actor: String,
 }
@@ -203,13 +205,15 @@ impl Engine {
         read_timings(&self.ctx.store, env).await.services
     }
 
-    /// The plan a recovery would follow, with preflight results.
+    /// The plan a recovery would follow, with preflight results. `prune`:
+    /// running services absent from the snapshot are deleted.
     pub async fn plan(
         &self,
         env: &str,
         reference: &str,
         region: Option<&str>,
         force: bool,
+        prune: bool,
     ) -> Result<(Snapshot, Plan)> {
         let snap = self.repo.get_by_ref(env, reference).await?;
         let m = &snap.manifest;
@@ -240,10 +244,15 @@ impl Engine {
             region: &region,
             inventory: &inventory,
             force,
+            prune,
             history: &history,
         });
-        let launching: Vec<String> =
-            plan.steps.iter().filter(|s| s.action != Action::Keep).map(|s| s.service.clone()).collect();
+        let launching: Vec<String> = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Create | Action::Replace))
+            .map(|s| s.service.clone())
+            .collect();
         plan.preflight.extend(self.ctx.provider.preflight(m, &region, &launching).await);
         plan.warnings.extend(self.ctx.provider.warnings(m));
         plan.preflight.push(match self.repo.rejection(env, snap.version).await? {
@@ -320,7 +329,8 @@ impl Engine {
         if parallelism == 0 || parallelism > MAX_PARALLELISM {
             return Err(Error::InvalidArgument(format!("parallelism must be 1 to {MAX_PARALLELISM}")));
         }
-        let (snap, plan) = self.plan(&req.environment, &req.reference, req.region.as_deref(), req.force).await?;
+        let (snap, plan) =
+            self.plan(&req.environment, &req.reference, req.region.as_deref(), req.force, req.prune).await?;
         if let Some(c) = plan.preflight.iter().find(|c| c.name == "region-lease" && !c.ok) {
             return Err(Error::Conflict(c.message.clone()));
         }

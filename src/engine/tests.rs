@@ -38,6 +38,11 @@ struct World {
     in_flight: BTreeSet<String>,
     max_in_flight: usize,
     next: u64,
+    /// What `inventory` reports.
+    inventory: Vec<LiveInstance>,
+    /// Services retired (prune), in order, with what was cut over before.
+    retired: Vec<(String, usize)>,
+    cut_over: usize,
 }
 
 /// A provider whose steps take known times (on tokio's clock).
@@ -71,7 +76,13 @@ impl ComputeProvider for Scripted {
         vec![Check::pass("scripted", "ok")]
     }
     async fn inventory(&self, _: &str, _: &str) -> ProviderResult<Vec<LiveInstance>> {
-        Ok(Vec::new())
+        Ok(self.world().inventory.clone())
+    }
+    async fn retire(&self, t: &ServiceRef) -> ProviderResult<()> {
+        let mut w = self.world();
+        let before = w.cut_over;
+        w.retired.push((t.service.clone(), before));
+        Ok(())
     }
     async fn launch(&self, spec: &LaunchSpec, cancel: &CancellationToken) -> ProviderResult<Vec<String>> {
         let service = spec.target.service.clone();
@@ -120,7 +131,9 @@ impl ComputeProvider for Scripted {
         Ok(())
     }
     async fn cutover(&self, t: &ServiceRef, _: &[String]) -> ProviderResult<()> {
-        self.world().in_flight.remove(&t.service);
+        let mut w = self.world();
+        w.in_flight.remove(&t.service);
+        w.cut_over += 1;
         Ok(())
     }
     async fn terminate(&self, ids: &[String]) -> ProviderResult<()> {
@@ -202,6 +215,7 @@ async fn harness_on(store: DynStore, m: Manifest, script: BTreeMap<String, Behav
 /// A recovery of the test environment's latest snapshot.
 fn recovery_of_latest(parallelism: Option<usize>) -> StartRequest {
     StartRequest {
+        prune: true,
         environment: "shop".into(),
         reference: "latest".into(),
         region: None,
@@ -534,6 +548,78 @@ fn a_resumed_run_launches_nothing_twice() {
         tokio::time::sleep(Duration::from_secs(16)).await;
         second.resume(&id).await.unwrap();
         h.assert_taken_over(&second, &id, 6).await;
+        // Times run on from the run's start; the time stopped is counted apart.
+        let (view, entries) = finish_on(&second, &id).await;
+        let resumed = entries.iter().find(|e| matches!(e.event, Event::RunResumed { .. })).unwrap();
+        // (Each test server's clock starts when it does: ±0.9 s here.)
+        assert!(resumed.elapsed_ms >= 16_000, "{resumed:?}");
+        assert!(view.stopped_ms >= 15_000 && view.stopped_ms <= 16_900, "{}", view.stopped_ms);
+        assert!(view.elapsed_ms >= 16_000 + 600, "{}", view.elapsed_ms);
+    });
+}
+
+/// A live instance of a service absent from the snapshot.
+fn stray(service: &str, id: &str) -> LiveInstance {
+    LiveInstance {
+        id: id.into(),
+        service: service.into(),
+        image: "sha256:old".into(),
+        healthy: true,
+        serving: true,
+        run_id: "r-old".into(),
+        fingerprint: "f".into(),
+    }
+}
+
+/// Prune: a running service absent from the snapshot is planned as delete
+/// and removed after every other service is healthy; if one of them fails,
+/// it stays.
+#[test]
+fn services_absent_from_the_snapshot_are_removed_after_the_rest_is_healthy() {
+    paused_runtime().block_on(async {
+        let services = BTreeMap::from([
+            ("db".to_string(), service(&[], 1, false)),
+            ("web".to_string(), service(&["db".to_string()], 1, false)),
+        ]);
+        let script: BTreeMap<String, Behaviour> = services
+            .keys()
+            .map(|k| (k.clone(), Behaviour { launch_ms: 100, healthy_ms: 100, failing_attempts: 0 }))
+            .collect();
+        let h = harness(manifest(services.clone()), script.clone()).await;
+        {
+            let mut w = h.provider.world();
+            w.inventory = vec![stray("legacy", "legacy-1"), stray("legacy", "legacy-2")];
+            w.alive.insert("legacy-1".into(), "legacy".into());
+            w.alive.insert("legacy-2".into(), "legacy".into());
+        }
+        let (_, plan) = h.engine.plan("shop", "latest", None, false, true).await.unwrap();
+        let legacy = plan.steps.iter().find(|s| s.service == "legacy").unwrap();
+        assert_eq!((legacy.action, legacy.current.len()), (Action::Delete, 2));
+        assert_eq!(plan.critical_path, ["db", "web"], "deletions are off the critical path");
+        let (_, kept) = h.engine.plan("shop", "latest", None, false, false).await.unwrap();
+        assert!(kept.steps.iter().all(|s| s.service != "legacy"), "--no-prune leaves it alone");
+        assert!(kept.preflight.iter().any(|c| c.message.contains("left alone: --no-prune): legacy")));
+
+        let id = h.start(4).await;
+        let (view, _) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+        assert_eq!(view.services["legacy"].state, ServiceState::Removed);
+        let w = h.provider.world();
+        assert_eq!(w.retired, [("legacy".to_string(), 2)], "retired after both cutovers");
+        assert!(!w.alive.contains_key("legacy-1") && !w.alive.contains_key("legacy-2"), "{:?}", w.alive);
+        drop(w);
+
+        // When another service fails, the stray is kept.
+        let mut script = script;
+        script.get_mut("web").unwrap().failing_attempts = 9;
+        let h = harness(manifest(services), script).await;
+        h.provider.world().inventory = vec![stray("legacy", "legacy-1")];
+        let id = h.start(4).await;
+        let (view, _) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Failed);
+        assert_eq!(view.services["legacy"].state, ServiceState::Skipped);
+        assert_eq!(view.services["legacy"].upstream.as_deref(), Some("web"));
+        assert!(h.provider.world().retired.is_empty());
     });
 }
 

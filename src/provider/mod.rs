@@ -98,6 +98,10 @@ pub trait ComputeProvider: Send + Sync + 'static {
     /// Sends the service's traffic to exactly these instances.
     async fn cutover(&self, target: &ServiceRef, instances: &[String]) -> ProviderResult<()>;
 
+    /// Stops sending a service's traffic anywhere and gives up its stable
+    /// address: the service left the environment (prune). Idempotent.
+    async fn retire(&self, target: &ServiceRef) -> ProviderResult<()>;
+
     /// Stops and removes instances; unknown or already stopped ones are fine.
     async fn terminate(&self, instances: &[String]) -> ProviderResult<()>;
 

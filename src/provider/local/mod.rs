@@ -751,6 +751,18 @@ impl ComputeProvider for LocalProvider {
         Ok(())
     }
 
+    async fn retire(&self, target: &ServiceRef) -> ProviderResult<()> {
+        let path = records::pointer_path(&self.dir, &target.environment, &target.service);
+        self.io(move |_| match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(|e| backend(format!("cannot retire {}: {e}", target.service)))?;
+        self.router.sync().await.map_err(backend)?;
+        Ok(())
+    }
+
     async fn terminate(&self, instances: &[String]) -> ProviderResult<()> {
         for id in instances {
             let Some(mut r) = self.record(id).await? else { continue };

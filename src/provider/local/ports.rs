@@ -46,10 +46,13 @@ mod tests {
 
     #[test]
     fn ports_in_the_ephemeral_range_are_warned_about() {
-        let text = "environment = \"e\"\nregion = \"r\"\n\
-                    [services.a]\nimage = \"sha256:a\"\nlaunch = { listen = \"127.0.0.1:45000\" }\n\
-                    [services.b]\nimage = \"sha256:b\"\nlaunch = { listen = \"127.0.0.1:8080\" }\n\
-                    [services.c]\nimage = \"sha256:c\"\n";
+        let image = format!("sha256:{}", "a".repeat(64));
+        let text = format!(
+            "environment = \"e\"\nregion = \"r\"\n\
+             [services.a]\nimage = \"{image}\"\nlaunch = {{ listen = \"127.0.0.1:45000\" }}\n\
+             [services.b]\nimage = \"{image}\"\nlaunch = {{ listen = \"127.0.0.1:8080\" }}\n\
+             [services.c]\nimage = \"{image}\"\n"
+        );
         let m = crate::domain::manifest::parse(text.as_bytes(), Format::Toml).unwrap();
         let w = listen_warnings(&m, (32_768, 60_999));
         assert_eq!(w.len(), 1, "{w:?}");
