@@ -604,10 +604,11 @@ fn services_absent_from_the_snapshot_are_removed_after_the_rest_is_healthy() {
         let (view, _) = h.finish(&id).await;
         assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
         assert_eq!(view.services["legacy"].state, ServiceState::Removed);
-        let w = h.provider.world();
-        assert_eq!(w.retired, [("legacy".to_string(), 2)], "retired after both cutovers");
-        assert!(!w.alive.contains_key("legacy-1") && !w.alive.contains_key("legacy-2"), "{:?}", w.alive);
-        drop(w);
+        {
+            let w = h.provider.world();
+            assert_eq!(w.retired, [("legacy".to_string(), 2)], "retired after both cutovers");
+            assert!(!w.alive.contains_key("legacy-1") && !w.alive.contains_key("legacy-2"), "{:?}", w.alive);
+        }
 
         // When another service fails, the stray is kept.
         let mut script = script;
