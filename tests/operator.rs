@@ -292,3 +292,28 @@ fn failure_reports_collapse_repeated_lines() {
     assert_eq!(fatal, 1, "said once: {}", out.stdout);
     assert!(out.stdout.contains("    | … 2 more like this (api-"), "{}", out.stdout);
 }
+
+/// A forgotten approval does not hold the region for ever: after
+/// `approval_timeout` the service fails, the run ends, the lease is freed.
+#[test]
+fn an_approval_times_out_and_frees_the_region() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let gated = Svc::new("api", &["db"]).extra("approval = true\napproval_timeout = \"1s\"");
+    Region::setup(&server, "gate", &[Svc::new("db", &[]), gated]);
+    let out = server.run(&["recover", "gate", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("api: FAILED: approval timed out: nobody approved it within 1.0s (approval_timeout)"),
+        "{out:?}"
+    );
+    let plan = server.run(&["plan", "gate"]).ok().stdout;
+    assert!(plan.contains("region local-1 is free"), "{plan}");
+    // The setting is validated like every duration.
+    let dir = server.dir.as_ref().unwrap().path();
+    let text = std::fs::read_to_string(dir.join("gate.toml")).unwrap().replace("\"1s\"", "\"0s\"");
+    std::fs::write(dir.join("bad.toml"), text).unwrap();
+    let out = lifeboat(None, &["manifest", "validate", dir.join("bad.toml").to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("services.api.approval_timeout"), "{out:?}");
+}

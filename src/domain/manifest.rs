@@ -51,6 +51,12 @@ pub enum Promotion {
     Drill,
 }
 
+pub const DEFAULT_APPROVAL_TIMEOUT: Dur = Dur::secs(3_600);
+
+fn is_default_approval_timeout(d: &Dur) -> bool {
+    *d == DEFAULT_APPROVAL_TIMEOUT
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Service {
     pub image: Image,
@@ -61,6 +67,11 @@ pub struct Service {
     /// Launch attempts before the service is marked failed.
     pub attempts: u32,
     pub approval: bool,
+    /// How long a service with `approval = true` waits for it before it
+    /// fails (and the run ends, freeing the region). Left out of the stored
+    /// form at its default, so snapshots from before it keep their digest.
+    #[serde(skip_serializing_if = "is_default_approval_timeout")]
+    pub approval_timeout: Dur,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
     /// How long old instances keep running after cutover.
@@ -617,6 +628,13 @@ impl Validator {
             None => Some(false),
             Some(n) => self.boolean(n, &join(path, "approval")),
         };
+        let approval_timeout = self.opt_duration(
+            &mut f,
+            "approval_timeout",
+            DEFAULT_APPROVAL_TIMEOUT,
+            Dur::secs(1),
+            Dur::secs(7 * 86_400),
+        );
         let health = match f.take("health") {
             None => Some(None),
             Some(n) => self.health(n, &join(path, "health"), provider).map(Some),
@@ -639,6 +657,7 @@ impl Validator {
                 "timeout",
                 "attempts",
                 "approval",
+                "approval_timeout",
                 "health",
                 "grace_period",
                 "launch",
@@ -652,6 +671,7 @@ impl Validator {
             timeout: timeout?,
             attempts: attempts?,
             approval: approval?,
+            approval_timeout: approval_timeout?,
             health: health?,
             grace_period: grace_period?,
             launch: launch?,

@@ -300,6 +300,8 @@ pub struct ServiceProgress {
     /// The highest attempt recorded as failed (0: none).
     pub failed_attempt: u32,
     pub approved_by: Option<String>,
+    /// When the service started waiting for approval.
+    pub approval_requested_ms: Option<u64>,
     pub launched_ms: Option<u64>,
     pub healthy_ms: Option<u64>,
     pub cutover_ms: Option<u64>,
@@ -347,6 +349,7 @@ impl RunView {
                         attempts: 0,
                         failed_attempt: 0,
                         approved_by: None,
+                        approval_requested_ms: None,
                         launched_ms: None,
                         healthy_ms: None,
                         cutover_ms: None,
@@ -399,7 +402,10 @@ impl RunView {
         if let Some(name) = e.event.service() {
             let Some(s) = self.services.get_mut(name) else { return };
             match &e.event {
-                ApprovalRequested { .. } => s.state = ServiceState::AwaitingApproval,
+                ApprovalRequested { .. } => {
+                    s.state = ServiceState::AwaitingApproval;
+                    s.approval_requested_ms.get_or_insert(t);
+                }
                 Approved { by, .. } => {
                     s.approved_by = Some(by.clone());
                     if s.state == ServiceState::AwaitingApproval {

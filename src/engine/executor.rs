@@ -240,6 +240,7 @@ impl Executor {
                 tags: svc.tags.clone(),
             },
             progress: self.view.services[name].clone(),
+            elapsed_ms: self.elapsed_ms(),
             step,
             svc,
             run_id: self.view.spec.id.clone(),
@@ -517,6 +518,8 @@ struct ServiceTask {
     ctx: Arc<RunContext>,
     target: ServiceRef,
     progress: ServiceProgress,
+    /// The run's elapsed time when the task started.
+    elapsed_ms: u64,
     step: PlannedStep,
     svc: Service,
     run_id: String,
@@ -570,6 +573,11 @@ impl ServiceTask {
             if self.progress.state != ServiceState::AwaitingApproval {
                 self.emit(Event::ApprovalRequested { service: name.clone() }).await?;
             }
+            // The wait is bounded (from when it began, across a resume), so a
+            // forgotten approval cannot hold the region lease for ever.
+            let limit = self.svc.approval_timeout.0;
+            let waited = self.progress.approval_requested_ms.map_or(0, |t| self.elapsed_ms.saturating_sub(t));
+            let deadline = tokio::time::Instant::now() + limit.saturating_sub(Duration::from_millis(waited));
             let mut approvals = self.approvals.clone();
             loop {
                 if approvals.borrow_and_update().contains(&name) {
@@ -578,6 +586,14 @@ impl ServiceTask {
                 tokio::select! {
                     changed = approvals.changed() => if changed.is_err() { return Err(Stop::Aborted) },
                     _ = self.cancel.cancelled() => return Err(self.stop()),
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let reason = format!(
+                            "approval timed out: nobody approved it within {} (approval_timeout)",
+                            crate::domain::duration::human(limit)
+                        );
+                        self.emit(Event::ServiceFailed { service: name, reason }).await?;
+                        return Ok(Outcome::Done);
+                    }
                 }
             }
         }

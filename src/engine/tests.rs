@@ -158,6 +158,7 @@ fn service(deps: &[String], attempts: u32, approval: bool) -> Service {
         timeout: Dur::secs(300),
         attempts,
         approval,
+        approval_timeout: crate::domain::manifest::DEFAULT_APPROVAL_TIMEOUT,
         health: Some(Health {
             check: HealthCheck::Tcp(String::new()),
             interval: Dur::secs(1),
@@ -483,6 +484,49 @@ fn approval_pauses_until_approved() {
         let (view, _) = h.finish(&id).await;
         assert_eq!(view.state, RunState::Succeeded);
         assert_eq!(view.services["api"].approved_by.as_deref(), Some("alice"));
+    });
+}
+
+/// A forgotten approval fails the service after `approval_timeout`
+/// (counted from when the wait began, across a takeover), the run ends and
+/// the region lease is freed.
+#[test]
+fn an_approval_that_never_comes_times_out_and_frees_the_region() {
+    paused_runtime().block_on(async {
+        let mut api = service(&["db".to_string()], 1, true);
+        api.approval_timeout = Dur::secs(30);
+        let services = BTreeMap::from([
+            ("db".to_string(), service(&[], 1, false)),
+            ("api".to_string(), api),
+            ("web".to_string(), service(&["api".to_string()], 1, false)),
+        ]);
+        let script = services
+            .keys()
+            .map(|k| (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 0 }))
+            .collect();
+        let h = harness(manifest(services), script).await;
+        // (Made now so that both servers' test clocks agree.)
+        let second = h.second_engine();
+        let id = h.start(4).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // The server dies while api waits; another takes over after the lease.
+        h.engine.abort_all();
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        second.resume(&id).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let (view, _) = finish_on(&second, &id).await;
+        assert!(started.elapsed() < Duration::from_secs(10), "the wait before the takeover counts");
+        assert_eq!(view.state, RunState::Failed);
+        let api = &view.services["api"];
+        assert_eq!(api.state, ServiceState::Failed);
+        assert_eq!(
+            api.error.as_deref(),
+            Some("approval timed out: nobody approved it within 30.0s (approval_timeout)")
+        );
+        assert_eq!(view.services["web"].state, ServiceState::Skipped);
+        // The region is free again.
+        let next = second.start(recovery_of_latest(Some(4))).await;
+        assert!(next.is_ok(), "{:?}", next.err());
     });
 }
 
