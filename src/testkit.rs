@@ -407,6 +407,13 @@ impl crate::provider::ComputeProvider for InstantProvider {
     async fn retire(&self, _: &crate::provider::ServiceRef) -> crate::provider::ProviderResult<()> {
         Ok(())
     }
+    async fn read_logs(
+        &self,
+        _: &str,
+        _: crate::provider::LogFrom,
+    ) -> crate::provider::ProviderResult<Option<crate::provider::LogRead>> {
+        Ok(None)
+    }
     async fn terminate(&self, _: &[String]) -> crate::provider::ProviderResult<()> {
         Ok(())
     }

@@ -291,6 +291,14 @@ fn failure_reports_collapse_repeated_lines() {
     let fatal = out.stdout.lines().filter(|l| l.contains("fatal: DATABASE_URL is not set")).count();
     assert_eq!(fatal, 1, "said once: {}", out.stdout);
     assert!(out.stdout.contains("    | … 2 more like this (api-"), "{}", out.stdout);
+    // `run logs` shows the failed attempts' instances in full.
+    let id = server.run(&["run", "list", "--limit", "1", "--quiet"]).ok().stdout.trim().to_string();
+    let logs = server.run(&["run", "logs", &id[..id.len() - 3], "api"]).ok().stdout;
+    let fatal = logs.lines().filter(|l| l.ends_with(" | fatal: DATABASE_URL is not set")).count();
+    assert_eq!(fatal, 9, "3 attempts of 3 replicas: {logs}");
+    let out = server.run(&["run", "logs", &id, "nosuch"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("has no service nosuch; it has: api"), "{out:?}");
 }
 
 /// A forgotten approval does not hold the region for ever: after
@@ -316,4 +324,77 @@ fn an_approval_times_out_and_frees_the_region() {
     let out = lifeboat(None, &["manifest", "validate", dir.join("bad.toml").to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("services.api.approval_timeout"), "{out:?}");
+}
+
+/// `lifeboat logs ENV SERVICE` shows the running instances' output, each
+/// line prefixed with its instance; `--follow` keeps printing new lines.
+#[test]
+fn logs_show_and_follow_instance_output() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let dir = server.dir.as_ref().unwrap().path();
+    let script = dir.join("ticker.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"ticker starting\"\nn=0\nwhile true; do n=$((n+1)); echo \"tick $n\"; sleep 0.2; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let image = server.run(&["image", "import", script.to_str().unwrap()]).ok().stdout.trim().to_string();
+    let file = dir.join("tick.toml");
+    std::fs::write(
+        &file,
+        format!("environment = \"tick\"\nregion = \"local-1\"\n[services.clock]\nimage = \"{image}\"\nreplicas = 2\n"),
+    )
+    .unwrap();
+    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "tick", "1", "--reason", "t"]).ok();
+    server.run(&["recover", "tick", "--yes"]).ok();
+
+    let out = server.run(&["logs", "tick", "clock", "--lines", "1000"]).ok().stdout;
+    let starts: Vec<&str> = out.lines().filter(|l| l.ends_with(" | ticker starting")).collect();
+    assert_eq!(starts.len(), 2, "each instance's output, prefixed: {out}");
+    assert!(starts.iter().all(|l| l.starts_with("clock-")), "{out}");
+    let last = server.run(&["logs", "tick", "clock", "-n", "1"]).ok().stdout;
+    assert_eq!(last.lines().count(), 2, "one line per instance: {last}");
+    let json = server.run(&["--output", "json", "logs", "tick", "clock", "-n", "1"]).ok().stdout;
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert!(
+        first["instance"].as_str().unwrap().starts_with("clock-")
+            && first["line"].as_str().unwrap().starts_with("tick ")
+    );
+
+    // --follow prints lines written after it started.
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["--server", &server.url, "logs", "tick", "clock", "--follow", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut ticks = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ticks.len() < 8 && std::time::Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            ticks.insert(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ticks.len() >= 8, "new lines keep coming: {ticks:?}");
+
+    // What is not there is named.
+    let out = server.run(&["logs", "tick", "nosuch"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("no running instances of tick/nosuch in local-1"), "{out:?}");
+    let out = server.run(&["logs", "tick", "clock", "-n", "0"]);
+    assert_eq!(out.code, 2, "{out:?}");
 }

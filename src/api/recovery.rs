@@ -10,6 +10,7 @@ use super::status::to_status;
 use super::{Ctx, actor, convert, pb};
 use crate::domain::run::RunKind;
 use crate::engine::StartRequest;
+use crate::engine::logs::LogsRequest;
 use crate::error::Error;
 use crate::store::check_environment;
 
@@ -115,6 +116,37 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
         let op = self.ctx.engine.approve(&id, &r.service, &who);
         let view = self.ctx.audited(&who, "run.approve", &target, op).await.map_err(to_status)?;
         Ok(Response::new(convert::run(&view)))
+    }
+
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
+
+    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let r = req.into_inner();
+        if r.run_id.is_empty() {
+            check_environment(&r.environment).map_err(to_status)?;
+        }
+        if !crate::domain::manifest::is_valid_name(&r.service) {
+            return Err(to_status(Error::InvalidArgument(format!(
+                "\"{}\" is not a service name",
+                crate::error::shown(&r.service)
+            ))));
+        }
+        let request = LogsRequest {
+            environment: r.environment,
+            service: r.service,
+            region: Some(r.region).filter(|x| !x.is_empty()),
+            run_id: Some(r.run_id).filter(|x| !x.is_empty()),
+            lines: if r.lines == 0 { 100 } else { r.lines as usize },
+            follow: r.follow,
+        };
+        let stream = self
+            .ctx
+            .engine
+            .logs(request)
+            .await
+            .map_err(to_status)?
+            .map(|item| item.map(|l| pb::LogLine { instance: l.instance, line: l.line }).map_err(to_status));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn resume(&self, req: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {

@@ -5,6 +5,7 @@ mod demo;
 mod demo_service;
 mod follow;
 mod image;
+mod logs;
 mod manifest;
 mod output;
 mod recovery;
@@ -100,6 +101,16 @@ pub enum Command {
     /// Manage runs (recoveries and drills).
     #[command(subcommand)]
     Run(RunCmd),
+    /// Show the output of a service's running instances (as `nomad alloc logs`).
+    Logs {
+        environment: String,
+        service: String,
+        /// Target region [default: the environment's home region].
+        #[arg(long)]
+        region: Option<String>,
+        #[command(flatten)]
+        read: LogArgs,
+    },
     /// Inspect the object store.
     #[command(subcommand)]
     Store(StoreCmd),
@@ -184,6 +195,25 @@ pub enum RunCmd {
         /// A run ID, or a unique prefix of it.
         id: String,
     },
+    /// Show the output of a run's instances of a service, failed attempts included.
+    Logs {
+        /// A run ID, or a unique prefix of it.
+        id: String,
+        service: String,
+        #[command(flatten)]
+        read: LogArgs,
+    },
+}
+
+/// How much output to show.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Keep printing new lines as they are written (Ctrl-C stops).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// The last N lines of each instance (1..10000).
+    #[arg(long, short = 'n', default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub lines: u32,
 }
 
 /// One run: by ID (or a unique prefix of it), or the newest of an environment.
@@ -422,5 +452,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             recovery::run_cmd(&client, cmd, output).await
         }
         Command::Store(cmd) => store::run(&cli.server, output, cmd).await,
+        Command::Logs { environment, service, region, read } => {
+            let client = client::Client::connect(&cli.server).await?;
+            let req = crate::api::pb::LogsRequest {
+                environment,
+                service,
+                region: region.unwrap_or_default(),
+                run_id: String::new(),
+                lines: read.lines,
+                follow: read.follow,
+            };
+            logs::print(&client, req, output).await
+        }
     }
 }

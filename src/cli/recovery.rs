@@ -373,6 +373,17 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
             let run = svc.approve(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
             show(&run, format!("approved {service} in run {}", run.id));
         }
+        RunCmd::Logs { id, service, read } => {
+            let req = pb::LogsRequest {
+                environment: String::new(),
+                service,
+                region: String::new(),
+                run_id: id,
+                lines: read.lines,
+                follow: read.follow,
+            };
+            return super::logs::print(client, req, output).await;
+        }
         RunCmd::Resume { id } => {
             let run = svc.resume(client.request(pb::RunRequest { id })).await.map_err(|e| client.fail(e))?.into_inner();
             show(&run, format!("resumed run {}; follow it with: lifeboat run watch {}", run.id, run.id));

@@ -6,6 +6,7 @@ pub mod clock;
 mod executor;
 pub mod journal;
 pub mod lease;
+pub mod logs;
 
 /// How to get a provider this server lacks.
 fn enable_hint(p: manifest::Provider) -> &'static str {

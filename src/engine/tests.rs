@@ -148,6 +148,13 @@ impl ComputeProvider for Scripted {
     async fn logs(&self, id: &str, _: usize) -> Vec<String> {
         vec![format!("{id} says goodbye")]
     }
+    async fn read_logs(
+        &self,
+        id: &str,
+        _: crate::provider::LogFrom,
+    ) -> ProviderResult<Option<crate::provider::LogRead>> {
+        Ok(Some(crate::provider::LogRead { lines: vec![format!("{id} says goodbye")], next: 1 }))
+    }
 }
 
 fn service(deps: &[String], attempts: u32, approval: bool) -> Service {

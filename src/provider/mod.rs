@@ -41,6 +41,22 @@ pub struct LaunchSpec {
     pub fingerprint: String,
 }
 
+/// Where to start reading an instance's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFrom {
+    /// The last N lines.
+    Tail(usize),
+    /// From this cursor on (returned by the previous read).
+    Cursor(u64),
+}
+
+/// Complete lines of an instance's output, and the cursor after them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogRead {
+    pub lines: Vec<String>,
+    pub next: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("image {image} is not available: {message}")]
@@ -107,4 +123,9 @@ pub trait ComputeProvider: Send + Sync + 'static {
 
     /// The last lines an instance wrote, for failure reports.
     async fn logs(&self, instance: &str, lines: usize) -> Vec<String>;
+
+    /// An instance's output for `lifeboat logs`: its last lines, or what it
+    /// wrote since a cursor (to follow it). Instances that ended keep their
+    /// output; an instance the provider never had is `Ok(None)`.
+    async fn read_logs(&self, instance: &str, from: LogFrom) -> ProviderResult<Option<LogRead>>;
 }

@@ -779,4 +779,13 @@ impl ComputeProvider for LocalProvider {
         let path = self.instance_dir(instance).join("output.log");
         self.io(move |_| process::tail(&path, lines)).await
     }
+
+    async fn read_logs(&self, instance: &str, from: super::LogFrom) -> ProviderResult<Option<super::LogRead>> {
+        if self.record(instance).await?.is_none() {
+            return Ok(None);
+        }
+        let path = self.instance_dir(instance).join("output.log");
+        let read = self.io(move |_| process::read_log(&path, from)).await;
+        read.map(Some).map_err(|e| backend(format!("cannot read the output of {instance}: {e}")))
+    }
 }

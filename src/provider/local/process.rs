@@ -75,6 +75,37 @@ pub fn kill_now(pid: u32, started: u64) {
     }
 }
 
+/// At most this much output per read.
+const MAX_READ: u64 = 1024 * 1024;
+
+/// Complete lines of a log file: the last N, or those after a byte cursor
+/// (from the start again if the file was truncated below it).
+pub fn read_log(path: &Path, from: super::super::LogFrom) -> std::io::Result<super::super::LogRead> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let (start, tail) = match from {
+        super::super::LogFrom::Tail(n) => (len.saturating_sub(MAX_READ), Some(n)),
+        super::super::LogFrom::Cursor(c) if c > len => (0, None),
+        super::super::LogFrom::Cursor(c) => (c, None),
+    };
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_READ).read_to_end(&mut bytes)?;
+    // Only complete lines: a partial last line is read next time.
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let text = String::from_utf8_lossy(&bytes[..complete]);
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if let Some(n) = tail {
+        lines.drain(..lines.len().saturating_sub(n));
+    }
+    Ok(super::super::LogRead { lines, next: start + complete as u64 })
+}
+
 /// The last `n` lines of a log file.
 pub fn tail(path: &Path, n: usize) -> Vec<String> {
     let Ok(text) = std::fs::read(path) else { return Vec::new() };
