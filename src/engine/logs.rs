@@ -72,7 +72,10 @@ impl Engine {
                     return;
                 }
             }
-            while follow {
+            if !follow {
+                return;
+            }
+            loop {
                 tokio::select! {
                     _ = tokio::time::sleep(FOLLOW_EVERY) => {}
                     _ = tx.closed() => return,
