@@ -374,3 +374,37 @@ fn a_large_import_does_not_grow_the_server() {
     let list = server.run(&["--output", "json", "image", "list"]).ok().json();
     assert_eq!(list[0]["size"], 17 + (300u64 << 20));
 }
+
+/// Status, Logs (a server stream) and run ID prefixes through grpcurl.
+#[test]
+fn status_and_logs_through_grpcurl() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = common::Instances(server.local_dir());
+    common::Region::setup(&server, "shop", &[common::Svc::new("db", &[])]);
+    server.run(&["recover", "shop", "--yes"]).ok();
+    let id = server.run(&["run", "list", "-q"]).ok().stdout.trim().to_string();
+    let rcall = |method: &str, body: &str| {
+        grpcurl_run(&["-d", body, server.addr(), &format!("lifeboat.v1.RecoveryService/{method}")])
+    };
+    let (code, out, err) = rcall("Status", r#"{"environment":"shop"}"#);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let env = &status["environments"][0];
+    assert_eq!((env["environment"].as_str(), env["sync"].as_str()), (Some("shop"), Some("synced")), "{out}");
+    assert_eq!(env["services"][0]["state"], "healthy", "{out}");
+    assert_eq!(env["lastRun"]["id"], id.as_str(), "{out}");
+
+    let (code, out, err) = rcall("Logs", r#"{"environment":"shop","service":"db","lines":5}"#);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("demo service db listening on 127.0.0.1:"), "{out}");
+    let body = serde_json::json!({"run_id": &id[..id.len() - 4], "service": "db"}).to_string();
+    let (code, out, err) = rcall("Logs", &body);
+    assert_eq!(code, 0, "a run ID prefix works: {err}");
+    assert!(out.contains("\"instance\": \"db-"), "{out}");
+    let (_, _, err) = rcall("Logs", r#"{"environment":"shop","service":"nosuch"}"#);
+    assert!(err.contains("Code: NotFound") && err.contains("no running instances of shop/nosuch"), "{err}");
+    let (_, _, err) = rcall("Logs", r#"{"environment":"shop","service":"db","lines":20000}"#);
+    assert!(err.contains("Code: InvalidArgument"), "{err}");
+    let (_, _, err) = rcall("Status", r#"{"environment":"../x"}"#);
+    assert!(err.contains("Code: InvalidArgument"), "{err}");
+}

@@ -398,3 +398,50 @@ fn logs_show_and_follow_instance_output() {
     let out = server.run(&["logs", "tick", "clock", "-n", "0"]);
     assert_eq!(out.code, 2, "{out:?}");
 }
+
+/// `lifeboat status` shows, per environment and region, the deployed
+/// snapshot, whether it matches known-good, each service's health and
+/// address, and the last run.
+#[test]
+fn status_shows_what_runs_and_whether_it_matches_known_good() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let shop = Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
+    let before = server.run(&["status", "shop"]).ok().stdout;
+    assert!(before.starts_with("shop in local-1 (home region)\n"), "{before}");
+    assert!(before.contains("deployed  no run has succeeded here"), "{before}");
+    assert!(before.contains("sync      OUT OF SYNC: 2 to create"), "{before}");
+    assert!(before.lines().any(|l| l.trim_start().starts_with("web ") && l.contains("DOWN")), "{before}");
+
+    server.run(&["recover", "shop", "--yes"]).ok();
+    let id = server.run(&["run", "list", "--limit", "1", "-q"]).ok().stdout.trim().to_string();
+    let after = server.run(&["status", "shop"]).ok().stdout;
+    assert!(after.contains("deployed  snapshot 1 (known-good)"), "{after}");
+    assert!(after.contains("sync      SYNCED: every service runs known-good, healthy"), "{after}");
+    assert!(after.contains(&format!("last run  {id} recovery succeeded at")), "{after}");
+    let db = after.lines().find(|l| l.trim_start().starts_with("db ")).unwrap();
+    assert!(
+        db.contains("HEALTHY") && db.contains("1/1") && db.contains(&format!("127.0.0.1:{}", shop.ports["db"])),
+        "{after}"
+    );
+    assert!(db.trim_end().ends_with("keep"), "{after}");
+
+    // web dies: the status says so, and what a recovery would do.
+    let web = common::instance_processes(&server.local_dir()).into_iter().find(|(_, s)| s == "web").unwrap().0;
+    std::process::Command::new("kill").args(["-9", &web.to_string()]).status().unwrap();
+    common::wait_until(std::time::Duration::from_secs(10), "web to be reported down", || {
+        server.run(&["status", "shop"]).ok().stdout.contains("OUT OF SYNC: 1 to create")
+    });
+    let json = server.run(&["--output", "json", "status"]).ok().json();
+    let shop_status = json.as_array().unwrap().iter().find(|e| e["environment"] == "shop").unwrap();
+    assert_eq!(shop_status["sync"], "out_of_sync");
+    assert_eq!(shop_status["deployed_version"], 1);
+    assert_eq!(shop_status["known_good_version"], 1);
+    assert_eq!(shop_status["last_run"]["id"], id.as_str());
+    let web = shop_status["services"].as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap();
+    assert_eq!((web["state"].as_str(), web["action"].as_str()), (Some("down"), Some("create")), "{web}");
+
+    let out = server.run(&["status", "nosuch"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("environment nosuch has no snapshots"), "{out:?}");
+}

@@ -99,6 +99,7 @@ fn region_recovery_runbook() {
     let run = latest_run(&server);
     assert_eq!(run["state"], "succeeded");
     assert!(out.stdout.contains(run["id"].as_str().unwrap()), "run show reported the run: {}", out.stdout);
+    assert!(out.stdout.contains("sync      SYNCED: every service runs known-good, healthy"), "{}", out.stdout);
     let plan = server.run(&["plan", "shop"]).ok().stdout;
     assert!(plan.contains("4 to keep"), "{plan}");
 }

@@ -172,3 +172,40 @@ pub fn event(run_id: &str, e: &crate::domain::run::Entry) -> pb::RunEvent {
         message: e.event.describe(run_id),
     }
 }
+
+pub fn environment_status(s: &crate::engine::status::EnvironmentStatus) -> pb::EnvironmentStatus {
+    pb::EnvironmentStatus {
+        environment: s.environment.clone(),
+        region: s.region.clone(),
+        home_region: s.home_region,
+        known_good_version: s.known_good_version.unwrap_or(0),
+        latest_version: s.latest_version.unwrap_or(0),
+        deployed_version: s.deployed_version.unwrap_or(0),
+        sync: s.sync.as_str().to_string(),
+        sync_detail: s.sync_detail.clone(),
+        services: s
+            .services
+            .iter()
+            .map(|v| pb::ServiceStatus {
+                name: v.name.clone(),
+                state: v.state.to_string(),
+                desired_replicas: v.desired_replicas,
+                address: v.address.clone(),
+                instances: v
+                    .instances
+                    .iter()
+                    .map(|i| pb::InstanceStatus {
+                        id: i.id.clone(),
+                        healthy: i.healthy,
+                        serving: i.serving,
+                        address: i.address.clone(),
+                        run_id: i.run_id.clone(),
+                    })
+                    .collect(),
+                action: v.action.clone(),
+                reason: v.reason.clone(),
+            })
+            .collect(),
+        last_run: s.last_run.as_ref().map(run),
+    }
+}

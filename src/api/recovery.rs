@@ -118,6 +118,16 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
         Ok(Response::new(convert::run(&view)))
     }
 
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let r = req.into_inner();
+        let env = Some(r.environment.as_str()).filter(|e| !e.is_empty());
+        if let Some(e) = env {
+            check_environment(e).map_err(to_status)?;
+        }
+        let envs = self.ctx.engine.status(env).await.map_err(to_status)?;
+        Ok(Response::new(pb::StatusResponse { environments: envs.iter().map(convert::environment_status).collect() }))
+    }
+
     type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
 
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {

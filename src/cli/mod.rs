@@ -11,6 +11,7 @@ mod output;
 mod recovery;
 mod server;
 mod snapshot;
+mod status;
 mod store;
 
 use std::path::PathBuf;
@@ -101,6 +102,12 @@ pub enum Command {
     /// Manage runs (recoveries and drills).
     #[command(subcommand)]
     Run(RunCmd),
+    /// What runs where: the deployed snapshot, whether it matches known-good,
+    /// each service's instances and health, the last run.
+    Status {
+        /// One environment [default: all].
+        environment: Option<String>,
+    },
     /// Show the output of a service's running instances (as `nomad alloc logs`).
     Logs {
         environment: String,
@@ -452,6 +459,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             recovery::run_cmd(&client, cmd, output).await
         }
         Command::Store(cmd) => store::run(&cli.server, output, cmd).await,
+        Command::Status { environment } => {
+            let client = client::Client::connect(&cli.server).await?;
+            status::run(&client, environment, output).await
+        }
         Command::Logs { environment, service, region, read } => {
             let client = client::Client::connect(&cli.server).await?;
             let req = crate::api::pb::LogsRequest {

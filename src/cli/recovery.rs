@@ -91,6 +91,7 @@ fn print_plan(p: &pb::PlanResponse) {
                 println!("      {}", super::snapshot::field_line(f));
             }
         }
+        println!();
     }
     println!("Critical path: {} (~{})", p.critical_path.join(" -> "), secs(p.critical_path_ms));
     if let Some(rto) = p.rto_objective_ms {

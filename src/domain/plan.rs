@@ -22,6 +22,8 @@ pub struct LiveInstance {
     pub run_id: String,
     /// `fingerprint()` of what the instance was launched with.
     pub fingerprint: String,
+    /// Where the instance itself answers (`127.0.0.1:41234`), for status.
+    pub address: String,
 }
 
 /// A digest of everything an instance is launched with (image, launch
@@ -148,7 +150,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         } else if live.iter().any(|x| !x.serving) {
             Some("not serving".to_string())
         } else if live.len() != svc.replicas as usize {
-            Some(format!("{} instances, want {}", live.len(), svc.replicas))
+            Some(format!("{} instance{}, want {}", live.len(), if live.len() == 1 { "" } else { "s" }, svc.replicas))
         } else if input.force {
             Some("forced".to_string())
         } else {
@@ -317,6 +319,7 @@ mod tests {
             healthy,
             serving: true,
             run_id: "old".into(),
+            address: String::new(),
         }
     }
 

@@ -7,6 +7,7 @@ mod executor;
 pub mod journal;
 pub mod lease;
 pub mod logs;
+pub mod status;
 
 /// How to get a provider this server lacks.
 fn enable_hint(p: manifest::Provider) -> &'static str {

@@ -619,6 +619,7 @@ fn stray(service: &str, id: &str) -> LiveInstance {
         serving: true,
         run_id: "r-old".into(),
         fingerprint: "f".into(),
+        address: String::new(),
     }
 }
 

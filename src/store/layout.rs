@@ -71,6 +71,16 @@ pub fn run_request(run_id: &str, id: &str) -> String {
     format!("runs/{run_id}/requests/{id}.json")
 }
 
+/// Everything stored about environments; the first path segment after it
+/// names the environment.
+pub fn environments_prefix() -> String {
+    "environments/".into()
+}
+
+pub fn environment_of(key: &str) -> Option<&str> {
+    key.strip_prefix("environments/")?.split('/').next().filter(|e| !e.is_empty())
+}
+
 /// One empty-ish marker per run, so runs can be listed without their journals.
 pub fn run_index_prefix() -> String {
     "run-index/".into()

@@ -558,6 +558,7 @@ impl ComputeProvider for LocalProvider {
             .zip(health)
             .map(|(r, h)| LiveInstance {
                 serving: serving.contains(&r.id),
+                address: format!("127.0.0.1:{}", r.port),
                 id: r.id,
                 service: r.service,
                 image: r.image,
