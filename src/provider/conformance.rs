@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{ComputeProvider, LaunchSpec, ProviderError, ServiceRef};
+use super::{ComputeProvider, LaunchSpec, LogFrom, ProviderError, ServiceRef};
 
 /// What an adapter's test supplies: a target whose image becomes healthy,
 /// and one whose image never does.
@@ -57,6 +57,11 @@ pub async fn run_all(p: &dyn ComputeProvider, f: &Fixtures) {
     assert!(matches!(err, ProviderError::Unhealthy { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "the health gate respects its limit");
     assert!(!p.logs(&bad[0], 20).await.is_empty(), "logs of a failed instance are kept");
+    let read = p.read_logs(&bad[0], LogFrom::Tail(20)).await.expect("read logs").expect("a known instance");
+    assert!(!read.lines.is_empty() && read.lines.len() <= 20, "{read:?}");
+    let more = p.read_logs(&bad[0], LogFrom::Cursor(read.next)).await.expect("read on").expect("a known instance");
+    assert!(more.next >= read.next, "the cursor only moves on");
+    assert!(p.read_logs("no-such-instance", LogFrom::Tail(5)).await.expect("read unknown").is_none());
 
     // Cancellation is honoured.
     let cancelled = CancellationToken::new();
@@ -66,6 +71,12 @@ pub async fn run_all(p: &dyn ComputeProvider, f: &Fixtures) {
     let ckey = format!("conformance/{}/1", uuid::Uuid::new_v4().simple());
     let err = p.launch(&spec(&f.healthy, &f.healthy_image, &ckey, 1), &cancelled).await.expect_err("cancelled");
     assert!(matches!(err, ProviderError::Cancelled), "{err}");
+
+    // Retire (prune) stops the service's traffic; it is idempotent.
+    p.retire(&f.healthy).await.expect("retire");
+    p.retire(&f.healthy).await.expect("retire again");
+    let inv = p.inventory(&f.healthy.environment, &f.healthy.region).await.expect("inventory");
+    assert!(inv.iter().filter(|i| ids.contains(&i.id)).all(|i| !i.serving), "retired: nothing serves {inv:?}");
 
     // Terminate is idempotent and accepts unknown instances.
     let mut all = ids.clone();
