@@ -10,6 +10,11 @@ use super::dag::Dag;
 use super::duration::Dur;
 use super::source::{self, Entry, Format, Node, Pos, Value};
 
+mod launch;
+mod validator;
+
+use validator::{Validator, join};
+
 pub const MAX_MANIFEST_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_SERVICES: usize = 20_000;
 pub const MAX_DEPENDENCIES: usize = 256;
@@ -242,167 +247,7 @@ pub fn image_id_problem(id: &str, provider: Provider) -> Option<String> {
     }
 }
 
-#[derive(Default)]
-struct Validator {
-    problems: Vec<Problem>,
-}
-
-/// The entries of one table, tracking which keys were read so the rest can
-/// be reported as unknown.
-struct Fields<'n> {
-    entries: &'n [Entry],
-    used: Vec<bool>,
-    path: String,
-}
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
-}
-
-impl<'n> Fields<'n> {
-    fn take(&mut self, key: &str) -> Option<&'n Node> {
-        let i = self.entries.iter().position(|e| e.key == key)?;
-        self.used[i] = true;
-        Some(&self.entries[i].node)
-    }
-}
-
 impl Validator {
-    fn problem(&mut self, pos: Option<Pos>, path: &str, message: String) {
-        self.problems.push(Problem { pos, path: path.to_string(), message });
-    }
-
-    fn table<'n>(&mut self, node: &'n Node, path: &str) -> Option<Fields<'n>> {
-        let Value::Table(entries) = &node.value else {
-            self.problem(node.pos, path, format!("expected a table, found {}", node.value.type_name()));
-            return None;
-        };
-        let mut seen = BTreeSet::new();
-        for e in entries {
-            if !seen.insert(e.key.as_str()) {
-                self.problem(e.key_pos.or(e.node.pos), &join(path, &e.key), format!("duplicate key `{}`", e.key));
-            }
-        }
-        Some(Fields { entries, used: vec![false; entries.len()], path: path.to_string() })
-    }
-
-    fn finish(&mut self, fields: Fields<'_>, known: &[&str]) {
-        for (e, used) in fields.entries.iter().zip(&fields.used) {
-            if !used && !known.contains(&e.key.as_str()) {
-                self.problem(
-                    e.key_pos.or(e.node.pos),
-                    &join(&fields.path, &e.key),
-                    format!("unknown field `{}`; expected one of: {}", e.key, known.join(", ")),
-                );
-            }
-        }
-    }
-
-    fn string(&mut self, node: &Node, path: &str) -> Option<String> {
-        match &node.value {
-            // A NUL cannot reach a program's arguments or environment.
-            Value::Str(s) if s.contains('\0') => {
-                self.problem(
-                    node.pos,
-                    path,
-                    "contains a NUL byte, which no program argument or variable can hold".into(),
-                );
-                None
-            }
-            Value::Str(s) => Some(s.clone()),
-            other => {
-                self.problem(node.pos, path, format!("expected a string, found {}", other.type_name()));
-                None
-            }
-        }
-    }
-
-    fn required<'n>(&mut self, f: &mut Fields<'n>, key: &str, pos: Option<Pos>) -> Option<&'n Node> {
-        let node = f.take(key);
-        if node.is_none() {
-            self.problem(pos, &join(&f.path, key), format!("missing required field `{key}`"));
-        }
-        node
-    }
-
-    fn int(&mut self, node: &Node, path: &str, min: i64, max: i64) -> Option<i64> {
-        match &node.value {
-            Value::Int(n) if (min..=max).contains(n) => Some(*n),
-            Value::Int(n) => {
-                self.problem(node.pos, path, format!("{n} is out of range ({min} to {max})"));
-                None
-            }
-            other => {
-                self.problem(node.pos, path, format!("expected an integer, found {}", other.type_name()));
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
-        match &node.value {
-            Value::Bool(b) => Some(*b),
-            other => {
-                self.problem(node.pos, path, format!("expected true or false, found {}", other.type_name()));
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, node: &Node, path: &str, min: Dur, max: Dur) -> Option<Dur> {
-        let s = self.string(node, path)?;
-        match s.parse::<Dur>() {
-            Ok(d) if d >= min && d <= max => Some(d),
-            Ok(d) => {
-                self.problem(node.pos, path, format!("duration {d} is out of range ({min} to {max})"));
-                None
-            }
-            Err(e) => {
-                self.problem(node.pos, path, e);
-                None
-            }
-        }
-    }
-
-    fn opt_duration(&mut self, f: &mut Fields<'_>, key: &str, default: Dur, min: Dur, max: Dur) -> Option<Dur> {
-        match f.take(key) {
-            None => Some(default),
-            Some(n) => self.duration(n, &join(&f.path, key), min, max),
-        }
-    }
-
-    fn strings(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
-        let Value::Array(items) = &node.value else {
-            self.problem(node.pos, path, format!("expected an array of strings, found {}", node.value.type_name()));
-            return None;
-        };
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            match self.string(item, &format!("{path}[{i}]")) {
-                Some(s) => out.push(s),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    }
-
-    fn string_map(&mut self, node: &Node, path: &str) -> Option<BTreeMap<String, String>> {
-        let mut f = self.table(node, path)?;
-        let mut out = BTreeMap::new();
-        let mut ok = true;
-        for (i, e) in f.entries.iter().enumerate() {
-            f.used[i] = true;
-            match self.string(&e.node, &join(path, &e.key)) {
-                Some(s) => {
-                    out.insert(e.key.clone(), s);
-                }
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    }
-
     fn manifest(&mut self, root: &Node) -> Option<Manifest> {
         let mut f = self.table(root, "")?;
         let pos = root.pos;
@@ -818,68 +663,6 @@ impl Validator {
             healthy_threshold: healthy_threshold?,
             unhealthy_threshold: unhealthy_threshold?,
         })
-    }
-
-    /// Provider-specific launch settings; the local provider's are checked here.
-    fn launch(
-        &mut self,
-        node: &Node,
-        path: &str,
-        provider: Option<Provider>,
-    ) -> Option<BTreeMap<String, serde_json::Value>> {
-        let mut f = self.table(node, path)?;
-        if provider != Some(Provider::Local) {
-            for u in f.used.iter_mut() {
-                *u = true;
-            }
-            return Some(f.entries.iter().map(|e| (e.key.clone(), e.node.value.to_json())).collect());
-        }
-        let mut out = BTreeMap::new();
-        let mut ok = true;
-        if let Some(n) = f.take("args") {
-            match self.strings(n, &join(path, "args")) {
-                Some(a) => {
-                    out.insert("args".into(), serde_json::json!(a));
-                }
-                None => ok = false,
-            }
-        }
-        if let Some(n) = f.take("env") {
-            match self.string_map(n, &join(path, "env")) {
-                Some(m) => {
-                    out.insert("env".into(), serde_json::json!(m));
-                }
-                None => ok = false,
-            }
-        }
-        if let Some(n) = f.take("listen") {
-            let p = join(path, "listen");
-            match self.string(n, &p) {
-                Some(s) if s.parse::<std::net::SocketAddr>().is_ok_and(|a| a.port() != 0) => {
-                    out.insert("listen".into(), serde_json::json!(s));
-                }
-                Some(s) => {
-                    self.problem(n.pos, &p, format!("\"{s}\" is not an address with a port, e.g. \"127.0.0.1:8080\""));
-                    ok = false;
-                }
-                None => ok = false,
-            }
-        }
-        if let Some(n) = f.take("entrypoint") {
-            let p = join(path, "entrypoint");
-            match self.string(n, &p) {
-                Some(s) if !s.is_empty() && !s.starts_with('/') && !s.split('/').any(|c| c == "..") => {
-                    out.insert("entrypoint".into(), serde_json::json!(s));
-                }
-                Some(s) => {
-                    self.problem(n.pos, &p, format!("\"{s}\" must be a relative path inside the artifact"));
-                    ok = false;
-                }
-                None => ok = false,
-            }
-        }
-        self.finish(f, &["args", "env", "listen", "entrypoint"]);
-        ok.then_some(out)
     }
 }
 
