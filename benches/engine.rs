@@ -45,7 +45,7 @@ async fn recovery(store: DynStore, text: &str, parallelism: usize) -> (Duration,
         .unwrap();
     let engine = Engine::new(RunContext {
         store: store.clone(),
-        provider: InstantProvider::new(),
+        providers: lifeboat::provider::Providers::new().with(InstantProvider::new()),
         clock: Arc::new(SystemClock),
         owner: "bench".into(),
         lease_ttl: Duration::from_secs(60),

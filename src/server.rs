@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use crate::api;
 use crate::engine::clock::SystemClock;
 use crate::engine::{Engine, RunContext};
+use crate::provider::Providers;
 use crate::provider::local::LocalProvider;
 use crate::store::DynStore;
 
@@ -53,7 +54,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     }
     let engine = Engine::new(RunContext {
         store: opts.store.clone(),
-        provider: provider.clone(),
+        providers: Providers::new().with(provider.clone()),
         clock: Arc::new(SystemClock),
         owner: owner_name(),
         lease_ttl: opts.lease_ttl,

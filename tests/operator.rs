@@ -74,8 +74,8 @@ fn a_plan_that_keeps_everything_needs_no_capacity() {
     assert!(!plan.contains("Warnings:"), "{plan}");
 }
 
-/// An environment for a provider this server lacks says which providers it
-/// has and what to do, with exit 1 (not a conflict).
+/// An environment for a provider this server lacks fails preflight, saying
+/// which providers the server has and what to do, with exit 1 (not a conflict).
 #[test]
 fn a_missing_provider_is_named_with_what_to_do() {
     let server = Server::start(Backend::Fs);
@@ -84,12 +84,16 @@ fn a_missing_provider_is_named_with_what_to_do() {
     let env = pushed["environment"].as_str().unwrap();
     let out = server.run(&["plan", env, "--snapshot", "1"]);
     assert_eq!(out.code, 1, "{out:?}");
+    let line = out.stdout.lines().find(|l| l.contains("FAIL") && l.contains("provider")).unwrap_or_default();
     assert!(
-        out.stderr.contains("uses the ec2 provider, but this server has only the local provider")
-            && out.stderr.contains("the ec2 provider is not in this version of lifeboat yet"),
-        "{}",
-        out.stderr
+        line.contains("snapshot 1 of web uses the ec2 provider, but this server has no ec2 provider (it has: local)")
+            && line.contains("the ec2 provider is not in this version of lifeboat yet"),
+        "{out:?}"
     );
+    assert!(out.stderr.contains("preflight failed: provider: "), "{out:?}");
+    let out = server.run(&["recover", env, "--snapshot", "1", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("this server has no ec2 provider"), "{out:?}");
 }
 
 /// Runs can be named the way runbooks need: `recover --detach` prints only

@@ -671,7 +671,8 @@ fn ctrl_c_detaches_and_the_run_goes_on() {
     server.run(&["run", "watch", &id]).ok();
 }
 
-/// A script whose interpreter is missing says so, naming the interpreter.
+/// A script whose interpreter is missing says so, naming the interpreter,
+/// and fails at once: a permanent error is not retried.
 #[test]
 fn a_missing_interpreter_is_named() {
     let server = Server::start(Backend::Fs);
@@ -683,7 +684,7 @@ fn a_missing_interpreter_is_named() {
     let manifest = dir.join("interp.toml");
     std::fs::write(
         &manifest,
-        format!("environment = \"interp\"\nregion = \"local-1\"\n[services.app]\nimage = \"{image}\"\nattempts = 1\n"),
+        format!("environment = \"interp\"\nregion = \"local-1\"\n[services.app]\nimage = \"{image}\"\nattempts = 3\n"),
     )
     .unwrap();
     server.run(&["snapshot", "push", manifest.to_str().unwrap()]).ok();
@@ -695,6 +696,9 @@ fn a_missing_interpreter_is_named() {
         "{}",
         out.stdout
     );
+    assert!(out.stdout.contains("(a permanent error: not retried)"), "{}", out.stdout);
+    let run = server.run(&["--output", "json", "run", "show", "--latest", "interp"]).ok().json();
+    assert_eq!(run["services"][0]["attempts"], 1, "{run}");
 }
 
 /// `run list` shows healthy/total and, for a run still going, the time so

@@ -25,7 +25,10 @@ use crate::domain::run::{
     Action, Entry, Event, PlannedStep, RunSpec, RunState, RunView, ServiceProgress, ServiceState,
 };
 use crate::error::{Error, Result};
-use crate::provider::{LaunchSpec, ProviderError, ServiceRef};
+use crate::provider::{CALL_LIMIT, ComputeProvider, LaunchSpec, ProviderError, ServiceRef, bounded};
+
+/// Failure reports wait this long at most for an instance's last lines.
+const LOGS_LIMIT: Duration = Duration::from_secs(10);
 
 /// An event a task wants persisted; the reply says whether to go on.
 struct Msg {
@@ -41,6 +44,8 @@ enum Outcome {
 
 pub struct Executor {
     ctx: Arc<RunContext>,
+    /// The provider the run's snapshot names.
+    provider: Arc<dyn ComputeProvider>,
     manifest: Manifest,
     view: RunView,
     journal: Journal,
@@ -77,6 +82,10 @@ impl Executor {
         events: broadcast::Sender<Entry>,
         control: mpsc::Receiver<Control>,
     ) -> Result<Executor> {
+        let provider = ctx
+            .providers
+            .get(manifest.provider)
+            .map_err(|why| Error::FailedPrecondition(format!("run {} cannot go on: {why}", spec.id)))?;
         let view = RunView::replay(spec, entries);
         let dag = Dag::new(view.spec.steps.iter().map(|s| (s.service.as_str(), s.depends_on.as_slice())));
         let abort = CancellationToken::new();
@@ -89,6 +98,7 @@ impl Executor {
         let base_elapsed = if entries.is_empty() { 0 } else { view.elapsed_ms.max(since_created) };
         let mut ex = Executor {
             ctx,
+            provider,
             manifest,
             view,
             journal,
@@ -230,7 +240,7 @@ impl Executor {
         let step = self.step(name).clone();
         let svc = self.manifest.services[name].clone();
         ServiceTask {
-            ctx: self.ctx.clone(),
+            provider: self.provider.clone(),
             target: ServiceRef {
                 environment: self.view.spec.environment.clone(),
                 region: self.view.spec.region.clone(),
@@ -313,11 +323,12 @@ impl Executor {
             {
                 let grace = self.manifest.services[&s.service].grace_period.0;
                 decommissions.spawn(decommission(
-                    self.ctx.clone(),
+                    self.provider.clone(),
                     s.service.clone(),
                     s.current.clone(),
                     grace,
                     tx.clone(),
+                    self.abort.clone(),
                 ));
             }
         }
@@ -378,7 +389,13 @@ impl Executor {
                             None => {
                                 started.insert(step.service.clone());
                                 let target = self.retired_ref(&step.service);
-                                tasks.spawn(remove_service(self.ctx.clone(), target, step, tx.clone()));
+                                tasks.spawn(remove_service(
+                                    self.provider.clone(),
+                                    target,
+                                    step,
+                                    tx.clone(),
+                                    self.abort.clone(),
+                                ));
                             }
                         }
                     }
@@ -408,7 +425,14 @@ impl Executor {
                                 };
                                 self.persist(event).await?;
                             }
-                            decommissions.spawn(decommission(self.ctx.clone(), name, old, grace, tx.clone()));
+                            decommissions.spawn(decommission(
+                                self.provider.clone(),
+                                name,
+                                old,
+                                grace,
+                                tx.clone(),
+                                self.abort.clone(),
+                            ));
                         }
                         Ok(_) => {}
                         Err(e) => {
@@ -479,9 +503,16 @@ impl Executor {
 }
 
 /// Removes old instances after the grace period, then records it.
-async fn decommission(ctx: Arc<RunContext>, service: String, old: Vec<String>, grace: Duration, tx: mpsc::Sender<Msg>) {
+async fn decommission(
+    provider: Arc<dyn ComputeProvider>,
+    service: String,
+    old: Vec<String>,
+    grace: Duration,
+    tx: mpsc::Sender<Msg>,
+    abort: CancellationToken,
+) {
     tokio::time::sleep(grace).await;
-    if let Err(e) = ctx.provider.terminate(&old).await {
+    if let Err(e) = bounded("terminate", CALL_LIMIT, &abort, provider.terminate(&old)).await {
         tracing::error!(service, error = %e, "cannot decommission old instances; they stay tagged for the orphan sweep");
         return;
     }
@@ -492,15 +523,16 @@ async fn decommission(ctx: Arc<RunContext>, service: String, old: Vec<String>, g
 /// Prune: a service absent from the snapshot stops receiving traffic, then
 /// its instances are removed (both idempotent, so a resumed run redoes them).
 async fn remove_service(
-    ctx: Arc<RunContext>,
+    provider: Arc<dyn ComputeProvider>,
     target: ServiceRef,
     step: PlannedStep,
     tx: mpsc::Sender<Msg>,
+    abort: CancellationToken,
 ) -> (String, Outcome) {
     let service = step.service.clone();
     let removed = async {
-        ctx.provider.retire(&target).await?;
-        ctx.provider.terminate(&step.current).await
+        bounded("retire", CALL_LIMIT, &abort, provider.retire(&target)).await?;
+        bounded("terminate", CALL_LIMIT, &abort, provider.terminate(&step.current)).await
     };
     let event = match removed.await {
         Ok(()) => Event::Removed { service: service.clone(), instances: step.current.clone() },
@@ -515,7 +547,7 @@ async fn remove_service(
 
 /// One service's blue-green replacement.
 struct ServiceTask {
-    ctx: Arc<RunContext>,
+    provider: Arc<dyn ComputeProvider>,
     target: ServiceRef,
     progress: ServiceProgress,
     /// The run's elapsed time when the task started.
@@ -621,7 +653,16 @@ impl ServiceTask {
                     return Ok(Outcome::CutOver(self.step.current.clone()));
                 }
                 Err(AttemptError::Stop(s)) => return Err(s),
-                Err(AttemptError::Failed(reason)) => {
+                Err(AttemptError::Failed { reason, retryable: false }) => {
+                    let reason = if attempt < self.svc.attempts {
+                        format!("{reason} (a permanent error: not retried)")
+                    } else {
+                        reason
+                    };
+                    self.emit(Event::ServiceFailed { service: name, reason }).await?;
+                    return Ok(Outcome::Done);
+                }
+                Err(AttemptError::Failed { reason, retryable: true }) => {
                     last_error = reason;
                     if attempt < self.svc.attempts {
                         let delay = delays.next().unwrap_or(Duration::from_secs(1));
@@ -656,16 +697,17 @@ impl ServiceTask {
             launch_key: format!("{}/{}/{}", self.run_id, name, attempt),
             fingerprint: self.step.fingerprint.clone(),
         };
-        let launched = tokio::time::timeout(budget, self.ctx.provider.launch(&spec, &self.cancel)).await;
+        let launched = tokio::time::timeout(budget, self.provider.launch(&spec, &self.cancel)).await;
         let instances = match launched {
             Ok(Ok(ids)) => ids,
             Ok(Err(ProviderError::Cancelled)) => return Err(AttemptError::Stop(self.stop())),
-            Ok(Err(e)) => return self.fail(attempt, e.to_string(), &[]).await,
+            Ok(Err(e)) => return self.fail(attempt, e.to_string(), e.is_retryable(), &[]).await,
             Err(_) => {
                 return self
                     .fail(
                         attempt,
                         format!("launch did not finish within {}", crate::domain::duration::human(budget)),
+                        true,
                         &[],
                     )
                     .await;
@@ -678,42 +720,50 @@ impl ServiceTask {
         }
         let within = budget.saturating_sub(started.elapsed());
         let gate_limit = self.svc.health.as_ref().map_or(within, |h| h.timeout.0.min(within));
-        match self.ctx.provider.wait_healthy(&self.target, &instances, gate_limit, &self.cancel).await {
+        match self.provider.wait_healthy(&self.target, &instances, gate_limit, &self.cancel).await {
             Ok(()) => {}
             Err(ProviderError::Cancelled) => {
                 if !self.abort.is_cancelled() {
-                    let _ = self.ctx.provider.terminate(&instances).await;
+                    let _ = bounded("terminate", CALL_LIMIT, &self.abort, self.provider.terminate(&instances)).await;
                 }
                 return Err(AttemptError::Stop(self.stop()));
             }
-            Err(e) => return self.fail(attempt, e.to_string(), &instances).await,
+            Err(e) => return self.fail(attempt, e.to_string(), e.is_retryable(), &instances).await,
         }
         self.emit(Event::Healthy { service: name.clone(), attempt }).await.map_err(AttemptError::Stop)?;
-        if let Err(e) = self.ctx.provider.cutover(&self.target, &instances).await {
-            return self.fail(attempt, format!("cutover failed: {e}"), &instances).await;
+        let cutover = self.provider.cutover(&self.target, &instances);
+        if let Err(e) = bounded("cutover", CALL_LIMIT, &self.abort, cutover).await {
+            return self.fail(attempt, format!("cutover failed: {e}"), e.is_retryable(), &instances).await;
         }
         Ok(instances)
     }
 
-    async fn fail(&self, attempt: u32, reason: String, instances: &[String]) -> Result<Vec<String>, AttemptError> {
+    async fn fail(
+        &self,
+        attempt: u32,
+        reason: String,
+        retryable: bool,
+        instances: &[String],
+    ) -> Result<Vec<String>, AttemptError> {
         let mut logs = Vec::new();
         for id in instances {
-            for line in self.ctx.provider.logs(id, 20).await {
+            let lines = tokio::time::timeout(LOGS_LIMIT, self.provider.logs(id, 20)).await.unwrap_or_default();
+            for line in lines {
                 logs.push(format!("{id}: {line}"));
             }
         }
         if !instances.is_empty()
-            && let Err(e) = self.ctx.provider.terminate(instances).await
+            && let Err(e) = bounded("terminate", CALL_LIMIT, &self.abort, self.provider.terminate(instances)).await
         {
             tracing::error!(service = %self.step.service, error = %e, "cannot terminate instances that failed their health gate");
         }
         let event = Event::AttemptFailed { service: self.step.service.clone(), attempt, reason: reason.clone(), logs };
         self.emit(event).await.map_err(AttemptError::Stop)?;
-        Err(AttemptError::Failed(reason))
+        Err(AttemptError::Failed { reason, retryable })
     }
 }
 
 enum AttemptError {
-    Failed(String),
+    Failed { reason: String, retryable: bool },
     Stop(Stop),
 }

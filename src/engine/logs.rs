@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::{Engine, async_stream};
 use crate::error::{Error, Result};
-use crate::provider::{LogFrom, LogRead};
+use crate::provider::{ComputeProvider, LogFrom, LogRead};
 
 /// How often a followed log is read again.
 const FOLLOW_EVERY: Duration = Duration::from_millis(300);
@@ -46,11 +46,10 @@ impl Engine {
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             Error::ResourceExhausted("this server already streams too many runs and logs; try again later".into())
         })?;
-        let instances = match &req.run_id {
+        let (provider, instances) = match &req.run_id {
             Some(id) => self.run_instances(id, &req.service).await?,
             None => self.running_instances(&req).await?,
         };
-        let provider = self.ctx.provider.clone();
         // The first read happens before the stream starts, so a provider
         // failure is the call's error, not a cut-off stream.
         let mut cursors = Vec::new();
@@ -101,8 +100,10 @@ impl Engine {
 
     /// A run's instances of one service: failed attempts' first, then the
     /// current attempt's.
-    async fn run_instances(&self, id: &str, service: &str) -> Result<Vec<String>> {
+    async fn run_instances(&self, id: &str, service: &str) -> Result<(Arc<dyn ComputeProvider>, Vec<String>)> {
         let view = self.get(&self.resolve(id).await?).await?;
+        let snap = self.repo.get(&view.spec.environment, view.spec.snapshot_version).await?;
+        let provider = self.ctx.providers.get(snap.manifest.provider).map_err(Error::FailedPrecondition)?;
         let s = view.services.get(service).ok_or_else(|| {
             let names: Vec<&str> = view.services.keys().map(String::as_str).collect();
             Error::NotFound(format!("run {} has no service {service}; it has: {}", view.spec.id, names.join(", ")))
@@ -116,23 +117,17 @@ impl Engine {
                 if s.state.as_str() == "healthy" { "kept as it was" } else { s.state.as_str() }
             )));
         }
-        Ok(ids)
+        Ok((provider, ids))
     }
 
     /// The service's running instances in the region.
-    async fn running_instances(&self, req: &LogsRequest) -> Result<Vec<String>> {
+    async fn running_instances(&self, req: &LogsRequest) -> Result<(Arc<dyn ComputeProvider>, Vec<String>)> {
         let env = &req.environment;
-        let region = match req.region.clone().filter(|r| !r.is_empty()) {
-            Some(r) => r,
-            None => {
-                let reference =
-                    if self.repo.get_ref(env, "known-good").await?.is_some() { "known-good" } else { "latest" };
-                self.repo.get_by_ref(env, reference).await?.manifest.region
-            }
-        };
-        let inventory = self
-            .ctx
-            .provider
+        let reference = if self.repo.get_ref(env, "known-good").await?.is_some() { "known-good" } else { "latest" };
+        let manifest = self.repo.get_by_ref(env, reference).await?.manifest;
+        let provider = self.ctx.providers.get(manifest.provider).map_err(Error::FailedPrecondition)?;
+        let region = req.region.clone().filter(|r| !r.is_empty()).unwrap_or(manifest.region);
+        let inventory = provider
             .inventory(env, &region)
             .await
             .map_err(|e| Error::Internal(format!("cannot read the inventory of {env} in {region}: {e}")))?;
@@ -143,6 +138,6 @@ impl Engine {
                 req.service, req.service
             )));
         }
-        Ok(ids)
+        Ok((provider, ids))
     }
 }

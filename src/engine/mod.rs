@@ -9,18 +9,6 @@ pub mod lease;
 pub mod logs;
 pub mod status;
 
-/// How to get a provider this server lacks.
-fn enable_hint(p: manifest::Provider) -> &'static str {
-    match p {
-        manifest::Provider::Local => {
-            "start a server with the local provider (the default: `lifeboat server`) on a host that should run the instances"
-        }
-        manifest::Provider::Ec2 => {
-            "the ec2 provider is not in this version of lifeboat yet; recover this environment with a lifeboat release that has it"
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests;
 
@@ -37,19 +25,22 @@ use self::clock::{Clock, rfc3339};
 use self::executor::Executor;
 use self::journal::Journal;
 use self::lease::Lease;
+use crate::domain::duration::human;
 use crate::domain::manifest;
 use crate::domain::plan::{self, Check, LiveInstance, Plan, PlanInput, StepChanges};
 use crate::domain::run::{Action, Entry, Event, RUN_FORMAT, RunKind, RunSpec, RunView};
 use crate::domain::snapshot::Snapshot;
 use crate::error::{Error, Result};
-use crate::provider::ComputeProvider;
+use crate::provider::{CALL_LIMIT, Providers, bounded};
 use crate::store::codec::{self, Persisted};
 use crate::store::{DynStore, PutOptions, SnapshotRepo, layout};
+use tokio_util::sync::CancellationToken;
 
 /// What every run of this server shares.
 pub struct RunContext {
     pub store: DynStore,
-    pub provider: Arc<dyn ComputeProvider>,
+    /// Every provider this server has; each snapshot names the one it needs.
+    pub providers: Providers,
     pub clock: Arc<dyn Clock>,
     /// This server process, as recorded in leases and journals.
     pub owner: String,
@@ -223,21 +214,14 @@ impl Engine {
         if !manifest::is_valid_name(&region) {
             return Err(Error::InvalidArgument(format!("\"{region}\" is not a valid region name")));
         }
-        if m.provider.as_str() != self.ctx.provider.name() {
-            return Err(Error::FailedPrecondition(format!(
-                "snapshot {} of {env} uses the {} provider, but this server has only the {} provider; {}",
-                snap.version,
-                m.provider.as_str(),
-                self.ctx.provider.name(),
-                enable_hint(m.provider)
-            )));
-        }
-        let inventory = self
-            .ctx
-            .provider
-            .inventory(env, &region)
-            .await
-            .map_err(|e| Error::Internal(format!("cannot read the inventory of {env} in {region}: {e}")))?;
+        // A provider this server lacks fails preflight (the plan still shows).
+        let provider = self.ctx.providers.get(m.provider);
+        let inventory = match &provider {
+            Ok(p) => bounded("inventory", CALL_LIMIT, &CancellationToken::new(), p.inventory(env, &region))
+                .await
+                .map_err(|e| Error::Internal(format!("cannot read the inventory of {env} in {region}: {e}")))?,
+            Err(_) => Vec::new(),
+        };
         let history = self.timings(env).await;
         let mut plan = plan::plan(PlanInput {
             manifest: m,
@@ -255,8 +239,22 @@ impl Engine {
             .filter(|s| matches!(s.action, Action::Create | Action::Replace))
             .map(|s| s.service.clone())
             .collect();
-        plan.preflight.extend(self.ctx.provider.preflight(m, &region, &launching).await);
-        plan.warnings.extend(self.ctx.provider.warnings(m));
+        match &provider {
+            Ok(p) => {
+                match tokio::time::timeout(CALL_LIMIT, p.preflight(m, &region, &launching)).await {
+                    Ok(checks) => plan.preflight.extend(checks),
+                    Err(_) => plan.preflight.push(Check::fail(
+                        "provider",
+                        format!("the {} provider's checks did not finish within {}", p.name(), human(CALL_LIMIT)),
+                    )),
+                }
+                plan.warnings.extend(p.warnings(m));
+            }
+            Err(why) => plan.preflight.push(Check::fail(
+                "provider",
+                format!("snapshot {} of {env} uses the {} provider, but {why}", snap.version, m.provider.as_str()),
+            )),
+        }
         plan.preflight.push(match self.repo.rejection(env, snap.version).await? {
             Some(r) => Check::fail(
                 "snapshot-status",

@@ -100,7 +100,11 @@ impl Engine {
         regions.extend(home_region.clone());
         let mut out = Vec::new();
         for region in regions {
-            let inventory = self.ctx.provider.inventory(env, &region).await.unwrap_or_default();
+            let provider = home.as_ref().ok().and_then(|s| self.ctx.providers.get(s.manifest.provider).ok());
+            let inventory = match &provider {
+                Some(p) => p.inventory(env, &region).await.unwrap_or_default(),
+                None => Vec::new(),
+            };
             let here: Vec<&RunView> = runs.iter().filter(|r| r.spec.region == region).collect();
             let deployed = here.iter().find(|r| r.state == RunState::Succeeded).map(|r| r.spec.snapshot_version);
             let plan = match (known_good, &home) {

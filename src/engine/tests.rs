@@ -17,7 +17,7 @@ use crate::domain::duration::Dur;
 use crate::domain::manifest::{Check as HealthCheck, Health, Image, Manifest, Promotion, Provider, Service};
 use crate::domain::plan::LiveInstance;
 use crate::domain::run::{RunState, ServiceState};
-use crate::provider::{LaunchSpec, ProviderError, ProviderResult, ServiceRef};
+use crate::provider::{ComputeProvider, LaunchSpec, ProviderError, ProviderResult, ServiceRef};
 use crate::store::memory::MemStore;
 use crate::store::{DynStore, NewSnapshot};
 
@@ -28,6 +28,10 @@ struct Behaviour {
     healthy_ms: u64,
     /// The first N attempts fail their health gate.
     failing_attempts: u32,
+    /// Every launch fails with a permanent error (a missing image).
+    permanent_launch_error: bool,
+    /// The first N launches fail with a transient error (throttling).
+    transient_launch_errors: u32,
 }
 
 #[derive(Default)]
@@ -86,9 +90,21 @@ impl ComputeProvider for Scripted {
     }
     async fn launch(&self, spec: &LaunchSpec, cancel: &CancellationToken) -> ProviderResult<Vec<String>> {
         let service = spec.target.service.clone();
+        let b = self.script[&service];
         {
             let mut w = self.world();
             *w.launch_calls.entry(spec.launch_key.clone()).or_default() += 1;
+            if b.permanent_launch_error {
+                return Err(ProviderError::ImageUnavailable {
+                    image: spec.image.clone(),
+                    message: "no such AMI".into(),
+                });
+            }
+            let calls: u32 =
+                w.launch_calls.iter().filter(|(k, _)| k.contains(&format!("/{service}/"))).map(|(_, n)| *n).sum();
+            if calls <= b.transient_launch_errors {
+                return Err(ProviderError::Backend { message: "RequestLimitExceeded".into(), retryable: true });
+            }
             if let Some(ids) = w.launches.get(&spec.launch_key) {
                 return Ok(ids.clone());
             }
@@ -212,7 +228,7 @@ async fn harness_on(store: DynStore, m: Manifest, script: BTreeMap<String, Behav
     let provider = Scripted::new(script);
     let engine = Engine::new(RunContext {
         store: store.clone(),
-        provider: provider.clone(),
+        providers: crate::provider::Providers::new().with(provider.clone()),
         clock: Arc::new(TokioClock::new()),
         owner: "test-server".into(),
         lease_ttl: Duration::from_secs(15),
@@ -247,7 +263,7 @@ impl Harness {
     fn second_engine_on(&self, store: DynStore) -> Arc<Engine> {
         Engine::new(RunContext {
             store,
-            provider: self.provider.clone(),
+            providers: crate::provider::Providers::new().with(self.provider.clone()),
             clock: Arc::new(TokioClock::new()),
             owner: "second-server".into(),
             lease_ttl: Duration::from_secs(15),
@@ -326,7 +342,7 @@ proptest! {
     ) {
         paused_runtime().block_on(async {
             let services = random_dag(n, &edges);
-            let script = services.keys().enumerate().map(|(i, k)| (k.clone(), Behaviour { launch_ms: times[i].0, healthy_ms: times[i].1, failing_attempts: 0 })).collect();
+            let script = services.keys().enumerate().map(|(i, k)| (k.clone(), Behaviour { launch_ms: times[i].0, healthy_ms: times[i].1, failing_attempts: 0, ..Default::default() })).collect();
             let h = harness(manifest(services), script).await;
             let id = h.start(parallelism).await;
             let (view, entries) = h.finish(&id).await;
@@ -357,7 +373,12 @@ fn diamond_chain_and_fan_out_orderings() {
         for services in shapes {
             let script = services
                 .keys()
-                .map(|k| (k.clone(), Behaviour { launch_ms: 100, healthy_ms: 200, failing_attempts: 0 }))
+                .map(|k| {
+                    (
+                        k.clone(),
+                        Behaviour { launch_ms: 100, healthy_ms: 200, failing_attempts: 0, ..Default::default() },
+                    )
+                })
                 .collect();
             let h = harness(manifest(services), script).await;
             let id = h.start(64).await;
@@ -387,7 +408,12 @@ fn thousand_services_finish_within_five_percent_of_the_critical_path() {
             .map(|k| {
                 (
                     k.clone(),
-                    Behaviour { launch_ms: 100 + rand() % 900, healthy_ms: 100 + rand() % 1900, failing_attempts: 0 },
+                    Behaviour {
+                        launch_ms: 100 + rand() % 900,
+                        healthy_ms: 100 + rand() % 1900,
+                        failing_attempts: 0,
+                        ..Default::default()
+                    },
                 )
             })
             .collect();
@@ -427,7 +453,9 @@ fn a_failure_skips_dependents_only_and_cleans_up() {
         .collect();
         let mut script: BTreeMap<String, Behaviour> = services
             .keys()
-            .map(|k| (k.clone(), Behaviour { launch_ms: 50, healthy_ms: 100, failing_attempts: 0 }))
+            .map(|k| {
+                (k.clone(), Behaviour { launch_ms: 50, healthy_ms: 100, failing_attempts: 0, ..Default::default() })
+            })
             .collect();
         script.get_mut("api").unwrap().failing_attempts = 99;
         let h = harness(manifest(services), script).await;
@@ -456,8 +484,10 @@ fn a_failure_skips_dependents_only_and_cleans_up() {
 fn retries_then_succeeds() {
     paused_runtime().block_on(async {
         let services = BTreeMap::from([("db".to_string(), service(&[], 3, false))]);
-        let script =
-            BTreeMap::from([("db".to_string(), Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 2 })]);
+        let script = BTreeMap::from([(
+            "db".to_string(),
+            Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 2, ..Default::default() },
+        )]);
         let h = harness(manifest(services), script).await;
         let id = h.start(4).await;
         let (view, _) = h.finish(&id).await;
@@ -465,6 +495,33 @@ fn retries_then_succeeds() {
         assert_eq!(view.services["db"].attempts, 3);
         assert_eq!(view.services["db"].failed_instances.len(), 2);
         assert_eq!(h.provider.world().alive.len(), 1);
+    });
+}
+
+/// A permanent provider error (a missing image) fails the service on its
+/// first attempt; a transient one (throttling) is retried and succeeds.
+#[test]
+fn permanent_errors_fail_at_once_and_transient_ones_are_retried() {
+    paused_runtime().block_on(async {
+        let services = BTreeMap::from([
+            ("db".to_string(), service(&[], 3, false)),
+            ("cache".to_string(), service(&[], 3, false)),
+        ]);
+        let script = BTreeMap::from([
+            ("db".to_string(), Behaviour { launch_ms: 10, healthy_ms: 10, permanent_launch_error: true, ..Default::default() }),
+            ("cache".to_string(), Behaviour { launch_ms: 10, healthy_ms: 10, transient_launch_errors: 2, ..Default::default() }),
+        ]);
+        let h = harness(manifest(services), script).await;
+        let id = h.start(4).await;
+        let (view, _) = h.finish(&id).await;
+        let db = &view.services["db"];
+        assert_eq!((db.state, db.attempts), (ServiceState::Failed, 1), "{db:?}");
+        assert_eq!(
+            db.error.as_deref(),
+            Some("image sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa is not available: no such AMI (a permanent error: not retried)")
+        );
+        let cache = &view.services["cache"];
+        assert_eq!((cache.state, cache.attempts), (ServiceState::Healthy, 3), "{cache:?}");
     });
 }
 
@@ -477,7 +534,9 @@ fn approval_pauses_until_approved() {
         ]);
         let script = services
             .keys()
-            .map(|k| (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 0 }))
+            .map(|k| {
+                (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 0, ..Default::default() })
+            })
             .collect();
         let h = harness(manifest(services), script).await;
         let id = h.start(4).await;
@@ -509,7 +568,9 @@ fn an_approval_that_never_comes_times_out_and_frees_the_region() {
         ]);
         let script = services
             .keys()
-            .map(|k| (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 0 }))
+            .map(|k| {
+                (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 0, ..Default::default() })
+            })
             .collect();
         let h = harness(manifest(services), script).await;
         // (Made now so that both servers' test clocks agree.)
@@ -545,7 +606,9 @@ fn cancel_stops_launching_and_cleans_up() {
             .collect();
         let script = chain
             .keys()
-            .map(|k| (k.clone(), Behaviour { launch_ms: 1000, healthy_ms: 1000, failing_attempts: 0 }))
+            .map(|k| {
+                (k.clone(), Behaviour { launch_ms: 1000, healthy_ms: 1000, failing_attempts: 0, ..Default::default() })
+            })
             .collect();
         let h = harness(manifest(chain), script).await;
         let id = h.start(4).await;
@@ -568,8 +631,10 @@ fn cancel_stops_launching_and_cleans_up() {
 fn a_second_run_for_a_leased_region_is_refused() {
     paused_runtime().block_on(async {
         let services = BTreeMap::from([("db".to_string(), service(&[], 1, false))]);
-        let script =
-            BTreeMap::from([("db".to_string(), Behaviour { launch_ms: 1000, healthy_ms: 1000, failing_attempts: 0 })]);
+        let script = BTreeMap::from([(
+            "db".to_string(),
+            Behaviour { launch_ms: 1000, healthy_ms: 1000, failing_attempts: 0, ..Default::default() },
+        )]);
         let h = harness(manifest(services), script).await;
         let first = h.start(4).await;
         let err = h.engine.start(recovery_of_latest(None)).await.unwrap_err();
@@ -586,7 +651,9 @@ fn a_resumed_run_launches_nothing_twice() {
             .collect();
         let script: BTreeMap<String, Behaviour> = services
             .keys()
-            .map(|k| (k.clone(), Behaviour { launch_ms: 300, healthy_ms: 300, failing_attempts: 0 }))
+            .map(|k| {
+                (k.clone(), Behaviour { launch_ms: 300, healthy_ms: 300, failing_attempts: 0, ..Default::default() })
+            })
             .collect();
         let h = harness(manifest(services), script).await;
         let id = h.start(4).await;
@@ -635,7 +702,9 @@ fn services_absent_from_the_snapshot_are_removed_after_the_rest_is_healthy() {
         ]);
         let script: BTreeMap<String, Behaviour> = services
             .keys()
-            .map(|k| (k.clone(), Behaviour { launch_ms: 100, healthy_ms: 100, failing_attempts: 0 }))
+            .map(|k| {
+                (k.clone(), Behaviour { launch_ms: 100, healthy_ms: 100, failing_attempts: 0, ..Default::default() })
+            })
             .collect();
         let h = harness(manifest(services.clone()), script.clone()).await;
         {
@@ -680,8 +749,10 @@ fn services_absent_from_the_snapshot_are_removed_after_the_rest_is_healthy() {
 fn a_run_resumed_after_a_failed_attempt_moves_to_the_next_attempt() {
     paused_runtime().block_on(async {
         let services = BTreeMap::from([("db".to_string(), service(&[], 3, false))]);
-        let script =
-            BTreeMap::from([("db".to_string(), Behaviour { launch_ms: 100, healthy_ms: 100, failing_attempts: 1 })]);
+        let script = BTreeMap::from([(
+            "db".to_string(),
+            Behaviour { launch_ms: 100, healthy_ms: 100, failing_attempts: 1, ..Default::default() },
+        )]);
         let h = harness(manifest(services), script).await;
         let id = h.start(4).await;
         // Attempt 1 fails at ~200ms; the retry waits at least 1s: crash in between.
@@ -724,7 +795,9 @@ mod faults {
             .collect();
         let script = services
             .keys()
-            .map(|k| (k.clone(), Behaviour { launch_ms: ms, healthy_ms: ms, failing_attempts: 0 }))
+            .map(|k| {
+                (k.clone(), Behaviour { launch_ms: ms, healthy_ms: ms, failing_attempts: 0, ..Default::default() })
+            })
             .collect();
         (services, script)
     }

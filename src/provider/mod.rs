@@ -16,6 +16,47 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::manifest::{Health, Manifest};
 use crate::domain::plan::{Check, LiveInstance};
 
+/// Every provider a server has, by name; a snapshot's `provider` picks one.
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_name: BTreeMap<&'static str, std::sync::Arc<dyn ComputeProvider>>,
+}
+
+impl Providers {
+    pub fn new() -> Providers {
+        Providers::default()
+    }
+
+    /// Adds a provider under its own name.
+    pub fn with(mut self, p: std::sync::Arc<dyn ComputeProvider>) -> Providers {
+        self.by_name.insert(p.name(), p);
+        self
+    }
+
+    /// The provider for a manifest, or a sentence saying why there is none.
+    pub fn get(&self, kind: crate::domain::manifest::Provider) -> Result<std::sync::Arc<dyn ComputeProvider>, String> {
+        self.by_name.get(kind.as_str()).cloned().ok_or_else(|| {
+            let hint = match kind {
+                crate::domain::manifest::Provider::Local => {
+                    "run a server with the local provider (the default) on the host that should run the instances"
+                }
+                crate::domain::manifest::Provider::Ec2 => {
+                    "the ec2 provider is not in this version of lifeboat yet; recover this environment with a release that has it"
+                }
+            };
+            format!("this server has no {} provider (it has: {}); {hint}", kind.as_str(), self.names().join(", "))
+        })
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.by_name.keys().copied().collect()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &std::sync::Arc<dyn ComputeProvider>> {
+        self.by_name.values()
+    }
+}
+
 /// The service a call is about.
 #[derive(Debug, Clone)]
 pub struct ServiceRef {
@@ -62,7 +103,7 @@ pub enum ProviderError {
     #[error("image {image} is not available: {message}")]
     ImageUnavailable { image: String, message: String },
     #[error("launch of {service} failed: {message}")]
-    LaunchFailed { service: String, message: String },
+    LaunchFailed { service: String, message: String, retryable: bool },
     #[error("{service} did not become healthy within {}: {last}", crate::domain::duration::human(*after))]
     Unhealthy { service: String, after: Duration, last: String },
     #[error("cancelled")]
@@ -75,12 +116,44 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// Whether another attempt may succeed: throttling, capacity, a network
+    /// hiccup, or instances that did not pass their health gate (new ones
+    /// may). A missing image, bad settings or a corrupt record are
+    /// permanent: retrying cannot help, so the service fails at once.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProviderError::Backend { retryable: true, .. })
+        match self {
+            ProviderError::Backend { retryable, .. } | ProviderError::LaunchFailed { retryable, .. } => *retryable,
+            ProviderError::Unhealthy { .. } => true,
+            ProviderError::ImageUnavailable { .. } | ProviderError::Integrity { .. } | ProviderError::Cancelled => {
+                false
+            }
+        }
     }
 }
 
 pub type ProviderResult<T> = Result<T, ProviderError>;
+
+/// How long one provider call may take before the engine gives up on it
+/// (launches and health gates have their own, per-service limits).
+pub const CALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// A provider call bounded in time and stopped by `stop`: a call that hangs
+/// (a stuck API, a wedged process) becomes a retryable error instead of
+/// holding a run for ever.
+pub async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    stop: &CancellationToken,
+    call: impl std::future::Future<Output = ProviderResult<T>>,
+) -> ProviderResult<T> {
+    tokio::select! {
+        r = tokio::time::timeout(limit, call) => r.unwrap_or_else(|_| Err(ProviderError::Backend {
+            message: format!("{what} did not finish within {}", crate::domain::duration::human(limit)),
+            retryable: true,
+        })),
+        _ = stop.cancelled() => Err(ProviderError::Cancelled),
+    }
+}
 
 #[async_trait]
 pub trait ComputeProvider: Send + Sync + 'static {
@@ -128,4 +201,23 @@ pub trait ComputeProvider: Send + Sync + 'static {
     /// wrote since a cursor (to follow it). Instances that ended keep their
     /// output; an instance the provider never had is `Ok(None)`.
     async fn read_logs(&self, instance: &str, from: LogFrom) -> ProviderResult<Option<LogRead>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_hangs_is_bounded_and_a_stopped_one_is_cancelled() {
+        let never = CancellationToken::new();
+        let hang = std::future::pending::<ProviderResult<()>>();
+        let err = bounded("cutover", Duration::from_secs(120), &never, hang).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(err.to_string(), "cutover did not finish within 2m 00s");
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let err = bounded("terminate", CALL_LIMIT, &stop, std::future::pending::<ProviderResult<()>>()).await;
+        assert!(matches!(err, Err(ProviderError::Cancelled)));
+        assert_eq!(bounded("x", CALL_LIMIT, &never, async { Ok(7) }).await.unwrap(), 7);
+    }
 }

@@ -221,11 +221,16 @@ impl LocalProvider {
             return Ok((dir, m.kind));
         }
         let unavailable = |message: String| ProviderError::ImageUnavailable { image: image.to_string(), message };
+        // The store failing is not the image missing: only the latter is permanent.
+        let store_error = |e: crate::error::Error| {
+            let retryable = matches!(&e, crate::error::Error::Store(s) if s.is_retryable());
+            ProviderError::Backend { message: format!("cannot read image {image}: {e}"), retryable }
+        };
         let meta =
-            self.images.meta(image).await.map_err(|e| unavailable(e.to_string()))?.ok_or_else(|| {
+            self.images.meta(image).await.map_err(store_error)?.ok_or_else(|| {
                 unavailable("it is not in the store; import it with `lifeboat image import PATH`".into())
             })?;
-        let bytes = self.images.artifact(image).await.map_err(|e| unavailable(e.to_string()))?;
+        let bytes = self.images.artifact(image).await.map_err(store_error)?;
         let tmp = self.dir.join("images").join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
         let kind = meta.kind;
         let limits = self.unpack_limits();
@@ -363,9 +368,11 @@ impl LocalProvider {
             .stderr(log2)
             .process_group(0)
             .kill_on_drop(false);
+        // A program that cannot start will not start on a second attempt either.
         let mut child = cmd.spawn().map_err(|e| ProviderError::LaunchFailed {
             service: r.service.clone(),
             message: spawn_failure(&program, &e),
+            retryable: false,
         })?;
         let pid = child.id().ok_or_else(|| backend("the new process has no PID"))?;
         r.pid = Some(pid);
@@ -588,6 +595,7 @@ impl ComputeProvider for LocalProvider {
                     return Err(ProviderError::LaunchFailed {
                         service: spec.target.service.clone(),
                         message: format!("this host's cap of {} instances is reached", self.max_instances),
+                        retryable: true,
                     });
                 }
                 let ids: Vec<String> = (0..spec.replicas)
