@@ -36,6 +36,32 @@ pub struct EngineSection {
 pub struct ProviderSection {
     #[serde(default)]
     pub local: LocalSection,
+    #[serde(default)]
+    pub ec2: Ec2Section,
+}
+
+/// The ec2 provider needs no configuration beyond the standard AWS
+/// environment (credentials chain, `AWS_ENDPOINT_URL`); these override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2Section {
+    /// `false` leaves the ec2 provider out of this server (default true).
+    pub enabled: Option<bool>,
+    /// The AWS API endpoint (an EC2-compatible server), instead of AWS's own.
+    pub endpoint: Option<String>,
+    /// At most this many Lifeboat instances per region (default 500).
+    pub max_instances: Option<usize>,
+}
+
+impl Ec2Section {
+    /// The provider's settings, or `None` when it is switched off.
+    pub fn provider_config(&self) -> Option<crate::provider::ec2::Ec2Config> {
+        (self.enabled != Some(false)).then(|| crate::provider::ec2::Ec2Config {
+            endpoint: self.endpoint.clone(),
+            max_instances: self.max_instances,
+            credentials: None,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

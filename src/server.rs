@@ -13,6 +13,7 @@ use crate::api;
 use crate::engine::clock::SystemClock;
 use crate::engine::{Engine, RunContext};
 use crate::provider::Providers;
+use crate::provider::ec2::Ec2Provider;
 use crate::provider::local::LocalProvider;
 use crate::store::DynStore;
 
@@ -27,6 +28,8 @@ pub struct Options {
     pub max_unpacked_bytes: Option<u64>,
     /// How long an image import may send nothing before it is dropped.
     pub import_idle_timeout: Option<Duration>,
+    /// The ec2 provider's settings; `None` leaves it out.
+    pub ec2: Option<crate::provider::ec2::Ec2Config>,
 }
 
 pub struct Running {
@@ -54,7 +57,10 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     }
     let engine = Engine::new(RunContext {
         store: opts.store.clone(),
-        providers: Providers::new().with(provider.clone()),
+        providers: match &opts.ec2 {
+            Some(c) => Providers::new().with(provider.clone()).with(Ec2Provider::new(c.clone())),
+            None => Providers::new().with(provider.clone()),
+        },
         clock: Arc::new(SystemClock),
         owner: owner_name(),
         lease_ttl: opts.lease_ttl,

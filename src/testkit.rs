@@ -447,3 +447,175 @@ pub fn random_manifest_toml(n: usize, max_deps: usize, seed: u64) -> String {
     }
     m
 }
+
+/// EC2-API fixtures on the moto server, made through the SDK for each test:
+/// a VPC with two subnets, a security group, AMIs, target groups, and
+/// (shared) a hosted zone.
+pub mod ec2 {
+    use aws_sdk_ec2::types::{Filter, InstanceStateName};
+
+    pub struct Clients {
+        pub ec2: aws_sdk_ec2::Client,
+        pub elb: aws_sdk_elasticloadbalancingv2::Client,
+        pub dns: aws_sdk_route53::Client,
+    }
+
+    pub async fn clients(region: &str) -> Clients {
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .endpoint_url(super::s3_endpoint())
+            .credentials_provider(super::s3_credentials())
+            .load()
+            .await;
+        Clients {
+            ec2: aws_sdk_ec2::Client::new(&shared),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&shared),
+            dns: aws_sdk_route53::Client::new(&shared),
+        }
+    }
+
+    /// One region's network for a test.
+    pub struct Region {
+        pub name: String,
+        pub vpc: String,
+        pub subnets: Vec<String>,
+        pub security_group: String,
+        pub c: Clients,
+    }
+
+    impl Region {
+        pub async fn create(name: &str) -> Region {
+            let c = clients(name).await;
+            let n = (uuid::Uuid::new_v4().as_u128() % 200) as u8 + 20;
+            let vpc = c.ec2.create_vpc().cidr_block(format!("10.{n}.0.0/16")).send().await.expect("create VPC");
+            let vpc = vpc.vpc().and_then(|v| v.vpc_id()).expect("a VPC ID").to_string();
+            let mut subnets = Vec::new();
+            for i in 1..=2 {
+                let s = c
+                    .ec2
+                    .create_subnet()
+                    .vpc_id(&vpc)
+                    .cidr_block(format!("10.{n}.{i}.0/24"))
+                    .send()
+                    .await
+                    .expect("create subnet");
+                subnets.push(s.subnet().and_then(|s| s.subnet_id()).expect("a subnet ID").to_string());
+            }
+            let sg = c
+                .ec2
+                .create_security_group()
+                .group_name(format!("lb-{}", uuid::Uuid::new_v4().simple()))
+                .description("lifeboat test")
+                .vpc_id(&vpc)
+                .send()
+                .await
+                .expect("create security group");
+            let security_group = sg.group_id().expect("a group ID").to_string();
+            Region { name: name.to_string(), vpc, subnets, security_group, c }
+        }
+
+        /// A fresh AMI (RegisterImage).
+        pub async fn ami(&self, name: &str) -> String {
+            let out = self
+                .c
+                .ec2
+                .register_image()
+                .name(format!("{name}-{}", uuid::Uuid::new_v4().simple()))
+                .root_device_name("/dev/xvda")
+                .send()
+                .await
+                .expect("register image");
+            out.image_id().expect("an image ID").to_string()
+        }
+
+        pub async fn target_group(&self, name: &str) -> String {
+            let out = self
+                .c
+                .elb
+                .create_target_group()
+                .name(format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+                .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+                .port(80)
+                .vpc_id(&self.vpc)
+                .send()
+                .await
+                .expect("create target group");
+            out.target_groups()[0].target_group_arn().expect("an ARN").to_string()
+        }
+
+        /// Instance IDs registered in a target group.
+        pub async fn targets(&self, arn: &str) -> Vec<String> {
+            let out = self.c.elb.describe_target_health().target_group_arn(arn).send().await.expect("target health");
+            let mut ids: Vec<String> = out
+                .target_health_descriptions()
+                .iter()
+                .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
+                .collect();
+            ids.sort();
+            ids
+        }
+
+        /// Live instances matching filters (name, values).
+        pub async fn instances(&self, filters: &[(&str, &str)]) -> Vec<aws_sdk_ec2::types::Instance> {
+            let mut req = self.c.ec2.describe_instances();
+            for (k, v) in filters {
+                req = req.filters(Filter::builder().name(*k).values(*v).build());
+            }
+            let out = req.send().await.expect("describe instances");
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances().iter().cloned())
+                .filter(|i| {
+                    i.state()
+                        .and_then(|s| s.name())
+                        .is_some_and(|s| matches!(s, InstanceStateName::Running | InstanceStateName::Pending))
+                })
+                .collect()
+        }
+
+        /// An instance Lifeboat did not make, in this region's first subnet.
+        pub async fn untagged_instance(&self, ami: &str) -> String {
+            let out = self
+                .c
+                .ec2
+                .run_instances()
+                .image_id(ami)
+                .min_count(1)
+                .max_count(1)
+                .subnet_id(&self.subnets[0])
+                .send()
+                .await
+                .expect("run instance");
+            out.instances()[0].instance_id().expect("an instance ID").to_string()
+        }
+    }
+
+    /// A hosted zone; its ID without the `/hostedzone/` prefix.
+    pub async fn hosted_zone(name: &str) -> String {
+        let c = clients("us-east-1").await;
+        let out = c
+            .dns
+            .create_hosted_zone()
+            .name(name)
+            .caller_reference(uuid::Uuid::new_v4().simple().to_string())
+            .send()
+            .await
+            .expect("create hosted zone");
+        out.hosted_zone().map(|z| z.id().trim_start_matches("/hostedzone/").to_string()).expect("a zone ID")
+    }
+
+    /// The values of an A record.
+    pub async fn a_record(zone: &str, name: &str) -> Vec<String> {
+        let c = clients("us-east-1").await;
+        let out = c.dns.list_resource_record_sets().hosted_zone_id(zone).send().await.expect("list records");
+        let want = format!("{}.", name.trim_end_matches('.'));
+        let mut ips: Vec<String> = out
+            .resource_record_sets()
+            .iter()
+            .filter(|r| r.name() == want && r.r#type() == &aws_sdk_route53::types::RrType::A)
+            .flat_map(|r| r.resource_records().iter().map(|v| v.value().to_string()))
+            .collect();
+        ips.sort();
+        ips
+    }
+}

@@ -85,6 +85,7 @@ async fn an_instance_that_degrades_fails_its_gate_at_once() {
         h.unhealthy_threshold = 2;
     }
     let spec = LaunchSpec {
+        snapshot: 1,
         target: t.clone(),
         image,
         replicas: 1,
@@ -119,6 +120,7 @@ async fn a_corrupt_record_never_starts_a_second_instance() {
     let provider = LocalProvider::open_with(&local, store, common::BIN.into()).await.unwrap();
     let t = target("corrupt", &["--name", "corrupt"]);
     let spec = LaunchSpec {
+        snapshot: 1,
         target: t.clone(),
         image,
         replicas: 1,

@@ -78,7 +78,14 @@ fn a_plan_that_keeps_everything_needs_no_capacity() {
 /// which providers the server has and what to do, with exit 1 (not a conflict).
 #[test]
 fn a_missing_provider_is_named_with_what_to_do() {
-    let server = Server::start(Backend::Fs);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lifeboat.toml");
+    std::fs::write(&config, "[provider.ec2]\nenabled = false\n").unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let args =
+        ["--config".to_string(), p("lifeboat.toml"), "--store".into(), p("store"), "--local-dir".into(), p("local")];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::launch(&args, &[]);
     let file = manifests().join("good/ec2-regions.json");
     let pushed = server.run(&["--output", "json", "snapshot", "push", file.to_str().unwrap()]).ok().json();
     let env = pushed["environment"].as_str().unwrap();
@@ -87,7 +94,7 @@ fn a_missing_provider_is_named_with_what_to_do() {
     let line = out.stdout.lines().find(|l| l.contains("FAIL") && l.contains("provider")).unwrap_or_default();
     assert!(
         line.contains("snapshot 1 of web uses the ec2 provider, but this server has no ec2 provider (it has: local)")
-            && line.contains("the ec2 provider is not in this version of lifeboat yet"),
+            && line.contains("enable it with [provider.ec2] in the server's configuration"),
         "{out:?}"
     );
     assert!(out.stderr.contains("preflight failed: provider: "), "{out:?}");

@@ -138,6 +138,8 @@ pub async fn run() -> Result<(), Failure> {
         allow_public_listen: false,
         max_unpacked_bytes: None,
         import_idle_timeout: None,
+        // The demo runs on this host only.
+        ec2: None,
     })
     .await
     .map_err(fail)?;

@@ -29,6 +29,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         allow_public_listen,
         max_unpacked_bytes: config.provider.local.max_unpacked_bytes,
         import_idle_timeout: config.server.import_idle_timeout.map(|d| d.0),
+        ec2: config.provider.ec2.provider_config(),
     })
     .await
     .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;

@@ -254,6 +254,7 @@ impl Executor {
             step,
             svc,
             run_id: self.view.spec.id.clone(),
+            snapshot: self.view.spec.snapshot_version,
             tx,
             approvals,
             cancel: self.cancel.clone(),
@@ -555,6 +556,7 @@ struct ServiceTask {
     step: PlannedStep,
     svc: Service,
     run_id: String,
+    snapshot: u64,
     tx: mpsc::Sender<Msg>,
     approvals: watch::Receiver<BTreeSet<String>>,
     cancel: CancellationToken,
@@ -694,6 +696,7 @@ impl ServiceTask {
             image: self.step.image.clone(),
             replicas: self.step.replicas,
             run_id: self.run_id.clone(),
+            snapshot: self.snapshot,
             launch_key: format!("{}/{}/{}", self.run_id, name, attempt),
             fingerprint: self.step.fingerprint.clone(),
         };

@@ -216,10 +216,18 @@ impl Engine {
         }
         // A provider this server lacks fails preflight (the plan still shows).
         let provider = self.ctx.providers.get(m.provider);
+        // An inventory that cannot be read fails preflight too: the plan
+        // shows, and says why nothing can be recovered yet.
+        let mut inventory_failure = None;
         let inventory = match &provider {
-            Ok(p) => bounded("inventory", CALL_LIMIT, &CancellationToken::new(), p.inventory(env, &region))
-                .await
-                .map_err(|e| Error::Internal(format!("cannot read the inventory of {env} in {region}: {e}")))?,
+            Ok(p) => match bounded("inventory", CALL_LIMIT, &CancellationToken::new(), p.inventory(env, &region)).await
+            {
+                Ok(i) => i,
+                Err(e) => {
+                    inventory_failure = Some(format!("cannot read what runs of {env} in {region}: {e}"));
+                    Vec::new()
+                }
+            },
             Err(_) => Vec::new(),
         };
         let history = self.timings(env).await;
@@ -239,6 +247,9 @@ impl Engine {
             .filter(|s| matches!(s.action, Action::Create | Action::Replace))
             .map(|s| s.service.clone())
             .collect();
+        if let Some(why) = inventory_failure {
+            plan.preflight.push(Check::fail("inventory", why));
+        }
         match &provider {
             Ok(p) => {
                 match tokio::time::timeout(CALL_LIMIT, p.preflight(m, &region, &launching)).await {

@@ -22,6 +22,7 @@ fn spec(target: &ServiceRef, image: &str, key: &str, replicas: u32) -> LaunchSpe
         image: image.to_string(),
         replicas,
         run_id: "conformance".into(),
+        snapshot: 1,
         launch_key: key.to_string(),
         fingerprint: "conformance".into(),
     }

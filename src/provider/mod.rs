@@ -4,6 +4,7 @@
 /// The suite every adapter must pass (used by the adapters' tests).
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+pub mod ec2;
 pub mod health;
 pub mod local;
 
@@ -41,7 +42,7 @@ impl Providers {
                     "run a server with the local provider (the default) on the host that should run the instances"
                 }
                 crate::domain::manifest::Provider::Ec2 => {
-                    "the ec2 provider is not in this version of lifeboat yet; recover this environment with a release that has it"
+                    "enable it with [provider.ec2] in the server's configuration (remove `enabled = false`)"
                 }
             };
             format!("this server has no {} provider (it has: {}); {hint}", kind.as_str(), self.names().join(", "))
@@ -75,6 +76,8 @@ pub struct LaunchSpec {
     pub image: String,
     pub replicas: u32,
     pub run_id: String,
+    /// The snapshot version the run deploys (tagged on instances).
+    pub snapshot: u64,
     /// Idempotency key: launching again with the same key returns the
     /// instances the first call created instead of creating more.
     pub launch_key: String,

@@ -1,0 +1,311 @@
+//! The ec2 provider against a real EC2/ELBv2/Route 53 API server (moto on
+//! loopback): the provider conformance suite, and recoveries through the
+//! real CLI and server. Each test makes its own VPC, subnets, security
+//! group, AMIs, target groups and hosted zone through the SDK.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use lifeboat::domain::duration::Dur;
+use lifeboat::domain::manifest::{Check, Health};
+use lifeboat::provider::ServiceRef;
+use lifeboat::provider::conformance::{Fixtures, run_all};
+use lifeboat::provider::ec2::{Ec2Config, Ec2Provider};
+use lifeboat::testkit::ec2::{Region, a_record, hosted_zone};
+
+fn target(region: &Region, env: &str, service: &str, health: Option<Health>) -> ServiceRef {
+    ServiceRef {
+        environment: env.into(),
+        region: region.name.clone(),
+        service: service.into(),
+        settings: BTreeMap::from([
+            ("subnets".to_string(), serde_json::json!(region.subnets)),
+            ("security_groups".to_string(), serde_json::json!([region.security_group])),
+        ]),
+        health,
+        tags: BTreeMap::from([("team".to_string(), "sre".to_string())]),
+    }
+}
+
+fn provider() -> std::sync::Arc<Ec2Provider> {
+    Ec2Provider::new(Ec2Config {
+        endpoint: Some(lifeboat::testkit::s3_endpoint()),
+        max_instances: None,
+        credentials: Some(lifeboat::testkit::s3_credentials()),
+    })
+}
+
+fn aws_env() -> Vec<(&'static str, String)> {
+    lifeboat::testkit::s3_env_vars()
+}
+
+#[tokio::test]
+async fn ec2_provider_conformance() {
+    let region = Region::create("eu-west-1").await;
+    let env = format!("conf{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let image = region.ami("conformance").await;
+    // Never healthy: no instance here serves HTTP on its private address
+    // (it times out, or a network middlebox answers 404).
+    let unreachable = Health {
+        check: Check::Http("http://x:1/healthz".into()),
+        interval: Dur::millis(200),
+        timeout: Dur::secs(2),
+        probe_timeout: Dur::millis(200),
+        healthy_threshold: 1,
+        unhealthy_threshold: 3,
+    };
+    let fixtures = Fixtures {
+        healthy: target(&region, &env, "web", None),
+        healthy_image: image.clone(),
+        broken: target(&region, &env, "broken", Some(unreachable)),
+        broken_image: image,
+    };
+    run_all(provider().as_ref(), &fixtures).await;
+    // Tags on every instance, the manifest's own included.
+    let tagged = region.instances(&[("tag:lifeboat:environment", &env)]).await;
+    assert!(tagged.is_empty(), "everything the suite launched was terminated");
+}
+
+const SERVICES: [(&str, &[&str]); 6] = [
+    ("db", &[]),
+    ("cache", &["db"]),
+    ("queue", &["db"]),
+    ("api", &["cache", "queue"]),
+    ("worker", &["cache", "queue"]),
+    ("web", &["api", "worker"]),
+];
+
+/// One environment's AWS side in two regions.
+struct World {
+    env: String,
+    west: Region,
+    central: Region,
+    amis: BTreeMap<(String, String), String>,
+    target_groups: BTreeMap<(String, String), String>,
+    zone: String,
+    dns_name: String,
+}
+
+impl World {
+    async fn create() -> World {
+        let env = format!("shop{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let (west, central) = (Region::create("eu-west-1").await, Region::create("eu-central-1").await);
+        let mut amis = BTreeMap::new();
+        let mut target_groups = BTreeMap::new();
+        for r in [&west, &central] {
+            for (s, _) in SERVICES {
+                amis.insert((r.name.clone(), s.to_string()), r.ami(s).await);
+                target_groups.insert((r.name.clone(), s.to_string()), r.target_group(s).await);
+            }
+        }
+        let domain = format!("{env}.example.com");
+        let zone = hosted_zone(&domain).await;
+        World { dns_name: format!("web.{domain}"), env, west, central, amis, target_groups, zone }
+    }
+
+    fn region(&self, name: &str) -> &Region {
+        if name == self.west.name { &self.west } else { &self.central }
+    }
+
+    /// The manifest, with `change` applied to each service's JSON.
+    fn manifest(&self, change: impl Fn(&str, &mut serde_json::Value)) -> String {
+        let per_region = |f: &dyn Fn(&Region) -> serde_json::Value| serde_json::json!({ "eu-west-1": f(&self.west), "eu-central-1": f(&self.central) });
+        let mut services = serde_json::Map::new();
+        for (s, deps) in SERVICES {
+            let key = |r: &Region| (r.name.clone(), s.to_string());
+            let mut launch = serde_json::json!({
+                "instance_type": "t3.small",
+                "subnets": per_region(&|r| serde_json::json!(r.subnets)),
+                "security_groups": per_region(&|r| serde_json::json!([r.security_group])),
+                "target_groups": per_region(&|r| serde_json::json!([self.target_groups[&key(r)]])),
+            });
+            if s == "web" {
+                launch["dns"] = serde_json::json!({ "zone_id": self.zone, "name": self.dns_name, "ttl": 30 });
+            }
+            let mut svc = serde_json::json!({
+                "image": per_region(&|r| serde_json::json!(self.amis[&key(r)])),
+                "replicas": if s == "web" { 2 } else { 1 },
+                "depends_on": deps,
+                "grace_period": "0s",
+                "launch": launch,
+                "tags": { "team": "payments" },
+            });
+            change(s, &mut svc);
+            services.insert(s.to_string(), svc);
+        }
+        serde_json::to_string_pretty(&serde_json::json!({
+            "environment": self.env, "region": "eu-west-1", "provider": "ec2", "services": services,
+        }))
+        .unwrap()
+    }
+
+    /// Live Lifeboat instances of a service in a region.
+    async fn instances(&self, region: &str, service: &str) -> Vec<aws_sdk_ec2::types::Instance> {
+        self.region(region)
+            .instances(&[("tag:lifeboat:environment", &self.env), ("tag:lifeboat:service", service)])
+            .await
+    }
+
+    async fn all_ids(&self, region: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .region(region)
+            .instances(&[("tag:lifeboat:environment", &self.env)])
+            .await
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+fn tag<'a>(i: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
+    i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+fn ec2_server() -> common::Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store").display().to_string();
+    let local = dir.path().join("local").display().to_string();
+    let mut s = common::Server::launch(&["--store", &store, "--local-dir", &local], &aws_env());
+    s.dir = Some(dir);
+    s
+}
+
+fn push(server: &common::Server, name: &str, text: &str) {
+    let path = server.dir.as_ref().unwrap().path().join(name);
+    std::fs::write(&path, text).unwrap();
+    server.run(&["snapshot", "push", path.to_str().unwrap()]).ok();
+}
+
+/// A 6-service diamond recovers on EC2 through the CLI and server: every
+/// instance runs its region's AMI with Lifeboat's tags, sits in its target
+/// group, and web's DNS record points at it. A second recovery keeps all;
+/// a new AMI replaces one service blue-green; the same snapshot recovers
+/// into eu-central-1 with that region's AMIs; an untagged instance in the
+/// same subnet is never touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_diamond_region_recovers_on_ec2() {
+    let w = World::create().await;
+    let untagged = w.west.untagged_instance(&w.amis[&("eu-west-1".to_string(), "db".to_string())]).await;
+    let server = ec2_server();
+    push(&server, "shop.json", &w.manifest(|_, _| {}));
+    server.run(&["snapshot", "promote", &w.env, "1", "--reason", "t"]).ok();
+    let plan = server.run(&["plan", &w.env]).ok().stdout;
+    assert!(plan.contains("6 to create") && plan.contains("ok    ec2-images"), "{plan}");
+    server.run(&["recover", &w.env, "--yes"]).ok();
+
+    let run = server.run(&["--output", "json", "run", "show", "--latest", &w.env]).ok().json();
+    for (s, _) in SERVICES {
+        let found = w.instances("eu-west-1", s).await;
+        assert_eq!(found.len(), if s == "web" { 2 } else { 1 }, "{s}");
+        for i in &found {
+            assert_eq!(i.image_id(), Some(w.amis[&("eu-west-1".to_string(), s.to_string())].as_str()), "{s}");
+            assert_eq!(tag(i, "lifeboat:run"), run["id"].as_str());
+            assert_eq!(tag(i, "lifeboat:snapshot"), Some("1"));
+            assert_eq!(tag(i, "team"), Some("payments"));
+            assert!(tag(i, "lifeboat:launch-key").is_some() && tag(i, "lifeboat:fingerprint").is_some());
+        }
+        let mut ids: Vec<String> = found.iter().filter_map(|i| i.instance_id().map(str::to_string)).collect();
+        ids.sort();
+        assert_eq!(w.west.targets(&w.target_groups[&("eu-west-1".to_string(), s.to_string())]).await, ids, "{s}");
+    }
+    let web_ips = |found: Vec<aws_sdk_ec2::types::Instance>| {
+        let mut ips: Vec<String> = found.iter().filter_map(|i| i.private_ip_address().map(str::to_string)).collect();
+        ips.sort();
+        ips
+    };
+    assert_eq!(a_record(&w.zone, &w.dns_name).await, web_ips(w.instances("eu-west-1", "web").await));
+
+    // Nothing changed: every service is kept, nothing is launched.
+    let before = w.all_ids("eu-west-1").await;
+    let out = server.run(&["recover", &w.env, "--yes"]).ok().stdout;
+    assert!(out.matches("kept").count() >= 6, "{out}");
+    assert_eq!(w.all_ids("eu-west-1").await, before);
+
+    // api gets a new AMI: it alone is replaced; its old instance leaves the group and is terminated.
+    let new_ami = w.west.ami("api-v2").await;
+    let old_api = w.instances("eu-west-1", "api").await[0].instance_id().unwrap().to_string();
+    push(
+        &server,
+        "shop-v2.json",
+        &w.manifest(|s, svc| {
+            if s == "api" {
+                svc["image"]["eu-west-1"] = serde_json::json!(new_ami);
+            }
+        }),
+    );
+    server.run(&["snapshot", "promote", &w.env, "2", "--reason", "api v2"]).ok();
+    let plan = server.run(&["plan", &w.env]).ok().stdout;
+    assert!(plan.contains("1 to replace, 5 to keep"), "{plan}");
+    server.run(&["recover", &w.env, "--yes"]).ok();
+    let api = w.instances("eu-west-1", "api").await;
+    assert_eq!(api.len(), 1);
+    assert_eq!(api[0].image_id(), Some(new_ami.as_str()));
+    let api_tg = w.west.targets(&w.target_groups[&("eu-west-1".to_string(), "api".to_string())]).await;
+    assert_eq!(api_tg, [api[0].instance_id().unwrap().to_string()], "the old api instance left its group");
+    assert!(!w.all_ids("eu-west-1").await.contains(&old_api), "the old api instance was terminated");
+
+    // Cross-region: the same snapshot in eu-central-1 uses that region's AMIs and groups.
+    server.run(&["recover", &w.env, "--region", "eu-central-1", "--yes"]).ok();
+    for (s, _) in SERVICES {
+        let found = w.instances("eu-central-1", s).await;
+        assert!(!found.is_empty(), "{s} runs in eu-central-1");
+        let ami = &w.amis[&("eu-central-1".to_string(), s.to_string())];
+        assert!(found.iter().all(|i| i.image_id() == Some(ami.as_str())), "{s}");
+        let subnets = &w.central.subnets;
+        assert!(found.iter().all(|i| i.subnet_id().is_some_and(|x| subnets.iter().any(|s| s == x))), "{s}");
+        let tg = &w.target_groups[&("eu-central-1".to_string(), s.to_string())];
+        assert_eq!(w.central.targets(tg).await.len(), found.len(), "{s}");
+    }
+    let status = server.run(&["status", &w.env]).ok().stdout;
+    assert!(status.contains(&format!("{} in eu-west-1 (home region)", w.env)), "{status}");
+    assert!(status.contains(&format!("{} in eu-central-1", w.env)), "{status}");
+
+    // The untagged instance in the same subnet was never touched.
+    let still = w.west.instances(&[("instance-id", &untagged)]).await;
+    assert_eq!(still.len(), 1, "the untagged instance still runs");
+}
+
+/// A missing AMI in the target region fails preflight, naming the AMI and
+/// the service, and launches nothing; a permanent AWS error (an unknown
+/// instance profile) fails its service on the first attempt, with its code.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_amis_and_permanent_errors_are_named() {
+    let w = World::create().await;
+    let server = ec2_server();
+    push(
+        &server,
+        "shop.json",
+        &w.manifest(|s, svc| {
+            if s == "cache" {
+                svc["image"]["eu-west-1"] = serde_json::json!("ami-0123abcd");
+            }
+        }),
+    );
+    server.run(&["snapshot", "promote", &w.env, "1", "--reason", "t"]).ok();
+    let out = server.run(&["recover", &w.env, "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("AMIs missing in eu-west-1: cache (ami-0123abcd: InvalidAMIID.NotFound)"), "{out:?}");
+    assert!(w.all_ids("eu-west-1").await.is_empty(), "nothing was launched");
+
+    push(
+        &server,
+        "shop-v2.json",
+        &w.manifest(|s, svc| {
+            svc["attempts"] = serde_json::json!(3);
+            if s == "db" {
+                svc["launch"]["iam_instance_profile"] = serde_json::json!("no-such-profile");
+            }
+        }),
+    );
+    server.run(&["snapshot", "promote", &w.env, "2", "--reason", "t"]).ok();
+    let out = server.run(&["recover", &w.env, "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let run = server.run(&["--output", "json", "run", "show", "--latest", &w.env]).ok().json();
+    let db = run["services"].as_array().unwrap().iter().find(|s| s["name"] == "db").unwrap().clone();
+    assert_eq!(db["attempts"], 1, "a permanent error is not retried: {db}");
+    let error = db["error"].as_str().unwrap();
+    assert!(error.contains("RunInstances for db: AWS NoSuchEntity") && error.contains("not retried"), "{error}");
+}
