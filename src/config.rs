@@ -133,6 +133,10 @@ mod tests {
         assert_eq!(c.store.object_lock.unwrap().days, 30);
         assert_eq!(c.engine.lease_ttl.unwrap().0, std::time::Duration::from_secs(15));
         assert!(c.provider.local.dir.is_some());
+        assert_eq!(c.provider.ec2.provider_config().and_then(|e| e.max_instances), Some(500));
+        let off = Config::parse("[provider.ec2]\nenabled = false\n").unwrap();
+        assert!(off.provider.ec2.provider_config().is_none());
+        assert!(Config::default().provider.ec2.provider_config().is_some(), "on without configuration");
     }
 
     #[test]

@@ -7,12 +7,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use common::ec2::{SERVICES, World, ec2_server, push, tag};
 use lifeboat::domain::duration::Dur;
 use lifeboat::domain::manifest::{Check, Health};
 use lifeboat::provider::ServiceRef;
 use lifeboat::provider::conformance::{Fixtures, run_all};
 use lifeboat::provider::ec2::{Ec2Config, Ec2Provider};
-use lifeboat::testkit::ec2::{Region, a_record, hosted_zone};
+use lifeboat::testkit::ec2::{Region, a_record};
 
 fn target(region: &Region, env: &str, service: &str, health: Option<Health>) -> ServiceRef {
     ServiceRef {
@@ -34,10 +35,6 @@ fn provider() -> std::sync::Arc<Ec2Provider> {
         max_instances: None,
         credentials: Some(lifeboat::testkit::s3_credentials()),
     })
-}
-
-fn aws_env() -> Vec<(&'static str, String)> {
-    lifeboat::testkit::s3_env_vars()
 }
 
 #[tokio::test]
@@ -65,118 +62,6 @@ async fn ec2_provider_conformance() {
     // Tags on every instance, the manifest's own included.
     let tagged = region.instances(&[("tag:lifeboat:environment", &env)]).await;
     assert!(tagged.is_empty(), "everything the suite launched was terminated");
-}
-
-const SERVICES: [(&str, &[&str]); 6] = [
-    ("db", &[]),
-    ("cache", &["db"]),
-    ("queue", &["db"]),
-    ("api", &["cache", "queue"]),
-    ("worker", &["cache", "queue"]),
-    ("web", &["api", "worker"]),
-];
-
-/// One environment's AWS side in two regions.
-struct World {
-    env: String,
-    west: Region,
-    central: Region,
-    amis: BTreeMap<(String, String), String>,
-    target_groups: BTreeMap<(String, String), String>,
-    zone: String,
-    dns_name: String,
-}
-
-impl World {
-    async fn create() -> World {
-        let env = format!("shop{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-        let (west, central) = (Region::create("eu-west-1").await, Region::create("eu-central-1").await);
-        let mut amis = BTreeMap::new();
-        let mut target_groups = BTreeMap::new();
-        for r in [&west, &central] {
-            for (s, _) in SERVICES {
-                amis.insert((r.name.clone(), s.to_string()), r.ami(s).await);
-                target_groups.insert((r.name.clone(), s.to_string()), r.target_group(s).await);
-            }
-        }
-        let domain = format!("{env}.example.com");
-        let zone = hosted_zone(&domain).await;
-        World { dns_name: format!("web.{domain}"), env, west, central, amis, target_groups, zone }
-    }
-
-    fn region(&self, name: &str) -> &Region {
-        if name == self.west.name { &self.west } else { &self.central }
-    }
-
-    /// The manifest, with `change` applied to each service's JSON.
-    fn manifest(&self, change: impl Fn(&str, &mut serde_json::Value)) -> String {
-        let per_region = |f: &dyn Fn(&Region) -> serde_json::Value| serde_json::json!({ "eu-west-1": f(&self.west), "eu-central-1": f(&self.central) });
-        let mut services = serde_json::Map::new();
-        for (s, deps) in SERVICES {
-            let key = |r: &Region| (r.name.clone(), s.to_string());
-            let mut launch = serde_json::json!({
-                "instance_type": "t3.small",
-                "subnets": per_region(&|r| serde_json::json!(r.subnets)),
-                "security_groups": per_region(&|r| serde_json::json!([r.security_group])),
-                "target_groups": per_region(&|r| serde_json::json!([self.target_groups[&key(r)]])),
-            });
-            if s == "web" {
-                launch["dns"] = serde_json::json!({ "zone_id": self.zone, "name": self.dns_name, "ttl": 30 });
-            }
-            let mut svc = serde_json::json!({
-                "image": per_region(&|r| serde_json::json!(self.amis[&key(r)])),
-                "replicas": if s == "web" { 2 } else { 1 },
-                "depends_on": deps,
-                "grace_period": "0s",
-                "launch": launch,
-                "tags": { "team": "payments" },
-            });
-            change(s, &mut svc);
-            services.insert(s.to_string(), svc);
-        }
-        serde_json::to_string_pretty(&serde_json::json!({
-            "environment": self.env, "region": "eu-west-1", "provider": "ec2", "services": services,
-        }))
-        .unwrap()
-    }
-
-    /// Live Lifeboat instances of a service in a region.
-    async fn instances(&self, region: &str, service: &str) -> Vec<aws_sdk_ec2::types::Instance> {
-        self.region(region)
-            .instances(&[("tag:lifeboat:environment", &self.env), ("tag:lifeboat:service", service)])
-            .await
-    }
-
-    async fn all_ids(&self, region: &str) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .region(region)
-            .instances(&[("tag:lifeboat:environment", &self.env)])
-            .await
-            .iter()
-            .filter_map(|i| i.instance_id().map(str::to_string))
-            .collect();
-        ids.sort();
-        ids
-    }
-}
-
-fn tag<'a>(i: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
-    i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
-}
-
-fn ec2_server() -> common::Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store").display().to_string();
-    let local = dir.path().join("local").display().to_string();
-    let mut s = common::Server::launch(&["--store", &store, "--local-dir", &local], &aws_env());
-    s.dir = Some(dir);
-    s
-}
-
-fn push(server: &common::Server, name: &str, text: &str) {
-    let path = server.dir.as_ref().unwrap().path().join(name);
-    std::fs::write(&path, text).unwrap();
-    server.run(&["snapshot", "push", path.to_str().unwrap()]).ok();
 }
 
 /// A 6-service diamond recovers on EC2 through the CLI and server: every

@@ -35,8 +35,12 @@ fn script(runbook: &str) -> String {
 /// Runs the script as `sh -e -x` in `cwd`, with a clean environment: no
 /// variable the runbook does not set itself.
 fn paste(server: &Server, runbook: &str, cwd: &Path) -> Out {
+    paste_to(&server.url, runbook, cwd)
+}
+
+fn paste_to(url: &str, runbook: &str, cwd: &Path) -> Out {
     let bin_dir = Path::new(common::BIN).parent().unwrap();
-    let script = script(runbook).replacen(SERVER_LINE, &format!("export LIFEBOAT_SERVER={}", server.url), 1);
+    let script = script(runbook).replacen(SERVER_LINE, &format!("export LIFEBOAT_SERVER={url}"), 1);
     let out = Command::new("sh")
         .args(["-e", "-x", "-c", &script])
         .current_dir(cwd)
@@ -188,4 +192,40 @@ fn snapshot_promotion_runbook() {
     let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
     assert_eq!(kg["version"], 2);
     assert_eq!(kg["labels"]["ticket"], "CHG-1234");
+}
+
+/// The AWS failover runbook, pasted as written, moves a 6-service
+/// environment from eu-west-1 to eu-central-1 on the EC2-API test server:
+/// every service runs its eu-central-1 AMI there, sits in that region's
+/// target group, and the DNS record points at it.
+#[tokio::test(flavor = "multi_thread")]
+async fn region_failover_aws_runbook() {
+    let w = common::ec2::World::create_named("shop").await;
+    let server = common::ec2::ec2_server();
+    common::ec2::push(&server, "shop.json", &w.manifest(|_, _| {}));
+    server.run(&["snapshot", "promote", "shop", "latest", "--reason", "t"]).ok();
+    server.run(&["recover", "shop", "--yes"]).ok();
+
+    let cwd = server.dir.as_ref().unwrap().path().to_path_buf();
+    let out = tokio::task::spawn_blocking({
+        let server_url = server.url.clone();
+        move || paste_to(&server_url, "region-failover-aws.md", &cwd)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "the runbook failed when pasted:\n{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("shop in eu-central-1"), "{}", out.stdout);
+    let mut central_web_ips = Vec::new();
+    for (s, _) in common::ec2::SERVICES {
+        let found = w.instances("eu-central-1", s).await;
+        let ami = &w.amis[&("eu-central-1".to_string(), s.to_string())];
+        assert!(!found.is_empty() && found.iter().all(|i| i.image_id() == Some(ami.as_str())), "{s}");
+        let tg = &w.target_groups[&("eu-central-1".to_string(), s.to_string())];
+        assert_eq!(w.central.targets(tg).await.len(), found.len(), "{s}");
+        if s == "web" {
+            central_web_ips = found.iter().filter_map(|i| i.private_ip_address().map(str::to_string)).collect();
+        }
+    }
+    central_web_ips.sort();
+    assert_eq!(lifeboat::testkit::ec2::a_record(&w.zone, &w.dns_name).await, central_web_ips);
 }

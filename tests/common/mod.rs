@@ -55,6 +55,8 @@ pub enum Backend {
 }
 
 /// A `lifeboat server` child process on a port it picked itself.
+pub mod ec2;
+
 pub struct Server {
     child: Child,
     pub url: String,
