@@ -194,3 +194,72 @@ async fn missing_amis_and_permanent_errors_are_named() {
     let error = db["error"].as_str().unwrap();
     assert!(error.contains("RunInstances for db: AWS NoSuchEntity") && error.contains("not retried"), "{error}");
 }
+
+/// Throttling is transient: a `RunInstances` answered with
+/// `RequestLimitExceeded` (more often than the SDK retries by itself) is
+/// retried by the engine, and the recovery succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_is_retried_and_the_recovery_succeeds() {
+    let w = World::create().await;
+    let proxy = common::aws_proxy::Proxy::start(lifeboat::testkit::s3_endpoint()).await;
+    proxy.faults.lock().unwrap().throttle_run_instances = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::ec2::ec2_server_in(dir.path(), &proxy.url);
+    server.dir = Some(dir);
+    push(&server, "shop.json", &w.manifest(|_, svc| svc["attempts"] = serde_json::json!(3)));
+    server.run(&["snapshot", "promote", &w.env, "1", "--reason", "t"]).ok();
+    let out = tokio::task::spawn_blocking({
+        let env = w.env.clone();
+        let url = server.url.clone();
+        move || common::lifeboat(Some(&url), &["recover", &env, "--yes"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("attempt 1 failed: launch of db failed: RunInstances for db: AWS RequestLimitExceeded"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(proxy.faults.lock().unwrap().throttled, 4);
+    assert_eq!(w.instances("eu-west-1", "db").await.len(), 1, "exactly one db instance");
+}
+
+/// A server SIGKILLed after `RunInstances` reached EC2 but before its answer
+/// (so before the launch was journalled) is restarted; the run finishes with
+/// exactly `replicas` instances per service: the resumed launch finds the
+/// instances by their launch-key tag instead of creating more.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_during_run_instances_resumes_without_extra_instances() {
+    let w = World::create().await;
+    let proxy = common::aws_proxy::Proxy::start(lifeboat::testkit::s3_endpoint()).await;
+    proxy.faults.lock().unwrap().swallow_run_instances = true;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::ec2::ec2_server_in(dir.path(), &proxy.url);
+    let manifest = dir.path().join("shop.json");
+    std::fs::write(&manifest, w.manifest(|_, _| {})).unwrap();
+    server.run(&["snapshot", "push", manifest.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", &w.env, "1", "--reason", "t"]).ok();
+    let id = server.run(&["recover", &w.env, "--yes", "--detach"]).ok().stdout.trim().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while proxy.faults.lock().unwrap().run_instances_forwarded == 0 {
+        assert!(std::time::Instant::now() < deadline, "RunInstances never reached EC2");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.kill();
+    assert_eq!(w.instances("eu-west-1", "db").await.len(), 1, "db's instance exists, unknown to the journal");
+    proxy.faults.lock().unwrap().swallow_run_instances = false;
+
+    let server = common::ec2::ec2_server_in(dir.path(), &proxy.url);
+    let out = tokio::task::spawn_blocking({
+        let url = server.url.clone();
+        move || common::lifeboat(Some(&url), &["run", "watch", &id])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    for (s, _) in SERVICES {
+        let want = if s == "web" { 2 } else { 1 };
+        assert_eq!(w.instances("eu-west-1", s).await.len(), want, "{s}: exactly its replicas");
+    }
+}

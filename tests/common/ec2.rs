@@ -109,11 +109,24 @@ pub fn tag<'a>(i: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str
 
 pub fn ec2_server() -> super::Server {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store").display().to_string();
-    let local = dir.path().join("local").display().to_string();
-    let mut s = super::Server::launch(&["--store", &store, "--local-dir", &local], &lifeboat::testkit::s3_env_vars());
+    let mut s = ec2_server_in(dir.path(), &lifeboat::testkit::s3_endpoint());
     s.dir = Some(dir);
     s
+}
+
+/// A server with its state in `dir` (restartable there), talking to the
+/// EC2 API at `endpoint`, with a 2 s region lease (a killed server's runs
+/// are taken over quickly).
+pub fn ec2_server_in(dir: &std::path::Path, endpoint: &str) -> super::Server {
+    let p = |x: &str| dir.join(x).display().to_string();
+    std::fs::write(dir.join("lifeboat.toml"), "[engine]\nlease_ttl = \"2s\"\n").unwrap();
+    let args =
+        ["--config".to_string(), p("lifeboat.toml"), "--store".into(), p("store"), "--local-dir".into(), p("local")];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut env = lifeboat::testkit::s3_env_vars();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL", endpoint.to_string()));
+    super::Server::launch(&args, &env)
 }
 
 pub fn push(server: &super::Server, name: &str, text: &str) {

@@ -55,6 +55,7 @@ pub enum Backend {
 }
 
 /// A `lifeboat server` child process on a port it picked itself.
+pub mod aws_proxy;
 pub mod ec2;
 
 pub struct Server {
