@@ -174,6 +174,35 @@ impl Ec2Provider {
         Ok(())
     }
 
+    /// Removes from a target group those of `ids` it holds (nothing else).
+    async fn deregister(&self, c: &Clients, tg: &str, ids: &[String], service: &str) -> ProviderResult<()> {
+        let health = c
+            .elb
+            .describe_target_health()
+            .target_group_arn(tg)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeTargetHealth", &e))?;
+        let held: Vec<TargetDescription> = health
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| d.target().and_then(|t| t.id()))
+            .filter(|id| ids.iter().any(|m| m == id))
+            .map(|id| TargetDescription::builder().id(id).build())
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        c.elb
+            .deregister_targets()
+            .target_group_arn(tg)
+            .set_targets(Some(held))
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("DeregisterTargets for {service}"), &e))?;
+        Ok(())
+    }
+
     /// One probe of the manifest's health check against an instance's private IP.
     async fn probe(&self, target: &ServiceRef, ip: &str) -> Result<(), String> {
         let Some(h) = &target.health else { return Ok(()) };
@@ -479,28 +508,7 @@ impl ComputeProvider for Ec2Provider {
                 .await
                 .map_err(|e| aws_error(&format!("RegisterTargets for {}", target.service), &e))?;
             // Only this service's own old instances leave the group.
-            let health = c
-                .elb
-                .describe_target_health()
-                .target_group_arn(tg)
-                .send()
-                .await
-                .map_err(|e| aws_error("DescribeTargetHealth", &e))?;
-            let leaving: Vec<String> = health
-                .target_health_descriptions()
-                .iter()
-                .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
-                .filter(|id| old.contains(id))
-                .collect();
-            if !leaving.is_empty() {
-                c.elb
-                    .deregister_targets()
-                    .target_group_arn(tg)
-                    .set_targets(Some(targets(&leaving)))
-                    .send()
-                    .await
-                    .map_err(|e| aws_error(&format!("DeregisterTargets for {}", target.service), &e))?;
-            }
+            self.deregister(&c, tg, &old, &target.service).await?;
         }
         if let Some(dns) = &settings.dns {
             let found = self
@@ -554,29 +562,7 @@ impl ComputeProvider for Ec2Provider {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| aws_error("DescribeTargetGroups", &e))?;
             for tg in page.target_groups().iter().filter_map(|g| g.target_group_arn()) {
-                let health = c
-                    .elb
-                    .describe_target_health()
-                    .target_group_arn(tg)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("DescribeTargetHealth", &e))?;
-                let held: Vec<TargetDescription> = health
-                    .target_health_descriptions()
-                    .iter()
-                    .filter_map(|d| d.target().and_then(|t| t.id()))
-                    .filter(|id| mine.iter().any(|m| m == id))
-                    .map(|id| TargetDescription::builder().id(id).build())
-                    .collect();
-                if !held.is_empty() {
-                    c.elb
-                        .deregister_targets()
-                        .target_group_arn(tg)
-                        .set_targets(Some(held))
-                        .send()
-                        .await
-                        .map_err(|e| aws_error(&format!("DeregisterTargets for {}", target.service), &e))?;
-                }
+                self.deregister(&c, tg, &mine, &target.service).await?;
             }
         }
         self.set_tag(&c, &mine, TAG_SERVING, "false").await
