@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/lifeboat/v1/recovery.proto",
         "proto/lifeboat/v1/image.proto",
         "proto/lifeboat/v1/store.proto",
+        "proto/lifeboat/v1/drift.proto",
     ];
     tonic_prost_build::configure().file_descriptor_set_path(out.join("lifeboat_descriptor.bin")).compile_with_config(
         config,

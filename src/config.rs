@@ -29,6 +29,9 @@ pub struct EngineSection {
     /// How long a region lease lasts without renewal (a crashed server's runs
     /// are taken over after this), default 15s.
     pub lease_ttl: Option<crate::domain::duration::Dur>,
+    /// How often the server checks every environment for drift from
+    /// known-good (default 5m).
+    pub drift_interval: Option<crate::domain::duration::Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +135,7 @@ mod tests {
         assert!(c.store.url.unwrap().starts_with("s3://"));
         assert_eq!(c.store.object_lock.unwrap().days, 30);
         assert_eq!(c.engine.lease_ttl.unwrap().0, std::time::Duration::from_secs(15));
+        assert_eq!(c.engine.drift_interval.unwrap().0, std::time::Duration::from_secs(300));
         assert!(c.provider.local.dir.is_some());
         assert_eq!(c.provider.ec2.provider_config().and_then(|e| e.max_instances), Some(500));
         let off = Config::parse("[provider.ec2]\nenabled = false\n").unwrap();

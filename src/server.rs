@@ -30,6 +30,8 @@ pub struct Options {
     pub import_idle_timeout: Option<Duration>,
     /// The ec2 provider's settings; `None` leaves it out.
     pub ec2: Option<crate::provider::ec2::Ec2Config>,
+    /// How often every environment is checked for drift.
+    pub drift_interval: Duration,
 }
 
 pub struct Running {
@@ -39,6 +41,7 @@ pub struct Running {
     shutdown: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     supervisor: tokio::task::JoinHandle<()>,
+    drift: tokio::task::JoinHandle<()>,
 }
 
 /// A name for this server process in leases and journals.
@@ -69,6 +72,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         TcpListener::bind(&opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr()?;
     let supervisor = engine.supervise();
+    let drift = engine.check_drift_every(opts.drift_interval);
     let mut limits = api::Limits::default();
     if let Some(max) = opts.max_unpacked_bytes {
         limits.unpack = crate::store::archive::Limits { max_total_bytes: max, max_entry_bytes: max, ..limits.unpack };
@@ -81,13 +85,14 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let task = tokio::spawn(api::serve(listener, ctx, async {
         let _ = rx.await;
     }));
-    Ok(Running { addr, engine, provider, shutdown: tx, task, supervisor })
+    Ok(Running { addr, engine, provider, shutdown: tx, task, supervisor, drift })
 }
 
 impl Running {
     /// Stops serving. Runs stop where they are and stay resumable.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.supervisor.abort();
+        self.drift.abort();
         self.engine.abort_all();
         let _ = self.shutdown.send(());
         self.task.await?

@@ -25,6 +25,7 @@ fn reflection_lists_services_and_health_is_serving() {
         "lifeboat.v1.SnapshotService",
         "lifeboat.v1.RecoveryService",
         "lifeboat.v1.ImageService",
+        "lifeboat.v1.DriftService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
@@ -407,4 +408,8 @@ fn status_and_logs_through_grpcurl() {
     assert!(err.contains("Code: InvalidArgument"), "{err}");
     let (_, _, err) = rcall("Status", r#"{"environment":"../x"}"#);
     assert!(err.contains("Code: InvalidArgument"), "{err}");
+    let (code, out, err) =
+        grpcurl_run(&["-d", r#"{"environment":"shop"}"#, server.addr(), "lifeboat.v1.DriftService/Check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"inSync\": true") && out.contains("\"state\": \"in_sync\""), "{out}");
 }

@@ -207,5 +207,27 @@ pub fn environment_status(s: &crate::engine::status::EnvironmentStatus) -> pb::E
             })
             .collect(),
         last_run: s.last_run.as_ref().map(run),
+        drift: s.drift.as_ref().map(|d| d.summary()).unwrap_or_default(),
+        drift_checked_at: s.drift.as_ref().map(|d| d.checked_at.clone()).unwrap_or_default(),
+    }
+}
+
+pub fn drift(d: &crate::engine::drift::DriftReport) -> pb::DriftReport {
+    pb::DriftReport {
+        environment: d.environment.clone(),
+        region: d.region.clone(),
+        snapshot_version: d.snapshot_version,
+        checked_at: d.checked_at.clone(),
+        in_sync: d.in_sync(),
+        services: d
+            .services
+            .iter()
+            .map(|s| pb::ServiceDrift {
+                service: s.service.clone(),
+                state: s.state.as_str().to_string(),
+                detail: s.detail.clone(),
+                instances: s.instances.clone(),
+            })
+            .collect(),
     }
 }

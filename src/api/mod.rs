@@ -2,6 +2,7 @@
 //! thin: convert, call the repositories, convert back, audit mutations.
 
 mod convert;
+mod drift;
 mod image;
 mod recovery;
 mod snapshot;
@@ -136,6 +137,7 @@ pub async fn serve(
         .add_service(reflection().build_v1alpha()?)
         .add_service(pb::recovery_service_server::RecoveryServiceServer::new(recovery::Recovery::new(ctx.clone())))
         .add_service(pb::store_service_server::StoreServiceServer::new(store::Store::new(ctx.clone())))
+        .add_service(pb::drift_service_server::DriftServiceServer::new(drift::Drift::new(ctx.clone())))
         .add_service(
             pb::image_service_server::ImageServiceServer::new(image::Images::new(ctx.clone()))
                 .max_decoding_message_size(2 * 1024 * 1024),

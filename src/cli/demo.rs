@@ -140,6 +140,7 @@ pub async fn run() -> Result<(), Failure> {
         import_idle_timeout: None,
         // The demo runs on this host only.
         ec2: None,
+        drift_interval: crate::engine::drift::DEFAULT_DRIFT_INTERVAL,
     })
     .await
     .map_err(fail)?;

@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod demo_service;
+mod drift;
 mod follow;
 mod image;
 mod logs;
@@ -107,6 +108,13 @@ pub enum Command {
     Status {
         /// One environment [default: all].
         environment: Option<String>,
+    },
+    /// Compare what runs with known-good, per service (exit 0 in sync, 1 drifted).
+    Drift {
+        environment: String,
+        /// Target region [default: known-good's region].
+        #[arg(long)]
+        region: Option<String>,
     },
     /// Show the output of a service's running instances (as `nomad alloc logs`).
     Logs {
@@ -459,6 +467,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             recovery::run_cmd(&client, cmd, output).await
         }
         Command::Store(cmd) => store::run(&cli.server, output, cmd).await,
+        Command::Drift { environment, region } => {
+            let client = client::Client::connect(&cli.server).await?;
+            drift::run(&client, environment, region, output).await
+        }
         Command::Status { environment } => {
             let client = client::Client::connect(&cli.server).await?;
             status::run(&client, environment, output).await

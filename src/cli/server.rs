@@ -30,6 +30,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         max_unpacked_bytes: config.provider.local.max_unpacked_bytes,
         import_idle_timeout: config.server.import_idle_timeout.map(|d| d.0),
         ec2: config.provider.ec2.provider_config(),
+        drift_interval: config.engine.drift_interval.map_or(crate::engine::drift::DEFAULT_DRIFT_INTERVAL, |d| d.0),
     })
     .await
     .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;

@@ -57,6 +57,7 @@ fn status_json(e: &pb::EnvironmentStatus) -> Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "last_run": e.last_run.as_ref().map(run_json),
+        "drift": if e.drift.is_empty() { Value::Null } else { json!({"summary": e.drift, "checked_at": e.drift_checked_at}) },
     })
 }
 
@@ -76,6 +77,11 @@ fn print_status(e: &pb::EnvironmentStatus) {
         _ => "UNKNOWN",
     };
     println!("  sync      {sync}: {}", e.sync_detail);
+    if e.drift.is_empty() {
+        println!("  drift     not checked yet (`lifeboat drift {}` checks now)", e.environment);
+    } else {
+        println!("  drift     {} (checked at {})", e.drift, e.drift_checked_at);
+    }
     if let Some(r) = &e.last_run {
         let took =
             if r.finished_at.is_empty() { "still running".to_string() } else { format!("took {}", secs(r.elapsed_ms)) };

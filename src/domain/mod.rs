@@ -1,6 +1,7 @@
 //! Pure logic: manifests, snapshots, the dependency graph. No IO here.
 
 pub mod dag;
+pub mod drift;
 pub mod duration;
 pub mod manifest;
 pub mod plan;

@@ -38,6 +38,49 @@ pub fn fingerprint(service: &Service, image: &str) -> String {
     super::snapshot::sha256_hex(&super::snapshot::canonical_json(&v))[..16].to_string()
 }
 
+/// How a service's running instances differ from what a snapshot says, in
+/// the order the planner (and drift) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Difference {
+    Image,
+    Settings,
+    Unhealthy,
+    NotServing,
+    Count { running: usize, want: u32 },
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Difference::Image => write!(f, "image changed"),
+            Difference::Settings => write!(f, "settings changed"),
+            Difference::Unhealthy => write!(f, "unhealthy"),
+            Difference::NotServing => write!(f, "not serving"),
+            Difference::Count { running, want } => {
+                write!(f, "{running} instance{}, want {want}", if *running == 1 { "" } else { "s" })
+            }
+        }
+    }
+}
+
+/// The first way `live` (a service's running instances, not empty)
+/// differs from `service` on `image`; `None` when it matches.
+pub fn differs(service: &Service, image: &str, fingerprint: &str, live: &[&LiveInstance]) -> Option<Difference> {
+    if live.iter().any(|x| x.image != image) {
+        Some(Difference::Image)
+    } else if live.iter().any(|x| x.fingerprint != fingerprint) {
+        Some(Difference::Settings)
+    } else if live.iter().any(|x| !x.healthy) {
+        Some(Difference::Unhealthy)
+    } else if live.iter().any(|x| !x.serving) {
+        Some(Difference::NotServing)
+    } else if live.len() != service.replicas as usize {
+        Some(Difference::Count { running: live.len(), want: service.replicas })
+    } else {
+        None
+    }
+}
+
 /// One preflight check and its result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
@@ -141,20 +184,10 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         };
         let live = by_service.get(name).cloned().unwrap_or_default();
         let fp = fingerprint(svc, &image);
-        let why_replace = if live.iter().any(|x| x.image != image) {
-            Some("image changed".to_string())
-        } else if live.iter().any(|x| x.fingerprint != fp) {
-            Some("settings changed".to_string())
-        } else if live.iter().any(|x| !x.healthy) {
-            Some("unhealthy".to_string())
-        } else if live.iter().any(|x| !x.serving) {
-            Some("not serving".to_string())
-        } else if live.len() != svc.replicas as usize {
-            Some(format!("{} instance{}, want {}", live.len(), if live.len() == 1 { "" } else { "s" }, svc.replicas))
-        } else if input.force {
-            Some("forced".to_string())
-        } else {
-            None
+        let why_replace = match differs(svc, &image, &fp, &live) {
+            Some(d) => Some(d.to_string()),
+            None if input.force => Some("forced".to_string()),
+            None => None,
         };
         let (action, reason) = match (live.is_empty(), why_replace) {
             (true, _) => (Action::Create, "not running".to_string()),

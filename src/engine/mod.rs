@@ -3,6 +3,7 @@
 //! server can pick up a run another one started.
 
 pub mod clock;
+pub mod drift;
 mod executor;
 pub mod journal;
 pub mod lease;
@@ -80,6 +81,8 @@ pub struct Engine {
     default_parallelism: usize,
     /// Bounds the `watch` streams served at once.
     watchers: Arc<tokio::sync::Semaphore>,
+    /// The latest drift check per (environment, region).
+    drift: Mutex<BTreeMap<(String, String), drift::DriftReport>>,
 }
 
 /// How many `watch` streams one server serves at once.
@@ -191,6 +194,7 @@ impl Engine {
             active: Arc::new(Mutex::new(HashMap::new())),
             default_parallelism: DEFAULT_PARALLELISM,
             watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES)),
+            drift: Mutex::new(BTreeMap::new()),
         })
     }
 

@@ -61,6 +61,8 @@ pub struct EnvironmentStatus {
     pub sync_detail: String,
     pub services: Vec<ServiceStatus>,
     pub last_run: Option<RunView>,
+    /// The server's latest drift check of this environment and region.
+    pub drift: Option<super::drift::DriftReport>,
 }
 
 impl Engine {
@@ -176,6 +178,7 @@ impl Engine {
                 })
                 .collect();
             out.push(EnvironmentStatus {
+                drift: self.latest_drift(env, &region),
                 environment: env.to_string(),
                 home_region: home_region.as_deref() == Some(region.as_str()),
                 region,
