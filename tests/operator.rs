@@ -456,3 +456,51 @@ fn status_shows_what_runs_and_whether_it_matches_known_good() {
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.contains("environment nosuch has no snapshots"), "{out:?}");
 }
+
+/// `lifeboat audit list` reads who did what, newest first, filtered by
+/// time, actor, action and environment.
+#[test]
+fn audit_list_answers_who_did_what() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    Region::setup(&server, "shop", &[Svc::new("db", &[])]);
+    server.run(&["recover", "shop", "--yes", "--detach"]).ok();
+    let id = server.run(&["run", "list", "-q", "--limit", "1"]).ok().stdout.trim().to_string();
+    server.run(&["run", "watch", &id]).ok();
+    server.run(&["snapshot", "tag", "shop", "1", "stable"]).ok();
+    let other = manifests().join("good/shop.toml");
+    let pushed =
+        lifeboat(Some(&server.url), &["--output", "json", "snapshot", "push", other.to_str().unwrap()]).ok().json();
+    assert_eq!(pushed["environment"], "shop");
+    let out = server.run(&["snapshot", "reject", "shop", "1", "--reason", "x"]);
+    assert_eq!(out.code, 1, "known-good cannot be rejected: {out:?}");
+
+    let all = server.run(&["--output", "json", "audit", "list"]).ok().json();
+    let actions: Vec<&str> = all.as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(actions[0], "snapshot.reject", "newest first: {actions:?}");
+    for a in ["image.import", "snapshot.push", "snapshot.promote", "recovery.start", "snapshot.tag"] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
+    let rejected = &all[0];
+    assert!(
+        rejected["outcome"].as_str().unwrap().starts_with("error: snapshot 1 is the known-good snapshot"),
+        "{rejected}"
+    );
+    assert!(rejected["actor"].as_str().unwrap().starts_with("tester"), "{rejected}");
+
+    let promotes = server.run(&["--output", "json", "audit", "list", "--action", "promote"]).ok().json();
+    assert_eq!(promotes.as_array().unwrap().len(), 1, "{promotes}");
+    assert_eq!(promotes[0]["target"], "shop@latest");
+    let text = server.run(&["audit", "list", "--environment", "shop", "--action", "start"]).ok().stdout;
+    assert!(text.starts_with("AT ") && text.contains("recovery.start") && text.contains("shop@known-good"), "{text}");
+    assert_eq!(
+        server.run(&["--output", "json", "audit", "list", "--actor", "nobody"]).ok().json(),
+        serde_json::json!([])
+    );
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let none = server.run(&["audit", "list", "--since", &later.to_rfc3339()]).ok().stdout;
+    assert_eq!(none.trim(), "no audit records match");
+    let out = server.run(&["audit", "list", "--since", "yesterday-ish"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("is neither a duration (2h, 7d) nor an RFC 3339 time"), "{out:?}");
+}

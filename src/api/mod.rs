@@ -1,6 +1,7 @@
 //! The gRPC API: the only module that knows tonic and prost. Handlers are
 //! thin: convert, call the repositories, convert back, audit mutations.
 
+mod audit;
 mod convert;
 mod drift;
 mod image;
@@ -138,6 +139,7 @@ pub async fn serve(
         .add_service(pb::recovery_service_server::RecoveryServiceServer::new(recovery::Recovery::new(ctx.clone())))
         .add_service(pb::store_service_server::StoreServiceServer::new(store::Store::new(ctx.clone())))
         .add_service(pb::drift_service_server::DriftServiceServer::new(drift::Drift::new(ctx.clone())))
+        .add_service(pb::audit_service_server::AuditServiceServer::new(audit::Audit::new(ctx.clone())))
         .add_service(
             pb::image_service_server::ImageServiceServer::new(image::Images::new(ctx.clone()))
                 .max_decoding_message_size(2 * 1024 * 1024),

@@ -100,8 +100,12 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
     async fn cancel(&self, req: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
         let who = actor(&req);
         let id = self.ctx.engine.resolve(&req.into_inner().id).await.map_err(to_status)?;
-        let view =
-            self.ctx.audited(&who, "run.cancel", &id, self.ctx.engine.cancel(&id, &who)).await.map_err(to_status)?;
+        let target = self.ctx.engine.run_target(&id).await.map_err(to_status)?;
+        let view = self
+            .ctx
+            .audited(&who, "run.cancel", &target, self.ctx.engine.cancel(&id, &who))
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::run(&view)))
     }
 
@@ -112,7 +116,7 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
             return Err(to_status(Error::InvalidArgument("service is required".into())));
         }
         let id = self.ctx.engine.resolve(&r.id).await.map_err(to_status)?;
-        let target = format!("{id} {}", r.service);
+        let target = format!("{} {}", self.ctx.engine.run_target(&id).await.map_err(to_status)?, r.service);
         let op = self.ctx.engine.approve(&id, &r.service, &who);
         let view = self.ctx.audited(&who, "run.approve", &target, op).await.map_err(to_status)?;
         Ok(Response::new(convert::run(&view)))
@@ -162,7 +166,9 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
     async fn resume(&self, req: Request<pb::RunRequest>) -> Result<Response<pb::Run>, Status> {
         let who = actor(&req);
         let id = self.ctx.engine.resolve(&req.into_inner().id).await.map_err(to_status)?;
-        let view = self.ctx.audited(&who, "run.resume", &id, self.ctx.engine.resume(&id)).await.map_err(to_status)?;
+        let target = self.ctx.engine.run_target(&id).await.map_err(to_status)?;
+        let view =
+            self.ctx.audited(&who, "run.resume", &target, self.ctx.engine.resume(&id)).await.map_err(to_status)?;
         Ok(Response::new(convert::run(&view)))
     }
 }

@@ -1,5 +1,6 @@
 //! The `lifeboat` command line: argument parsing, dispatch, exit codes.
 
+mod audit;
 mod client;
 mod demo;
 mod demo_service;
@@ -109,6 +110,9 @@ pub enum Command {
         /// One environment [default: all].
         environment: Option<String>,
     },
+    /// Read the audit records: who did what, when, with what outcome.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Compare what runs with known-good, per service (exit 0 in sync, 1 drifted).
     Drift {
         environment: String,
@@ -217,6 +221,25 @@ pub enum RunCmd {
         service: String,
         #[command(flatten)]
         read: LogArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Records newest first, filtered.
+    List {
+        /// How far back: a duration (2h, 7d) or an RFC 3339 time [default: 24h].
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// `snapshot.promote`, or just `promote`.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
     },
 }
 
@@ -467,6 +490,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             recovery::run_cmd(&client, cmd, output).await
         }
         Command::Store(cmd) => store::run(&cli.server, output, cmd).await,
+        Command::Audit(cmd) => {
+            let client = client::Client::connect(&cli.server).await?;
+            audit::run(&client, cmd, output).await
+        }
         Command::Drift { environment, region } => {
             let client = client::Client::connect(&cli.server).await?;
             drift::run(&client, environment, region, output).await

@@ -516,6 +516,11 @@ impl Engine {
         Ok(RunView::replay(spec, &entries))
     }
 
+    /// The environment a run belongs to (`ENV/RUN_ID` in audit records).
+    pub async fn run_target(&self, id: &str) -> Result<String> {
+        Ok(format!("{}/{id}", self.spec(id).await?.environment))
+    }
+
     /// A run ID from the ID itself or a unique prefix of it (as git takes
     /// commit hashes): `r-20261127T1523` is enough when no other run started
     /// in that minute.

@@ -37,6 +37,30 @@ pub fn clip(value: &str) -> String {
     format!("{cut}… ({} bytes in all)", value.len())
 }
 
+/// Which records `AuditLog::list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Records at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub actor: Option<String>,
+    /// `snapshot.promote`, or just `promote`.
+    pub action: Option<String>,
+    /// Records whose target is in this environment (`ENV`, `ENV@REF`, `ENV/RUN`).
+    pub environment: Option<String>,
+    pub limit: usize,
+}
+
+impl AuditQuery {
+    fn matches(&self, r: &AuditRecord) -> bool {
+        let action = self.action.as_deref().is_none_or(|a| r.action == a || r.action.ends_with(&format!(".{a}")));
+        let actor = self.actor.as_deref().is_none_or(|a| r.actor == a || r.actor.starts_with(&format!("{a} ")));
+        let env = self.environment.as_deref().is_none_or(|e| {
+            r.target == e || r.target.starts_with(&format!("{e}@")) || r.target.starts_with(&format!("{e}/"))
+        });
+        action && actor && env
+    }
+}
+
 #[derive(Clone)]
 pub struct AuditLog {
     store: DynStore,
@@ -64,6 +88,35 @@ impl AuditLog {
         let bytes = super::codec::encode(&rec);
         self.store.put(&key, bytes, PutOptions::create()).await?;
         Ok(())
+    }
+
+    /// Matching records, newest first, at most `query.limit`. Records are
+    /// kept per day, so only the days since `query.since` are read.
+    pub async fn list(&self, query: &AuditQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<AuditRecord>> {
+        let since = query.since.unwrap_or(now - chrono::Duration::days(1));
+        let mut out = Vec::new();
+        let mut day = now.date_naive();
+        while day >= since.date_naive() && out.len() < query.limit {
+            let mut keys = self.store.list(&layout::audit_day(&day.format("%Y-%m-%d").to_string())).await?;
+            keys.sort();
+            for key in keys.iter().rev() {
+                let Some(obj) = self.store.get(key).await? else { continue };
+                let r: AuditRecord = super::codec::decode(&obj.bytes, key, &self.store.describe())?;
+                let at = chrono::DateTime::parse_from_rfc3339(&r.at).map(|t| t.with_timezone(&chrono::Utc));
+                if at.is_ok_and(|t| t < since) {
+                    return Ok(out);
+                }
+                if query.matches(&r) {
+                    out.push(r);
+                    if out.len() >= query.limit {
+                        break;
+                    }
+                }
+            }
+            let Some(prev) = day.pred_opt() else { break };
+            day = prev;
+        }
+        Ok(out)
     }
 }
 

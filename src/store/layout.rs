@@ -37,6 +37,11 @@ pub fn rejection(env: &str, version: u64) -> String {
     format!("environments/{env}/rejections/{version:010}.json")
 }
 
+/// One day's audit records.
+pub fn audit_day(date: &str) -> String {
+    format!("audit/{date}/")
+}
+
 pub fn audit(date: &str, stamp: &str, id: &str) -> String {
     format!("audit/{date}/{stamp}-{id}.json")
 }

@@ -3,7 +3,7 @@
 //! Only `layout` knows object keys.
 
 pub mod archive;
-mod audit;
+pub mod audit;
 pub mod cas;
 pub mod codec;
 mod fs;

@@ -1,0 +1,72 @@
+//! `lifeboat.v1.AuditService`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::status::to_status;
+use super::{Ctx, pb};
+use crate::error::Error;
+use crate::store::audit::AuditQuery;
+use crate::store::check_environment;
+
+pub struct Audit {
+    ctx: Arc<Ctx>,
+}
+
+impl Audit {
+    pub fn new(ctx: Arc<Ctx>) -> Audit {
+        Audit { ctx }
+    }
+}
+
+/// "2h" back from `now`, or an RFC 3339 time.
+fn since(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Option<chrono::DateTime<chrono::Utc>>, Error> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(t.with_timezone(&chrono::Utc)));
+    }
+    let d = humantime::parse_duration(text).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "since \"{}\" is neither a duration (2h, 7d) nor an RFC 3339 time: {e}",
+            crate::error::shown(text)
+        ))
+    })?;
+    let d = chrono::Duration::from_std(d).map_err(|_| Error::InvalidArgument("since is too far back".into()))?;
+    Ok(Some(now - d))
+}
+
+#[tonic::async_trait]
+impl pb::audit_service_server::AuditService for Audit {
+    async fn list(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let r = req.into_inner();
+        let now = chrono::Utc::now();
+        let non_empty = |s: String| Some(s).filter(|x| !x.is_empty());
+        if !r.environment.is_empty() {
+            check_environment(&r.environment).map_err(to_status)?;
+        }
+        let query = AuditQuery {
+            since: since(&r.since, now).map_err(to_status)?,
+            actor: non_empty(r.actor),
+            action: non_empty(r.action),
+            environment: non_empty(r.environment),
+            limit: if r.limit == 0 { 100 } else { r.limit.min(1000) as usize },
+        };
+        let records = self.ctx.audit.list(&query, now).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListAuditResponse {
+            records: records
+                .into_iter()
+                .map(|a| pb::AuditRecord {
+                    id: a.id,
+                    at: a.at,
+                    actor: a.actor,
+                    action: a.action,
+                    target: a.target,
+                    outcome: a.outcome,
+                })
+                .collect(),
+        }))
+    }
+}
