@@ -7,6 +7,7 @@ use serde::Deserialize;
 use crate::store::{ObjectLockConfig, S3Config};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7701";
 pub const DEFAULT_STORE: &str = "./lifeboat-data";
 pub const DEFAULT_LOCAL_DIR: &str = "./lifeboat-local";
 
@@ -83,6 +84,8 @@ pub struct LocalSection {
 pub struct ServerSection {
     /// gRPC address, default 127.0.0.1:7700.
     pub listen: Option<String>,
+    /// HTTP address (/healthz, /readyz, /metrics), default 127.0.0.1:7701.
+    pub http_listen: Option<String>,
     /// An image import that sends nothing for this long is dropped (default 30s).
     pub import_idle_timeout: Option<crate::domain::duration::Dur>,
 }
@@ -137,6 +140,7 @@ mod tests {
         assert_eq!(c.engine.lease_ttl.unwrap().0, std::time::Duration::from_secs(15));
         assert_eq!(c.engine.drift_interval.unwrap().0, std::time::Duration::from_secs(300));
         assert!(c.provider.local.dir.is_some());
+        assert_eq!(c.server.http_listen.as_deref(), Some("127.0.0.1:7701"));
         assert_eq!(c.provider.ec2.provider_config().and_then(|e| e.max_instances), Some(500));
         let off = Config::parse("[provider.ec2]\nenabled = false\n").unwrap();
         assert!(off.provider.ec2.provider_config().is_none());

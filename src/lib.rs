@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod provider;
 pub mod server;
 pub mod store;

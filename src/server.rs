@@ -32,16 +32,21 @@ pub struct Options {
     pub ec2: Option<crate::provider::ec2::Ec2Config>,
     /// How often every environment is checked for drift.
     pub drift_interval: Duration,
+    /// Where the HTTP side (/healthz, /readyz, /metrics) listens; `None`: nowhere.
+    pub http_listen: Option<String>,
 }
 
 pub struct Running {
     pub addr: SocketAddr,
+    /// The HTTP side's address, when it listens.
+    pub http_addr: Option<SocketAddr>,
     pub engine: Arc<Engine>,
     pub provider: Arc<LocalProvider>,
     shutdown: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     supervisor: tokio::task::JoinHandle<()>,
     drift: tokio::task::JoinHandle<()>,
+    http: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
 }
 
 /// A name for this server process in leases and journals.
@@ -71,6 +76,10 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let listener =
         TcpListener::bind(&opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;
     let addr = listener.local_addr()?;
+    let http_listener = match &opts.http_listen {
+        Some(a) => Some(TcpListener::bind(a).await.map_err(|e| anyhow::anyhow!("cannot listen on {a} (HTTP): {e}"))?),
+        None => None,
+    };
     let supervisor = engine.supervise();
     let drift = engine.check_drift_every(opts.drift_interval);
     let mut limits = api::Limits::default();
@@ -85,7 +94,21 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let task = tokio::spawn(api::serve(listener, ctx, async {
         let _ = rx.await;
     }));
-    Ok(Running { addr, engine, provider, shutdown: tx, task, supervisor, drift })
+    // The store passed its self-test before we got here: ready.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut http_addr = None;
+    let http = match http_listener {
+        Some(l) => {
+            http_addr = Some(l.local_addr()?);
+            let (htx, hrx) = oneshot::channel::<()>();
+            let task = tokio::spawn(api::http::serve(l, ready, async {
+                let _ = hrx.await;
+            }));
+            Some((htx, task))
+        }
+        None => None,
+    };
+    Ok(Running { addr, http_addr, engine, provider, shutdown: tx, task, supervisor, drift, http })
 }
 
 impl Running {
@@ -94,6 +117,10 @@ impl Running {
         self.supervisor.abort();
         self.drift.abort();
         self.engine.abort_all();
+        if let Some((stop, task)) = self.http {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         let _ = self.shutdown.send(());
         self.task.await?
     }

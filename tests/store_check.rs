@@ -82,7 +82,9 @@ fn ceph_rgw_versioned_is_refused_by_check_and_by_the_server() {
     assert!(out.stderr.contains("does not honour create-if-absent"), "{}", out.stderr);
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().display().to_string();
-    let out = check_with_env(&["server", "--listen", "127.0.0.1:0", "--store", &url, "--local-dir", &local], &env);
+    let args =
+        ["server", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--store", &url, "--local-dir", &local];
+    let out = check_with_env(&args, &env);
     assert_eq!(out.code, 1, "{out:?}");
     let err = out.stderr.trim();
     assert!(err.contains("does not honour create-if-absent") && err.contains(&endpoint), "{err}");

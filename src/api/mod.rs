@@ -4,6 +4,7 @@
 mod audit;
 mod convert;
 mod drift;
+pub mod http;
 mod image;
 mod recovery;
 mod snapshot;
@@ -94,6 +95,9 @@ impl Ctx {
             Ok(_) => "ok".to_string(),
             Err(e) => format!("error: {e}"),
         };
+        let m = crate::metrics::get();
+        let ok = if result.is_ok() { "ok" } else { "error" };
+        m.operations.get_or_create(&crate::metrics::labels(&[("action", action), ("outcome", ok)])).inc();
         if let Err(e) = self.audit.record(actor, action, target, &outcome).await {
             tracing::error!(action, target, error = %e, "cannot write audit record");
             if result.is_ok() {

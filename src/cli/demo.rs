@@ -141,6 +141,7 @@ pub async fn run() -> Result<(), Failure> {
         // The demo runs on this host only.
         ec2: None,
         drift_interval: crate::engine::drift::DEFAULT_DRIFT_INTERVAL,
+        http_listen: None,
     })
     .await
     .map_err(fail)?;

@@ -276,6 +276,10 @@ pub struct ServerArgs {
     /// gRPC listen address [default: 127.0.0.1:7700]; port 0 picks a free port.
     #[arg(long)]
     pub listen: Option<String>,
+    /// HTTP address for /healthz, /readyz and /metrics [default: 127.0.0.1:7701];
+    /// port 0 picks a free port.
+    #[arg(long)]
+    pub http_listen: Option<String>,
     /// Serve the API on a non-loopback address although callers are not
     /// authenticated yet.
     #[arg(long)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{Failure, ServerArgs, exit};
-use crate::config::{Config, DEFAULT_LISTEN, DEFAULT_LOCAL_DIR, DEFAULT_STORE};
+use crate::config::{Config, DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, DEFAULT_LOCAL_DIR, DEFAULT_STORE};
 use crate::server;
 
 pub async fn run(args: ServerArgs) -> Result<(), Failure> {
@@ -13,9 +13,12 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
     };
     let url = args.store.or(config.store.url.clone()).unwrap_or_else(|| DEFAULT_STORE.into());
     let listen = args.listen.or(config.server.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let http_listen =
+        args.http_listen.or(config.server.http_listen.clone()).unwrap_or_else(|| DEFAULT_HTTP_LISTEN.into());
     let local_dir = args.local_dir.or(config.provider.local.dir.clone()).unwrap_or_else(|| DEFAULT_LOCAL_DIR.into());
     let lease_ttl = config.engine.lease_ttl.map_or(Duration::from_secs(15), |d| d.0);
     check_exposure(&listen, args.insecure)?;
+    check_exposure(&http_listen, args.insecure)?;
     let allow_public_listen = config.provider.local.allow_public_listen.unwrap_or(false);
     let store = crate::store::open(&url, &config.store.s3())
         .await
@@ -31,11 +34,15 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         import_idle_timeout: config.server.import_idle_timeout.map(|d| d.0),
         ec2: config.provider.ec2.provider_config(),
         drift_interval: config.engine.drift_interval.map_or(crate::engine::drift::DEFAULT_DRIFT_INTERVAL, |d| d.0),
+        http_listen: Some(http_listen),
     })
     .await
     .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;
     // The first stdout line is for scripts and tests that start a server on port 0.
     println!("lifeboat server listening on {}", running.addr);
+    if let Some(a) = running.http_addr {
+        println!("lifeboat http listening on {a}");
+    }
     tracing::info!(grpc = %running.addr, store = %describe, "lifeboat server started");
     tokio::select! {
         r = running.wait() => return r.map_err(|e| Failure::new(exit::FAILED, format!("server failed: {e:#}"))),

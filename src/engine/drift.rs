@@ -70,6 +70,9 @@ impl Engine {
             snapshot_version: snap.version,
             checked_at: rfc3339(self.ctx.clock.now()),
         };
+        let drifted = report.services.iter().filter(|s| s.state != DriftState::InSync).count();
+        let l = crate::metrics::labels(&[("environment", &report.environment), ("region", &report.region)]);
+        crate::metrics::get().drifted_services.get_or_create(&l).set(drifted as i64);
         self.drift.lock().expect("lock").insert((report.environment.clone(), report.region.clone()), report.clone());
         Ok(report)
     }

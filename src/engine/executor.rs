@@ -67,6 +67,8 @@ pub struct Executor {
     /// When the region lease was last taken or renewed: while it surely
     /// holds, store hiccups are waited out instead of ending the run.
     last_renewal: tokio::time::Instant,
+    /// Per service: the step in progress and when it began (for metrics).
+    spans: std::collections::HashMap<String, (&'static str, u64)>,
 }
 
 impl Executor {
@@ -114,6 +116,7 @@ impl Executor {
             waiting_on: Vec::new(),
             ready: VecDeque::new(),
             last_renewal: tokio::time::Instant::now(),
+            spans: std::collections::HashMap::new(),
         };
         ex.waiting_on = (0..ex.dag.len())
             .map(|i| ex.dag.deps(i).iter().filter(|&&d| ex.state_of(d) != ServiceState::Healthy).count())
@@ -180,6 +183,7 @@ impl Executor {
             _ => None,
         };
         let entry = self.append(at, elapsed, event).await?;
+        self.observe(&entry);
         self.view.apply(&entry);
         let _ = self.events.send(entry);
         // Dependents whose last dependency this was become ready.
@@ -193,6 +197,48 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// Step durations (launch → instances launched → healthy → cut over)
+    /// and finished runs, for the metrics.
+    fn observe(&mut self, e: &Entry) {
+        let m = crate::metrics::get();
+        let next = match &e.event {
+            Event::LaunchStarted { .. } => Some("launch"),
+            Event::InstancesLaunched { .. } => Some("health_gate"),
+            Event::Healthy { .. } => Some("cutover"),
+            _ => None,
+        };
+        if let Some(service) = e.event.service() {
+            let ended = match &e.event {
+                Event::InstancesLaunched { .. } => Some("launch"),
+                Event::Healthy { .. } => Some("health_gate"),
+                Event::CutOver { .. } => Some("cutover"),
+                _ => None,
+            };
+            if let (Some(step), Some((began, at))) = (ended, self.spans.get(service).copied())
+                && step == began
+            {
+                let secs = e.elapsed_ms.saturating_sub(at) as f64 / 1000.0;
+                m.step_seconds.get_or_create(&crate::metrics::labels(&[("step", step)])).observe(secs);
+            }
+            match next {
+                Some(step) => {
+                    self.spans.insert(service.to_string(), (step, e.elapsed_ms));
+                }
+                None => {
+                    self.spans.remove(service);
+                }
+            }
+        }
+        if let Event::RunFinished { state } = &e.event {
+            let kind = if self.view.spec.kind == crate::domain::run::RunKind::Drill { "drill" } else { "recovery" };
+            let env = self.view.spec.environment.as_str();
+            let l = crate::metrics::labels(&[("kind", kind), ("environment", env), ("outcome", state.as_str())]);
+            m.runs.get_or_create(&l).inc();
+            let l = crate::metrics::labels(&[("kind", kind), ("environment", env)]);
+            m.run_seconds.get_or_create(&l).observe(e.elapsed_ms as f64 / 1000.0);
+        }
     }
 
     fn step(&self, name: &str) -> &PlannedStep {
@@ -295,7 +341,10 @@ impl Executor {
 
     /// Drives the run to its end. `Err(Conflict)` means it was fenced off.
     pub async fn run(mut self) -> Result<RunView> {
+        let active = &crate::metrics::get().runs_active;
+        active.inc();
         let result = self.drive().await;
+        active.dec();
         if result.is_err() {
             // Fenced or the store is gone: stop without cleaning up, so that
             // whoever resumes the run finds everything as the journal says.

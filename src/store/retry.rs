@@ -59,10 +59,35 @@ impl<S: ObjectStore> Retrying<S> {
     }
 }
 
+/// One call, as the metrics see it: a request, and an error if it failed
+/// after its retries.
+fn count<T>(operation: &str, result: StoreResult<T>) -> StoreResult<T> {
+    let m = crate::metrics::get();
+    let l = crate::metrics::labels(&[("operation", operation)]);
+    m.store_requests.get_or_create(&l).inc();
+    if result.is_err() {
+        m.store_errors.get_or_create(&l).inc();
+    }
+    result
+}
+
+fn retried(operation: &'static str) -> impl Fn(&StoreError, std::time::Duration) {
+    move |_, _| {
+        crate::metrics::get().store_retries.get_or_create(&crate::metrics::labels(&[("operation", operation)])).inc();
+    }
+}
+
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for Retrying<S> {
     async fn get(&self, key: &str) -> StoreResult<Option<Object>> {
-        (|| self.inner.get(key)).retry(self.policy.backoff()).when(StoreError::is_retryable).await
+        count(
+            "get",
+            (|| self.inner.get(key))
+                .retry(self.policy.backoff())
+                .when(StoreError::is_retryable)
+                .notify(retried("get"))
+                .await,
+        )
     }
 
     async fn put(&self, key: &str, bytes: Bytes, opts: PutOptions) -> StoreResult<ETag> {
@@ -83,15 +108,29 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
                 other => other,
             }
         };
-        once.retry(self.policy.backoff()).when(StoreError::is_retryable).await
+        count("put", once.retry(self.policy.backoff()).when(StoreError::is_retryable).notify(retried("put")).await)
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        (|| self.inner.list(prefix)).retry(self.policy.backoff()).when(StoreError::is_retryable).await
+        count(
+            "list",
+            (|| self.inner.list(prefix))
+                .retry(self.policy.backoff())
+                .when(StoreError::is_retryable)
+                .notify(retried("list"))
+                .await,
+        )
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        (|| self.inner.delete(key)).retry(self.policy.backoff()).when(StoreError::is_retryable).await
+        count(
+            "delete",
+            (|| self.inner.delete(key))
+                .retry(self.policy.backoff())
+                .when(StoreError::is_retryable)
+                .notify(retried("delete"))
+                .await,
+        )
     }
 
     fn describe(&self) -> String {
@@ -103,9 +142,11 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
     }
 
     async fn put_file(&self, key: &str, path: &std::path::Path, opts: PutOptions) -> StoreResult<ETag> {
-        (|| self.inner.put_file(key, path, opts.clone()))
+        let r = (|| self.inner.put_file(key, path, opts.clone()))
             .retry(self.policy.backoff())
             .when(StoreError::is_retryable)
-            .await
+            .notify(retried("put_file"))
+            .await;
+        count("put_file", r)
     }
 }

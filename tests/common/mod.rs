@@ -63,6 +63,8 @@ pub struct Server {
     pub url: String,
     pub store: String,
     pub dir: Option<tempfile::TempDir>,
+    /// `host:port` of the HTTP side.
+    pub http: String,
 }
 
 impl Server {
@@ -100,7 +102,7 @@ impl Server {
     /// The same with another `lifeboat` binary (an upgrade).
     pub fn launch_with(bin: &Path, args: &[&str], env: &[(&str, String)]) -> Server {
         let mut cmd = Command::new(bin);
-        cmd.args(["server", "--listen", "127.0.0.1:0"])
+        cmd.args(["server", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -114,7 +116,7 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
+            for line in lines.by_ref().take(2).map_while(Result::ok) {
                 let _ = tx.send(line);
             }
             for _ in lines {}
@@ -130,7 +132,13 @@ impl Server {
             .strip_prefix("lifeboat server listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         let store = args.windows(2).find(|w| w[0] == "--store").map(|w| w[1].to_string()).unwrap_or_default();
-        Server { child, url: format!("http://{addr}"), store, dir: None }
+        // The HTTP side's address follows (/healthz, /readyz, /metrics).
+        let http = rx
+            .recv_timeout(Duration::from_secs(10))
+            .ok()
+            .and_then(|l| l.strip_prefix("lifeboat http listening on ").map(str::to_string))
+            .unwrap_or_default();
+        Server { child, url: format!("http://{addr}"), store, dir: None, http }
     }
 
     pub fn pid(&self) -> u32 {
