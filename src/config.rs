@@ -22,6 +22,16 @@ pub struct Config {
     pub engine: EngineSection,
     #[serde(default)]
     pub provider: ProviderSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `[[auth.tokens]]`: name, role (viewer, operator, admin), sha256.
+    #[serde(default)]
+    pub tokens: Vec<crate::api::auth::TokenEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,8 @@ pub struct Options {
     pub drift_interval: Duration,
     /// Where the HTTP side (/healthz, /readyz, /metrics) listens; `None`: nowhere.
     pub http_listen: Option<String>,
+    /// Bearer tokens with roles; none: authentication is off.
+    pub tokens: crate::api::auth::Tokens,
 }
 
 pub struct Running {
@@ -91,7 +93,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     }
     let ctx = api::Ctx::new(opts.store, engine.clone(), limits);
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(api::serve(listener, ctx, async {
+    let task = tokio::spawn(api::serve(listener, ctx, Arc::new(opts.tokens), async {
         let _ = rx.await;
     }));
     // The store passed its self-test before we got here: ready.

@@ -2,6 +2,7 @@
 //! thin: convert, call the repositories, convert back, audit mutations.
 
 mod audit;
+pub mod auth;
 mod convert;
 mod drift;
 pub mod http;
@@ -118,13 +119,18 @@ fn actor<T>(req: &tonic::Request<T>) -> String {
         .filter(|s| !s.is_empty() && s.len() <= 200)
         .unwrap_or("anonymous");
     let peer = req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
-    format!("{claimed} (from {peer})")
+    // An authenticated caller is its token's name; what the client says is a note.
+    match req.extensions().get::<auth::Caller>() {
+        Some(c) => format!("{} (claimed {claimed}, from {peer})", c.name),
+        None => format!("{claimed} (from {peer})"),
+    }
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<Ctx>,
+    tokens: Arc<auth::Tokens>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -137,6 +143,7 @@ pub async fn serve(
     };
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(status::fix_transport_codes))
+        .layer(auth::AuthLayer::new(tokens))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

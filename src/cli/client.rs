@@ -85,6 +85,9 @@ impl Client {
         if let Ok(v) = self.request_id.parse() {
             req.metadata_mut().insert(REQUEST_ID_HEADER, v);
         }
+        if let Some(Ok(v)) = TOKEN.get().map(|t| format!("Bearer {t}").parse()) {
+            req.metadata_mut().insert("authorization", v);
+        }
         req
     }
 
@@ -100,6 +103,13 @@ impl Client {
         };
         Failure::new(code, message)
     }
+}
+
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The bearer token every request of this invocation carries.
+pub fn set_token(token: &str) {
+    let _ = TOKEN.set(token.to_string());
 }
 
 /// `LIFEBOAT_ACTOR`, else `user@host`.

@@ -142,6 +142,7 @@ pub async fn run() -> Result<(), Failure> {
         ec2: None,
         drift_interval: crate::engine::drift::DEFAULT_DRIFT_INTERVAL,
         http_listen: None,
+        tokens: Default::default(),
     })
     .await
     .map_err(fail)?;

@@ -50,6 +50,9 @@ pub struct Cli {
     /// Result format on stdout.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// The bearer token to call the server with (`lifeboat token create` makes one).
+    #[arg(long, global = true, env = "LIFEBOAT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -110,6 +113,9 @@ pub enum Command {
         /// One environment [default: all].
         environment: Option<String>,
     },
+    /// Bearer tokens for the server's `[[auth.tokens]]`.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Read the audit records: who did what, when, with what outcome.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -221,6 +227,17 @@ pub enum RunCmd {
         service: String,
         #[command(flatten)]
         read: LogArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Print a new random token and the config entry that admits it (only
+    /// its SHA-256 goes into the config).
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
     },
 }
 
@@ -390,7 +407,7 @@ pub fn command() -> clap::Command {
     cmd.build();
     cmd.mut_subcommand("server", |s| {
         // In place (`mut_arg` would reorder the built argument list).
-        s.mut_args(|a| if matches!(a.get_id().as_str(), "server" | "output") { a.hide(true) } else { a })
+        s.mut_args(|a| if matches!(a.get_id().as_str(), "server" | "output" | "token") { a.hide(true) } else { a })
     })
 }
 
@@ -457,6 +474,9 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let output = cli.output;
+    if let Some(t) = &cli.token {
+        client::set_token(t);
+    }
     match cli.command {
         Command::Server(args) => server::run(args).await,
         Command::Manifest(ManifestCmd::Validate { file }) => manifest::validate(&file, output),
@@ -494,6 +514,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             recovery::run_cmd(&client, cmd, output).await
         }
         Command::Store(cmd) => store::run(&cli.server, output, cmd).await,
+        Command::Token(TokenCmd::Create { name, role }) => {
+            if !crate::domain::manifest::is_valid_name(&name) {
+                return Err(Failure::invalid(format!("\"{name}\" is not a token name: use a-z, 0-9 and -")));
+            }
+            let token = format!("lbt_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            let digest = crate::api::auth::sha256_hex(&token);
+            println!("{token}");
+            eprintln!(
+                "Give the token to its holder (it is shown once), and add this to the server's configuration:\n\n[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{digest}\""
+            );
+            Ok(())
+        }
         Command::Audit(cmd) => {
             let client = client::Client::connect(&cli.server).await?;
             audit::run(&client, cmd, output).await

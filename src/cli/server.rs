@@ -17,8 +17,12 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         args.http_listen.or(config.server.http_listen.clone()).unwrap_or_else(|| DEFAULT_HTTP_LISTEN.into());
     let local_dir = args.local_dir.or(config.provider.local.dir.clone()).unwrap_or_else(|| DEFAULT_LOCAL_DIR.into());
     let lease_ttl = config.engine.lease_ttl.map_or(Duration::from_secs(15), |d| d.0);
-    check_exposure(&listen, args.insecure)?;
-    check_exposure(&http_listen, args.insecure)?;
+    let tokens = crate::api::auth::Tokens::new(config.auth.tokens).map_err(Failure::invalid)?;
+    // Without tokens anyone who reaches the API may change everything: loopback only.
+    if !tokens.enabled() {
+        check_exposure(&listen, args.insecure)?;
+        check_exposure(&http_listen, args.insecure)?;
+    }
     let allow_public_listen = config.provider.local.allow_public_listen.unwrap_or(false);
     let store = crate::store::open(&url, &config.store.s3())
         .await
@@ -35,6 +39,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         ec2: config.provider.ec2.provider_config(),
         drift_interval: config.engine.drift_interval.map_or(crate::engine::drift::DEFAULT_DRIFT_INTERVAL, |d| d.0),
         http_listen: Some(http_listen),
+        tokens,
     })
     .await
     .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;
@@ -67,7 +72,7 @@ fn check_exposure(listen: &str, insecure: bool) -> Result<(), Failure> {
             tracing::warn!(address = %a, "serving the API on a non-loopback address without authentication (--insecure)");
         } else {
             return Err(Failure::invalid(format!(
-                "refusing to serve the API on {a}: it is not a loopback address, and this server does not authenticate callers yet (anyone who reaches it could start recoveries and run programs on this host through manifests); listen on 127.0.0.1, or pass --insecure to accept that"
+                "refusing to serve the API on {a}: it is not a loopback address, and no tokens are configured (anyone who reaches it could start recoveries and run programs on this host through manifests); add [[auth.tokens]] to the configuration (`lifeboat token create`), listen on 127.0.0.1, or pass --insecure to accept that"
             )));
         }
     }
