@@ -49,6 +49,7 @@ async fn recovery(store: DynStore, text: &str, parallelism: usize) -> (Duration,
         clock: Arc::new(SystemClock),
         owner: "bench".into(),
         lease_ttl: Duration::from_secs(60),
+        notifier: Default::default(),
     });
     let t = Instant::now();
     let req = StartRequest {

@@ -24,6 +24,9 @@ pub struct Config {
     pub provider: ProviderSection,
     #[serde(default)]
     pub auth: AuthSection,
+    /// `[[notify]]`: where run notifications are POSTed.
+    #[serde(default)]
+    pub notify: Vec<crate::engine::notify::Receiver>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -36,6 +36,8 @@ pub struct Options {
     pub http_listen: Option<String>,
     /// Bearer tokens with roles; none: authentication is off.
     pub tokens: crate::api::auth::Tokens,
+    /// `[[notify]]` receivers of run notifications.
+    pub notify: Vec<crate::engine::notify::Receiver>,
 }
 
 pub struct Running {
@@ -74,6 +76,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         clock: Arc::new(SystemClock),
         owner: owner_name(),
         lease_ttl: opts.lease_ttl,
+        notifier: crate::engine::notify::Notifier::start(opts.notify.clone()).map_err(|e| anyhow::anyhow!(e))?,
     });
     let listener =
         TcpListener::bind(&opts.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.listen))?;

@@ -143,6 +143,7 @@ pub async fn run() -> Result<(), Failure> {
         drift_interval: crate::engine::drift::DEFAULT_DRIFT_INTERVAL,
         http_listen: None,
         tokens: Default::default(),
+        notify: Vec::new(),
     })
     .await
     .map_err(fail)?;

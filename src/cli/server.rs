@@ -40,6 +40,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         drift_interval: config.engine.drift_interval.map_or(crate::engine::drift::DEFAULT_DRIFT_INTERVAL, |d| d.0),
         http_listen: Some(http_listen),
         tokens,
+        notify: config.notify,
     })
     .await
     .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;

@@ -49,6 +49,16 @@ pub struct RunSpec {
     pub critical_path_ms: u64,
 }
 
+impl RunSpec {
+    /// "recovery" or "drill".
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            RunKind::Recovery => "recovery",
+            RunKind::Drill => "drill",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedStep {
     pub service: String,

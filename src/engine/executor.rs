@@ -185,6 +185,7 @@ impl Executor {
         let entry = self.append(at, elapsed, event).await?;
         self.observe(&entry);
         self.view.apply(&entry);
+        self.ctx.notifier.event(&self.view, &entry.event);
         let _ = self.events.send(entry);
         // Dependents whose last dependency this was become ready.
         if let Some(i) = turned_healthy {

@@ -8,6 +8,7 @@ mod executor;
 pub mod journal;
 pub mod lease;
 pub mod logs;
+pub mod notify;
 pub mod status;
 
 #[cfg(test)]
@@ -46,6 +47,8 @@ pub struct RunContext {
     /// This server process, as recorded in leases and journals.
     pub owner: String,
     pub lease_ttl: Duration,
+    /// Where run notifications go (`[[notify]]`); the default sends none.
+    pub notifier: notify::Notifier,
 }
 
 /// A request to a running executor.

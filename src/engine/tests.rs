@@ -232,6 +232,7 @@ async fn harness_on(store: DynStore, m: Manifest, script: BTreeMap<String, Behav
         clock: Arc::new(TokioClock::new()),
         owner: "test-server".into(),
         lease_ttl: Duration::from_secs(15),
+        notifier: Default::default(),
     });
     Harness { engine, provider, store }
 }
@@ -267,6 +268,7 @@ impl Harness {
             clock: Arc::new(TokioClock::new()),
             owner: "second-server".into(),
             lease_ttl: Duration::from_secs(15),
+            notifier: Default::default(),
         })
     }
 

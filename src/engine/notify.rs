@@ -1,0 +1,128 @@
+//! Outbound notifications (`[[notify]]`): a JSON message, Slack-compatible
+//! (`text`), POSTed when a run starts, waits for approval, succeeds, fails
+//! or is cancelled. Each receiver has its own queue and task: deliveries are
+//! retried with backoff, in order, and never block a run.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::domain::run::{Event, RunView};
+
+/// `[[notify]]` in the server's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receiver {
+    pub url: String,
+    /// Sent as `authorization: Bearer …`; never logged.
+    pub bearer: Option<String>,
+    /// Which of started, awaiting_approval, succeeded, failed, cancelled (default: all).
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+pub const EVENTS: [&str; 5] = ["started", "awaiting_approval", "succeeded", "failed", "cancelled"];
+
+/// What the engine hands over; cheap to clone, a no-op without receivers.
+#[derive(Clone, Default)]
+pub struct Notifier {
+    queues: Vec<(Receiver, mpsc::UnboundedSender<Value>)>,
+}
+
+impl Notifier {
+    /// Starts one delivery task per receiver; refuses unknown event names.
+    pub fn start(receivers: Vec<Receiver>) -> Result<Notifier, String> {
+        let mut queues = Vec::new();
+        for r in receivers {
+            if let Some(bad) = r.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+                return Err(format!("notify {}: unknown event \"{bad}\"; expected {}", r.url, EVENTS.join(", ")));
+            }
+            if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+                return Err(format!("notify: \"{}\" is not an http(s) URL", r.url));
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(deliver(r.clone(), rx));
+            queues.push((r, tx));
+        }
+        Ok(Notifier { queues })
+    }
+
+    /// Queues the message an event means, if it means one.
+    pub fn event(&self, view: &RunView, event: &Event) {
+        if self.queues.is_empty() {
+            return;
+        }
+        let (kind, service) = match event {
+            Event::RunStarted { .. } => ("started", None),
+            Event::ApprovalRequested { service } => ("awaiting_approval", Some(service.as_str())),
+            Event::RunFinished { state } => (state.as_str(), None),
+            _ => return,
+        };
+        let s = &view.spec;
+        let what =
+            format!("{} of {} in {} from snapshot {}", s.kind_name(), s.environment, s.region, s.snapshot_version);
+        let (text, approve) = match (kind, service) {
+            ("awaiting_approval", Some(svc)) => {
+                let cmd = format!("lifeboat run approve {} {svc}", s.id);
+                (format!("Run {}: {what}: {svc} waits for approval: `{cmd}`", s.id), Some(cmd))
+            }
+            ("started", _) => (format!("Run {} started: {what}", s.id), None),
+            (state, _) => (format!("Run {} {state}: {what}", s.id), None),
+        };
+        let message = json!({
+            "text": text,
+            "event": kind,
+            "run_id": s.id,
+            "environment": s.environment,
+            "region": s.region,
+            "snapshot_version": s.snapshot_version,
+            "state": if kind == "started" || kind == "awaiting_approval" { "running" } else { kind },
+            "service": service,
+            "approve_command": approve,
+        });
+        for (r, tx) in &self.queues {
+            if r.events.is_empty() || r.events.iter().any(|e| e == kind) {
+                let _ = tx.send(message.clone());
+            }
+        }
+    }
+}
+
+/// Delivers one receiver's messages in order, each retried with backoff
+/// (about 10 attempts over a few minutes) before it is dropped.
+async fn deliver(r: Receiver, mut rx: mpsc::UnboundedReceiver<Value>) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("an HTTP client builds");
+    while let Some(message) = rx.recv().await {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(30))
+            .with_max_times(9)
+            .with_jitter()
+            .build();
+        loop {
+            let mut req =
+                client.post(&r.url).header(reqwest::header::CONTENT_TYPE, "application/json").body(message.to_string());
+            if let Some(b) = &r.bearer {
+                req = req.bearer_auth(b);
+            }
+            let failure = match req.send().await {
+                Ok(resp) if resp.status().is_success() => break,
+                Ok(resp) => format!("HTTP {}", resp.status().as_u16()),
+                Err(e) => e.without_url().to_string(),
+            };
+            match delays.next() {
+                Some(d) => {
+                    tracing::warn!(url = %r.url, error = %failure, "notification not delivered; retrying");
+                    tokio::time::sleep(d).await;
+                }
+                None => {
+                    tracing::error!(url = %r.url, error = %failure, "notification dropped after retries");
+                    break;
+                }
+            }
+        }
+    }
+}
