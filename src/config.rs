@@ -29,6 +29,33 @@ pub struct Config {
     pub notify: Vec<crate::engine::notify::Receiver>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
+    /// PEM CA that client certificates must chain to.
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+impl TlsSection {
+    /// The tonic server configuration, with files read now (so a wrong
+    /// path is reported at start-up, naming it).
+    pub fn server_config(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("server.tls.{what} {}: {e}", p.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert, "cert")?, read(&self.key, "key")?);
+        let mut c = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca {
+            c = c.client_ca_root(tonic::transport::Certificate::from_pem(read(ca, "client_ca")?));
+        }
+        Ok(c)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
@@ -99,6 +126,9 @@ pub struct ServerSection {
     pub listen: Option<String>,
     /// HTTP address (/healthz, /readyz, /metrics), default 127.0.0.1:7701.
     pub http_listen: Option<String>,
+    /// TLS for the gRPC port; with `client_ca`, clients need a certificate
+    /// signed by it (mTLS).
+    pub tls: Option<TlsSection>,
     /// An image import that sends nothing for this long is dropped (default 30s).
     pub import_idle_timeout: Option<crate::domain::duration::Dur>,
 }

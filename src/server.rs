@@ -38,6 +38,8 @@ pub struct Options {
     pub tokens: crate::api::auth::Tokens,
     /// `[[notify]]` receivers of run notifications.
     pub notify: Vec<crate::engine::notify::Receiver>,
+    /// TLS (and mTLS) for the gRPC port.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 pub struct Running {
@@ -96,7 +98,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     }
     let ctx = api::Ctx::new(opts.store, engine.clone(), limits);
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(api::serve(listener, ctx, Arc::new(opts.tokens), async {
+    let task = tokio::spawn(api::serve(listener, ctx, Arc::new(opts.tokens), opts.tls, async {
         let _ = rx.await;
     }));
     // The store passed its self-test before we got here: ready.

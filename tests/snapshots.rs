@@ -276,12 +276,13 @@ fn messages_say_what_to_do_next() {
     let out = server.run(&["image", "import", dir.path().to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("is a directory: pack it as a .tar.gz"), "{}", out.stderr);
-    // host:port works; https:// is refused rather than silently plaintext.
+    // host:port works.
     let out = lifeboat(Some(server.addr()), &["snapshot", "show", "shop", "1"]);
     assert_eq!(out.code, 0, "{out:?}");
+    // https:// means TLS: against a plaintext server it fails, never downgrades.
     let out = lifeboat(Some(&format!("https://{}", server.addr())), &["snapshot", "show", "shop", "1"]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains("TLS is not supported yet"), "{}", out.stderr);
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(out.stderr.contains("cannot reach lifeboat server at https://"), "{}", out.stderr);
 }
 
 /// Tags do not move silently: moving one needs --force or --expect.

@@ -131,6 +131,7 @@ pub async fn serve(
     listener: TcpListener,
     ctx: Arc<Ctx>,
     tokens: Arc<auth::Tokens>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -141,7 +142,11 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = tls {
+        builder = builder.tls_config(t)?;
+    }
+    builder
         .layer(tower::util::MapResponseLayer::new(status::fix_transport_codes))
         .layer(auth::AuthLayer::new(tokens))
         .add_service(health_service)

@@ -59,17 +59,21 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl Client {
     pub async fn connect(url: &str) -> Result<Client, Failure> {
-        // `host:port` means plaintext HTTP/2; `https://` would mean TLS, which
-        // this client does not speak yet: refuse it rather than fall back.
+        // `host:port` means plaintext HTTP/2; `https://` means TLS, never a
+        // silent fallback to plaintext.
         let url = &if url.contains("://") { url.to_string() } else { format!("http://{url}") };
-        if url.starts_with("https://") {
-            return Err(Failure::invalid(format!(
-                "--server {url}: TLS is not supported yet; use http:// (or host:port) on a trusted network"
-            )));
-        }
-        let endpoint = Endpoint::from_shared(url.to_string())
+        let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| Failure::invalid(format!("--server {url:?} is not a valid URL: {e}")))?
             .connect_timeout(Duration::from_secs(5));
+        let tls = TLS.get().cloned().unwrap_or_default();
+        if url.starts_with("https://") {
+            endpoint =
+                endpoint.tls_config(tls.config()?).map_err(|e| Failure::invalid(format!("TLS for {url}: {e}")))?;
+        } else if tls.cert.is_some() || tls.ca.is_some() {
+            return Err(Failure::invalid(format!(
+                "--ca/--cert are for TLS, but --server {url} is plaintext: use https://"
+            )));
+        }
         let channel = endpoint.connect().await.map_err(|e| {
             Failure::new(exit::UNREACHABLE, format!("cannot reach lifeboat server at {url}: {}", root_cause(&e)))
         })?;
@@ -106,6 +110,40 @@ impl Client {
 }
 
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static TLS: std::sync::OnceLock<TlsFiles> = std::sync::OnceLock::new();
+
+/// `--ca`, `--cert`, `--key`: PEM files for `https://` servers.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    fn config(&self) -> Result<tonic::transport::ClientTlsConfig, Failure> {
+        let read = |p: &std::path::Path, flag: &str| {
+            std::fs::read(p).map_err(|e| Failure::invalid(format!("--{flag} {}: {e}", p.display())))
+        };
+        let mut c = tonic::transport::ClientTlsConfig::new();
+        c = match &self.ca {
+            Some(ca) => c.ca_certificate(tonic::transport::Certificate::from_pem(read(ca, "ca")?)),
+            None => c.with_native_roots(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                c = c.identity(tonic::transport::Identity::from_pem(read(cert, "cert")?, read(key, "key")?));
+            }
+            (None, None) => {}
+            _ => return Err(Failure::invalid("--cert and --key go together (a client certificate and its key)")),
+        }
+        Ok(c)
+    }
+}
+
+pub fn set_tls(files: TlsFiles) {
+    let _ = TLS.set(files);
+}
 
 /// The bearer token every request of this invocation carries.
 pub fn set_token(token: &str) {

@@ -53,6 +53,15 @@ pub struct Cli {
     /// The bearer token to call the server with (`lifeboat token create` makes one).
     #[arg(long, global = true, env = "LIFEBOAT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) that an https:// server's certificate must chain to [default: the system's].
+    #[arg(long, global = true, env = "LIFEBOAT_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require one (mTLS).
+    #[arg(long, global = true, env = "LIFEBOAT_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "LIFEBOAT_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -407,7 +416,13 @@ pub fn command() -> clap::Command {
     cmd.build();
     cmd.mut_subcommand("server", |s| {
         // In place (`mut_arg` would reorder the built argument list).
-        s.mut_args(|a| if matches!(a.get_id().as_str(), "server" | "output" | "token") { a.hide(true) } else { a })
+        s.mut_args(|a| {
+            if matches!(a.get_id().as_str(), "server" | "output" | "token" | "ca" | "cert" | "key") {
+                a.hide(true)
+            } else {
+                a
+            }
+        })
     })
 }
 
@@ -452,6 +467,9 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Both rustls crypto back ends are linked (the AWS SDK brings one, tonic
+    // the other): pick one for the process, for TLS on gRPC.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -477,6 +495,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Some(t) = &cli.token {
         client::set_token(t);
     }
+    client::set_tls(client::TlsFiles { ca: cli.ca.clone(), cert: cli.cert.clone(), key: cli.key.clone() });
     match cli.command {
         Command::Server(args) => server::run(args).await,
         Command::Manifest(ManifestCmd::Validate { file }) => manifest::validate(&file, output),

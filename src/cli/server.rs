@@ -18,8 +18,14 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
     let local_dir = args.local_dir.or(config.provider.local.dir.clone()).unwrap_or_else(|| DEFAULT_LOCAL_DIR.into());
     let lease_ttl = config.engine.lease_ttl.map_or(Duration::from_secs(15), |d| d.0);
     let tokens = crate::api::auth::Tokens::new(config.auth.tokens).map_err(Failure::invalid)?;
-    // Without tokens anyone who reaches the API may change everything: loopback only.
-    if !tokens.enabled() {
+    let tls = match &config.server.tls {
+        Some(t) => Some(t.server_config().map_err(|e| Failure::invalid(format!("{e:#}")))?),
+        None => None,
+    };
+    let mtls = config.server.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    // Without tokens or client certificates anyone who reaches the API may
+    // change everything: loopback only.
+    if !tokens.enabled() && !mtls {
         check_exposure(&listen, args.insecure)?;
         check_exposure(&http_listen, args.insecure)?;
     }
@@ -41,6 +47,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         http_listen: Some(http_listen),
         tokens,
         notify: config.notify,
+        tls,
     })
     .await
     .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;

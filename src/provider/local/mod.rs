@@ -56,6 +56,11 @@ fn backend(message: impl Into<String>) -> ProviderError {
 /// never collide with them. For stable addresses chosen by a program (the
 /// demo, tests).
 pub fn pick_listen_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    // Never the same port twice in one process: two callers picking at once
+    // (tests in parallel threads) would otherwise both see it free.
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let mut held = Vec::new();
     let mut ports = Vec::new();
     let seed = uuid::Uuid::new_v4().as_u128();
@@ -66,7 +71,7 @@ pub fn pick_listen_ports(n: usize) -> std::io::Result<Vec<u16>> {
             return Err(std::io::Error::other("no free port between 20000 and 32000"));
         }
         let port = 20_000 + ((seed.wrapping_mul(attempt.wrapping_add(7919)) >> 64) % 12_000) as u16;
-        if ports.contains(&port) {
+        if ports.contains(&port) || given.contains(&port) {
             continue;
         }
         if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
@@ -74,6 +79,7 @@ pub fn pick_listen_ports(n: usize) -> std::io::Result<Vec<u16>> {
             ports.push(port);
         }
     }
+    given.extend(ports.iter().copied());
     Ok(ports)
 }
 
