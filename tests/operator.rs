@@ -504,3 +504,51 @@ fn audit_list_answers_who_did_what() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("is neither a duration (2h, 7d) nor an RFC 3339 time"), "{out:?}");
 }
+
+/// `[[verify]]` smoke checks run once every service is healthy; a failing
+/// one fails the run although every service is healthy; a check naming an
+/// unknown service is refused at validation.
+#[test]
+fn verify_checks_run_after_the_services_are_healthy() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    let checks = "\n[[verify]]\nname = \"web answers\"\nservice = \"web\"\nhttp = \"/healthz\"\nbody_contains = \"web healthy\"\n\n\
+                  [[verify]]\nname = \"script\"\ncommand = [\"sh\", \"-c\", \"exit 0\"]\n";
+    let v2 = region.manifest.with_file_name("shop-v2.toml");
+    std::fs::write(&v2, format!("{text}{checks}")).unwrap();
+    server.run(&["snapshot", "push", v2.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "shop", "2", "--reason", "with checks"]).ok();
+    let out = server.run(&["recover", "shop", "--yes"]).ok().stdout;
+    let port = region.ports["web"];
+    assert!(
+        out.contains(&format!("verify web answers: passed (GET http://127.0.0.1:{port}/healthz: HTTP 200)")),
+        "{out}"
+    );
+    assert!(out.contains("verify script: passed (sh exited 0)"), "{out}");
+
+    // A check that cannot pass fails the run, naming it.
+    let bad = format!(
+        "{text}\n[[verify]]\nname = \"teapot\"\nservice = \"web\"\nhttp = \"/healthz\"\nstatus = 418\ntimeout = \"1s\"\n"
+    );
+    let v3 = region.manifest.with_file_name("shop-v3.toml");
+    std::fs::write(&v3, bad).unwrap();
+    server.run(&["snapshot", "push", v3.to_str().unwrap()]).ok();
+    let out = server.run(&["recover", "shop", "--snapshot", "3", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("verify teapot (GET http://127.0.0.1:{port}/healthz: HTTP 200, want 418)")),
+        "{out:?}"
+    );
+    let run = server.run(&["--output", "json", "run", "show", "--latest", "shop"]).ok().json();
+    assert_eq!(run["state"], "failed");
+    assert_eq!(run["verify"][0]["passed"], false);
+    assert!(run["services"].as_array().unwrap().iter().all(|s| s["state"] == "healthy"), "{run}");
+
+    let unknown = region.manifest.with_file_name("shop-bad.toml");
+    std::fs::write(&unknown, format!("{text}\n[[verify]]\nservice = \"nosuch\"\nhttp = \"/\"\n")).unwrap();
+    let out = lifeboat(None, &["manifest", "validate", unknown.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("verify[0].service: no service \"nosuch\" in this manifest"), "{out:?}");
+}

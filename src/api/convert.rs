@@ -154,6 +154,15 @@ pub fn run(v: &crate::domain::run::RunView) -> pb::Run {
         critical_path_ms: v.spec.critical_path_ms,
         elapsed_ms: v.elapsed_ms,
         stopped_ms: v.stopped_ms,
+        verify: v
+            .verify
+            .iter()
+            .map(|(check, passed, detail)| pb::VerifyResult {
+                check: check.clone(),
+                passed: *passed,
+                detail: detail.clone(),
+            })
+            .collect(),
         cancel_requested: v.cancel_requested,
         owners: v.owners.clone(),
         measured_critical_path: measured_path,

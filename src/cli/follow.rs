@@ -184,6 +184,7 @@ pub fn run_json(r: &pb::Run) -> Value {
         "measured_critical_path_ms": r.measured_critical_path_ms,
         "cancel_requested": r.cancel_requested,
         "stopped_ms": r.stopped_ms,
+        "verify": r.verify.iter().map(|v| json!({"check": v.check, "passed": v.passed, "detail": v.detail})).collect::<Vec<_>>(),
         "owners": r.owners,
         "services": r.services.iter().map(|s| json!({
             "name": s.name,
@@ -241,6 +242,10 @@ pub fn print_run(r: &pb::Run) {
         for l in super::output::collapse(&s.logs) {
             println!("    | {l}");
         }
+    }
+    for v in &r.verify {
+        let verdict = if v.passed { "passed" } else { "FAILED" };
+        println!("verify {}: {verdict}: {}", v.check, v.detail);
     }
     let skipped = r.services.iter().filter(|s| s.state == "skipped").count();
     if skipped > 0 {

@@ -270,12 +270,14 @@ async fn finish(client: &Client, id: &str, output: Output) -> Result<(), Failure
         "succeeded" => Ok(()),
         "cancelled" => Err(Failure::new(exit::FAILED, format!("run {} was cancelled", run.id))),
         state => {
-            let causes: Vec<String> = run
+            let mut causes: Vec<String> = run
                 .services
                 .iter()
                 .filter(|s| s.state == "failed")
                 .map(|s| format!("{} ({})", s.name, s.error))
                 .collect();
+            causes
+                .extend(run.verify.iter().filter(|v| !v.passed).map(|v| format!("verify {} ({})", v.check, v.detail)));
             Err(Failure::new(exit::FAILED, format!("run {} {state}: {}", run.id, causes.join("; "))))
         }
     }

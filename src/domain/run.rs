@@ -156,6 +156,12 @@ pub enum Event {
     ServiceCancelled {
         service: String,
     },
+    /// One `[[verify]]` check, once every service was healthy.
+    Verified {
+        check: String,
+        passed: bool,
+        detail: String,
+    },
     /// A service absent from the snapshot: its traffic stopped, its
     /// instances removed (prune).
     Removed {
@@ -185,7 +191,9 @@ impl Event {
             | Skipped { service, .. }
             | Removed { service, .. }
             | ServiceCancelled { service } => Some(service),
-            RunStarted { .. } | RunResumed { .. } | CancelRequested { .. } | RunFinished { .. } => None,
+            RunStarted { .. } | RunResumed { .. } | CancelRequested { .. } | RunFinished { .. } | Verified { .. } => {
+                None
+            }
         }
     }
 
@@ -218,6 +226,8 @@ impl Event {
             ServiceFailed { service, reason } => format!("{service}: FAILED: {reason}"),
             Skipped { service, upstream } => format!("{service}: skipped (upstream {upstream} failed)"),
             CancelRequested { by } => format!("cancel requested by {by}"),
+            Verified { check, passed: true, detail } => format!("verify {check}: passed ({detail})"),
+            Verified { check, passed: false, detail } => format!("verify {check}: FAILED: {detail}"),
             ServiceCancelled { service } => format!("{service}: cancelled"),
             Removed { service, instances } => {
                 format!("{service}: not in the snapshot: traffic stopped, instances removed ({})", instances.join(", "))
@@ -342,6 +352,8 @@ pub struct RunView {
     /// Time with no server running the run (between a server stopping and
     /// another resuming it); part of `elapsed_ms`.
     pub stopped_ms: u64,
+    /// `[[verify]]` results: (check, passed, detail).
+    pub verify: Vec<(String, bool, String)>,
 }
 
 impl RunView {
@@ -385,6 +397,7 @@ impl RunView {
             last_seq: None,
             owners: Vec::new(),
             stopped_ms: 0,
+            verify: Vec::new(),
         }
     }
 
@@ -478,6 +491,7 @@ impl RunView {
         match &e.event {
             RunStarted { owner } | RunResumed { owner } => self.owners.push(owner.clone()),
             CancelRequested { .. } => self.cancel_requested = true,
+            Verified { check, passed, detail } => self.verify.push((check.clone(), *passed, detail.clone())),
             RunFinished { state } => {
                 self.state = *state;
                 self.finished_at = Some(e.at.clone());
@@ -516,7 +530,7 @@ impl RunView {
     /// The state a finished run ends in, given its services.
     pub fn outcome(&self) -> RunState {
         let states = || self.services.values().map(|s| s.state);
-        if states().any(|s| s == ServiceState::Failed) {
+        if states().any(|s| s == ServiceState::Failed) || self.verify.iter().any(|(_, passed, _)| !passed) {
             RunState::Failed
         } else if self.cancel_requested || states().any(|s| s == ServiceState::Cancelled) {
             RunState::Cancelled

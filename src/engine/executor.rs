@@ -20,7 +20,7 @@ use super::journal::Journal;
 use super::lease::Lease;
 use super::{Control, RunContext};
 use crate::domain::dag::Dag;
-use crate::domain::manifest::{Manifest, Service};
+use crate::domain::manifest::{Manifest, Service, VerifyCheck};
 use crate::domain::run::{
     Action, Entry, Event, PlannedStep, RunSpec, RunState, RunView, ServiceProgress, ServiceState,
 };
@@ -363,6 +363,7 @@ impl Executor {
         let mut decommissions: JoinSet<()> = JoinSet::new();
         let mut started: BTreeSet<String> = BTreeSet::new();
         let parallelism = self.view.spec.parallelism.max(1);
+        let mut verify_started = false;
 
         // Resumed: cut-over services whose old instances were not yet removed.
         for s in self.view.spec.steps.clone() {
@@ -410,8 +411,29 @@ impl Executor {
                     tasks.spawn(async move { (name, task.run().await) });
                 }
             }
+            // Once every service is healthy, the manifest's smoke checks run
+            // (those a resumed run has not recorded yet).
+            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() && !verify_started {
+                let all_healthy = self
+                    .view
+                    .spec
+                    .steps
+                    .iter()
+                    .filter(|s| s.action != Action::Delete)
+                    .all(|s| self.view.services[&s.service].state == ServiceState::Healthy);
+                let done: BTreeSet<&str> = self.view.verify.iter().map(|(c, _, _)| c.as_str()).collect();
+                let pending: Vec<VerifyCheck> =
+                    self.manifest.verify.iter().filter(|c| !done.contains(c.name.as_str())).cloned().collect();
+                verify_started = true;
+                if all_healthy && !pending.is_empty() {
+                    let (m, region) = (self.manifest.clone(), self.view.spec.region.clone());
+                    tasks.spawn(verify_checks(m, region, pending, tx.clone()));
+                    continue;
+                }
+            }
             // Services absent from the snapshot go once everything else is
-            // healthy; if anything else did not make it, they stay.
+            // healthy (and verified); if anything did not make it, they stay.
+            let verify_failed = self.view.verify.iter().any(|(_, passed, _)| !passed);
             if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() {
                 let deletions: Vec<PlannedStep> = self
                     .view
@@ -430,7 +452,8 @@ impl Executor {
                         .iter()
                         .filter(|s| s.action != Action::Delete)
                         .find(|s| self.view.services[&s.service].state != ServiceState::Healthy)
-                        .map(|s| s.service.clone());
+                        .map(|s| s.service.clone())
+                        .or_else(|| verify_failed.then(|| "verify".to_string()));
                     for step in deletions {
                         match &blocker {
                             Some(upstream) => {
@@ -569,6 +592,24 @@ async fn decommission(
     }
     let (ack, _) = oneshot::channel();
     let _ = tx.send(Msg { event: Event::Decommissioned { service, instances: old }, ack }).await;
+}
+
+/// Runs smoke checks one after the other, recording each result.
+async fn verify_checks(
+    m: crate::domain::manifest::Manifest,
+    region: String,
+    checks: Vec<VerifyCheck>,
+    tx: mpsc::Sender<Msg>,
+) -> (String, Outcome) {
+    for check in checks {
+        let (passed, detail) = super::verify::run(&m, &region, &check).await;
+        let (ack, done) = oneshot::channel();
+        let event = Event::Verified { check: check.name.clone(), passed, detail };
+        if tx.send(Msg { event, ack }).await.is_err() || !matches!(done.await, Ok(true)) {
+            break;
+        }
+    }
+    ("verify".to_string(), Outcome::Done)
 }
 
 /// Prune: a service absent from the snapshot stops receiving traffic, then

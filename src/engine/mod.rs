@@ -10,6 +10,7 @@ pub mod lease;
 pub mod logs;
 pub mod notify;
 pub mod status;
+pub mod verify;
 
 #[cfg(test)]
 mod tests;

@@ -204,6 +204,7 @@ fn manifest(services: BTreeMap<String, Service>) -> Manifest {
         rto_objective: None,
         promotion: Promotion::Manual,
         services,
+        verify: Vec::new(),
     }
 }
 

@@ -12,6 +12,9 @@ use super::source::{self, Entry, Format, Node, Pos, Value};
 
 mod launch;
 mod validator;
+mod verify;
+
+pub use verify::{VerifyCheck, VerifyProbe};
 
 use validator::{Validator, join};
 
@@ -31,6 +34,10 @@ pub struct Manifest {
     pub rto_objective: Option<Dur>,
     pub promotion: Promotion,
     pub services: BTreeMap<String, Service>,
+    /// Smoke checks once every service is healthy; left out of the stored
+    /// form when there are none, so earlier snapshots keep their digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify: Vec<VerifyCheck>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,7 +321,8 @@ impl Validator {
             },
         };
         let services_node = self.required(&mut f, "services", pos);
-        self.finish(f, &["environment", "region", "provider", "rto_objective", "promotion", "services"]);
+        let verify_node = f.take("verify");
+        self.finish(f, &["environment", "region", "provider", "rto_objective", "promotion", "services", "verify"]);
 
         let mut services = BTreeMap::new();
         let mut services_ok = true;
@@ -362,7 +370,12 @@ impl Validator {
         if provider == Some(Provider::Local) {
             self.listen_conflicts(&services);
         }
+        let verify = match verify_node {
+            None => Some(Vec::new()),
+            Some(n) => self.verify(n, &services, provider),
+        };
         Some(Manifest {
+            verify: verify?,
             environment: environment?,
             region: region?,
             provider: provider?,

@@ -1,0 +1,67 @@
+//! Running a manifest's `[[verify]]` checks once every service of a run is
+//! healthy: each is retried until it passes or its timeout ends.
+
+use std::time::Duration;
+
+use crate::domain::manifest::{Manifest, Provider, VerifyCheck, VerifyProbe};
+
+/// Where an HTTP check is sent: an absolute URL as is, a path on the
+/// service's stable address (local: `launch.listen`; ec2: its DNS name).
+pub fn url(m: &Manifest, region: &str, check: &VerifyCheck) -> Option<String> {
+    let VerifyProbe::Http { service, http, .. } = &check.probe else { return None };
+    if http.starts_with("http://") || http.starts_with("https://") {
+        return Some(http.clone());
+    }
+    let svc = m.services.get(service.as_deref()?)?;
+    let host = match m.provider {
+        Provider::Local => svc.launch.get("listen")?.as_str()?.to_string(),
+        Provider::Ec2 => crate::provider::ec2::settings::resolve(&svc.launch, region).ok()?.dns?.name,
+    };
+    Some(format!("http://{host}{http}"))
+}
+
+/// One attempt: `Err` says what was wrong.
+async fn attempt(m: &Manifest, region: &str, check: &VerifyCheck) -> Result<String, String> {
+    match &check.probe {
+        VerifyProbe::Http { status, body_contains, .. } => {
+            let url = url(m, region, check).ok_or("the service has no address to request")?;
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())?;
+            let resp = client.get(&url).send().await.map_err(|e| format!("GET {url}: {}", e.without_url()))?;
+            let got = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            if got != *status {
+                return Err(format!("GET {url}: HTTP {got}, want {status}"));
+            }
+            if let Some(want) = body_contains
+                && !body.contains(want.as_str())
+            {
+                return Err(format!("GET {url}: HTTP {got}, but the body does not contain \"{want}\""));
+            }
+            Ok(format!("GET {url}: HTTP {got}"))
+        }
+        VerifyProbe::Command { command } => {
+            let env = vec![("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string())];
+            crate::provider::health::probe_command(command, &env, &std::env::temp_dir(), Duration::from_secs(30))
+                .await
+                .map(|()| format!("{} exited 0", command[0]))
+        }
+    }
+}
+
+/// Retries until the check passes or its timeout ends: (passed, detail).
+pub async fn run(m: &Manifest, region: &str, check: &VerifyCheck) -> (bool, String) {
+    let deadline = tokio::time::Instant::now() + check.timeout.0;
+    loop {
+        match attempt(m, region, check).await {
+            Ok(detail) => return (true, detail),
+            Err(why) if tokio::time::Instant::now() + Duration::from_millis(500) >= deadline => {
+                return (false, why);
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
