@@ -40,19 +40,25 @@ pub struct TlsSection {
     pub client_ca: Option<std::path::PathBuf>,
 }
 
+/// The TLS files' contents (PEM), read at start-up.
+#[derive(Debug, Clone)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
+}
+
 impl TlsSection {
-    /// The tonic server configuration, with files read now (so a wrong
-    /// path is reported at start-up, naming it).
-    pub fn server_config(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    /// Reads the files now, so a wrong path is reported at start-up, naming it.
+    pub fn read(&self) -> anyhow::Result<TlsPem> {
         let read = |p: &std::path::Path, what: &str| {
             std::fs::read(p).map_err(|e| anyhow::anyhow!("server.tls.{what} {}: {e}", p.display()))
         };
-        let identity = tonic::transport::Identity::from_pem(read(&self.cert, "cert")?, read(&self.key, "key")?);
-        let mut c = tonic::transport::ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = &self.client_ca {
-            c = c.client_ca_root(tonic::transport::Certificate::from_pem(read(ca, "client_ca")?));
-        }
-        Ok(c)
+        Ok(TlsPem {
+            cert: read(&self.cert, "cert")?,
+            key: read(&self.key, "key")?,
+            client_ca: self.client_ca.as_deref().map(|ca| read(ca, "client_ca")).transpose()?,
+        })
     }
 }
 

@@ -39,7 +39,7 @@ pub struct Options {
     /// `[[notify]]` receivers of run notifications.
     pub notify: Vec<crate::engine::notify::Receiver>,
     /// TLS (and mTLS) for the gRPC port.
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    pub tls: Option<crate::config::TlsPem>,
 }
 
 pub struct Running {

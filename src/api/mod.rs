@@ -131,7 +131,7 @@ pub async fn serve(
     listener: TcpListener,
     ctx: Arc<Ctx>,
     tokens: Arc<auth::Tokens>,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<crate::config::TlsPem>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -144,7 +144,12 @@ pub async fn serve(
     };
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = tls {
-        builder = builder.tls_config(t)?;
+        let identity = tonic::transport::Identity::from_pem(t.cert, t.key);
+        let mut c = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = t.client_ca {
+            c = c.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(c)?;
     }
     builder
         .layer(tower::util::MapResponseLayer::new(status::fix_transport_codes))

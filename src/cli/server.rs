@@ -19,7 +19,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
     let lease_ttl = config.engine.lease_ttl.map_or(Duration::from_secs(15), |d| d.0);
     let tokens = crate::api::auth::Tokens::new(config.auth.tokens).map_err(Failure::invalid)?;
     let tls = match &config.server.tls {
-        Some(t) => Some(t.server_config().map_err(|e| Failure::invalid(format!("{e:#}")))?),
+        Some(t) => Some(t.read().map_err(|e| Failure::invalid(format!("{e:#}")))?),
         None => None,
     };
     let mtls = config.server.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
