@@ -54,6 +54,7 @@ async fn recovery(store: DynStore, text: &str, parallelism: usize) -> (Duration,
     let t = Instant::now();
     let req = StartRequest {
         prune: true,
+        propose: false,
         environment: "bench".into(),
         reference: "latest".into(),
         region: None,

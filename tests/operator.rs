@@ -552,3 +552,49 @@ fn verify_checks_run_after_the_services_are_healthy() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("verify[0].service: no service \"nosuch\" in this manifest"), "{out:?}");
 }
+
+/// `recover --propose` plans a run that launches nothing until the whole
+/// run is approved; a cancelled proposal launches nothing at all.
+#[test]
+fn a_proposed_run_waits_for_approval_of_the_whole_run() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
+    let out = server.run(&["recover", "shop", "--yes", "--detach", "--propose"]).ok();
+    let id = out.stdout.trim().to_string();
+    assert!(
+        out.stderr.contains(&format!("nothing launches until it is approved with: lifeboat run approve {id}")),
+        "{out:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(instance_processes(&server.local_dir()).is_empty(), "nothing launched before approval");
+    let shown = server.run(&["run", "show", &id]).ok().stdout;
+    assert!(
+        shown.contains(&format!("proposed: nothing launches until approved: lifeboat run approve {id}")),
+        "{shown}"
+    );
+    let out = server.run(&["run", "approve", &id, "db"]);
+    assert_eq!(out.code, 1, "db has no approval gate: {out:?}");
+    server.run(&["run", "approve", &id]).ok();
+    let out = server.run(&["run", "approve", &id]);
+    assert!(out.code == 1 && out.stderr.contains("is already approved (by tester"), "{out:?}");
+    server.run(&["run", "watch", &id]).ok();
+    assert!(region.answers("web"));
+    let run = server.run(&["--output", "json", "run", "show", &id]).ok().json();
+    assert_eq!((run["state"].as_str(), run["awaiting_approval"].as_bool()), (Some("succeeded"), Some(false)));
+    assert!(run["approved_by"].as_str().unwrap().starts_with("tester"), "{run}");
+
+    // A proposal that is cancelled launches nothing; a run not proposed cannot be approved whole.
+    let id =
+        server.run(&["recover", "shop", "--yes", "--detach", "--propose", "--force"]).ok().stdout.trim().to_string();
+    server.run(&["run", "cancel", &id]).ok();
+    let out = server.run(&["run", "watch", &id]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let run = server.run(&["--output", "json", "run", "show", &id]).ok().json();
+    assert_eq!(run["state"], "cancelled");
+    assert!(run["services"].as_array().unwrap().iter().all(|s| s["instances"].as_array().unwrap().is_empty()), "{run}");
+    let plain = server.run(&["recover", "shop", "--yes", "--detach", "--force"]).ok().stdout.trim().to_string();
+    server.run(&["run", "watch", &plain]).ok();
+    let out = server.run(&["run", "approve", &plain]);
+    assert_eq!(out.code, 1, "{out:?}");
+}

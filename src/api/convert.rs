@@ -154,6 +154,8 @@ pub fn run(v: &crate::domain::run::RunView) -> pb::Run {
         critical_path_ms: v.spec.critical_path_ms,
         elapsed_ms: v.elapsed_ms,
         stopped_ms: v.stopped_ms,
+        awaiting_approval: v.awaiting_approval(),
+        approved_by: v.run_approved_by.clone().unwrap_or_default(),
         verify: v
             .verify
             .iter()

@@ -55,6 +55,7 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
             parallelism: (r.parallelism > 0).then_some(r.parallelism as usize),
             force: r.force,
             prune: !r.no_prune,
+            propose: r.propose,
             kind: RunKind::Recovery,
             actor: who.clone(),
         };
@@ -112,11 +113,9 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
     async fn approve(&self, req: Request<pb::ApproveRequest>) -> Result<Response<pb::Run>, Status> {
         let who = actor(&req);
         let r = req.into_inner();
-        if r.service.is_empty() {
-            return Err(to_status(Error::InvalidArgument("service is required".into())));
-        }
         let id = self.ctx.engine.resolve(&r.id).await.map_err(to_status)?;
         let target = format!("{} {}", self.ctx.engine.run_target(&id).await.map_err(to_status)?, r.service);
+        let target = target.trim_end().to_string();
         let op = self.ctx.engine.approve(&id, &r.service, &who);
         let view = self.ctx.audited(&who, "run.approve", &target, op).await.map_err(to_status)?;
         Ok(Response::new(convert::run(&view)))

@@ -111,7 +111,7 @@ async fn recover_region(client: &Client) -> Result<pb::Run, Failure> {
         force: false,
         no_prune: false,
     };
-    let run = start(client, target, None).await?;
+    let run = start(client, target, None, false).await?;
     println!("run {} started", run.id);
     let run = follow(client, &run.id, Output::Text).await?;
     println!();

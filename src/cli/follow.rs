@@ -184,6 +184,8 @@ pub fn run_json(r: &pb::Run) -> Value {
         "measured_critical_path_ms": r.measured_critical_path_ms,
         "cancel_requested": r.cancel_requested,
         "stopped_ms": r.stopped_ms,
+        "awaiting_approval": r.awaiting_approval,
+        "approved_by": if r.approved_by.is_empty() { Value::Null } else { json!(r.approved_by) },
         "verify": r.verify.iter().map(|v| json!({"check": v.check, "passed": v.passed, "detail": v.detail})).collect::<Vec<_>>(),
         "owners": r.owners,
         "services": r.services.iter().map(|s| json!({
@@ -250,6 +252,9 @@ pub fn print_run(r: &pb::Run) {
     let skipped = r.services.iter().filter(|s| s.state == "skipped").count();
     if skipped > 0 {
         println!("{skipped} dependent service(s) were skipped; unrelated services were recovered.");
+    }
+    if r.awaiting_approval {
+        println!("proposed: nothing launches until approved: lifeboat run approve {}", r.id);
     }
     for s in r.services.iter().filter(|s| s.state == "awaiting_approval") {
         println!("waiting for approval: lifeboat run approve {} {}", r.id, s.name);

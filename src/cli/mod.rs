@@ -112,6 +112,9 @@ pub enum Command {
         /// Start the run and return without following it.
         #[arg(long)]
         detach: bool,
+        /// Plan the run and wait, launching nothing, until `lifeboat run approve ID`.
+        #[arg(long)]
+        propose: bool,
     },
     /// Manage runs (recoveries and drills).
     #[command(subcommand)]
@@ -222,7 +225,8 @@ pub enum RunCmd {
     Approve {
         /// A run ID, or a unique prefix of it.
         id: String,
-        service: String,
+        /// A service with `approval = true` [default: the whole run, if it was proposed].
+        service: Option<String>,
     },
     /// Take over a run whose server stopped.
     Resume {
@@ -523,9 +527,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let client = client::Client::connect(&cli.server).await?;
             recovery::plan(&client, target, format, output, detailed_exitcode).await
         }
-        Command::Recover { target, parallelism, dry_run, yes, detach } => {
+        Command::Recover { target, parallelism, dry_run, yes, detach, propose } => {
             let client = client::Client::connect(&cli.server).await?;
-            let options = recovery::RecoverOptions { parallelism, dry_run, yes, detach };
+            let options = recovery::RecoverOptions { parallelism, dry_run, yes, detach, propose };
             recovery::recover(&client, target, options, output).await
         }
         Command::Run(cmd) => {

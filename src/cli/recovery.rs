@@ -180,7 +180,7 @@ pub async fn plan(
     }
 }
 
-pub async fn start(client: &Client, t: Target, parallelism: Option<u32>) -> Result<pb::Run, Failure> {
+pub async fn start(client: &Client, t: Target, parallelism: Option<u32>, propose: bool) -> Result<pb::Run, Failure> {
     let mut svc = RecoveryServiceClient::new(client.channel.clone());
     let req = pb::StartRecoveryRequest {
         environment: t.environment,
@@ -189,6 +189,7 @@ pub async fn start(client: &Client, t: Target, parallelism: Option<u32>) -> Resu
         parallelism: parallelism.unwrap_or(0),
         force: t.force,
         no_prune: t.no_prune,
+        propose,
     };
     Ok(svc.start(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner())
 }
@@ -198,6 +199,8 @@ pub struct RecoverOptions {
     pub dry_run: bool,
     pub yes: bool,
     pub detach: bool,
+    /// Plan it and wait for `run approve ID` before anything launches.
+    pub propose: bool,
 }
 
 pub async fn recover(client: &Client, t: Target, o: RecoverOptions, output: Output) -> Result<(), Failure> {
@@ -223,14 +226,21 @@ pub async fn recover(client: &Client, t: Target, o: RecoverOptions, output: Outp
             return Err(Failure::new(exit::FAILED, "recovery not started"));
         }
     }
-    let run = start(client, t, o.parallelism).await?;
+    let run = start(client, t, o.parallelism, o.propose).await?;
     if o.detach {
         // Only the ID on stdout, for `RUN_ID=$(lifeboat recover … --detach)`.
         match output {
             Output::Json => print_json(&run_json(&run)),
             Output::Text => {
                 println!("{}", run.id);
-                eprintln!("started run {}; follow it with: lifeboat run watch {}", run.id, run.id);
+                if o.propose {
+                    eprintln!(
+                        "proposed run {}: nothing launches until it is approved with: lifeboat run approve {}",
+                        run.id, run.id
+                    );
+                } else {
+                    eprintln!("started run {}; follow it with: lifeboat run watch {}", run.id, run.id);
+                }
             }
         }
         return Ok(());
@@ -372,9 +382,12 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
             show(&run, format!("cancel requested for run {}; instances not yet cut over will be removed", run.id));
         }
         RunCmd::Approve { id, service } => {
-            let req = pb::ApproveRequest { id, service: service.clone() };
+            let req = pb::ApproveRequest { id, service: service.clone().unwrap_or_default() };
             let run = svc.approve(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
-            show(&run, format!("approved {service} in run {}", run.id));
+            match service {
+                Some(s) => show(&run, format!("approved {s} in run {}", run.id)),
+                None => show(&run, format!("approved run {}; it goes ahead", run.id)),
+            }
         }
         RunCmd::Logs { id, service, read } => {
             let req = pb::LogsRequest {

@@ -47,6 +47,9 @@ pub struct RunSpec {
     pub steps: Vec<PlannedStep>,
     pub critical_path: Vec<String>,
     pub critical_path_ms: u64,
+    /// Proposed: nothing launches until the whole run is approved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proposed: bool,
 }
 
 impl RunSpec {
@@ -153,6 +156,11 @@ pub enum Event {
     CancelRequested {
         by: String,
     },
+    /// A proposed run waits for `lifeboat run approve ID` before anything launches.
+    RunApprovalRequested,
+    RunApproved {
+        by: String,
+    },
     ServiceCancelled {
         service: String,
     },
@@ -191,9 +199,13 @@ impl Event {
             | Skipped { service, .. }
             | Removed { service, .. }
             | ServiceCancelled { service } => Some(service),
-            RunStarted { .. } | RunResumed { .. } | CancelRequested { .. } | RunFinished { .. } | Verified { .. } => {
-                None
-            }
+            RunStarted { .. }
+            | RunResumed { .. }
+            | CancelRequested { .. }
+            | RunFinished { .. }
+            | RunApprovalRequested
+            | RunApproved { .. }
+            | Verified { .. } => None,
         }
     }
 
@@ -226,6 +238,10 @@ impl Event {
             ServiceFailed { service, reason } => format!("{service}: FAILED: {reason}"),
             Skipped { service, upstream } => format!("{service}: skipped (upstream {upstream} failed)"),
             CancelRequested { by } => format!("cancel requested by {by}"),
+            RunApprovalRequested => {
+                format!("proposed: nothing launches until approved: lifeboat run approve {run_id}")
+            }
+            RunApproved { by } => format!("run approved by {by}"),
             Verified { check, passed: true, detail } => format!("verify {check}: passed ({detail})"),
             Verified { check, passed: false, detail } => format!("verify {check}: FAILED: {detail}"),
             ServiceCancelled { service } => format!("{service}: cancelled"),
@@ -354,6 +370,8 @@ pub struct RunView {
     pub stopped_ms: u64,
     /// `[[verify]]` results: (check, passed, detail).
     pub verify: Vec<(String, bool, String)>,
+    /// Who approved a proposed run.
+    pub run_approved_by: Option<String>,
 }
 
 impl RunView {
@@ -398,6 +416,7 @@ impl RunView {
             owners: Vec::new(),
             stopped_ms: 0,
             verify: Vec::new(),
+            run_approved_by: None,
         }
     }
 
@@ -491,6 +510,7 @@ impl RunView {
         match &e.event {
             RunStarted { owner } | RunResumed { owner } => self.owners.push(owner.clone()),
             CancelRequested { .. } => self.cancel_requested = true,
+            RunApproved { by } => self.run_approved_by = Some(by.clone()),
             Verified { check, passed, detail } => self.verify.push((check.clone(), *passed, detail.clone())),
             RunFinished { state } => {
                 self.state = *state;
@@ -525,6 +545,11 @@ impl RunView {
         };
         let (path, total) = dag.critical_path(took);
         (path.iter().map(|i| dag.name(*i).to_string()).collect(), total.as_millis() as u64)
+    }
+
+    /// A proposed run not approved yet: nothing launches.
+    pub fn awaiting_approval(&self) -> bool {
+        self.spec.proposed && self.run_approved_by.is_none() && !self.state.is_finished()
     }
 
     /// The state a finished run ends in, given its services.
@@ -572,6 +597,7 @@ mod tests {
                 .collect(),
             critical_path: vec![],
             critical_path_ms: 0,
+            proposed: false,
         }
     }
 

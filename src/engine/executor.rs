@@ -69,6 +69,8 @@ pub struct Executor {
     last_renewal: tokio::time::Instant,
     /// Per service: the step in progress and when it began (for metrics).
     spans: std::collections::HashMap<String, (&'static str, u64)>,
+    /// A proposed run's ready services, released when it is approved.
+    held: VecDeque<usize>,
 }
 
 impl Executor {
@@ -117,6 +119,7 @@ impl Executor {
             ready: VecDeque::new(),
             last_renewal: tokio::time::Instant::now(),
             spans: std::collections::HashMap::new(),
+            held: VecDeque::new(),
         };
         ex.waiting_on = (0..ex.dag.len())
             .map(|i| ex.dag.deps(i).iter().filter(|&&d| ex.state_of(d) != ServiceState::Healthy).count())
@@ -129,6 +132,13 @@ impl Executor {
         let owner = ex.ctx.owner.clone();
         let first = if entries.is_empty() { Event::RunStarted { owner } } else { Event::RunResumed { owner } };
         ex.persist(first).await?;
+        // A proposed run launches nothing until it is approved as a whole.
+        if ex.view.awaiting_approval() {
+            if !entries.iter().any(|e| matches!(e.event, Event::RunApprovalRequested)) {
+                ex.persist(Event::RunApprovalRequested).await?;
+            }
+            ex.held = std::mem::take(&mut ex.ready);
+        }
         if ex.view.cancel_requested {
             ex.cancel.cancel();
         }
@@ -317,6 +327,12 @@ impl Executor {
                 }
                 self.cancel.cancel();
             }
+            Control::Approve { service, by } if service.is_empty() => {
+                if self.view.awaiting_approval() {
+                    self.persist(Event::RunApproved { by }).await?;
+                    self.ready.append(&mut self.held);
+                }
+            }
             Control::Approve { service, by } => {
                 let waiting = self.view.services.get(&service).is_some_and(|s| s.approved_by.is_none());
                 if waiting {
@@ -413,7 +429,8 @@ impl Executor {
             }
             // Once every service is healthy, the manifest's smoke checks run
             // (those a resumed run has not recorded yet).
-            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() && !verify_started {
+            let waiting = self.view.awaiting_approval();
+            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() && !verify_started && !waiting {
                 let all_healthy = self
                     .view
                     .spec
@@ -434,7 +451,7 @@ impl Executor {
             // Services absent from the snapshot go once everything else is
             // healthy (and verified); if anything did not make it, they stay.
             let verify_failed = self.view.verify.iter().any(|(_, passed, _)| !passed);
-            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() {
+            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() && !waiting {
                 let deletions: Vec<PlannedStep> = self
                     .view
                     .spec
@@ -476,8 +493,13 @@ impl Executor {
                     continue;
                 }
             }
-            // With no task in flight the fill above emptied `ready`.
-            if tasks.is_empty() && decommissions.is_empty() && self.ready.is_empty() {
+            // With no task in flight the fill above emptied `ready`; a
+            // proposed run waits for its approval (or a cancel).
+            if tasks.is_empty()
+                && decommissions.is_empty()
+                && self.ready.is_empty()
+                && (!self.view.awaiting_approval() || self.cancel.is_cancelled())
+            {
                 // Nothing in flight and nothing can start: drain late messages, then finish.
                 if let Ok(msg) = rx.try_recv() {
                     self.on_message(msg).await?;

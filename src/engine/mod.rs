@@ -68,6 +68,8 @@ pub struct StartRequest {
     pub force: bool,
     /// Delete running services absent from the snapshot (after the rest is healthy).
     pub prune: bool,
+    /// Wait for `run approve ID` before anything launches.
+    pub propose: bool,
     pub kind: RunKind,
     pub actor: String,
 }
@@ -375,6 +377,7 @@ impl Engine {
             steps: plan.steps,
             critical_path: plan.critical_path,
             critical_path_ms: plan.critical_path_ms,
+            proposed: req.propose,
         };
         let bytes = codec::encode(&spec);
         // `run.json` commits the run: the index marker goes first (an orphan
@@ -611,6 +614,19 @@ impl Engine {
         let view = self.get(id).await?;
         if view.state.is_finished() {
             return Err(Error::FailedPrecondition(format!("run {id} already finished ({})", view.state.as_str())));
+        }
+        if service.is_empty() {
+            // The whole run (proposed).
+            if !view.spec.proposed {
+                return Err(Error::FailedPrecondition(format!(
+                    "run {id} was not proposed; approve a service of it (`lifeboat run approve {id} SERVICE`)"
+                )));
+            }
+            if let Some(by) = &view.run_approved_by {
+                return Err(Error::FailedPrecondition(format!("run {id} is already approved (by {by})")));
+            }
+            self.request(id, Control::Approve { service: String::new(), by: by.into() }).await?;
+            return self.get(id).await;
         }
         let snap = self.repo.get(&view.spec.environment, view.spec.snapshot_version).await?;
         match snap.manifest.services.get(service) {

@@ -58,6 +58,7 @@ impl Notifier {
         let (kind, service) = match event {
             Event::RunStarted { .. } => ("started", None),
             Event::ApprovalRequested { service } => ("awaiting_approval", Some(service.as_str())),
+            Event::RunApprovalRequested => ("awaiting_approval", None),
             Event::RunFinished { state } => (state.as_str(), None),
             _ => return,
         };
@@ -68,6 +69,10 @@ impl Notifier {
             ("awaiting_approval", Some(svc)) => {
                 let cmd = format!("lifeboat run approve {} {svc}", s.id);
                 (format!("Run {}: {what}: {svc} waits for approval: `{cmd}`", s.id), Some(cmd))
+            }
+            ("awaiting_approval", None) => {
+                let cmd = format!("lifeboat run approve {}", s.id);
+                (format!("Run {} proposed: {what}: it waits for approval: `{cmd}`", s.id), Some(cmd))
             }
             ("started", _) => (format!("Run {} started: {what}", s.id), None),
             (state, _) => (format!("Run {} {state}: {what}", s.id), None),

@@ -242,6 +242,7 @@ async fn harness_on(store: DynStore, m: Manifest, script: BTreeMap<String, Behav
 fn recovery_of_latest(parallelism: Option<usize>) -> StartRequest {
     StartRequest {
         prune: true,
+        propose: false,
         environment: "shop".into(),
         reference: "latest".into(),
         region: None,
