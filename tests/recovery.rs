@@ -256,9 +256,22 @@ fn a_killed_server_resumes_without_launching_twice() {
     }
     assert_eq!(per_service.len(), 24);
     assert!(per_service.values().all(|n| *n == 1), "{per_service:?}");
-    // No orphans: exactly the 24 instances of the run are running.
+    // No orphans: exactly the 24 instances of the run are running. (When
+    // one is missing, its record and last output say why.)
     let procs = instance_processes(&local);
-    assert_eq!(procs.len(), 24, "{procs:?}");
+    if procs.len() != 24 {
+        let running: std::collections::BTreeSet<&str> = procs.iter().map(|(_, s)| s.as_str()).collect();
+        let mut why = String::new();
+        for e in std::fs::read_dir(local.join("instances")).unwrap().flatten() {
+            let rec = std::fs::read_to_string(e.path().join("instance.json")).unwrap_or_default();
+            let parsed: serde_json::Value = serde_json::from_str(&rec).unwrap_or_default();
+            if !running.contains(parsed["service"].as_str().unwrap_or_default()) {
+                let log = std::fs::read_to_string(e.path().join("output.log")).unwrap_or_default();
+                why.push_str(&format!("\n{}: {rec}\n{log}", e.path().display()));
+            }
+        }
+        panic!("{} of 24 instances run: {procs:?}{why}", procs.len());
+    }
     let running: Vec<String> = run["services"]
         .as_array()
         .unwrap()
