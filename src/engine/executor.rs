@@ -612,8 +612,14 @@ async fn decommission(
         tracing::error!(service, error = %e, "cannot decommission old instances; they stay tagged for the orphan sweep");
         return;
     }
-    let (ack, _) = oneshot::channel();
-    let _ = tx.send(Msg { event: Event::Decommissioned { service, instances: old }, ack }).await;
+    emit(&tx, Event::Decommissioned { service, instances: old }).await;
+}
+
+/// Has the executor loop persist an event; true once it is durable (false:
+/// the run lost ownership or stopped).
+async fn emit(tx: &mpsc::Sender<Msg>, event: Event) -> bool {
+    let (ack, done) = oneshot::channel();
+    tx.send(Msg { event, ack }).await.is_ok() && matches!(done.await, Ok(true))
 }
 
 /// Runs smoke checks one after the other, recording each result.
@@ -625,9 +631,7 @@ async fn verify_checks(
 ) -> (String, Outcome) {
     for check in checks {
         let (passed, detail) = super::verify::run(&m, &region, &check).await;
-        let (ack, done) = oneshot::channel();
-        let event = Event::Verified { check: check.name.clone(), passed, detail };
-        if tx.send(Msg { event, ack }).await.is_err() || !matches!(done.await, Ok(true)) {
+        if !emit(&tx, Event::Verified { check: check.name.clone(), passed, detail }).await {
             break;
         }
     }
@@ -652,10 +656,7 @@ async fn remove_service(
         Ok(()) => Event::Removed { service: service.clone(), instances: step.current.clone() },
         Err(e) => Event::ServiceFailed { service: service.clone(), reason: format!("cannot remove it: {e}") },
     };
-    let (ack, done) = oneshot::channel();
-    if tx.send(Msg { event, ack }).await.is_ok() {
-        let _ = done.await;
-    }
+    emit(&tx, event).await;
     (service, Outcome::Done)
 }
 
@@ -684,14 +685,7 @@ enum Stop {
 impl ServiceTask {
     /// Persists an event; `Err` when the run lost ownership.
     async fn emit(&self, event: Event) -> Result<(), Stop> {
-        let (ack, rx) = oneshot::channel();
-        if self.tx.send(Msg { event, ack }).await.is_err() {
-            return Err(Stop::Aborted);
-        }
-        match rx.await {
-            Ok(true) => Ok(()),
-            _ => Err(Stop::Aborted),
-        }
+        if emit(&self.tx, event).await { Ok(()) } else { Err(Stop::Aborted) }
     }
 
     fn stop(&self) -> Stop {

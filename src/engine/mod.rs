@@ -533,11 +533,13 @@ impl Engine {
     /// in that minute.
     pub async fn resolve(&self, id_or_prefix: &str) -> Result<String> {
         check_run_id(id_or_prefix)?;
-        let keys = self.ctx.store.list(&layout::run_index_prefix()).await?;
-        let ids: Vec<&str> = keys.iter().filter_map(|k| layout::run_id_from_index(k)).collect();
-        if ids.contains(&id_or_prefix) {
+        // A whole ID (the common case, on every get and watch) is one read;
+        // only a prefix lists the run index.
+        if self.ctx.store.get(&layout::run_index(id_or_prefix)).await?.is_some() {
             return Ok(id_or_prefix.to_string());
         }
+        let keys = self.ctx.store.list(&layout::run_index_prefix()).await?;
+        let ids: Vec<&str> = keys.iter().filter_map(|k| layout::run_id_from_index(k)).collect();
         let matching: Vec<&str> = ids.iter().copied().filter(|id| id.starts_with(id_or_prefix)).collect();
         match matching.as_slice() {
             [] => Err(Error::NotFound(format!("no run {id_or_prefix}; `lifeboat run list` shows the recent ones"))),

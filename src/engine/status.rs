@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Engine;
-use crate::domain::plan::{LiveInstance, action_name};
+use crate::domain::plan::{self, LiveInstance, PlanInput, action_name};
 use crate::domain::run::{Action, RunState, RunView};
 use crate::error::{Error, Result};
 use crate::store::layout;
@@ -104,15 +104,28 @@ impl Engine {
         for region in regions {
             let provider = home.as_ref().ok().and_then(|s| self.ctx.providers.get(s.manifest.provider).ok());
             let inventory = match &provider {
-                Some(p) => p.inventory(env, &region).await.unwrap_or_default(),
-                None => Vec::new(),
+                Some(p) => p.inventory(env, &region).await.map_err(|e| e.to_string()),
+                None => Ok(Vec::new()),
             };
             let here: Vec<&RunView> = runs.iter().filter(|r| r.spec.region == region).collect();
             let deployed = here.iter().find(|r| r.state == RunState::Succeeded).map(|r| r.spec.snapshot_version);
-            let plan = match (known_good, &home) {
-                (Some(_), Ok(_)) => Some(self.plan(env, KNOWN_GOOD, Some(&region), false, true).await),
+            // The planner's decisions over the inventory read once here (no
+            // preflight: status changes nothing and probes nothing).
+            let plan = match (known_good, &home, &inventory) {
+                (Some(_), Ok(snap), Ok(inv)) => Some(Ok(plan::plan(PlanInput {
+                    manifest: &snap.manifest,
+                    snapshot_version: snap.version,
+                    snapshot_digest: &snap.digest,
+                    region: &region,
+                    inventory: inv,
+                    force: false,
+                    prune: true,
+                    history: &BTreeMap::new(),
+                }))),
+                (Some(_), Ok(_), Err(e)) => Some(Err(format!("cannot read what runs of {env} in {region}: {e}"))),
                 _ => None,
             };
+            let inventory = inventory.unwrap_or_default();
             let (sync, sync_detail, steps) = match plan {
                 None if known_good.is_none() => (Sync::Unknown, "no known-good snapshot yet".to_string(), Vec::new()),
                 None => (
@@ -123,8 +136,8 @@ impl Engine {
                     ),
                     Vec::new(),
                 ),
-                Some(Err(e)) => (Sync::Unknown, e.to_string(), Vec::new()),
-                Some(Ok((_, p))) => {
+                Some(Err(e)) => (Sync::Unknown, e, Vec::new()),
+                Some(Ok(p)) => {
                     let changes: BTreeMap<Action, usize> = p.steps.iter().fold(BTreeMap::new(), |mut m, s| {
                         *m.entry(s.action).or_default() += 1;
                         m

@@ -52,10 +52,6 @@ impl Providers {
     pub fn names(&self) -> Vec<&'static str> {
         self.by_name.keys().copied().collect()
     }
-
-    pub fn all(&self) -> impl Iterator<Item = &std::sync::Arc<dyn ComputeProvider>> {
-        self.by_name.values()
-    }
 }
 
 /// The service a call is about.
