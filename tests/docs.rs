@@ -106,3 +106,33 @@ fn word_splitting() {
     assert_eq!(words(r#"lifeboat a "b c" 'd' """#), ["lifeboat", "a", "b c", "d", ""]);
     assert_eq!(shell_vars_as_values(r#"lifeboat run watch "$RUN_ID" --x $ENV"#), r#"lifeboat run watch "1" --x 1"#);
 }
+
+/// The README's IAM policy lists exactly the AWS actions the ec2 provider calls.
+#[test]
+fn the_iam_policy_lists_exactly_the_calls_the_ec2_provider_makes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source: String = std::fs::read_to_string(root.join("src/provider/ec2/mod.rs"))
+        .unwrap()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let camel = |snake: &str| snake.split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect::<String>();
+    let mut called = std::collections::BTreeSet::new();
+    for (client, service) in [(".ec2.", "ec2"), (".elb.", "elasticloadbalancing"), (".dns.", "route53")] {
+        for (i, _) in source.match_indices(client) {
+            let rest = &source[i + client.len()..];
+            let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            if !name.is_empty() && rest[name.len()..].starts_with('(') {
+                called.insert(format!("{service}:{}", camel(&name)));
+            }
+        }
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let policy =
+        readme.split("```json").nth(1).and_then(|p| p.split("```").next()).expect("an IAM policy in the README");
+    let policy: serde_json::Value = serde_json::from_str(policy).unwrap();
+    let listed: std::collections::BTreeSet<String> =
+        policy["Statement"][0]["Action"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    assert!(called.len() >= 10, "{called:?}");
+    assert_eq!(listed, called, "README's IAM policy against the provider's calls");
+}
