@@ -27,6 +27,43 @@ pub struct Config {
     /// `[[notify]]`: where run notifications are POSTed.
     #[serde(default)]
     pub notify: Vec<crate::engine::notify::Receiver>,
+    /// `[webhooks]`: pager webhooks (PagerDuty, Alertmanager) and their routing rules.
+    #[serde(default)]
+    pub webhooks: WebhooksSection,
+}
+
+/// A secret from the config file: never printed, not even by `{:?}`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// `POST /v1/webhooks/pagerduty`: deliveries signed (X-PagerDuty-Signature,
+    /// HMAC-SHA256) with any of these secrets are accepted.
+    pub pagerduty: Option<WebhookSource>,
+    /// `POST /v1/webhooks/alertmanager`: `Authorization: Bearer` any of these secrets.
+    pub alertmanager: Option<WebhookSource>,
+    /// `[[webhooks.rules]]`, in order: the first that matches an alert decides.
+    #[serde(default)]
+    pub rules: Vec<crate::domain::alert::RuleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSource {
+    /// More than one while a secret is rotated.
+    pub secrets: Vec<Secret>,
+    /// A PagerDuty event that occurred longer ago than this is refused as
+    /// stale (a replayed delivery), default 1h.
+    pub max_age: Option<crate::domain::duration::Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub store_retries: Family<Labels, Counter>,
     /// Services drifted from known-good at the latest check.
     pub drifted_services: Family<Labels, Gauge>,
+    /// Webhook deliveries by source and outcome (started, proposed, duplicate, ignored, unauthorized, …).
+    pub webhooks: Family<Labels, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -55,6 +57,7 @@ pub fn get() -> &'static Metrics {
             store_errors: Family::default(),
             store_retries: Family::default(),
             drifted_services: Family::default(),
+            webhooks: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs", "Finished runs by kind, environment and outcome", m.runs.clone());
@@ -74,6 +77,7 @@ pub fn get() -> &'static Metrics {
             "Services drifted from known-good at the latest check",
             m.drifted_services.clone(),
         );
+        registry.register("webhook_decisions", "Webhook deliveries by source and outcome", m.webhooks.clone());
         Metrics { registry, ..m }
     })
 }

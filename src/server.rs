@@ -40,6 +40,8 @@ pub struct Options {
     pub notify: Vec<crate::engine::notify::Receiver>,
     /// TLS (and mTLS) for the gRPC port.
     pub tls: Option<crate::config::TlsPem>,
+    /// Pager webhooks and their routing rules.
+    pub webhooks: crate::config::WebhooksSection,
 }
 
 pub struct Running {
@@ -87,6 +89,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         Some(a) => Some(TcpListener::bind(a).await.map_err(|e| anyhow::anyhow!("cannot listen on {a} (HTTP): {e}"))?),
         None => None,
     };
+    let webhooks = Arc::new(api::webhooks::Webhooks::new(&opts.webhooks, opts.store.clone(), engine.clone())?);
     let supervisor = engine.supervise();
     let drift = engine.check_drift_every(opts.drift_interval);
     let mut limits = api::Limits::default();
@@ -108,7 +111,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         Some(l) => {
             http_addr = Some(l.local_addr()?);
             let (htx, hrx) = oneshot::channel::<()>();
-            let task = tokio::spawn(api::http::serve(l, ready, async {
+            let task = tokio::spawn(api::http::serve(l, ready, webhooks, async {
                 let _ = hrx.await;
             }));
             Some((htx, task))

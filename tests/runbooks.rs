@@ -229,3 +229,40 @@ async fn region_failover_aws_runbook() {
     central_web_ips.sort();
     assert_eq!(lifeboat::testkit::ec2::a_record(&w.zone, &w.dns_name).await, central_web_ips);
 }
+
+#[test]
+fn pager_recovery_runbook() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        "[webhooks.pagerduty]\nsecrets = [\"pd-runbook-secret\"]\n\n[[webhooks.rules]]\nname = \"shop-pages\"\n\
+         source = \"pagerduty\"\nmatch = ['service_id=\"PSHOP01\"']\nenvironment = \"shop\"\n",
+    )
+    .unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let mut server =
+        Server::launch(&["--config", &p("lifeboat.toml"), "--store", &p("store"), "--local-dir", &p("local")], &[]);
+    server.dir = Some(dir);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "shop", &svcs());
+    server.run(&["recover", "shop", "--yes"]).ok();
+    kill_region(&server);
+
+    // The page: PagerDuty delivers the incident; the rule proposes a run.
+    let body = common::webhook::incident("incident.triggered", "Q0PAGE", "PSHOP01");
+    let (status, reply) = common::webhook::pagerduty(&server, "pd-runbook-secret", &body);
+    assert_eq!(status, 202, "{reply}");
+    assert!(reply.starts_with("proposed run"), "{reply}");
+    assert!(!region.answers("web"), "nothing launches before the approval");
+
+    let out = follow_runbook(&server, "pager-recovery.md", server.dir.as_ref().unwrap().path());
+    for s in ["db", "cache", "api", "web"] {
+        assert!(region.answers(s), "{s} does not answer after the runbook");
+    }
+    let run = latest_run(&server);
+    assert_eq!(run["state"], "succeeded");
+    assert!(run["created_by"].as_str().unwrap().starts_with("webhook:pagerduty (rule shop-pages"), "{run}");
+    assert!(out.stdout.contains("sync      SYNCED: every service runs known-good, healthy"), "{}", out.stdout);
+    assert!(out.stdout.contains("webhook.pagerduty"), "the audit shows the decision: {}", out.stdout);
+}

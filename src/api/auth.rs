@@ -78,7 +78,7 @@ pub fn sha256_hex(token: &str) -> String {
 }
 
 /// Equal without an early exit, so timing tells nothing about a digest.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

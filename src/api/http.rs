@@ -1,4 +1,5 @@
-//! The server's HTTP side (axum): `/healthz`, `/readyz` and `/metrics`.
+//! The server's HTTP side (axum): `/healthz`, `/readyz`, `/metrics` and the
+//! pager webhooks (webhooks.rs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 pub async fn serve(
     listener: TcpListener,
     ready: Arc<AtomicBool>,
+    webhooks: Arc<super::webhooks::Webhooks>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = Router::new()
@@ -31,7 +33,8 @@ pub async fn serve(
                 }
             }),
         )
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .merge(webhooks.router());
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

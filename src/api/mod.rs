@@ -11,6 +11,7 @@ mod recovery;
 mod snapshot;
 pub mod status;
 pub mod store;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -78,7 +78,7 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
             check_environment(e).map_err(to_status)?;
         }
         let limit = if r.limit == 0 { 20 } else { r.limit.min(1000) as usize };
-        let runs = self.ctx.engine.list(env, limit).await.map_err(to_status)?;
+        let runs = self.ctx.engine.list(env, r.awaiting_approval, limit).await.map_err(to_status)?;
         Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(convert::run).collect() }))
     }
 

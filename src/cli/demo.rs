@@ -144,6 +144,7 @@ pub async fn run() -> Result<(), Failure> {
         http_listen: None,
         tokens: Default::default(),
         notify: Vec::new(),
+        webhooks: Default::default(),
         tls: None,
     })
     .await

@@ -211,6 +211,10 @@ pub enum RunCmd {
         /// Print only run IDs, newest first (`RUN_ID=$(lifeboat run list --environment ENV --limit 1 -q)`).
         #[arg(long, short)]
         quiet: bool,
+        /// Only runs waiting for an approval: a proposed run (from a pager webhook or `recover --propose`)
+        /// or a service with `approval = true`.
+        #[arg(long)]
+        awaiting_approval: bool,
     },
     /// One run's per-service report.
     Show(RunPick),

@@ -300,7 +300,7 @@ async fn pick_run(client: &Client, pick: RunPick) -> Result<String, Failure> {
         return Ok(pick.id.unwrap_or_default());
     };
     let mut svc = RecoveryServiceClient::new(client.channel.clone());
-    let req = pb::ListRunsRequest { environment: env.clone(), limit: 1 };
+    let req = pb::ListRunsRequest { environment: env.clone(), limit: 1, awaiting_approval: false };
     let runs = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().runs;
     match runs.into_iter().next() {
         Some(r) => Ok(r.id),
@@ -315,8 +315,8 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
         Output::Text => println!("{text}"),
     };
     match cmd {
-        RunCmd::List { environment, limit, quiet } => {
-            let req = pb::ListRunsRequest { environment: environment.unwrap_or_default(), limit };
+        RunCmd::List { environment, limit, quiet, awaiting_approval } => {
+            let req = pb::ListRunsRequest { environment: environment.unwrap_or_default(), limit, awaiting_approval };
             let runs = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().runs;
             match output {
                 Output::Json => print_json(&Value::Array(runs.iter().map(run_json).collect())),

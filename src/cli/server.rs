@@ -18,6 +18,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
     let local_dir = args.local_dir.or(config.provider.local.dir.clone()).unwrap_or_else(|| DEFAULT_LOCAL_DIR.into());
     let lease_ttl = config.engine.lease_ttl.map_or(Duration::from_secs(15), |d| d.0);
     let tokens = crate::api::auth::Tokens::new(config.auth.tokens).map_err(Failure::invalid)?;
+    crate::api::webhooks::Webhooks::check(&config.webhooks).map_err(Failure::invalid)?;
     let tls = match &config.server.tls {
         Some(t) => Some(t.read().map_err(|e| Failure::invalid(format!("{e:#}")))?),
         None => None,
@@ -47,6 +48,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         http_listen: Some(http_listen),
         tokens,
         notify: config.notify,
+        webhooks: config.webhooks,
         tls,
     })
     .await

@@ -1,5 +1,6 @@
 //! Pure logic: manifests, snapshots, the dependency graph. No IO here.
 
+pub mod alert;
 pub mod dag;
 pub mod drift;
 pub mod duration;

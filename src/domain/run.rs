@@ -552,6 +552,12 @@ impl RunView {
         self.spec.proposed && self.run_approved_by.is_none() && !self.state.is_finished()
     }
 
+    /// Waits for someone: a proposed run, or a service with `approval = true`.
+    pub fn needs_approval(&self) -> bool {
+        self.awaiting_approval()
+            || (!self.state.is_finished() && self.services.values().any(|s| s.state == ServiceState::AwaitingApproval))
+    }
+
     /// The state a finished run ends in, given its services.
     pub fn outcome(&self) -> RunState {
         let states = || self.services.values().map(|s| s.state);

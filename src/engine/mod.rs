@@ -557,7 +557,8 @@ impl Engine {
     }
 
     /// The newest runs first, optionally of one environment.
-    pub async fn list(&self, environment: Option<&str>, limit: usize) -> Result<Vec<RunView>> {
+    /// Newest first; with `awaiting_approval`, only runs waiting for an approval.
+    pub async fn list(&self, environment: Option<&str>, awaiting_approval: bool, limit: usize) -> Result<Vec<RunView>> {
         let mut keys = self.ctx.store.list(&layout::run_index_prefix()).await?;
         keys.reverse();
         let mut out = Vec::new();
@@ -572,7 +573,11 @@ impl Engine {
                 continue;
             }
             let entries = journal::read_from(&self.ctx.store, id, 0).await?;
-            out.push(RunView::replay(spec, &entries));
+            let view = RunView::replay(spec, &entries);
+            if awaiting_approval && !view.needs_approval() {
+                continue;
+            }
+            out.push(view);
             if out.len() >= limit {
                 break;
             }

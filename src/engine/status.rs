@@ -96,7 +96,7 @@ impl Engine {
         let Some(home_version) = known_good.or(latest) else { return Ok(Vec::new()) };
         // A corrupt snapshot must not hide the environment: it shows as unknown.
         let home = self.repo.get(env, home_version).await;
-        let runs = self.list(Some(env), RECENT_RUNS).await?;
+        let runs = self.list(Some(env), false, RECENT_RUNS).await?;
         let mut regions: BTreeSet<String> = runs.iter().map(|r| r.spec.region.clone()).collect();
         let home_region = home.as_ref().ok().map(|s| s.manifest.region.clone());
         regions.extend(home_region.clone());

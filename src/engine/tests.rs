@@ -943,7 +943,7 @@ mod faults {
                 rule.disable();
                 let (lease, _) = lease::read(&store, "r1").await.unwrap().unwrap();
                 assert!(lease.released, "{pattern}: the lease is released");
-                assert!(h.engine.list(None, 10).await.unwrap().is_empty(), "{pattern}: no run is listed");
+                assert!(h.engine.list(None, false, 10).await.unwrap().is_empty(), "{pattern}: no run is listed");
                 h.second_engine().sweep().await.unwrap();
                 assert!(h.provider.world().launches.is_empty(), "{pattern}: nothing was executed");
             }

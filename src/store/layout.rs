@@ -51,6 +51,12 @@ pub fn timings(env: &str) -> String {
     format!("environments/{env}/timings.json")
 }
 
+/// Which run handles an incoming alert (`source`: pagerduty, alertmanager;
+/// `key_digest`: the SHA-256 of the incident ID or group key).
+pub fn webhook_claim(source: &str, key_digest: &str) -> String {
+    format!("webhooks/{source}/{key_digest}.json")
+}
+
 pub fn run_spec(run_id: &str) -> String {
     format!("runs/{run_id}/run.json")
 }

@@ -13,6 +13,7 @@ mod retry;
 mod s3;
 pub mod selftest;
 pub mod snapshots;
+pub mod webhooks;
 
 /// The suite every adapter must pass (used by the adapters' tests).
 #[cfg(any(test, feature = "test-util"))]

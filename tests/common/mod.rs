@@ -33,7 +33,15 @@ impl Out {
 
 /// Runs `lifeboat ARGS` (with `--server URL` when given).
 pub fn lifeboat(server: Option<&str>, args: &[&str]) -> Out {
+    lifeboat_as(server, None, args)
+}
+
+/// The same, with `LIFEBOAT_TOKEN` set when a token is given.
+pub fn lifeboat_as(server: Option<&str>, token: Option<&str>, args: &[&str]) -> Out {
     let mut cmd = Command::new(BIN);
+    if let Some(t) = token {
+        cmd.env("LIFEBOAT_TOKEN", t);
+    }
     if let Some(url) = server {
         cmd.args(["--server", url]);
     }
@@ -57,6 +65,7 @@ pub enum Backend {
 /// A `lifeboat server` child process on a port it picked itself.
 pub mod aws_proxy;
 pub mod ec2;
+pub mod webhook;
 
 pub struct Server {
     child: Child,
@@ -65,6 +74,8 @@ pub struct Server {
     pub dir: Option<tempfile::TempDir>,
     /// `host:port` of the HTTP side.
     pub http: String,
+    /// The token `run` passes (`LIFEBOAT_TOKEN`), for servers with `[[auth.tokens]]`.
+    pub token: Option<String>,
 }
 
 impl Server {
@@ -101,11 +112,16 @@ impl Server {
 
     /// The same with another `lifeboat` binary (an upgrade).
     pub fn launch_with(bin: &Path, args: &[&str], env: &[(&str, String)]) -> Server {
+        Server::launch_logging(bin, args, env, Stdio::inherit())
+    }
+
+    /// The same, with the server's log (stderr) going to `log`.
+    pub fn launch_logging(bin: &Path, args: &[&str], env: &[(&str, String)], log: impl Into<Stdio>) -> Server {
         let mut cmd = Command::new(bin);
         cmd.args(["server", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .stdin(Stdio::null())
             .env("LIFEBOAT_LOG", std::env::var("LIFEBOAT_LOG").unwrap_or_else(|_| "warn".into()));
         for (k, v) in env {
@@ -138,7 +154,7 @@ impl Server {
             .ok()
             .and_then(|l| l.strip_prefix("lifeboat http listening on ").map(str::to_string))
             .unwrap_or_default();
-        Server { child, url: format!("http://{addr}"), store, dir: None, http }
+        Server { child, url: format!("http://{addr}"), store, dir: None, http, token: None }
     }
 
     pub fn pid(&self) -> u32 {
@@ -170,7 +186,7 @@ impl Server {
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
-        lifeboat(Some(&self.url), args)
+        lifeboat_as(Some(&self.url), self.token.as_deref(), args)
     }
 }
 
