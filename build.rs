@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/lifeboat/v1/store.proto",
         "proto/lifeboat/v1/drift.proto",
         "proto/lifeboat/v1/audit.proto",
+        "proto/lifeboat/v1/drill.proto",
     ];
     tonic_prost_build::configure().file_descriptor_set_path(out.join("lifeboat_descriptor.bin")).compile_with_config(
         config,

@@ -62,6 +62,7 @@ async fn recovery(store: DynStore, text: &str, parallelism: usize) -> (Duration,
         force: false,
         kind: RunKind::Recovery,
         actor: "bench".into(),
+        drill: None,
     };
     let id = engine.start(req).await.unwrap().spec.id;
     use futures::StreamExt;

@@ -116,6 +116,11 @@ pub struct EngineSection {
     /// How often the server checks every environment for drift from
     /// known-good (default 5m).
     pub drift_interval: Option<crate::domain::duration::Dur>,
+    /// How often the server removes what finished or unknown drills left
+    /// behind (default 1m).
+    pub drill_sweep_interval: Option<crate::domain::duration::Dur>,
+    /// How often the server looks for due drill schedules (default 15s).
+    pub schedule_interval: Option<crate::domain::duration::Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +143,17 @@ pub struct Ec2Section {
     pub endpoint: Option<String>,
     /// At most this many Lifeboat instances per region (default 500).
     pub max_instances: Option<usize>,
+    /// `[provider.ec2.drill]`: where drills launch.
+    pub drill: Option<Ec2DrillSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2DrillSection {
+    /// A list of subnet IDs, or a map region → list.
+    pub subnets: Option<serde_json::Value>,
+    /// A list of security group IDs, or a map region → list.
+    pub security_groups: Option<serde_json::Value>,
 }
 
 impl Ec2Section {
@@ -147,6 +163,8 @@ impl Ec2Section {
             endpoint: self.endpoint.clone(),
             max_instances: self.max_instances,
             credentials: None,
+            drill_subnets: self.drill.as_ref().and_then(|d| d.subnets.clone()),
+            drill_security_groups: self.drill.as_ref().and_then(|d| d.security_groups.clone()),
         })
     }
 }

@@ -32,6 +32,9 @@ pub struct Options {
     pub ec2: Option<crate::provider::ec2::Ec2Config>,
     /// How often every environment is checked for drift.
     pub drift_interval: Duration,
+    /// How often drill leftovers are swept, and due schedules fired.
+    pub drill_sweep_interval: Duration,
+    pub schedule_interval: Duration,
     /// Where the HTTP side (/healthz, /readyz, /metrics) listens; `None`: nowhere.
     pub http_listen: Option<String>,
     /// Bearer tokens with roles; none: authentication is off.
@@ -54,6 +57,8 @@ pub struct Running {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     supervisor: tokio::task::JoinHandle<()>,
     drift: tokio::task::JoinHandle<()>,
+    drills: tokio::task::JoinHandle<()>,
+    schedules: tokio::task::JoinHandle<()>,
     http: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
 }
 
@@ -92,6 +97,8 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let webhooks = Arc::new(api::webhooks::Webhooks::new(&opts.webhooks, opts.store.clone(), engine.clone())?);
     let supervisor = engine.supervise();
     let drift = engine.check_drift_every(opts.drift_interval);
+    let drills = engine.sweep_drills_every(opts.drill_sweep_interval);
+    let schedules = engine.fire_schedules_every(opts.schedule_interval);
     let mut limits = api::Limits::default();
     if let Some(max) = opts.max_unpacked_bytes {
         limits.unpack = crate::store::archive::Limits { max_total_bytes: max, max_entry_bytes: max, ..limits.unpack };
@@ -118,7 +125,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         }
         None => None,
     };
-    Ok(Running { addr, http_addr, engine, provider, shutdown: tx, task, supervisor, drift, http })
+    Ok(Running { addr, http_addr, engine, provider, shutdown: tx, task, supervisor, drift, drills, schedules, http })
 }
 
 impl Running {
@@ -126,6 +133,8 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.supervisor.abort();
         self.drift.abort();
+        self.drills.abort();
+        self.schedules.abort();
         self.engine.abort_all();
         if let Some((stop, task)) = self.http {
             let _ = stop.send(());

@@ -167,19 +167,21 @@ fn wait_for_port(addr: &str, limit: Duration, what: &str) {
     panic!("{what} at {addr} did not start within {limit:?}");
 }
 
-/// Ceph's packages, installed with apt-get (as root) when missing.
-fn ensure_ceph_packages() {
-    if on_path("radosgw").is_some() && on_path("ceph-mon").is_some() && on_path("uuidgen").is_some() {
+/// Debian packages installed with apt-get (as root) when `present` says
+/// they are missing; otherwise a panic saying what to install.
+fn ensure_packages(what: &str, packages: &[&str], present: impl Fn() -> bool, otherwise: &str) {
+    if present() {
         return;
     }
     let _lock = cache_lock("apt");
-    if on_path("radosgw").is_some() && on_path("ceph-mon").is_some() && on_path("uuidgen").is_some() {
+    if present() {
         return;
     }
     let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
     let Some(apt) = on_path("apt-get").filter(|_| root) else {
         panic!(
-            "Ceph RGW is not installed and the test kit cannot install it (it needs root and apt-get): run `apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw uuid-runtime curl`, or set LIFEBOAT_TEST_RGW_ENDPOINT to a running RGW"
+            "{what} is not installed and the test kit cannot install it (it needs root and apt-get): run `apt-get install -y --no-install-recommends {}`{otherwise}",
+            packages.join(" ")
         );
     };
     let run = |args: &[&str]| {
@@ -189,17 +191,26 @@ fn ensure_ceph_packages() {
         }
     };
     run(&["update", "-qq"]);
-    run(&[
-        "install",
-        "-y",
-        "-qq",
-        "--no-install-recommends",
-        "ceph-mon",
-        "ceph-osd",
-        "radosgw",
-        "uuid-runtime",
-        "curl",
-    ]);
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    run(&args);
+}
+
+/// Ceph's packages, installed with apt-get (as root) when missing.
+fn ensure_ceph_packages() {
+    ensure_packages(
+        "Ceph RGW",
+        &["ceph-mon", "ceph-osd", "radosgw", "uuid-runtime", "curl"],
+        || on_path("radosgw").is_some() && on_path("ceph-mon").is_some() && on_path("uuidgen").is_some(),
+        ", or set LIFEBOAT_TEST_RGW_ENDPOINT to a running RGW",
+    );
+}
+
+/// Headless Chromium (Debian's `chromium`) for rendering HTML reports,
+/// installed when missing.
+pub fn chromium() -> Option<PathBuf> {
+    ensure_packages("Chromium", &["chromium"], || on_path("chromium").is_some(), "");
+    on_path("chromium")
 }
 
 /// The endpoint of a Ceph RGW (a production S3 server) for tests:
@@ -432,6 +443,20 @@ impl crate::provider::ComputeProvider for InstantProvider {
     }
     async fn logs(&self, _: &str, _: usize) -> Vec<String> {
         Vec::new()
+    }
+    async fn isolation(
+        &self,
+        _: &crate::domain::manifest::Manifest,
+        _: &str,
+    ) -> crate::provider::ProviderResult<crate::domain::drill::Isolation> {
+        Ok(Default::default())
+    }
+    async fn tear_down(&self, _: &str, _: &str) -> crate::provider::ProviderResult<(Vec<String>, Vec<String>)> {
+        // Its instances are names, never processes: nothing to remove.
+        Ok((Vec::new(), Vec::new()))
+    }
+    async fn drill_leftovers(&self) -> crate::provider::ProviderResult<Vec<(String, String)>> {
+        Ok(Vec::new())
     }
 }
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use common::{Server, grpcurl, lifeboat, manifests};
 
 /// (service/method, the role it needs) — the README's table.
-const TABLE: [(&str, &str); 23] = [
+const TABLE: [(&str, &str); 31] = [
     ("SnapshotService/Create", "operator"),
     ("SnapshotService/Get", "viewer"),
     ("SnapshotService/List", "viewer"),
@@ -28,6 +28,14 @@ const TABLE: [(&str, &str); 23] = [
     ("RecoveryService/Resume", "operator"),
     ("RecoveryService/Logs", "viewer"),
     ("RecoveryService/Status", "viewer"),
+    ("DrillService/Start", "operator"),
+    ("DrillService/Get", "viewer"),
+    ("DrillService/List", "viewer"),
+    ("DrillService/GetReport", "viewer"),
+    ("DrillService/Sweep", "operator"),
+    ("DrillService/CreateSchedule", "admin"),
+    ("DrillService/ListSchedules", "viewer"),
+    ("DrillService/DeleteSchedule", "admin"),
     ("ImageService/Import", "operator"),
     ("ImageService/List", "viewer"),
     ("StoreService/Check", "operator"),

@@ -34,6 +34,8 @@ fn provider() -> std::sync::Arc<Ec2Provider> {
         endpoint: Some(lifeboat::testkit::s3_endpoint()),
         max_instances: None,
         credentials: Some(lifeboat::testkit::s3_credentials()),
+        drill_subnets: None,
+        drill_security_groups: None,
     })
 }
 

@@ -46,17 +46,17 @@ fn plan_and_validate_say_what_deserves_a_look() {
         "{plan}"
     );
     assert!(plan.contains(&ephemeral), "{plan}");
-    assert!(plan.contains("cannot run drills yet, so known-good never moves"), "{plan}");
+    assert!(plan.contains("only after a DR drill of it passed"), "{plan}");
     let json = server.run(&["--output", "json", "plan", "slow", "--snapshot", "1"]).ok().json();
     assert_eq!(json["rto_objective_ms"], 1000);
     assert_eq!(json["warnings"].as_array().unwrap().len(), 3, "{json}");
     let show = server.run(&["snapshot", "show", "slow", "1"]).ok().stdout;
     assert!(show.contains("rto          1s"), "{show}");
     assert!(show.contains("promotion    promotion = \"drill\""), "{show}");
-    // Promotion by hand is refused, naming the rule (exit 1: the state forbids it).
+    // Promotion by hand of an undrilled snapshot is refused, naming the drill to run (exit 4).
     let out = server.run(&["snapshot", "promote", "slow", "1", "--reason", "t"]);
-    assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("becomes known-good only by passing a DR drill"), "{out:?}");
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stderr.contains("run `lifeboat drill run slow --snapshot 1 --promote-on-pass`"), "{out:?}");
 }
 
 /// With every service kept the plan needs no capacity; the estimate is

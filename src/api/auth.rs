@@ -66,6 +66,9 @@ pub fn required(path: &str) -> Option<Role> {
         ("ImageService", "List") => Role::Viewer,
         ("ImageService", "Import") => Role::Operator,
         ("DriftService", "Check") => Role::Viewer,
+        ("DrillService", "Get" | "List" | "GetReport" | "ListSchedules") => Role::Viewer,
+        ("DrillService", "Start" | "Sweep") => Role::Operator,
+        ("DrillService", "CreateSchedule" | "DeleteSchedule") => Role::Admin,
         ("AuditService", "List") => Role::Viewer,
         // It writes scratch objects to the store.
         ("StoreService", "Check") => Role::Operator,

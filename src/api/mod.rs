@@ -5,6 +5,7 @@ mod audit;
 pub mod auth;
 mod convert;
 mod drift;
+mod drill;
 pub mod http;
 mod image;
 mod recovery;
@@ -161,6 +162,7 @@ pub async fn serve(
         .add_service(pb::recovery_service_server::RecoveryServiceServer::new(recovery::Recovery::new(ctx.clone())))
         .add_service(pb::store_service_server::StoreServiceServer::new(store::Store::new(ctx.clone())))
         .add_service(pb::drift_service_server::DriftServiceServer::new(drift::Drift::new(ctx.clone())))
+        .add_service(pb::drill_service_server::DrillServiceServer::new(drill::Drill::new(ctx.clone())))
         .add_service(pb::audit_service_server::AuditServiceServer::new(audit::Audit::new(ctx.clone())))
         .add_service(
             pb::image_service_server::ImageServiceServer::new(image::Images::new(ctx.clone()))

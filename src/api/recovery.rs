@@ -58,6 +58,7 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
             propose: r.propose,
             kind: RunKind::Recovery,
             actor: who.clone(),
+            drill: None,
         };
         let target = format!("{}@{}", r.environment, snapshot_ref(&r.snapshot));
         let view =

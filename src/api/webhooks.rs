@@ -251,6 +251,7 @@ impl Webhooks {
             propose,
             kind: crate::domain::run::RunKind::Recovery,
             actor: format!("webhook:{source} (rule {}, {what})", rule.name),
+            drill: None,
         };
         let view = match self.engine.start(start).await {
             Ok(v) => v,

@@ -141,6 +141,8 @@ pub async fn run() -> Result<(), Failure> {
         // The demo runs on this host only.
         ec2: None,
         drift_interval: crate::engine::drift::DEFAULT_DRIFT_INTERVAL,
+        drill_sweep_interval: std::time::Duration::from_secs(60),
+        schedule_interval: std::time::Duration::from_secs(15),
         http_listen: None,
         tokens: Default::default(),
         notify: Vec::new(),

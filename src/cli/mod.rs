@@ -5,6 +5,7 @@ mod client;
 mod demo;
 mod demo_service;
 mod drift;
+mod drill;
 mod follow;
 mod image;
 mod logs;
@@ -131,6 +132,9 @@ pub enum Command {
     /// Read the audit records: who did what, when, with what outcome.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// DR drills: isolated test recoveries judged against the RTO objective, torn down after.
+    #[command(subcommand)]
+    Drill(drill::DrillCmd),
     /// Compare what runs with known-good, per service (exit 0 in sync, 1 drifted).
     Drift {
         environment: String,
@@ -218,6 +222,8 @@ pub enum RunCmd {
     },
     /// One run's per-service report.
     Show(RunPick),
+    /// A finished run's stored report: the summary, the HTML page (--html FILE) or the JSON document (--json).
+    Report(drill::ReportArgs),
     /// Follow a run until it finishes (exit 1 unless it succeeds).
     Watch(RunPick),
     /// Stop launching and remove instances not yet cut over.
@@ -556,6 +562,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit(cmd) => {
             let client = client::Client::connect(&cli.server).await?;
             audit::run(&client, cmd, output).await
+        }
+        Command::Drill(cmd) => {
+            let client = client::Client::connect(&cli.server).await?;
+            drill::run(&client, cmd, output).await
         }
         Command::Drift { environment, region } => {
             let client = client::Client::connect(&cli.server).await?;

@@ -365,6 +365,7 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
                 }
             }
         }
+        RunCmd::Report(args) => super::drill::report(client, args, output).await?,
         RunCmd::Show(pick) => {
             let id = pick_run(client, pick).await?;
             let run = svc.get(client.request(pb::GetRunRequest { id })).await.map_err(|e| client.fail(e))?.into_inner();

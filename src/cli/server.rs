@@ -45,6 +45,8 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         import_idle_timeout: config.server.import_idle_timeout.map(|d| d.0),
         ec2: config.provider.ec2.provider_config(),
         drift_interval: config.engine.drift_interval.map_or(crate::engine::drift::DEFAULT_DRIFT_INTERVAL, |d| d.0),
+        drill_sweep_interval: config.engine.drill_sweep_interval.map_or(Duration::from_secs(60), |d| d.0),
+        schedule_interval: config.engine.schedule_interval.map_or(Duration::from_secs(15), |d| d.0),
         http_listen: Some(http_listen),
         tokens,
         notify: config.notify,

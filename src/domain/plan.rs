@@ -276,7 +276,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
 }
 
 /// Said wherever a `promotion = "drill"` environment shows up, until drills exist.
-pub const DRILL_PROMOTION_NOTE: &str = "promotion = \"drill\": a snapshot becomes known-good only by passing a DR drill, and this version of lifeboat cannot run drills yet, so known-good never moves; recover a version explicitly with --snapshot N, or set promotion = \"manual\" and use `lifeboat snapshot promote`";
+pub const DRILL_PROMOTION_NOTE: &str = "promotion = \"drill\": a snapshot becomes known-good only after a DR drill of it passed: `lifeboat drill run ENV --snapshot N --promote-on-pass` (a manual `snapshot promote` of an undrilled snapshot is refused)";
 
 impl Plan {
     pub fn preflight_ok(&self) -> bool {

@@ -50,6 +50,9 @@ pub struct RunSpec {
     /// Proposed: nothing launches until the whole run is approved.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub proposed: bool,
+    /// A drill: where it runs apart from production, and what it was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<crate::domain::drill::DrillSpec>,
 }
 
 impl RunSpec {
@@ -58,6 +61,20 @@ impl RunSpec {
         match self.kind {
             RunKind::Recovery => "recovery",
             RunKind::Drill => "drill",
+        }
+    }
+
+    /// The environment the provider sees: a drill's own namespace, or the environment.
+    pub fn target_environment(&self) -> &str {
+        self.drill.as_ref().map_or(&self.environment, |d| &d.namespace)
+    }
+
+    /// The lease the run holds: its region's, or for a drill `drill/ENV/REGION`
+    /// (a drill never blocks a recovery, nor waits for one).
+    pub fn lease_key(&self) -> String {
+        match &self.drill {
+            Some(_) => format!("drill/{}/{}", self.environment, self.region),
+            None => self.region.clone(),
         }
     }
 }
@@ -176,6 +193,24 @@ pub enum Event {
         service: String,
         instances: Vec<String>,
     },
+    /// A drill's verdict, once every service is done.
+    DrillJudged {
+        judgement: crate::domain::drill::Judgement,
+    },
+    /// Everything a drill created is gone (`remaining`: what could not be removed).
+    DrillTornDown {
+        instances: Vec<String>,
+        remaining: Vec<String>,
+    },
+    /// A passed drill is kept up for inspection until then (RFC 3339).
+    DrillKept {
+        until: String,
+    },
+    /// `--promote-on-pass`: known-good moved to the drilled snapshot, or why not.
+    DrillPromotion {
+        promoted: bool,
+        detail: String,
+    },
     RunFinished {
         state: RunState,
     },
@@ -205,6 +240,10 @@ impl Event {
             | RunFinished { .. }
             | RunApprovalRequested
             | RunApproved { .. }
+            | DrillJudged { .. }
+            | DrillTornDown { .. }
+            | DrillKept { .. }
+            | DrillPromotion { .. }
             | Verified { .. } => None,
         }
     }
@@ -248,6 +287,26 @@ impl Event {
             Removed { service, instances } => {
                 format!("{service}: not in the snapshot: traffic stopped, instances removed ({})", instances.join(", "))
             }
+            DrillJudged { judgement: j } => {
+                let rto = crate::domain::duration::human(std::time::Duration::from_millis(j.rto_ms));
+                match (&j.root_cause, j.rto_objective_ms) {
+                    (Some(why), _) => format!("drill FAILED: {why}"),
+                    (None, Some(o)) => format!(
+                        "drill {}: RTO {rto} (objective {})",
+                        j.verdict.as_str(),
+                        crate::domain::duration::human(std::time::Duration::from_millis(o))
+                    ),
+                    (None, None) => format!("drill {}: RTO {rto}", j.verdict.as_str()),
+                }
+            }
+            DrillTornDown { instances, remaining } if remaining.is_empty() => {
+                format!("drill torn down: {} instances removed, none left", instances.len())
+            }
+            DrillTornDown { instances, remaining } => {
+                format!("drill torn down: {} instances removed; NOT removed: {}", instances.len(), remaining.join(", "))
+            }
+            DrillKept { until } => format!("drill kept up for inspection until {until} (then torn down)"),
+            DrillPromotion { detail, .. } => detail.clone(),
             RunFinished { state } => format!("run {}", state.as_str()),
         }
     }
@@ -339,6 +398,8 @@ pub struct ServiceProgress {
     /// When the service started waiting for approval.
     pub approval_requested_ms: Option<u64>,
     pub launched_ms: Option<u64>,
+    /// When the current attempt's instances were running (launch overhead ends, start-up begins).
+    pub running_ms: Option<u64>,
     pub healthy_ms: Option<u64>,
     pub cutover_ms: Option<u64>,
     pub finished_ms: Option<u64>,
@@ -372,6 +433,13 @@ pub struct RunView {
     pub verify: Vec<(String, bool, String)>,
     /// Who approved a proposed run.
     pub run_approved_by: Option<String>,
+    /// When the last `[[verify]]` check finished.
+    pub verified_ms: Option<u64>,
+    /// A drill's verdict, teardown, keep and promotion.
+    pub judgement: Option<crate::domain::drill::Judgement>,
+    pub torn_down: Option<(Vec<String>, Vec<String>)>,
+    pub kept_until: Option<String>,
+    pub promotion: Option<(bool, String)>,
 }
 
 impl RunView {
@@ -391,6 +459,7 @@ impl RunView {
                         approved_by: None,
                         approval_requested_ms: None,
                         launched_ms: None,
+                        running_ms: None,
                         healthy_ms: None,
                         cutover_ms: None,
                         finished_ms: None,
@@ -417,6 +486,11 @@ impl RunView {
             stopped_ms: 0,
             verify: Vec::new(),
             run_approved_by: None,
+            verified_ms: None,
+            judgement: None,
+            torn_down: None,
+            kept_until: None,
+            promotion: None,
         }
     }
 
@@ -463,6 +537,7 @@ impl RunView {
                 InstancesLaunched { instances, .. } => {
                     s.state = ServiceState::HealthGate;
                     s.instances = instances.clone();
+                    s.running_ms = Some(t);
                 }
                 Healthy { .. } => s.healthy_ms = Some(t),
                 AttemptFailed { attempt, reason, logs, .. } => {
@@ -511,7 +586,14 @@ impl RunView {
             RunStarted { owner } | RunResumed { owner } => self.owners.push(owner.clone()),
             CancelRequested { .. } => self.cancel_requested = true,
             RunApproved { by } => self.run_approved_by = Some(by.clone()),
-            Verified { check, passed, detail } => self.verify.push((check.clone(), *passed, detail.clone())),
+            Verified { check, passed, detail } => {
+                self.verify.push((check.clone(), *passed, detail.clone()));
+                self.verified_ms = Some(t);
+            }
+            DrillJudged { judgement } => self.judgement = Some(judgement.clone()),
+            DrillTornDown { instances, remaining } => self.torn_down = Some((instances.clone(), remaining.clone())),
+            DrillKept { until } => self.kept_until = Some(until.clone()),
+            DrillPromotion { promoted, detail } => self.promotion = Some((*promoted, detail.clone())),
             RunFinished { state } => {
                 self.state = *state;
                 self.finished_at = Some(e.at.clone());
@@ -604,6 +686,7 @@ mod tests {
             critical_path: vec![],
             critical_path_ms: 0,
             proposed: false,
+            drill: None,
         }
     }
 

@@ -71,6 +71,8 @@ pub struct Executor {
     spans: std::collections::HashMap<String, (&'static str, u64)>,
     /// A proposed run's ready services, released when it is approved.
     held: VecDeque<usize>,
+    /// Why a drill was stopped at its timeout.
+    timed_out: Option<String>,
 }
 
 impl Executor {
@@ -120,6 +122,7 @@ impl Executor {
             last_renewal: tokio::time::Instant::now(),
             spans: std::collections::HashMap::new(),
             held: VecDeque::new(),
+            timed_out: None,
         };
         ex.waiting_on = (0..ex.dag.len())
             .map(|i| ex.dag.deps(i).iter().filter(|&&d| ex.state_of(d) != ServiceState::Healthy).count())
@@ -284,7 +287,7 @@ impl Executor {
     /// A service of the region that the snapshot does not have.
     fn retired_ref(&self, name: &str) -> ServiceRef {
         ServiceRef {
-            environment: self.view.spec.environment.clone(),
+            environment: self.view.spec.target_environment().to_string(),
             region: self.view.spec.region.clone(),
             service: name.to_string(),
             settings: Default::default(),
@@ -299,7 +302,7 @@ impl Executor {
         ServiceTask {
             provider: self.provider.clone(),
             target: ServiceRef {
-                environment: self.view.spec.environment.clone(),
+                environment: self.view.spec.target_environment().to_string(),
                 region: self.view.spec.region.clone(),
                 service: name.to_string(),
                 settings: svc.launch.clone(),
@@ -344,6 +347,57 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// A drill's end: its verdict, then teardown (or keep, when it passed
+    /// with `--keep-for`), then `--promote-on-pass`. Returns the run's state.
+    async fn finish_drill(&mut self) -> Result<RunState> {
+        let d = self.view.spec.drill.clone().expect("a drill");
+        let timed_out = self.timed_out.clone().or_else(|| {
+            let by_timeout = self.view.cancel_requested && self.view.judgement.is_none();
+            // A resumed run whose timeout passed while no server ran it.
+            (by_timeout && self.elapsed_ms() >= d.timeout_ms).then(|| {
+                format!(
+                    "the drill timed out after {}",
+                    crate::domain::duration::human(Duration::from_millis(d.timeout_ms))
+                )
+            })
+        });
+        let judgement = match self.view.judgement.clone() {
+            Some(j) => j,
+            None => {
+                let j = crate::domain::drill::judge(&self.view, d.rto_objective_ms, timed_out.as_deref());
+                self.persist(Event::DrillJudged { judgement: j.clone() }).await?;
+                j
+            }
+        };
+        let passed = judgement.verdict != crate::domain::drill::Verdict::Failed;
+        if passed && d.keep_for_ms > 0 {
+            if self.view.kept_until.is_none() {
+                let until = self.ctx.clock.now() + chrono::Duration::milliseconds(d.keep_for_ms as i64);
+                let until = until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                self.persist(Event::DrillKept { until }).await?;
+            }
+        } else if self.view.torn_down.is_none() {
+            let (instances, remaining) =
+                super::drill::tear_down(self.provider.as_ref(), &d.namespace, &self.view.spec.region).await;
+            let record = super::drill::Teardown {
+                format_version: 1,
+                run_id: self.view.spec.id.clone(),
+                at: self.ctx.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                by: "run".into(),
+                instances: instances.clone(),
+                remaining: remaining.clone(),
+            };
+            super::drill::write_teardown(&self.ctx.store, &record).await;
+            self.persist(Event::DrillTornDown { instances, remaining }).await?;
+        }
+        if self.view.promotion.is_none()
+            && let Some((promoted, detail)) = super::drill::after_pass(&self.ctx.store, &self.view, &judgement).await
+        {
+            self.persist(Event::DrillPromotion { promoted, detail }).await?;
+        }
+        Ok(crate::domain::drill::final_state(&judgement, self.view.cancel_requested && timed_out.is_none()))
     }
 
     /// Picks up cancel/approve requests written by any server.
@@ -403,6 +457,11 @@ impl Executor {
 
         let renew_every = self.lease_margin();
         let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        // A drill is cancelled (and torn down) at its timeout, counted from its start.
+        let drill_timeout = self.view.spec.drill.as_ref().map(|d| Duration::from_millis(d.timeout_ms));
+        let deadline = drill_timeout
+            .map(|t| tokio::time::Instant::now() + t.saturating_sub(Duration::from_millis(self.elapsed_ms())));
+        let mut timed_out = false;
         loop {
             if self.cancel.is_cancelled() {
                 let pending: Vec<String> = self
@@ -538,6 +597,12 @@ impl Executor {
                     }
                 }
                 Some(_) = decommissions.join_next(), if !decommissions.is_empty() => {}
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() && !timed_out => {
+                    timed_out = true;
+                    let limit = crate::domain::duration::human(drill_timeout.unwrap_or_default());
+                    self.timed_out = Some(format!("the drill timed out after {limit}"));
+                    self.handle_control(Control::Cancel { by: format!("drill timeout ({limit})") }, &approvals_tx).await?;
+                }
                 Some(c) = self.control.recv() => self.handle_control(c, &approvals_tx).await?,
                 _ = renew.tick() => {
                     let now = self.ctx.clock.now();
@@ -560,8 +625,12 @@ impl Executor {
                 }
             }
         }
-        let outcome = self.view.outcome();
+        let outcome = match self.view.spec.drill.is_some() {
+            true => self.finish_drill().await?,
+            false => self.view.outcome(),
+        };
         self.persist(Event::RunFinished { state: outcome }).await?;
+        super::report::store(&self.ctx.store, &self.view).await;
         if outcome == RunState::Succeeded {
             super::record_timings(&self.ctx.store, &self.view).await;
         }

@@ -4,11 +4,14 @@
 
 pub mod clock;
 pub mod drift;
+pub mod drill;
 mod executor;
 pub mod journal;
 pub mod lease;
 pub mod logs;
 pub mod notify;
+pub mod report;
+pub mod schedule;
 pub mod status;
 pub mod verify;
 
@@ -72,6 +75,8 @@ pub struct StartRequest {
     pub propose: bool,
     pub kind: RunKind,
     pub actor: String,
+    /// For `kind: Drill`.
+    pub drill: Option<drill::DrillOptions>,
 }
 
 struct Active {
@@ -96,6 +101,15 @@ pub const MAX_WATCHES: usize = 512;
 
 pub const DEFAULT_PARALLELISM: usize = 16;
 pub const MAX_PARALLELISM: usize = 1024;
+
+/// The region a run of a snapshot goes to: the one asked for, or the manifest's.
+fn region_of(snap: &Snapshot, region: Option<&str>) -> Result<String> {
+    let region = region.filter(|r| !r.is_empty()).unwrap_or(&snap.manifest.region).to_string();
+    if !manifest::is_valid_name(&region) {
+        return Err(Error::InvalidArgument(format!("\"{region}\" is not a valid region name")));
+    }
+    Ok(region)
+}
 
 /// `r-<UTC time to the millisecond>-<random>`: IDs sort by start time.
 fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
@@ -219,25 +233,40 @@ impl Engine {
         prune: bool,
     ) -> Result<(Snapshot, Plan)> {
         let snap = self.repo.get_by_ref(env, reference).await?;
+        let region = region_of(&snap, region)?;
+        self.plan_snapshot(snap, env, &region, &region, force, prune).await
+    }
+
+    /// The plan of a snapshot's manifest (a drill's is isolated) for what
+    /// runs as `target` (the environment, or a drill's namespace) in a region.
+    async fn plan_snapshot(
+        &self,
+        snap: Snapshot,
+        target: &str,
+        region: &str,
+        lease_key: &str,
+        force: bool,
+        prune: bool,
+    ) -> Result<(Snapshot, Plan)> {
+        let env = snap.environment.clone();
+        let env = env.as_str();
         let m = &snap.manifest;
-        let region = region.filter(|r| !r.is_empty()).unwrap_or(&m.region).to_string();
-        if !manifest::is_valid_name(&region) {
-            return Err(Error::InvalidArgument(format!("\"{region}\" is not a valid region name")));
-        }
+        let region = region.to_string();
         // A provider this server lacks fails preflight (the plan still shows).
         let provider = self.ctx.providers.get(m.provider);
         // An inventory that cannot be read fails preflight too: the plan
         // shows, and says why nothing can be recovered yet.
         let mut inventory_failure = None;
         let inventory = match &provider {
-            Ok(p) => match bounded("inventory", CALL_LIMIT, &CancellationToken::new(), p.inventory(env, &region)).await
-            {
-                Ok(i) => i,
-                Err(e) => {
-                    inventory_failure = Some(format!("cannot read what runs of {env} in {region}: {e}"));
-                    Vec::new()
+            Ok(p) => {
+                match bounded("inventory", CALL_LIMIT, &CancellationToken::new(), p.inventory(target, &region)).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        inventory_failure = Some(format!("cannot read what runs of {env} in {region}: {e}"));
+                        Vec::new()
+                    }
                 }
-            },
+            }
             Err(_) => Vec::new(),
         };
         let history = self.timings(env).await;
@@ -283,7 +312,7 @@ impl Engine {
             ),
             None => Check::pass("snapshot-status", format!("snapshot {} ({}) verified", snap.version, snap.digest)),
         });
-        plan.preflight.push(self.lease_check(&region).await?);
+        plan.preflight.push(self.lease_check(lease_key).await?);
         plan.changes = self.changes(&snap, &plan, &inventory).await;
         Ok((snap, plan))
     }
@@ -350,8 +379,20 @@ impl Engine {
         if parallelism == 0 || parallelism > MAX_PARALLELISM {
             return Err(Error::InvalidArgument(format!("parallelism must be 1 to {MAX_PARALLELISM}")));
         }
-        let (snap, plan) =
-            self.plan(&req.environment, &req.reference, req.region.as_deref(), req.force, req.prune).await?;
+        let now = self.ctx.clock.now();
+        let id = new_run_id(now);
+        let (snap, plan, drill) = match (&req.kind, &req.drill) {
+            (RunKind::Drill, Some(opts)) => {
+                let (snap, plan, drill) = self.plan_drill(&req, opts, &id).await?;
+                (snap, plan, Some(drill))
+            }
+            (RunKind::Drill, None) => return Err(Error::InvalidArgument("a drill needs its drill options".into())),
+            (RunKind::Recovery, _) => {
+                let (snap, plan) =
+                    self.plan(&req.environment, &req.reference, req.region.as_deref(), req.force, req.prune).await?;
+                (snap, plan, None)
+            }
+        };
         if let Some(c) = plan.preflight.iter().find(|c| c.name == "region-lease" && !c.ok) {
             return Err(Error::Conflict(c.message.clone()));
         }
@@ -359,10 +400,6 @@ impl Engine {
         if !failed.is_empty() {
             return Err(Error::FailedPrecondition(format!("preflight failed: {}", failed.join("; "))));
         }
-        let now = self.ctx.clock.now();
-        let id = new_run_id(now);
-        let lease =
-            Lease::acquire(&self.ctx.store, &plan.region, &id, &self.ctx.owner, self.ctx.lease_ttl, now).await?;
         let spec = RunSpec {
             format_version: RUN_FORMAT,
             id: id.clone(),
@@ -378,7 +415,10 @@ impl Engine {
             critical_path: plan.critical_path,
             critical_path_ms: plan.critical_path_ms,
             proposed: req.propose,
+            drill,
         };
+        let lease =
+            Lease::acquire(&self.ctx.store, &spec.lease_key(), &id, &self.ctx.owner, self.ctx.lease_ttl, now).await?;
         let bytes = codec::encode(&spec);
         // `run.json` commits the run: the index marker goes first (an orphan
         // marker is skipped by `list`), and if either write fails the lease
@@ -461,7 +501,10 @@ impl Engine {
         if view.state.is_finished() {
             return Err(Error::FailedPrecondition(format!("run {id} already finished ({})", view.state.as_str())));
         }
-        let snap = self.repo.get(&spec.environment, spec.snapshot_version).await?;
+        let mut snap = self.repo.get(&spec.environment, spec.snapshot_version).await?;
+        if let Some(d) = &spec.drill {
+            snap.manifest = crate::domain::drill::isolate(&snap.manifest, d, &spec.id);
+        }
         if snap.digest != spec.snapshot_digest {
             return Err(Error::FailedPrecondition(format!(
                 "snapshot {} of {} no longer has the digest run {id} started with",
@@ -469,7 +512,8 @@ impl Engine {
             )));
         }
         let now = self.ctx.clock.now();
-        let lease = Lease::acquire(&self.ctx.store, &spec.region, id, &self.ctx.owner, self.ctx.lease_ttl, now).await?;
+        let lease =
+            Lease::acquire(&self.ctx.store, &spec.lease_key(), id, &self.ctx.owner, self.ctx.lease_ttl, now).await?;
         // Re-open after taking the lease, so no entry written meanwhile is missed.
         let (journal, entries) =
             if entries.is_empty() { (journal, entries) } else { Journal::open(self.ctx.store.clone(), id).await? };
@@ -508,6 +552,28 @@ impl Engine {
                 tokio::time::sleep(every).await;
             }
         })
+    }
+
+    /// A finished run's report: (JSON, HTML). Made (and stored) now when
+    /// it is missing (a report write that failed).
+    pub async fn report(&self, id: &str) -> Result<(String, String)> {
+        let view = self.get(id).await?;
+        if !view.state.is_finished() {
+            return Err(Error::FailedPrecondition(format!(
+                "run {id} is still {}; its report is written when it finishes (`lifeboat run watch {id}`)",
+                view.state.as_str()
+            )));
+        }
+        let read = |file: &'static str| async move {
+            self.ctx.store.get(&layout::run_report(id, file)).await.map(|o| o.map(|o| o.bytes))
+        };
+        if let (Some(json), Some(html)) = (read("report.json").await?, read("report.html").await?) {
+            return Ok((String::from_utf8_lossy(&json).into_owned(), String::from_utf8_lossy(&html).into_owned()));
+        }
+        let teardown = drill::read_teardown(&self.ctx.store, id).await?;
+        let r = report::build(&view, teardown);
+        report::store(&self.ctx.store, &view).await;
+        Ok((serde_json::to_string_pretty(&r).expect("reports serialise"), report::html(&r)))
     }
 
     async fn spec(&self, id: &str) -> Result<RunSpec> {
@@ -559,6 +625,17 @@ impl Engine {
     /// The newest runs first, optionally of one environment.
     /// Newest first; with `awaiting_approval`, only runs waiting for an approval.
     pub async fn list(&self, environment: Option<&str>, awaiting_approval: bool, limit: usize) -> Result<Vec<RunView>> {
+        self.list_of(environment, None, awaiting_approval, limit).await
+    }
+
+    /// The same, of one kind only (drills).
+    pub async fn list_of(
+        &self,
+        environment: Option<&str>,
+        kind: Option<RunKind>,
+        awaiting_approval: bool,
+        limit: usize,
+    ) -> Result<Vec<RunView>> {
         let mut keys = self.ctx.store.list(&layout::run_index_prefix()).await?;
         keys.reverse();
         let mut out = Vec::new();
@@ -569,7 +646,7 @@ impl Engine {
                 Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
-            if environment.is_some_and(|e| e != spec.environment) {
+            if environment.is_some_and(|e| e != spec.environment) || kind.is_some_and(|k| k != spec.kind) {
                 continue;
             }
             let entries = journal::read_from(&self.ctx.store, id, 0).await?;

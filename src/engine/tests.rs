@@ -47,6 +47,8 @@ struct World {
     /// Services retired (prune), in order, with what was cut over before.
     retired: Vec<(String, usize)>,
     cut_over: usize,
+    /// Each instance's environment (a drill's namespace).
+    envs: BTreeMap<String, String>,
 }
 
 /// A provider whose steps take known times (on tokio's clock).
@@ -121,6 +123,7 @@ impl ComputeProvider for Scripted {
             .collect();
         for id in &ids {
             w.alive.insert(id.clone(), service.clone());
+            w.envs.insert(id.clone(), spec.target.environment.clone());
         }
         w.launches.insert(spec.launch_key.clone(), ids.clone());
         Ok(ids)
@@ -163,6 +166,29 @@ impl ComputeProvider for Scripted {
     }
     async fn logs(&self, id: &str, _: usize) -> Vec<String> {
         vec![format!("{id} says goodbye")]
+    }
+    async fn isolation(&self, _: &Manifest, _: &str) -> ProviderResult<crate::domain::drill::Isolation> {
+        Ok(Default::default())
+    }
+    async fn tear_down(&self, ns: &str, _: &str) -> ProviderResult<(Vec<String>, Vec<String>)> {
+        let mut w = self.world();
+        let ids: Vec<String> = w.alive.keys().filter(|id| w.envs.get(*id).is_some_and(|e| e == ns)).cloned().collect();
+        for id in &ids {
+            w.alive.remove(id);
+        }
+        Ok((ids, Vec::new()))
+    }
+    async fn drill_leftovers(&self) -> ProviderResult<Vec<(String, String)>> {
+        let w = self.world();
+        let mut out: Vec<(String, String)> = w
+            .alive
+            .keys()
+            .filter_map(|id| w.envs.get(id))
+            .filter(|e| crate::domain::drill::parse_namespace(e).is_some())
+            .map(|e| (e.clone(), "local-1".to_string()))
+            .collect();
+        out.dedup();
+        Ok(out)
     }
     async fn read_logs(
         &self,
@@ -250,6 +276,7 @@ fn recovery_of_latest(parallelism: Option<usize>) -> StartRequest {
         force: false,
         kind: RunKind::Recovery,
         actor: "t".into(),
+        drill: None,
     }
 }
 

@@ -49,6 +49,11 @@ impl Providers {
         })
     }
 
+    /// A provider by its name (`local`, `ec2`).
+    pub fn get_named(&self, name: &str) -> Result<std::sync::Arc<dyn ComputeProvider>, String> {
+        self.by_name.get(name).cloned().ok_or_else(|| format!("no {name} provider"))
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         self.by_name.keys().copied().collect()
     }
@@ -195,6 +200,20 @@ pub trait ComputeProvider: Send + Sync + 'static {
 
     /// The last lines an instance wrote, for failure reports.
     async fn logs(&self, instance: &str, lines: usize) -> Vec<String>;
+
+    /// How a drill of `manifest` in `region` is kept apart from production:
+    /// the drill addresses that replace its stable addresses, the traffic
+    /// targets it drops, the settings it launches with instead.
+    async fn isolation(&self, manifest: &Manifest, region: &str) -> ProviderResult<crate::domain::drill::Isolation>;
+
+    /// Removes everything of one drill namespace in a region: its instances
+    /// terminated, its addresses given up. Returns the instances removed
+    /// and what is still there afterwards (empty when all is gone).
+    async fn tear_down(&self, namespace: &str, region: &str) -> ProviderResult<(Vec<String>, Vec<String>)>;
+
+    /// Drill namespaces that still have instances or addresses here, with
+    /// their region, for the sweeper.
+    async fn drill_leftovers(&self) -> ProviderResult<Vec<(String, String)>>;
 
     /// An instance's output for `lifeboat logs`: its last lines, or what it
     /// wrote since a cursor (to follow it). Instances that ended keep their

@@ -33,6 +33,38 @@ pub fn push_request(env: &str, key: &str) -> String {
     format!("environments/{env}/requests/{key}")
 }
 
+/// A passed DR drill of a snapshot (`promotion = "drill"` needs one).
+pub fn passed_drill(env: &str, version: u64, run_id: &str) -> String {
+    format!("environments/{env}/drills/{version:010}/{run_id}.json")
+}
+
+pub fn passed_drills_prefix(env: &str, version: u64) -> String {
+    format!("environments/{env}/drills/{version:010}/")
+}
+
+/// A drill or recovery report: `report.json` or `report.html`.
+pub fn run_report(run_id: &str, file: &str) -> String {
+    format!("runs/{run_id}/{file}")
+}
+
+/// What a drill's teardown removed, and when (written by the run or the sweeper).
+pub fn drill_teardown(run_id: &str) -> String {
+    format!("runs/{run_id}/teardown.json")
+}
+
+pub fn schedules_prefix() -> String {
+    "schedules/".into()
+}
+
+pub fn schedule(id: &str) -> String {
+    format!("schedules/{id}.json")
+}
+
+/// One tick of a schedule: created once, by whichever server fires it.
+pub fn schedule_tick(id: &str, tick: &str) -> String {
+    format!("schedule-ticks/{id}/{tick}")
+}
+
 pub fn rejection(env: &str, version: u64) -> String {
     format!("environments/{env}/rejections/{version:010}.json")
 }

@@ -458,14 +458,51 @@ impl SnapshotRepo {
         expected: Option<u64>,
     ) -> Result<Snapshot> {
         let snap = self.get_by_ref(env, reference).await?;
-        if snap.manifest.promotion == Promotion::Drill {
-            return Err(Error::FailedPrecondition(format!(
-                "environment {env} has promotion = \"drill\": snapshot {} becomes known-good only by passing a DR drill",
-                snap.version
+        if snap.manifest.promotion == Promotion::Drill && self.passed_drills(env, snap.version).await?.is_empty() {
+            return Err(Error::Conflict(format!(
+                "snapshot {v} of {env} has no passed DR drill, and its manifest has promotion = \"drill\": run `lifeboat drill run {env} --snapshot {v} --promote-on-pass` (or promote it after a drill passed)",
+                v = snap.version
             )));
         }
         self.move_ref(&snap, KNOWN_GOOD, actor, reason, expected).await?;
         Ok(snap)
+    }
+
+    /// Moves known-good to a snapshot whose drill passed: a compare-and-swap
+    /// against the known-good the drill started from.
+    pub async fn promote_drilled(
+        &self,
+        env: &str,
+        version: u64,
+        run_id: &str,
+        expected: Option<u64>,
+    ) -> Result<Snapshot> {
+        let snap = self.get(env, version).await?;
+        let reason = format!("DR drill {run_id} passed");
+        self.move_ref(&snap, KNOWN_GOOD, &format!("drill {run_id}"), &reason, expected).await?;
+        Ok(snap)
+    }
+
+    /// Records that a drill of a snapshot passed.
+    pub async fn record_passed_drill(&self, env: &str, version: u64, run_id: &str, at: &str) -> Result<()> {
+        let body = serde_json::json!({ "run_id": run_id, "at": at, "version": version });
+        let key = layout::passed_drill(env, version, run_id);
+        match self.store.put(&key, bytes::Bytes::from(body.to_string()), super::PutOptions::create()).await {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The runs of the drills of a snapshot that passed.
+    pub async fn passed_drills(&self, env: &str, version: u64) -> Result<Vec<String>> {
+        let prefix = layout::passed_drills_prefix(env, version);
+        Ok(self
+            .store
+            .list(&prefix)
+            .await?
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix)?.strip_suffix(".json").map(str::to_string))
+            .collect())
     }
 
     /// Points a user tag at a snapshot, by compare-and-swap.

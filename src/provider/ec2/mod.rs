@@ -38,6 +38,10 @@ pub struct Ec2Config {
     pub max_instances: Option<usize>,
     /// Instead of the standard chain (for programs that embed the provider).
     pub credentials: Option<aws_sdk_ec2::config::Credentials>,
+    /// `[provider.ec2.drill]`: the subnets and security groups drills launch
+    /// into (a list, or a map region → list), instead of the manifest's.
+    pub drill_subnets: Option<serde_json::Value>,
+    pub drill_security_groups: Option<serde_json::Value>,
 }
 
 struct Clients {
@@ -358,6 +362,9 @@ impl ComputeProvider for Ec2Provider {
             tag("Name", &format!("{}-{}", t.environment, t.service)),
         ];
         tags.extend(t.tags.iter().filter(|(k, _)| !k.starts_with("lifeboat:")).map(|(k, v)| tag(k, v)));
+        if let Some(run) = t.tags.get(TAG_DRILL) {
+            tags.push(tag(TAG_DRILL, run));
+        }
         for (batch, (subnet, count)) in spread(needed, &settings.subnets).into_iter().enumerate() {
             if cancel.is_cancelled() {
                 return Err(ProviderError::Cancelled);
@@ -543,6 +550,59 @@ impl ComputeProvider for Ec2Provider {
         }
         self.set_tag(&c, &new, TAG_SERVING, "true").await?;
         self.set_tag(&c, &old, TAG_SERVING, "false").await
+    }
+
+    async fn isolation(&self, _m: &Manifest, _region: &str) -> ProviderResult<crate::domain::drill::Isolation> {
+        // A drill is never registered in production's target groups or DNS.
+        let mut set = BTreeMap::new();
+        if let Some(s) = &self.config.drill_subnets {
+            set.insert("subnets".to_string(), s.clone());
+        }
+        if let Some(g) = &self.config.drill_security_groups {
+            set.insert("security_groups".to_string(), g.clone());
+        }
+        Ok(crate::domain::drill::Isolation {
+            addresses: Vec::new(),
+            remove: vec!["target_groups".into(), "dns".into()],
+            set,
+        })
+    }
+
+    async fn tear_down(&self, namespace: &str, region: &str) -> ProviderResult<(Vec<String>, Vec<String>)> {
+        let c = self.clients(region).await;
+        let ids: Vec<String> = self
+            .tagged(&c, namespace, None)
+            .await?
+            .iter()
+            .filter_map(|i| i.instance_id().map(|id| format!("{region}/{id}")))
+            .collect();
+        self.terminate(&ids).await?;
+        let remaining = self
+            .tagged(&c, namespace, None)
+            .await?
+            .iter()
+            .filter(|i| !matches!(state(i), InstanceStateName::Terminated | InstanceStateName::ShuttingDown))
+            .filter_map(|i| i.instance_id().map(|id| format!("{region}/{id}")))
+            .collect();
+        Ok((ids, remaining))
+    }
+
+    async fn drill_leftovers(&self) -> ProviderResult<Vec<(String, String)>> {
+        // The regions this server has worked in.
+        let regions: Vec<String> = self.clients.lock().await.keys().cloned().collect();
+        let mut out = std::collections::BTreeSet::new();
+        for region in regions {
+            let c = self.clients(&region).await;
+            let found = self
+                .describe(&c, vec![filter("tag-key", &[TAG_DRILL]), filter("instance-state-name", &LIVE_STATES)])
+                .await?;
+            for i in &found {
+                if let Some(ns) = tag_of(i, TAG_ENVIRONMENT) {
+                    out.insert((ns.to_string(), region.clone()));
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
     }
 
     async fn retire(&self, target: &ServiceRef) -> ProviderResult<()> {

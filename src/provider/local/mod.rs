@@ -766,6 +766,70 @@ impl ComputeProvider for LocalProvider {
         Ok(())
     }
 
+    async fn isolation(&self, m: &Manifest, _region: &str) -> ProviderResult<crate::domain::drill::Isolation> {
+        let listening: Vec<(&String, &str)> = m
+            .services
+            .iter()
+            .filter_map(|(name, s)| s.launch.get("listen").and_then(|v| v.as_str()).map(|l| (name, l)))
+            .collect();
+        let ports =
+            pick_listen_ports(listening.len()).map_err(|e| backend(format!("cannot pick drill addresses: {e}")))?;
+        let addresses = listening
+            .into_iter()
+            .zip(ports)
+            .map(|((service, production), port)| {
+                let host = production.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+                crate::domain::drill::AddressMap {
+                    service: service.clone(),
+                    production: production.to_string(),
+                    drill: format!("{host}:{port}"),
+                }
+            })
+            .collect();
+        Ok(crate::domain::drill::Isolation { addresses, ..Default::default() })
+    }
+
+    async fn tear_down(&self, namespace: &str, region: &str) -> ProviderResult<(Vec<String>, Vec<String>)> {
+        let mine =
+            |r: &records::InstanceRecord| r.environment == namespace && (region.is_empty() || r.region == region);
+        let ids: Vec<String> =
+            self.records().await?.into_iter().filter(|r| mine(r) && !r.terminated).map(|r| r.id).collect();
+        self.terminate(&ids).await?;
+        for p in self.pointers(Some(namespace)).await? {
+            let path = records::pointer_path(&self.dir, namespace, &p.service);
+            self.io(move |_| match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
+            .await
+            .map_err(|e| backend(format!("cannot give up {namespace}/{}'s address: {e}", p.service)))?;
+        }
+        self.router.sync().await.map_err(backend)?;
+        let mut remaining: Vec<String> =
+            self.records().await?.into_iter().filter(|r| mine(r) && r.alive()).map(|r| r.id).collect();
+        remaining.extend(
+            self.pointers(Some(namespace)).await?.into_iter().map(|p| format!("address of {namespace}/{}", p.service)),
+        );
+        Ok((ids, remaining))
+    }
+
+    async fn drill_leftovers(&self) -> ProviderResult<Vec<(String, String)>> {
+        let mut out = std::collections::BTreeSet::new();
+        for r in self.records().await? {
+            if !r.terminated && crate::domain::drill::parse_namespace(&r.environment).is_some() {
+                out.insert((r.environment.clone(), r.region.clone()));
+            }
+        }
+        for p in self.pointers(None).await? {
+            if crate::domain::drill::parse_namespace(&p.environment).is_some()
+                && !out.iter().any(|(ns, _)| ns == &p.environment)
+            {
+                out.insert((p.environment.clone(), String::new()));
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     async fn retire(&self, target: &ServiceRef) -> ProviderResult<()> {
         let path = records::pointer_path(&self.dir, &target.environment, &target.service);
         self.io(move |_| match std::fs::remove_file(&path) {

@@ -1,0 +1,90 @@
+//! Drill schedules: a cron expression in a time zone. Pure: parsing, the
+//! next fire time, and which tick is due.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A schedule as stored (`schedules/<id>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub format_version: u32,
+    pub id: String,
+    pub environment: String,
+    pub cron: String,
+    /// IANA name; `UTC` by default.
+    pub timezone: String,
+    /// The snapshot each drill takes (default `latest`).
+    pub snapshot: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub promote_on_pass: bool,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+/// A parsed cron expression with its zone.
+pub struct Timetable {
+    cron: croner::Cron,
+    tz: chrono_tz::Tz,
+}
+
+impl Timetable {
+    /// Five fields (minute hour day-of-month month day-of-week) or six with
+    /// seconds first; a zone name from the IANA database.
+    pub fn parse(cron: &str, timezone: &str) -> Result<Timetable, String> {
+        let fields = cron.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            return Err(format!(
+                "cron expression {cron:?} has {fields} fields; use 5 (minute hour day-of-month month day-of-week), or 6 with seconds first"
+            ));
+        }
+        let parsed = croner::Cron::from_str(cron).map_err(|e| format!("cron expression {cron:?} is not valid: {e}"))?;
+        let tz = chrono_tz::Tz::from_str(if timezone.is_empty() { "UTC" } else { timezone })
+            .map_err(|_| format!("unknown time zone {timezone:?}: use an IANA name such as Europe/Berlin or UTC"))?;
+        Ok(Timetable { cron: parsed, tz })
+    }
+
+    /// The first tick strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_next_occurrence(&t.with_timezone(&self.tz), false).ok().map(|d| d.with_timezone(&Utc))
+    }
+
+    /// The latest tick at or before `now`: the one due now (fired at most once).
+    pub fn due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_previous_occurrence(&now.with_timezone(&self.tz), true).ok().map(|d| d.with_timezone(&Utc))
+    }
+}
+
+/// The name of one tick (its UTC time to the second), for its once-only key.
+pub fn tick_name(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn ticks_follow_the_zone() {
+        let t = Timetable::parse("0 3 * * SUN", "Europe/Berlin").unwrap();
+        // Saturday 2026-11-28 12:00 UTC: next is Sunday 03:00 Berlin = 02:00 UTC.
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
+        assert_eq!(t.next_after(now), Some(Utc.with_ymd_and_hms(2026, 11, 29, 2, 0, 0).unwrap()));
+        assert_eq!(t.due(now), Some(Utc.with_ymd_and_hms(2026, 11, 22, 2, 0, 0).unwrap()));
+        let every_second = Timetable::parse("* * * * * *", "").unwrap();
+        assert_eq!(every_second.due(now), Some(now), "a tick at the very moment is due");
+    }
+
+    #[test]
+    fn bad_expressions_and_zones_say_what_is_wrong() {
+        let e = Timetable::parse("0 3 * *", "UTC").err().unwrap();
+        assert!(e.contains("has 4 fields"), "{e}");
+        let e = Timetable::parse("61 3 * * *", "UTC").err().unwrap();
+        assert!(e.contains("is not valid"), "{e}");
+        let e = Timetable::parse("0 3 * * *", "Mars/Olympus").err().unwrap();
+        assert!(e.contains("unknown time zone \"Mars/Olympus\""), "{e}");
+    }
+}

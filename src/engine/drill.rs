@@ -1,0 +1,268 @@
+//! DR drills in the engine: planning a snapshot into an isolated namespace,
+//! the end of a drill (verdict, teardown or keep, promotion), and the
+//! sweeper that removes whatever finished or unknown drills left behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, StartRequest, region_of};
+use crate::domain::drill::{self, DrillSpec, Judgement, Verdict};
+use crate::domain::plan::Plan;
+use crate::domain::run::RunView;
+use crate::domain::snapshot::Snapshot;
+use crate::error::{Error, Result};
+use crate::provider::{CALL_LIMIT, ComputeProvider, bounded};
+use crate::store::codec::{self, Persisted};
+use crate::store::{DynStore, PutOptions, SnapshotRepo, layout};
+
+/// What `lifeboat drill run` asks for beyond a recovery's options.
+#[derive(Debug, Clone, Default)]
+pub struct DrillOptions {
+    /// Keep a passed drill up this long, then tear it down.
+    pub keep_for: Duration,
+    /// Cancel (and tear down) after this long; default 2 × the RTO objective.
+    pub timeout: Option<Duration>,
+    pub promote_on_pass: bool,
+    /// The schedule that fired it.
+    pub schedule: Option<String>,
+}
+
+/// What a teardown removed: written by the run, or later by the sweeper.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Teardown {
+    pub format_version: u32,
+    pub run_id: String,
+    pub at: String,
+    /// `run` (at the drill's end), `sweeper`.
+    pub by: String,
+    pub instances: Vec<String>,
+    /// Not removed (empty: nothing is left).
+    pub remaining: Vec<String>,
+}
+
+impl Persisted for Teardown {
+    const KIND: &'static str = "drill teardown record";
+    const FORMAT: u32 = 1;
+}
+
+/// One namespace the sweeper looked at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Swept {
+    pub namespace: String,
+    pub region: String,
+    pub run_id: String,
+    /// Why it was (or was not) removed.
+    pub reason: String,
+    pub removed: Vec<String>,
+    pub remaining: Vec<String>,
+}
+
+impl Engine {
+    /// Plans a drill: the snapshot's manifest isolated by its provider into
+    /// the namespace `ENV.drill.RUN`, under the lease `drill/ENV/REGION`.
+    pub(super) async fn plan_drill(
+        &self,
+        req: &StartRequest,
+        opts: &DrillOptions,
+        id: &str,
+    ) -> Result<(Snapshot, Plan, DrillSpec)> {
+        if opts.keep_for > drill::MAX_KEEP {
+            return Err(Error::InvalidArgument(format!(
+                "--keep-for {} is over the limit of 24h: a drill is torn down within a day",
+                crate::domain::duration::human(opts.keep_for)
+            )));
+        }
+        if opts.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::InvalidArgument("--timeout must be longer than 0s".into()));
+        }
+        let snap = self.repo.get_by_ref(&req.environment, &req.reference).await?;
+        let region = region_of(&snap, req.region.as_deref())?;
+        if let Some(r) = self.repo.rejection(&req.environment, snap.version).await? {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {} of {} was rejected by {} ({}): a rejected snapshot is never drilled",
+                snap.version, req.environment, r.by, r.reason
+            )));
+        }
+        let provider = self.ctx.providers.get(snap.manifest.provider).map_err(|why| {
+            Error::FailedPrecondition(format!("cannot drill snapshot {} of {}: {why}", snap.version, req.environment))
+        })?;
+        let isolation =
+            bounded("isolation", CALL_LIMIT, &CancellationToken::new(), provider.isolation(&snap.manifest, &region))
+                .await
+                .map_err(|e| {
+                    Error::FailedPrecondition(format!("cannot isolate a drill of {}: {e}", req.environment))
+                })?;
+        let objective = snap.manifest.rto_objective.map(|d| d.0);
+        let timeout = opts.timeout.or(objective.map(|o| o * 2)).unwrap_or(drill::DEFAULT_TIMEOUT);
+        let known_good = self.repo.get_ref(&req.environment, "known-good").await?.map(|r| r.version);
+        let spec = DrillSpec {
+            namespace: drill::namespace(&req.environment, id),
+            isolation,
+            timeout_ms: timeout.as_millis() as u64,
+            keep_for_ms: opts.keep_for.as_millis() as u64,
+            promote_on_pass: opts.promote_on_pass,
+            known_good_at_start: known_good,
+            rto_objective_ms: objective.map(|o| o.as_millis() as u64),
+            schedule: opts.schedule.clone(),
+        };
+        let mut isolated = snap.clone();
+        isolated.manifest = drill::isolate(&snap.manifest, &spec, id);
+        let lease_key = format!("drill/{}/{region}", req.environment);
+        let (snap, plan) = self.plan_snapshot(isolated, &spec.namespace, &region, &lease_key, false, false).await?;
+        Ok((snap, plan, spec))
+    }
+
+    /// Removes what finished or unknown drills left behind (and kept drills
+    /// whose time is up). Running drills are left alone.
+    pub async fn sweep_drills(&self) -> Result<Vec<Swept>> {
+        let mut out = Vec::new();
+        for name in self.ctx.providers.names() {
+            let Ok(provider) = self.ctx.providers.get_named(name) else { continue };
+            let leftovers =
+                match bounded("drill leftovers", CALL_LIMIT, &CancellationToken::new(), provider.drill_leftovers())
+                    .await
+                {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(provider = name, error = %e, "cannot list drill leftovers");
+                        continue;
+                    }
+                };
+            for (namespace, region) in leftovers {
+                let Some((_, run_id)) = drill::parse_namespace(&namespace) else { continue };
+                let run_id = run_id.to_string();
+                let reason = match self.get(&run_id).await {
+                    Ok(v) if !v.state.is_finished() => continue,
+                    Ok(v) => match &v.kept_until {
+                        Some(until) if !kept_time_is_up(until, self.ctx.clock.now()) => continue,
+                        Some(until) => format!("drill {run_id} was kept until {until}"),
+                        None => format!("drill {run_id} finished ({})", v.state.as_str()),
+                    },
+                    Err(Error::NotFound(_)) => format!("drill {run_id} is unknown to the store"),
+                    Err(e) => return Err(e),
+                };
+                let region = if region.is_empty() {
+                    self.spec(&run_id).await.map(|s| s.region).unwrap_or_default()
+                } else {
+                    region
+                };
+                let (removed, remaining) = tear_down(provider.as_ref(), &namespace, &region).await;
+                tracing::info!(run_id = %run_id, namespace = %namespace, removed = removed.len(), remaining = remaining.len(), "drill sweeper: {reason}");
+                if self.spec(&run_id).await.is_ok() {
+                    let record = Teardown {
+                        format_version: 1,
+                        run_id: run_id.clone(),
+                        at: self.ctx.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        by: "sweeper".into(),
+                        instances: removed.clone(),
+                        remaining: remaining.clone(),
+                    };
+                    write_teardown(&self.ctx.store, &record).await;
+                    if let Ok(view) = self.get(&run_id).await {
+                        super::report::store(&self.ctx.store, &view).await;
+                    }
+                }
+                out.push(Swept { namespace, region, run_id, reason, removed, remaining });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sweeps drill leftovers now and then every `every`, until aborted.
+    pub fn sweep_drills_every(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = engine.sweep_drills().await {
+                    tracing::warn!(error = %e, "cannot sweep drill leftovers");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
+    /// A drill's teardown record, if it was torn down.
+    pub async fn teardown_of(&self, run_id: &str) -> Result<Option<Teardown>> {
+        read_teardown(&self.ctx.store, run_id).await
+    }
+}
+
+fn kept_time_is_up(until: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    chrono::DateTime::parse_from_rfc3339(until).map_or(true, |t| now >= t.with_timezone(&chrono::Utc))
+}
+
+/// Tears a namespace down, a few times if the provider fails: what was
+/// removed and what is still there (a failure is reported as remaining).
+pub(super) async fn tear_down(
+    provider: &dyn ComputeProvider,
+    namespace: &str,
+    region: &str,
+) -> (Vec<String>, Vec<String>) {
+    let mut removed = Vec::new();
+    let mut last_error = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+        }
+        match bounded("tear down", CALL_LIMIT, &CancellationToken::new(), provider.tear_down(namespace, region)).await {
+            Ok((ids, remaining)) => {
+                removed.extend(ids);
+                removed.sort();
+                removed.dedup();
+                if remaining.is_empty() {
+                    return (removed, Vec::new());
+                }
+                last_error = format!("still there: {}", remaining.join(", "));
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    tracing::error!(namespace, region, error = %last_error, "drill teardown is incomplete; the sweeper tries again");
+    (removed, vec![last_error])
+}
+
+pub(super) async fn write_teardown(store: &DynStore, t: &Teardown) {
+    if let Err(e) = store.put(&layout::drill_teardown(&t.run_id), codec::encode(t), PutOptions::overwrite()).await {
+        tracing::error!(run_id = %t.run_id, error = %e, "cannot write the drill's teardown record");
+    }
+}
+
+pub(super) async fn read_teardown(store: &DynStore, run_id: &str) -> Result<Option<Teardown>> {
+    let key = layout::drill_teardown(run_id);
+    match store.get(&key).await? {
+        None => Ok(None),
+        Some(o) => Ok(Some(codec::decode(&o.bytes, &key, &store.describe())?)),
+    }
+}
+
+/// At a passed drill's end: record the pass, and with `promote_on_pass`
+/// move known-good (compare-and-swap against the one the drill started
+/// from). Returns the promotion's outcome, if one was asked for.
+pub(super) async fn after_pass(store: &DynStore, view: &RunView, j: &Judgement) -> Option<(bool, String)> {
+    let spec = &view.spec;
+    let d = spec.drill.as_ref()?;
+    let repo = SnapshotRepo::new(store.clone());
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    if j.verdict == Verdict::Passed
+        && let Err(e) = repo.record_passed_drill(&spec.environment, spec.snapshot_version, &spec.id, &at).await
+    {
+        tracing::error!(run_id = %spec.id, error = %e, "cannot record the passed drill");
+    }
+    if !d.promote_on_pass {
+        return None;
+    }
+    let v = spec.snapshot_version;
+    if j.verdict != Verdict::Passed {
+        return Some((false, format!("known-good not moved: the drill {}", j.verdict.as_str().replace('_', " "))));
+    }
+    if d.known_good_at_start == Some(v) {
+        return Some((false, format!("known-good already is snapshot {v}")));
+    }
+    Some(match repo.promote_drilled(&spec.environment, v, &spec.id, d.known_good_at_start).await {
+        Ok(_) => (true, format!("known-good moved to snapshot {v} (drill {} passed)", spec.id)),
+        Err(e) => (false, format!("known-good not moved to snapshot {v}: {e}")),
+    })
+}

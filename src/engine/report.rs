@@ -1,0 +1,390 @@
+//! Run reports: a JSON document and a self-contained HTML page (with an SVG
+//! timeline of every service's queued, launching and health-gate spans, the
+//! critical path marked) stored beside every finished run, drill or recovery.
+
+use serde::{Deserialize, Serialize};
+
+use super::drill::Teardown;
+use crate::domain::run::{RunView, ServiceState};
+use crate::store::{DynStore, PutOptions, layout};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub format_version: u32,
+    pub run_id: String,
+    pub kind: String,
+    pub environment: String,
+    pub region: String,
+    pub snapshot_version: u64,
+    pub state: String,
+    pub created_by: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub elapsed_ms: u64,
+    /// Drills: passed, passed_over_objective or failed.
+    pub verdict: Option<String>,
+    /// Start → every service healthy and verified (a drill's measured RTO,
+    /// or a successful recovery's duration).
+    pub rto_seconds: Option<f64>,
+    pub rto_objective_seconds: Option<f64>,
+    pub critical_path: Vec<String>,
+    pub critical_path_ms: u64,
+    pub root_cause: Option<String>,
+    pub services: Vec<ServiceRow>,
+    pub verify: Vec<VerifyRow>,
+    pub drill: Option<DrillInfo>,
+    /// Every instance the run created.
+    pub instances_created: Vec<String>,
+    pub teardown: Option<Teardown>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRow {
+    pub name: String,
+    pub action: String,
+    pub state: String,
+    pub attempts: u32,
+    pub queued_ms: Option<u64>,
+    pub launch_started_ms: Option<u64>,
+    pub running_ms: Option<u64>,
+    pub healthy_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// Launch call → instances running (the provider's side).
+    pub launch_overhead_ms: Option<u64>,
+    /// Running → healthy (the service's own start-up).
+    pub startup_ms: Option<u64>,
+    pub critical: bool,
+    pub error: Option<String>,
+    pub logs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyRow {
+    pub check: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillInfo {
+    pub namespace: String,
+    /// service, production address, drill address.
+    pub addresses: Vec<(String, String, String)>,
+    pub kept_until: Option<String>,
+    pub promotion: Option<String>,
+    pub schedule: Option<String>,
+}
+
+pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
+    let spec = &view.spec;
+    let j = view.judgement.as_ref();
+    let (measured_path, measured_ms) = view.measured_critical_path();
+    let critical_path = j.map_or(measured_path, |j| j.critical_path.clone());
+    let services = spec
+        .steps
+        .iter()
+        .map(|s| {
+            let p = &view.services[&s.service];
+            let until = p.healthy_ms.or(p.cutover_ms);
+            ServiceRow {
+                name: s.service.clone(),
+                action: crate::domain::plan::action_name(s.action).into(),
+                state: p.state.as_str().into(),
+                attempts: p.attempts,
+                queued_ms: view.queued_ms(&s.service),
+                launch_started_ms: p.launched_ms,
+                running_ms: p.running_ms,
+                healthy_ms: until,
+                finished_ms: p.finished_ms,
+                launch_overhead_ms: p.launched_ms.zip(p.running_ms).map(|(a, b)| b.saturating_sub(a)),
+                startup_ms: p.running_ms.zip(until).map(|(a, b)| b.saturating_sub(a)),
+                critical: critical_path.contains(&s.service),
+                error: p.error.clone(),
+                logs: p.logs.clone(),
+            }
+        })
+        .collect();
+    let mut instances: Vec<String> =
+        view.services.values().flat_map(|p| p.instances.iter().chain(p.failed_instances.iter()).cloned()).collect();
+    if let Some((torn, _)) = &view.torn_down {
+        instances.extend(torn.iter().cloned());
+    }
+    instances.sort();
+    instances.dedup();
+    let rto_ms = match j {
+        Some(j) => (j.root_cause.is_none()).then_some(j.rto_ms),
+        None => (view.state == crate::domain::run::RunState::Succeeded).then_some(view.elapsed_ms),
+    };
+    let objective = spec.drill.as_ref().and_then(|d| d.rto_objective_ms).map(|o| o as f64 / 1000.0);
+    Report {
+        format_version: 1,
+        run_id: spec.id.clone(),
+        kind: spec.kind_name().into(),
+        environment: spec.environment.clone(),
+        region: spec.region.clone(),
+        snapshot_version: spec.snapshot_version,
+        state: view.state.as_str().into(),
+        created_by: spec.created_by.clone(),
+        started_at: view.started_at.clone(),
+        finished_at: view.finished_at.clone(),
+        elapsed_ms: view.elapsed_ms,
+        verdict: j.map(|j| j.verdict.as_str().to_string()),
+        rto_seconds: rto_ms.map(|ms| ms as f64 / 1000.0),
+        rto_objective_seconds: objective,
+        critical_path_ms: j.map_or(measured_ms, |j| j.critical_path_ms),
+        critical_path,
+        root_cause: j.and_then(|j| j.root_cause.clone()).or_else(|| {
+            view.services
+                .values()
+                .find(|s| s.state == ServiceState::Failed)
+                .map(|s| format!("{} failed: {}", s.name, s.error.clone().unwrap_or_default()))
+        }),
+        services,
+        verify: view
+            .verify
+            .iter()
+            .map(|(c, passed, d)| VerifyRow { check: c.clone(), passed: *passed, detail: d.clone() })
+            .collect(),
+        drill: spec.drill.as_ref().map(|d| DrillInfo {
+            namespace: d.namespace.clone(),
+            addresses: d
+                .isolation
+                .addresses
+                .iter()
+                .map(|a| (a.service.clone(), a.production.clone(), a.drill.clone()))
+                .collect(),
+            kept_until: view.kept_until.clone(),
+            promotion: view.promotion.as_ref().map(|(_, d)| d.clone()),
+            schedule: d.schedule.clone(),
+        }),
+        instances_created: instances,
+        teardown,
+    }
+}
+
+/// Writes a finished run's JSON and HTML reports (best effort: a report
+/// that cannot be written is logged, and made again on request).
+pub async fn store(store: &DynStore, view: &RunView) {
+    let teardown = super::drill::read_teardown(store, &view.spec.id).await.ok().flatten();
+    let report = build(view, teardown);
+    let json = serde_json::to_vec_pretty(&report).expect("reports serialise");
+    for (file, bytes) in [("report.json", json), ("report.html", html(&report).into_bytes())] {
+        let key = layout::run_report(&view.spec.id, file);
+        if let Err(e) = store.put(&key, bytes::Bytes::from(bytes), PutOptions::overwrite()).await {
+            tracing::error!(run_id = %view.spec.id, error = %e, "cannot write the run's {file}");
+        }
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn secs(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// The timeline: one bar group per service (queued, launching, health
+/// gate), the critical path outlined.
+pub fn svg(r: &Report) -> String {
+    const LABEL: f64 = 170.0;
+    const WIDTH: f64 = 900.0;
+    const ROW: f64 = 26.0;
+    let end = r
+        .services
+        .iter()
+        .filter_map(|s| s.finished_ms.or(s.healthy_ms).or(s.running_ms))
+        .max()
+        .unwrap_or(0)
+        .max(r.rto_seconds.map_or(0, |s| (s * 1000.0) as u64))
+        .max(1);
+    let x = |ms: u64| LABEL + (ms as f64 / end as f64) * (WIDTH - LABEL - 20.0);
+    let height = ROW * r.services.len() as f64 + 40.0;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" aria-label=\"timeline\">\n"
+    );
+    for (i, s) in r.services.iter().enumerate() {
+        let y = 10.0 + i as f64 * ROW;
+        out.push_str(&format!(
+            "<g class=\"bar\" data-service=\"{}\" data-critical=\"{}\">\n<text x=\"4\" y=\"{}\" font-size=\"12\" font-weight=\"{}\">{}{}</text>\n",
+            esc(&s.name),
+            s.critical,
+            y + 15.0,
+            if s.critical { "bold" } else { "normal" },
+            esc(&s.name),
+            if s.critical { " ★" } else { "" }
+        ));
+        let failed = s.state == "failed";
+        let spans = [
+            ("queued", s.queued_ms, s.launch_started_ms, "#d0d4da"),
+            ("launching", s.launch_started_ms, s.running_ms.or(s.finished_ms), "#4a7bd0"),
+            ("health gate", s.running_ms, s.healthy_ms.or(s.finished_ms), if failed { "#d04a4a" } else { "#3fa34d" }),
+        ];
+        for (what, from, to, colour) in spans {
+            let (Some(a), Some(b)) = (from, to) else { continue };
+            let w = (x(b) - x(a)).max(1.5);
+            out.push_str(&format!(
+                "<rect class=\"span {}\" x=\"{:.1}\" y=\"{y}\" width=\"{w:.1}\" height=\"18\" fill=\"{colour}\"{}><title>{}: {} {} → {}</title></rect>\n",
+                what.replace(' ', "-"),
+                x(a),
+                if s.critical { " stroke=\"#e07b00\" stroke-width=\"2\"" } else { "" },
+                esc(&s.name),
+                what,
+                secs(a),
+                secs(b)
+            ));
+        }
+        out.push_str("</g>\n");
+    }
+    let axis_y = 10.0 + r.services.len() as f64 * ROW + 14.0;
+    for k in 0..=4 {
+        let ms = end * k / 4;
+        out.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{axis_y}\" font-size=\"11\" fill=\"#555\">{}</text>\n",
+            x(ms) - 8.0,
+            secs(ms)
+        ));
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+pub fn html(r: &Report) -> String {
+    let title = format!("{} {} of {} — {}", r.kind, r.run_id, r.environment, r.verdict.as_deref().unwrap_or(&r.state));
+    let verdict_class = match r.verdict.as_deref().unwrap_or(&r.state) {
+        "passed" | "succeeded" => "ok",
+        "passed_over_objective" => "warn",
+        _ => "bad",
+    };
+    let rto = match (r.rto_seconds, r.rto_objective_seconds) {
+        (Some(s), Some(o)) => format!("RTO {s:.1}s against an objective of {o:.0}s"),
+        (Some(s), None) => format!("RTO {s:.1}s (no objective in the manifest)"),
+        (None, _) => "no RTO: not every service became healthy".into(),
+    };
+    let mut rows = String::new();
+    for s in &r.services {
+        let ms = |v: Option<u64>| v.map(secs).unwrap_or_else(|| "–".into());
+        rows.push_str(&format!(
+            "<tr class=\"{}\"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            if s.critical { "critical" } else { "" },
+            esc(&s.name),
+            if s.critical { " ★" } else { "" },
+            esc(&s.action),
+            esc(&s.state),
+            s.attempts,
+            ms(s.queued_ms),
+            ms(s.launch_overhead_ms),
+            ms(s.startup_ms),
+            ms(s.healthy_ms)
+        ));
+    }
+    let mut errors = String::new();
+    for s in r.services.iter().filter(|s| s.error.is_some()) {
+        errors.push_str(&format!("<h3>{}</h3><p>{}</p>", esc(&s.name), esc(s.error.as_deref().unwrap_or(""))));
+        if !s.logs.is_empty() {
+            errors.push_str(&format!("<pre>{}</pre>", esc(&s.logs.join("\n"))));
+        }
+    }
+    for v in r.verify.iter().filter(|v| !v.passed) {
+        errors.push_str(&format!("<h3>verify {}</h3><p>{}</p>", esc(&v.check), esc(&v.detail)));
+    }
+    let verify: String = r
+        .verify
+        .iter()
+        .map(|v| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&v.check),
+                if v.passed { "passed" } else { "FAILED" },
+                esc(&v.detail)
+            )
+        })
+        .collect();
+    let drill = match &r.drill {
+        Some(d) => {
+            let map: String = d
+                .addresses
+                .iter()
+                .map(|(s, p, x)| format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(s), esc(p), esc(x)))
+                .collect();
+            let teardown = match &r.teardown {
+                Some(t) if t.remaining.is_empty() => format!(
+                    "<p class=\"ok\">Torn down at {} by the {}: {} instances removed ({}); none left.</p>",
+                    esc(&t.at),
+                    esc(&t.by),
+                    t.instances.len(),
+                    esc(&t.instances.join(", "))
+                ),
+                Some(t) => {
+                    format!("<p class=\"bad\">Teardown at {} left: {}</p>", esc(&t.at), esc(&t.remaining.join(", ")))
+                }
+                None => match &d.kept_until {
+                    Some(u) => {
+                        format!("<p class=\"warn\">Kept up for inspection until {}, then torn down.</p>", esc(u))
+                    }
+                    None => "<p class=\"bad\">Not torn down yet: the sweeper removes it.</p>".into(),
+                },
+            };
+            format!(
+                "<h2>Drill</h2><p>Namespace <code>{}</code>{}{}</p>{teardown}<h3>Address map</h3><table><tr><th>service</th><th>production</th><th>drill</th></tr>{map}</table>",
+                esc(&d.namespace),
+                d.promotion.as_ref().map(|p| format!("; {}", esc(p))).unwrap_or_default(),
+                d.schedule.as_ref().map(|s| format!("; started by schedule {}", esc(s))).unwrap_or_default(),
+            )
+        }
+        None => String::new(),
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #1d2330; }}
+.ok {{ color: #1e7b34; }} .warn {{ color: #a86400; }} .bad {{ color: #b3261e; }}
+.verdict {{ font-size: 28px; font-weight: 700; }}
+table {{ border-collapse: collapse; margin: 8px 0 16px; }}
+td, th {{ border: 1px solid #ccd; padding: 4px 8px; font-size: 13px; text-align: left; }}
+tr.critical td {{ font-weight: 600; background: #fff4e5; }}
+pre {{ background: #f4f5f7; padding: 8px; font-size: 12px; overflow-x: auto; }}
+.legend span {{ display: inline-block; width: 12px; height: 12px; margin: 0 4px 0 12px; vertical-align: middle; }}
+</style></head>
+<body>
+<h1>{kind} of {env} from snapshot {version}</h1>
+<p>Run <code>{id}</code> in region {region}, started {started} by {by}.</p>
+<p class="verdict {verdict_class}">{verdict}</p>
+<p>{rto}. Critical path: {path} ({path_s}).</p>
+{cause}
+<h2>Timeline</h2>
+<p class="legend"><span style="background:#d0d4da"></span>queued<span style="background:#4a7bd0"></span>launching<span style="background:#3fa34d"></span>health gate<span style="background:#fff;border:2px solid #e07b00"></span>critical path ★</p>
+{svg}
+<h2>Services</h2>
+<table><tr><th>service</th><th>action</th><th>state</th><th>attempts</th><th>queued at</th><th>launch overhead</th><th>start-up</th><th>healthy at</th></tr>
+{rows}</table>
+{verify_table}
+{errors_block}
+{drill}
+<h2>Instances created</h2><p>{instances}</p>
+</body></html>
+"#,
+        kind = esc(&r.kind),
+        env = esc(&r.environment),
+        version = r.snapshot_version,
+        id = esc(&r.run_id),
+        region = esc(&r.region),
+        started = esc(&r.started_at),
+        by = esc(&r.created_by),
+        verdict = esc(&r.verdict.clone().unwrap_or_else(|| r.state.clone()).replace('_', " ").to_uppercase()),
+        path = esc(&r.critical_path.join(" → ")),
+        path_s = secs(r.critical_path_ms),
+        cause =
+            r.root_cause.as_ref().map(|c| format!("<p class=\"bad\">Root cause: {}</p>", esc(c))).unwrap_or_default(),
+        svg = svg(r),
+        verify_table = if verify.is_empty() {
+            String::new()
+        } else {
+            format!("<h2>Verify</h2><table><tr><th>check</th><th>result</th><th>detail</th></tr>{verify}</table>")
+        },
+        errors_block = if errors.is_empty() { String::new() } else { format!("<h2>Errors</h2>{errors}") },
+        instances =
+            if r.instances_created.is_empty() { "none".to_string() } else { esc(&r.instances_created.join(", ")) },
+    )
+}

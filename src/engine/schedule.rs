@@ -1,0 +1,179 @@
+//! Drill schedules in the engine: stored in the object store, fired by
+//! every server. Each tick fires once however many servers share the store
+//! (whoever creates the tick's key first starts the drill), and a tick
+//! missed while every server was down fires once when one comes back: only
+//! the latest due tick is ever considered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::drill::DrillOptions;
+use super::{Engine, StartRequest};
+use crate::domain::run::RunKind;
+use crate::domain::schedule::{Schedule, Timetable, tick_name};
+use crate::error::{Error, Result};
+use crate::store::codec::{self, Persisted};
+use crate::store::{PutOptions, StoreError, check_environment, layout};
+
+impl Persisted for Schedule {
+    const KIND: &'static str = "drill schedule";
+    const FORMAT: u32 = 1;
+}
+
+/// What `lifeboat drill schedule add` asks for.
+pub struct NewSchedule {
+    pub environment: String,
+    pub cron: String,
+    pub timezone: String,
+    pub snapshot: String,
+    pub region: Option<String>,
+    pub promote_on_pass: bool,
+    pub actor: String,
+}
+
+/// A schedule with when it fires next and what it fired last.
+pub struct ScheduleView {
+    pub schedule: Schedule,
+    pub next: Option<DateTime<Utc>>,
+    /// (tick, the run it started or why none).
+    pub last: Option<(String, String)>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Engine {
+    pub async fn create_schedule(&self, n: NewSchedule) -> Result<ScheduleView> {
+        check_environment(&n.environment)?;
+        let timezone = if n.timezone.is_empty() { "UTC".to_string() } else { n.timezone.clone() };
+        let table = Timetable::parse(&n.cron, &timezone).map_err(Error::InvalidArgument)?;
+        let snapshot = if n.snapshot.is_empty() { "latest".to_string() } else { n.snapshot.clone() };
+        // The environment and snapshot must exist now: a typo is an error, not a drill that fails at 3 a.m.
+        self.repo.get_by_ref(&n.environment, &snapshot).await?;
+        let now = self.ctx.clock.now();
+        let s = Schedule {
+            format_version: 1,
+            id: format!("s-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            environment: n.environment,
+            cron: n.cron.split_whitespace().collect::<Vec<_>>().join(" "),
+            timezone,
+            snapshot,
+            region: n.region.filter(|r| !r.is_empty()),
+            promote_on_pass: n.promote_on_pass,
+            created_by: n.actor,
+            created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        self.ctx.store.put(&layout::schedule(&s.id), codec::encode(&s), PutOptions::create()).await?;
+        Ok(ScheduleView { next: table.next_after(now), schedule: s, last: None })
+    }
+
+    pub async fn list_schedules(&self, environment: Option<&str>) -> Result<Vec<ScheduleView>> {
+        let now = self.ctx.clock.now();
+        let mut out = Vec::new();
+        for key in self.ctx.store.list(&layout::schedules_prefix()).await? {
+            let Some(obj) = self.ctx.store.get(&key).await? else { continue };
+            let s: Schedule = codec::decode(&obj.bytes, &key, &self.ctx.store.describe())?;
+            if environment.is_some_and(|e| e != s.environment) {
+                continue;
+            }
+            let next = Timetable::parse(&s.cron, &s.timezone).ok().and_then(|t| t.next_after(now));
+            let last = self.last_tick(&s.id).await?;
+            out.push(ScheduleView { schedule: s, next, last });
+        }
+        Ok(out)
+    }
+
+    pub async fn delete_schedule(&self, id: &str) -> Result<ScheduleView> {
+        let views = self.list_schedules(None).await?;
+        let Some(v) = views.into_iter().find(|v| v.schedule.id == id) else {
+            return Err(Error::NotFound(format!("no schedule {id}; `lifeboat drill schedule list` shows them")));
+        };
+        self.ctx.store.delete(&layout::schedule(id)).await?;
+        Ok(v)
+    }
+
+    async fn last_tick(&self, id: &str) -> Result<Option<(String, String)>> {
+        let prefix = layout::schedule_tick(id, "");
+        let Some(key) = self.ctx.store.list(&prefix).await?.into_iter().max() else { return Ok(None) };
+        let what = match self.ctx.store.get(&key).await? {
+            Some(o) => String::from_utf8_lossy(&o.bytes).into_owned(),
+            None => String::new(),
+        };
+        Ok(Some((key.trim_start_matches(&prefix).to_string(), what)))
+    }
+
+    /// Fires every schedule whose latest tick is due and not fired yet.
+    /// Returns the drills started.
+    pub async fn fire_due_schedules(self: &Arc<Self>) -> Result<Vec<String>> {
+        let now = self.ctx.clock.now();
+        let mut started = Vec::new();
+        for v in self.list_schedules(None).await? {
+            let s = v.schedule;
+            let Ok(table) = Timetable::parse(&s.cron, &s.timezone) else { continue };
+            let Some(due) = table.due(now) else { continue };
+            let created = chrono::DateTime::parse_from_rfc3339(&s.created_at).map(|t| t.with_timezone(&Utc));
+            if created.is_ok_and(|c| due < c) {
+                continue; // ticks before the schedule existed are not missed ticks
+            }
+            let key = layout::schedule_tick(&s.id, &tick_name(due));
+            match self.ctx.store.put(&key, Bytes::from_static(b"starting"), PutOptions::create()).await {
+                Ok(_) => {}
+                Err(StoreError::AlreadyExists { .. }) => continue, // another server (or this one) fired it
+                Err(e) => return Err(e.into()),
+            }
+            let req = StartRequest {
+                environment: s.environment.clone(),
+                reference: s.snapshot.clone(),
+                region: s.region.clone(),
+                parallelism: None,
+                force: false,
+                prune: false,
+                propose: false,
+                kind: RunKind::Drill,
+                actor: format!("schedule {} ({} {})", s.id, s.cron, s.timezone),
+                drill: Some(DrillOptions {
+                    promote_on_pass: s.promote_on_pass,
+                    schedule: Some(s.id.clone()),
+                    ..Default::default()
+                }),
+            };
+            let outcome = match self.start(req).await {
+                Ok(view) => {
+                    tracing::info!(schedule = %s.id, run_id = %view.spec.id, tick = %rfc3339(due), "schedule fired a drill");
+                    started.push(view.spec.id.clone());
+                    view.spec.id
+                }
+                Err(e) => {
+                    tracing::error!(schedule = %s.id, tick = %rfc3339(due), error = %e, "schedule could not start its drill");
+                    format!("not started: {e}")
+                }
+            };
+            if let Err(e) = self.ctx.store.put(&key, Bytes::from(outcome), PutOptions::overwrite()).await {
+                tracing::warn!(schedule = %s.id, error = %e, "cannot record what a schedule tick started");
+            }
+        }
+        Ok(started)
+    }
+
+    /// Fires due schedules now and then every `every`, until aborted.
+    pub fn fire_schedules_every(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = engine.fire_due_schedules().await {
+                    tracing::warn!(error = %e, "cannot fire drill schedules");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+}
+
+/// RFC 3339 for a schedule's times in the API.
+pub fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map(rfc3339).unwrap_or_default()
+}

@@ -1,0 +1,362 @@
+//! DR drills with real processes and the real binary: isolation from a
+//! running production, verdicts, guaranteed teardown (also across a server
+//! crash), reports rendered in headless Chromium, promotion on pass.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Backend, Instances, Region, Server, Svc, http_ok, wait_until};
+
+/// Instance processes under `dir`: (pid, LIFEBOAT_ENVIRONMENT, argv).
+fn processes(dir: &Path) -> Vec<(u32, String, Vec<String>)> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else { continue };
+        if !cwd.starts_with(&dir) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let env = environ
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(b"LIFEBOAT_ENVIRONMENT="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let argv = argv.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        out.push((pid, env, argv));
+    }
+    out
+}
+
+fn drill_processes(dir: &Path) -> Vec<(u32, String, Vec<String>)> {
+    processes(dir).into_iter().filter(|(_, env, _)| env.contains(".drill.")).collect()
+}
+
+fn region_svcs() -> Vec<Svc<'static>> {
+    vec![
+        Svc::new("db", &[]),
+        Svc::new("cache", &["db"]),
+        Svc::new("queue", &[]),
+        Svc::new("api", &["db", "cache"]),
+        Svc::new("worker", &["queue", "db"]),
+        Svc::new("web", &["api"]),
+    ]
+}
+
+/// Renders an HTML file to a PNG in headless Chromium; returns its log.
+fn render(html: &Path, png: &Path) -> Option<String> {
+    let chromium = lifeboat::testkit::chromium()?;
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1100,1400",
+            &format!("--screenshot={}", png.display()),
+        ])
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    Some(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_drill_beside_production_passes_isolated_and_leaves_nothing() {
+    let server = Server::start(Backend::Fs);
+    let local = server.local_dir();
+    let _cleanup = Instances(local.clone());
+    let region = Region::setup(&server, "shop", &region_svcs());
+    server.run(&["recover", "shop", "--yes"]).ok();
+    let production: BTreeSet<u32> = processes(&local).iter().map(|(p, _, _)| *p).collect();
+    assert_eq!(production.len(), 6);
+    let prod_addrs: BTreeSet<String> = region.ports.values().map(|p| format!("127.0.0.1:{p}")).collect();
+
+    // Kept up for a moment, so the drill's processes can be inspected.
+    let out = server.run(&["--output", "json", "drill", "run", "shop", "--keep-for", "3s"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let d = out.json();
+    assert_eq!(d["verdict"], "passed", "{d}");
+    assert_eq!(d["kind"], "drill");
+    assert!(d["rto_seconds"].as_f64().unwrap() > 0.0, "{d}");
+    assert_eq!(d["rto_objective_seconds"], 60.0);
+    let path: Vec<&str> = d["critical_path"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(path.len() >= 3 && path.last() == Some(&"web"), "{path:?}");
+    let id = d["id"].as_str().unwrap().to_string();
+    let addrs = d["addresses"].as_array().unwrap();
+    assert_eq!(addrs.len(), 6, "{d}");
+    let drill_addrs: BTreeSet<String> = addrs.iter().map(|a| a["drill"].as_str().unwrap().to_string()).collect();
+    assert!(drill_addrs.is_disjoint(&prod_addrs), "{drill_addrs:?} {prod_addrs:?}");
+    for a in &drill_addrs {
+        assert!(http_ok(a, "/healthz"), "the drill answers on {a}");
+    }
+    let drills = drill_processes(&local);
+    assert_eq!(drills.len(), 6, "{drills:?}");
+    for (_, env, argv) in &drills {
+        assert!(env.starts_with("shop.drill.r-"), "{env}");
+        for dep in argv.windows(2).filter(|w| w[0] == "--dep").map(|w| w[1].clone()) {
+            assert!(drill_addrs.contains(&dep), "a drill service reached {dep}, not a drill address: {argv:?}");
+        }
+    }
+    // Production untouched: the same processes, answering on the same addresses.
+    let now: BTreeSet<u32> = processes(&local).iter().filter(|(_, e, _)| e == "shop").map(|(p, _, _)| *p).collect();
+    assert_eq!(now, production);
+    for s in ["db", "cache", "queue", "api", "worker", "web"] {
+        assert!(region.answers(s), "production {s}");
+    }
+    let status = server.run(&["status", "shop"]).ok().stdout;
+    assert!(status.contains("SYNCED"), "{status}");
+
+    // After --keep-for the sweeper tears it down (here at once, by hand).
+    std::thread::sleep(Duration::from_secs(3));
+    let swept = server.run(&["drill", "sweep"]).ok().stdout;
+    assert!(swept.contains(&format!("shop.drill.{id}")) && swept.contains("removed 6 instances"), "{swept}");
+    assert!(drill_processes(&local).is_empty());
+    for a in &drill_addrs {
+        assert!(!http_ok(a, "/healthz"), "{a} is gone");
+    }
+    let shown = server.run(&["--output", "json", "drill", "show", &id]).ok().json();
+    assert_eq!(shown["torn_down"], true, "{shown}");
+    assert_eq!(shown["remaining"].as_array().unwrap().len(), 0);
+
+    // A drill without --keep-for tears itself down.
+    let d = server.run(&["--output", "json", "drill", "run", "shop"]).ok().json();
+    assert_eq!(d["verdict"], "passed");
+    assert_eq!(d["torn_down"], true);
+    assert_eq!(d["instances_removed"].as_array().unwrap().len(), 6, "{d}");
+    assert!(drill_processes(&local).is_empty(), "zero drill processes afterwards");
+    assert_eq!(processes(&local).iter().map(|(p, _, _)| *p).collect::<BTreeSet<u32>>(), production);
+    let id2 = d["id"].as_str().unwrap();
+
+    // The report: text, JSON and a self-contained HTML page with one bar per service.
+    let text = server.run(&["drill", "report", id2]).ok().stdout;
+    assert!(text.contains("PASSED") && text.contains("6 instances removed by the run, none left"), "{text}");
+    let doc = server.run(&["drill", "report", id2, "--json"]).ok().json();
+    assert_eq!(doc["teardown"]["by"], "run");
+    let dir = server.dir.as_ref().unwrap().path();
+    let html = dir.join("report.html");
+    server.run(&["drill", "report", id2, "--html", html.to_str().unwrap()]).ok();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<g class=\"bar\"").count(), 6, "one bar per service");
+    let critical = doc["critical_path"].as_array().unwrap().len();
+    assert_eq!(page.matches("data-critical=\"true\"").count(), critical);
+    assert!(page.contains("Address map") && !page.contains("<script"), "self-contained, no scripts");
+    let png = dir.join("report.png");
+    if let Some(log) = render(&html, &png) {
+        assert!(std::fs::metadata(&png).map(|m| m.len() > 10_000).unwrap_or(false), "a screenshot: {log}");
+        assert!(!log.contains("Uncaught") && !log.contains("SyntaxError"), "script errors: {log}");
+    } else {
+        panic!("headless Chromium is needed for the report test (the test kit installs Debian's chromium)");
+    }
+    // Recoveries have reports too.
+    let rec = server.run(&["run", "list", "--environment", "shop", "-q"]).ok().stdout;
+    let first = rec.lines().last().unwrap();
+    let text = server.run(&["run", "report", first]).ok().stdout;
+    assert!(text.contains("recovery") && text.contains("SUCCEEDED"), "{text}");
+}
+
+#[test]
+fn a_drill_with_a_service_that_never_gets_healthy_fails_naming_it_and_leaves_nothing() {
+    let server = Server::start(Backend::Fs);
+    let local = server.local_dir();
+    let _cleanup = Instances(local.clone());
+    let svcs = [
+        Svc::new("db", &[]),
+        Svc::new("api", &["db"]).args(&["--broken"]).gate("2s").extra("attempts = 1"),
+        Svc::new("web", &["api"]),
+    ];
+    Region::setup(&server, "bad", &svcs);
+    let out = server.run(&["--output", "json", "drill", "run", "bad"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let d = out.json();
+    assert_eq!(d["verdict"], "failed");
+    assert!(d["root_cause"].as_str().unwrap().starts_with("api failed"), "{d}");
+    assert!(out.stderr.contains("drill") && out.stderr.contains("api failed"), "{}", out.stderr);
+    assert_eq!(d["torn_down"], true);
+    assert!(drill_processes(&local).is_empty(), "{:?}", drill_processes(&local));
+}
+
+#[test]
+fn a_drill_whose_verify_check_fails_is_failed() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let svcs = [Svc::new("db", &[]), Svc::new("web", &["db"])];
+    let region = Region::setup(&server, "verified", &svcs);
+    let text = std::fs::read_to_string(&region.manifest).unwrap()
+        + "\n[[verify]]\nname = \"home\"\nservice = \"web\"\nhttp = \"/healthz\"\nstatus = 200\ntimeout = \"5s\"\n\n\
+           [[verify]]\nname = \"missing-page\"\nservice = \"web\"\nhttp = \"/healthz\"\nbody_contains = \"checkout is open\"\ntimeout = \"1s\"\n";
+    std::fs::write(&region.manifest, text).unwrap();
+    server.run(&["snapshot", "push", region.manifest.to_str().unwrap()]).ok();
+    let out = server.run(&["--output", "json", "drill", "run", "verified"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let d = out.json();
+    assert_eq!(d["verdict"], "failed", "{d}");
+    assert!(d["root_cause"].as_str().unwrap().contains("verify check missing-page failed"), "{d}");
+    assert!(d["services"].as_array().unwrap().iter().all(|s| s["state"] == "healthy"), "{d}");
+    let verify: Vec<(&str, bool)> =
+        d["verify"].as_array().unwrap().iter().map(|v| (v["check"].as_str().unwrap(), v["passed"] == true)).collect();
+    assert!(verify.contains(&("home", true)) && verify.contains(&("missing-page", false)), "{verify:?}");
+}
+
+#[test]
+fn promote_on_pass_moves_known_good_only_on_a_pass_and_drill_promotion_refuses_a_manual_promote() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let svcs = [Svc::new("db", &[]), Svc::new("web", &["db"])];
+    let region = Region::setup(&server, "gated", &svcs);
+    let good = std::fs::read_to_string(&region.manifest)
+        .unwrap()
+        .replace("rto_objective = \"1m\"\n", "rto_objective = \"1m\"\npromotion = \"drill\"\n");
+    std::fs::write(&region.manifest, &good).unwrap();
+    server.run(&["snapshot", "push", region.manifest.to_str().unwrap()]).ok(); // v2
+    let out = server.run(&["snapshot", "promote", "gated", "2", "--reason", "by hand"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stderr.contains("snapshot 2 of gated has no passed DR drill"), "{}", out.stderr);
+
+    // A failing drill of v3 does not move known-good.
+    let broken = good
+        .replace("\"--name\", \"web\"", "\"--name\", \"web\", \"--broken\"")
+        .replace("timeout = \"20s\"", "timeout = \"2s\"");
+    let broken_path = region.manifest.with_file_name("broken.toml");
+    std::fs::write(&broken_path, broken).unwrap();
+    server.run(&["snapshot", "push", broken_path.to_str().unwrap()]).ok(); // v3
+    let out = server.run(&["--output", "json", "drill", "run", "gated", "--snapshot", "3", "--promote-on-pass"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.json()["promotion"].as_str().unwrap().starts_with("known-good not moved"), "{}", out.stdout);
+    let kg = server.run(&["--output", "json", "snapshot", "show", "gated", "known-good"]).ok().json();
+    assert_eq!(kg["version"], 1);
+
+    // A passing drill of v2 moves it, by compare-and-swap, with the drill as the reason.
+    let d =
+        server.run(&["--output", "json", "drill", "run", "gated", "--snapshot", "2", "--promote-on-pass"]).ok().json();
+    assert_eq!(d["verdict"], "passed");
+    assert!(d["promotion"].as_str().unwrap().starts_with("known-good moved to snapshot 2"), "{d}");
+    let kg = server.run(&["--output", "json", "snapshot", "show", "gated", "known-good"]).ok().json();
+    assert_eq!(kg["version"], 2);
+    // Now that v2 passed a drill, a manual promote of it is allowed.
+    server.run(&["snapshot", "promote", "gated", "2", "--reason", "again"]).ok();
+}
+
+#[test]
+fn a_drill_whose_server_is_killed_mid_run_is_torn_down_after_restart_with_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lifeboat.toml"), "[engine]\nlease_ttl = \"2s\"\n").unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let args =
+        ["--config".to_string(), p("lifeboat.toml"), "--store".into(), p("store"), "--local-dir".into(), p("local")];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::launch(&args, &[]);
+    server.dir = Some(tempfile::tempdir().unwrap());
+    let local = dir.path().join("local");
+    let _cleanup = Instances(local.clone());
+    let svcs =
+        [Svc::new("db", &[]), Svc::new("slow", &["db"]).args(&["--boot-delay", "6s"]), Svc::new("web", &["slow"])];
+    Region::setup_in(&server, dir.path(), "crash", &svcs);
+    let id = server.run(&["drill", "run", "crash", "--detach"]).ok().stdout.trim().to_string();
+    wait_until(Duration::from_secs(20), "the drill's db and slow to run", || drill_processes(&local).len() >= 2);
+    server.kill();
+    let server = Server::launch(&args, &[]);
+    // The restarted server takes the drill over (its lease lapsed) and finishes it.
+    wait_until(Duration::from_secs(60), "the drill to finish", || {
+        let d = server.run(&["--output", "json", "drill", "show", &id]);
+        d.code == 0 && d.json()["state"] != "running"
+    });
+    let d = server.run(&["--output", "json", "drill", "show", &id]).ok().json();
+    assert_eq!(d["torn_down"], true, "{d}");
+    assert_eq!(d["remaining"].as_array().unwrap().len(), 0, "{d}");
+    assert!(d["owners"].as_array().unwrap().len() >= 2, "resumed by the new server: {d}");
+    assert!(drill_processes(&local).is_empty(), "{:?}", drill_processes(&local));
+    let doc = server.run(&["drill", "report", &id, "--json"]).ok().json();
+    assert_eq!(doc["run_id"], id.as_str());
+    assert_eq!(doc["teardown"]["remaining"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn bad_drill_input_is_refused_naming_it_and_creates_nothing() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    Region::setup(&server, "shop", &[Svc::new("db", &[])]);
+    let store = Path::new(&server.store);
+    let runs = || std::fs::read_dir(store.join("runs")).map(|d| d.count()).unwrap_or(0);
+    let before = runs();
+    for (args, code, says) in [
+        (&["drill", "run", "shop", "--keep-for", "25h"][..], 2, "over the limit of 24h"),
+        (&["drill", "run", "shop", "--keep-for", "soon"][..], 2, "--keep-for \"soon\" is not a duration"),
+        (&["drill", "run", "nowhere"][..], 3, "nowhere"),
+        (&["drill", "schedule", "add", "shop", "--cron", "0 3 * *"][..], 2, "has 4 fields"),
+        (
+            &["drill", "schedule", "add", "shop", "--cron", "0 3 * * *", "--timezone", "Mars/Base"][..],
+            2,
+            "unknown time zone \"Mars/Base\"",
+        ),
+        (&["drill", "schedule", "remove", "s-nope"][..], 3, "no schedule s-nope"),
+    ] {
+        let out = server.run(args);
+        assert_eq!(out.code, code, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(runs(), before, "no run was created");
+    let manifest = server.dir.as_ref().unwrap().path().join("shop.toml");
+    server.run(&["snapshot", "push", manifest.to_str().unwrap(), "-m", "a bad build"]).ok();
+    server.run(&["snapshot", "reject", "shop", "2", "--reason", "bad build"]).ok();
+    let before = runs();
+    let out = server.run(&["drill", "run", "shop", "--snapshot", "2"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("rejected") && out.stderr.contains("never drilled"), "{}", out.stderr);
+    assert_eq!(runs(), before, "no run was created");
+    assert!(!store.join("schedules").exists(), "no schedule was created");
+}
+
+#[test]
+fn two_servers_sharing_a_store_fire_each_schedule_tick_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lifeboat.toml"), "[engine]\nschedule_interval = \"300ms\"\n").unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let launch = |local: &str| {
+        let args =
+            ["--config".to_string(), p("lifeboat.toml"), "--store".into(), p("store"), "--local-dir".into(), p(local)];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::launch(&args, &[])
+    };
+    let a = launch("local-a");
+    let b = launch("local-b");
+    let _ca = Instances(dir.path().join("local-a"));
+    let _cb = Instances(dir.path().join("local-b"));
+    Region::setup_in(&a, dir.path(), "tick", &[Svc::new("db", &[])]);
+    // Every 3 seconds (six fields: seconds first).
+    let added = a.run(&["--output", "json", "drill", "schedule", "add", "tick", "--cron", "*/3 * * * * *"]).ok().json();
+    let sid = added["id"].as_str().unwrap().to_string();
+    assert!(!added["next_fire_at"].as_str().unwrap().is_empty());
+    wait_until(Duration::from_secs(30), "three ticks", || {
+        std::fs::read_dir(dir.path().join("store/schedule-ticks").join(&sid)).map(|d| d.count()).unwrap_or(0) >= 3
+    });
+    b.run(&["drill", "schedule", "remove", &sid]).ok();
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks: Vec<String> = std::fs::read_dir(dir.path().join("store/schedule-ticks").join(&sid))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    let drills = a.run(&["--output", "json", "drill", "list", "--environment", "tick", "--limit", "100"]).ok().json();
+    let drills: Vec<&serde_json::Value> = drills.as_array().unwrap().iter().collect();
+    let started: Vec<&String> = ticks.iter().filter(|t| t.starts_with("r-")).collect();
+    assert_eq!(drills.len(), started.len(), "one drill per tick that started one: {ticks:?}");
+    let ids: BTreeSet<&str> = drills.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    for t in &started {
+        assert!(ids.contains(t.as_str()), "{t}");
+    }
+    assert!(drills.iter().all(|d| d["schedule"] == sid.as_str()));
+    assert!(started.len() >= 2, "{ticks:?}");
+    let list = a.run(&["drill", "schedule", "list"]).ok().stdout;
+    assert!(list.contains("no schedules"), "{list}");
+}
