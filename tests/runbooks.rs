@@ -266,3 +266,40 @@ fn pager_recovery_runbook() {
     assert!(out.stdout.contains("sync      SYNCED: every service runs known-good, healthy"), "{}", out.stdout);
     assert!(out.stdout.contains("webhook.pagerduty"), "the audit shows the decision: {}", out.stdout);
 }
+
+#[test]
+fn dr_drill_runbook() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "shop", &svcs());
+    server.run(&["recover", "shop", "--yes"]).ok();
+    let production: Vec<u32> = instance_processes(&server.local_dir()).iter().map(|(p, _)| *p).collect();
+    // Release 2 is pushed but not yet known-good: the drill proves it first.
+    deploy_release_2_push_only(&server, &region);
+    let cwd = server.dir.as_ref().unwrap().path();
+    let out = follow_runbook(&server, "dr-drill.md", cwd);
+    let drills = server.run(&["--output", "json", "drill", "list", "--environment", "shop"]).ok().json();
+    let d = &drills[0];
+    assert_eq!(d["verdict"], "passed", "{d}");
+    let id = d["id"].as_str().unwrap();
+    assert!(cwd.join(format!("drill-{id}.html")).exists(), "the report was written where the runbook says");
+    assert!(out.stdout.contains("none left"), "{}", out.stdout);
+    assert!(out.stdout.contains("nothing to sweep"), "{}", out.stdout);
+    let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
+    assert_eq!(kg["version"], 2, "the drilled snapshot was promoted");
+    let schedules = server.run(&["--output", "json", "drill", "schedule", "list"]).ok().json();
+    assert_eq!(schedules[0]["timezone"], "Europe/Berlin");
+    assert_eq!(schedules[0]["promote_on_pass"], true);
+    // Production never noticed.
+    let now: Vec<u32> = instance_processes(&server.local_dir()).iter().map(|(p, _)| *p).collect();
+    assert_eq!(now, production);
+}
+
+/// Release 2 pushed as `latest`, not promoted, not deployed.
+fn deploy_release_2_push_only(server: &Server, region: &Region) {
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    let next = region.manifest.with_file_name("release-2.toml");
+    std::fs::write(&next, text.replace("\"--name\", \"api\"", "\"--name\", \"api\", \"--boot-delay\", \"100ms\""))
+        .unwrap();
+    server.run(&["snapshot", "push", next.to_str().unwrap(), "-m", "release 2"]).ok();
+}

@@ -270,7 +270,18 @@ pub async fn run(client: &Client, cmd: DrillCmd, output: Output) -> Result<(), F
                 Output::Text if r.swept.is_empty() => println!("nothing to sweep: no drill left anything behind"),
                 Output::Text => {
                     for s in &r.swept {
-                        println!("{}: {}; removed {} instances{}", s.namespace, s.reason, s.removed.len(), if s.remaining.is_empty() { String::new() } else { format!("; NOT removed: {}", s.remaining.join(", ")) });
+                        println!(
+                            "{}: {}; removed {} instances ({}){}",
+                            s.namespace,
+                            s.reason,
+                            s.removed.len(),
+                            s.removed.join(", "),
+                            if s.remaining.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; NOT removed: {}", s.remaining.join(", "))
+                            }
+                        );
                     }
                 }
             }

@@ -845,11 +845,17 @@ impl ComputeProvider for LocalProvider {
     async fn terminate(&self, instances: &[String]) -> ProviderResult<()> {
         for id in instances {
             let Some(mut r) = self.record(id).await? else { continue };
+            // Recorded before the process is stopped: the task that reaps it
+            // rewrites the record when it exits, and must read this first
+            // (written after, `terminated` could be lost to its stale copy).
+            let was_terminated = r.terminated;
+            r.terminated = true;
+            if !was_terminated {
+                self.save(&r).await?;
+            }
             if let (Some(p), Some(t)) = (r.pid, r.start_time) {
                 process::stop(p, t, STOP_GRACE).await;
             }
-            r.terminated = true;
-            self.save(&r).await?;
         }
         Ok(())
     }
