@@ -265,3 +265,55 @@ async fn a_server_killed_during_run_instances_resumes_without_extra_instances() 
         assert_eq!(w.instances("eu-west-1", s).await.len(), want, "{s}: exactly its replicas");
     }
 }
+
+/// A drill on ec2: tagged `lifeboat:drill`, in the drill subnets and
+/// security groups, never in production's target groups or DNS, and gone
+/// after its keep time.
+#[tokio::test]
+async fn an_ec2_drill_stays_out_of_production_traffic_and_is_torn_down() {
+    let w = World::create().await;
+    let drill_net = Region::create("eu-west-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[provider.ec2.drill]\nsubnets = {{ \"eu-west-1\" = [\"{}\"] }}\nsecurity_groups = [\"{}\"]\n",
+        drill_net.subnets[0], drill_net.security_group
+    );
+    let mut server = common::ec2::ec2_server_configured(dir.path(), &lifeboat::testkit::s3_endpoint(), &extra);
+    server.dir = Some(dir);
+    push(&server, "shop.json", &w.manifest(|_, _| {}));
+    server.run(&["snapshot", "promote", &w.env, "1", "--reason", "t"]).ok();
+    server.run(&["recover", &w.env, "--yes"]).ok();
+    let production = w.all_ids("eu-west-1").await;
+    let targets_before = production_targets(&w).await;
+    let dns_before = a_record(&w.zone, &w.dns_name).await;
+
+    let d = server.run(&["--output", "json", "drill", "run", &w.env, "--keep-for", "2s"]).ok().json();
+    assert_eq!(d["verdict"], "passed", "{d}");
+    let id = d["id"].as_str().unwrap();
+    let drills = w.west.instances(&[("tag:lifeboat:drill", id)]).await;
+    assert_eq!(drills.len(), 7, "every service's replicas, tagged with the drill");
+    for i in &drills {
+        assert_eq!(tag(i, "lifeboat:environment"), Some(format!("{}.drill.{id}", w.env).as_str()));
+        assert_eq!(i.subnet_id(), Some(drill_net.subnets[0].as_str()), "in the drill subnet");
+        let sgs: Vec<&str> = i.security_groups().iter().filter_map(|g| g.group_id()).collect();
+        assert_eq!(sgs, [drill_net.security_group.as_str()], "in the drill security group");
+    }
+    assert_eq!(production_targets(&w).await, targets_before, "no drill instance in a production target group");
+    assert_eq!(a_record(&w.zone, &w.dns_name).await, dns_before, "production DNS unchanged");
+    assert_eq!(w.all_ids("eu-west-1").await, production, "production instances untouched");
+
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let swept = server.run(&["drill", "sweep"]).ok().stdout;
+    assert!(swept.contains("removed 7 instances"), "{swept}");
+    assert!(w.west.instances(&[("tag:lifeboat:drill", id)]).await.is_empty(), "the drill is gone");
+    assert_eq!(w.all_ids("eu-west-1").await, production);
+}
+
+/// Each service's targets in its eu-west-1 group.
+async fn production_targets(w: &World) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for (s, _) in SERVICES {
+        out.push(w.west.targets(&w.target_groups[&("eu-west-1".to_string(), s.to_string())]).await);
+    }
+    out
+}

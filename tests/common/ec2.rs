@@ -118,8 +118,13 @@ pub fn ec2_server() -> super::Server {
 /// EC2 API at `endpoint`, with a 2 s region lease (a killed server's runs
 /// are taken over quickly).
 pub fn ec2_server_in(dir: &std::path::Path, endpoint: &str) -> super::Server {
+    ec2_server_configured(dir, endpoint, "")
+}
+
+/// The same, with more configuration appended.
+pub fn ec2_server_configured(dir: &std::path::Path, endpoint: &str, extra: &str) -> super::Server {
     let p = |x: &str| dir.join(x).display().to_string();
-    std::fs::write(dir.join("lifeboat.toml"), "[engine]\nlease_ttl = \"2s\"\n").unwrap();
+    std::fs::write(dir.join("lifeboat.toml"), format!("[engine]\nlease_ttl = \"2s\"\n{extra}")).unwrap();
     let args =
         ["--config".to_string(), p("lifeboat.toml"), "--store".into(), p("store"), "--local-dir".into(), p("local")];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
