@@ -12,29 +12,7 @@ use common::{Backend, Instances, Region, Server, Svc, http_ok, wait_until};
 
 /// Instance processes under `dir`: (pid, LIFEBOAT_ENVIRONMENT, argv).
 fn processes(dir: &Path) -> Vec<(u32, String, Vec<String>)> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else { continue };
-        if !cwd.starts_with(&dir) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
-            continue;
-        }
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let env = environ
-            .split(|b| *b == 0)
-            .find_map(|kv| kv.strip_prefix(b"LIFEBOAT_ENVIRONMENT="))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let argv = argv.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        out.push((pid, env, argv));
-    }
-    out
+    common::processes_under(dir).into_iter().map(|p| (p.pid, p.var("LIFEBOAT_ENVIRONMENT"), p.argv)).collect()
 }
 
 fn drill_processes(dir: &Path) -> Vec<(u32, String, Vec<String>)> {

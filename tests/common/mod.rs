@@ -341,7 +341,30 @@ pub fn http_ok(addr: &str, path: &str) -> bool {
 /// Processes whose working directory is under `dir` (the local provider's
 /// instances of one test), with their LIFEBOAT_SERVICE.
 pub fn instance_processes(dir: &Path) -> Vec<(u32, String)> {
+    processes_under(dir).into_iter().map(|p| (p.pid, p.var("LIFEBOAT_SERVICE"))).collect()
+}
+
+/// A live process whose working directory is under a test's directory.
+pub struct Proc {
+    pub pid: u32,
+    /// Its environment, `KEY=value`.
+    pub environ: Vec<String>,
+    pub argv: Vec<String>,
+}
+
+impl Proc {
+    /// A variable of its environment ("" when unset).
+    pub fn var(&self, key: &str) -> String {
+        self.environ.iter().find_map(|kv| kv.strip_prefix(&format!("{key}="))).unwrap_or_default().to_string()
+    }
+}
+
+/// Live (not zombie) processes whose working directory is under `dir`.
+pub fn processes_under(dir: &Path) -> Vec<Proc> {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let split = |bytes: Vec<u8>| -> Vec<String> {
+        bytes.split(|b| *b == 0).filter(|x| !x.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+    };
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
@@ -353,13 +376,9 @@ pub fn instance_processes(dir: &Path) -> Vec<(u32, String)> {
         if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
             continue;
         }
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let service = env
-            .split(|b| *b == 0)
-            .find_map(|kv| kv.strip_prefix(b"LIFEBOAT_SERVICE="))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        out.push((pid, service));
+        let environ = split(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+        let argv = split(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default());
+        out.push(Proc { pid, environ, argv });
     }
     out
 }

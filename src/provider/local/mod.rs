@@ -14,7 +14,7 @@ pub mod router;
 
 pub use ports::{ephemeral_range, listen_warnings};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +40,11 @@ pub struct LocalProvider {
     dir: PathBuf,
     images: ImageRepo,
     router: router::RouterClient,
+    /// Held only to check the instance cap and record a new launch key.
     launch_lock: tokio::sync::Mutex<()>,
+    /// One lock per launch key in flight: a retried launch waits for the
+    /// first instead of starting a second set; other launches run in parallel.
+    key_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     max_instances: usize,
     allow_public_listen: std::sync::atomic::AtomicBool,
     /// How much one tarball artifact may unpack to.
@@ -111,8 +115,25 @@ fn clean_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// A free port for an instance, never one handed out in the last few
+/// minutes by this process (concurrent launches would otherwise race for
+/// the kernel's pick between its release and the instance's bind).
 fn free_port() -> std::io::Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr().map(|a| a.port())
+    static RECENT: std::sync::Mutex<std::collections::VecDeque<u16>> =
+        std::sync::Mutex::new(std::collections::VecDeque::new());
+    for _ in 0..32 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.contains(&port) {
+            continue;
+        }
+        recent.push_back(port);
+        if recent.len() > 4096 {
+            recent.pop_front();
+        }
+        return Ok(port);
+    }
+    Err(std::io::Error::other("no free port found in 32 tries"))
 }
 
 impl LocalProvider {
@@ -139,6 +160,7 @@ impl LocalProvider {
             router: router::RouterClient::new(&dir, router_program),
             dir,
             launch_lock: tokio::sync::Mutex::new(()),
+            key_locks: std::sync::Mutex::new(HashMap::new()),
             allow_public_listen: std::sync::atomic::AtomicBool::new(false),
             max_unpacked_bytes: std::sync::atomic::AtomicU64::new(archive::DEFAULT_MAX_UNPACKED_BYTES),
             max_instances: DEFAULT_MAX_INSTANCES,
@@ -338,13 +360,15 @@ impl LocalProvider {
     }
 
     /// Starts the process for a record unless it already runs (found by PID,
-    /// or by its environment after a crash before the PID was recorded).
-    async fn ensure_running(&self, mut r: InstanceRecord, spec: &LaunchSpec) -> ProviderResult<()> {
+    /// or by its environment after a crash before the PID was recorded; a
+    /// `fresh` record, made by this call, has no process to look for).
+    async fn ensure_running(&self, mut r: InstanceRecord, spec: &LaunchSpec, fresh: bool) -> ProviderResult<()> {
         if r.pid.is_some() || r.terminated {
             return Ok(()); // started once: never again (the health gate judges it)
         }
         let id = r.id.clone();
-        if let Some(pid) = self.io(move |_| process::find_by_instance(&id)).await {
+        let found = if fresh { None } else { self.io(move |_| process::find_by_instance(&id)).await };
+        if let Some(pid) = found {
             r.pid = Some(pid);
             r.start_time = process::start_time(pid);
             return self.save(&r).await;
@@ -398,6 +422,71 @@ impl LocalProvider {
             }
         });
         Ok(())
+    }
+
+    /// A launch under its key's lock: the key's instances (recorded once,
+    /// under the short global lock that guards the instance cap), each
+    /// started unless it already runs.
+    async fn launch_locked(&self, spec: &LaunchSpec) -> ProviderResult<Vec<String>> {
+        let key_path = self.dir.join("keys").join(format!("{}.json", sha256_hex(spec.launch_key.as_bytes())));
+        let read_path = key_path.clone();
+        // A corrupt key record fails the launch: treating it as missing
+        // would start a second set of instances.
+        let ids: Vec<String> = match self.io(move |_| records::read::<LaunchKeyRecord>(&read_path)).await? {
+            Some(k) => k.instances,
+            None => {
+                let _cap = self.launch_lock.lock().await;
+                let running = self.records().await?.iter().filter(|r| r.alive()).count();
+                if running + spec.replicas as usize > self.max_instances {
+                    return Err(ProviderError::LaunchFailed {
+                        service: spec.target.service.clone(),
+                        message: format!("this host's cap of {} instances is reached", self.max_instances),
+                        retryable: true,
+                    });
+                }
+                let ids: Vec<String> = (0..spec.replicas)
+                    .map(|_| format!("{}-{}", spec.target.service, &uuid::Uuid::new_v4().simple().to_string()[..8]))
+                    .collect();
+                let record =
+                    LaunchKeyRecord { format_version: 1, launch_key: spec.launch_key.clone(), instances: ids.clone() };
+                self.io(move |_| records::write(&key_path, &record))
+                    .await
+                    .map_err(|e| backend(format!("cannot record launch: {e}")))?;
+                ids
+            }
+        };
+        let probe_timeout = spec.target.health.as_ref().map_or(Duration::from_secs(2), |h| h.probe_timeout.0);
+        for id in &ids {
+            let (record, fresh) = match self.record(id).await? {
+                Some(r) => (r, false),
+                None => {
+                    let port = free_port().map_err(|e| backend(format!("no free port: {e}")))?;
+                    let r = InstanceRecord {
+                        format_version: 1,
+                        id: id.clone(),
+                        environment: spec.target.environment.clone(),
+                        region: spec.target.region.clone(),
+                        service: spec.target.service.clone(),
+                        image: spec.image.clone(),
+                        run_id: spec.run_id.clone(),
+                        launch_key: spec.launch_key.clone(),
+                        port,
+                        pid: None,
+                        start_time: None,
+                        created_at: crate::store::snapshots::now_rfc3339(),
+                        probe: Self::resolve_probe(&spec.target, port),
+                        probe_timeout_ms: probe_timeout.as_millis() as u64,
+                        terminated: false,
+                        exit: None,
+                        fingerprint: spec.fingerprint.clone(),
+                    };
+                    self.save(&r).await?;
+                    (r, true)
+                }
+            };
+            self.ensure_running(record, spec, fresh).await?;
+        }
+        Ok(ids)
     }
 
     /// Simulates a region failure: kills every instance of an environment at once.
@@ -586,67 +675,18 @@ impl ComputeProvider for LocalProvider {
         if cancel.is_cancelled() {
             return Err(ProviderError::Cancelled);
         }
-        // Fetch the image before taking the lock: it may be large.
+        // Fetch the image before taking any lock: it may be large.
         self.materialise(&spec.image).await?;
-        let _guard = self.launch_lock.lock().await;
-        let key_path = self.dir.join("keys").join(format!("{}.json", sha256_hex(spec.launch_key.as_bytes())));
-        let read_path = key_path.clone();
-        // A corrupt key record fails the launch: treating it as missing
-        // would start a second set of instances.
-        let ids: Vec<String> = match self.io(move |_| records::read::<LaunchKeyRecord>(&read_path)).await? {
-            Some(k) => k.instances,
-            None => {
-                let running = self.records().await?.iter().filter(|r| r.alive()).count();
-                if running + spec.replicas as usize > self.max_instances {
-                    return Err(ProviderError::LaunchFailed {
-                        service: spec.target.service.clone(),
-                        message: format!("this host's cap of {} instances is reached", self.max_instances),
-                        retryable: true,
-                    });
-                }
-                let ids: Vec<String> = (0..spec.replicas)
-                    .map(|_| format!("{}-{}", spec.target.service, &uuid::Uuid::new_v4().simple().to_string()[..8]))
-                    .collect();
-                let record =
-                    LaunchKeyRecord { format_version: 1, launch_key: spec.launch_key.clone(), instances: ids.clone() };
-                self.io(move |_| records::write(&key_path, &record))
-                    .await
-                    .map_err(|e| backend(format!("cannot record launch: {e}")))?;
-                ids
-            }
+        let key_lock = self.key_locks.lock().expect("lock").entry(spec.launch_key.clone()).or_default().clone();
+        let result = {
+            let _key = key_lock.lock().await;
+            self.launch_locked(spec).await
         };
-        let probe_timeout = spec.target.health.as_ref().map_or(Duration::from_secs(2), |h| h.probe_timeout.0);
-        for id in &ids {
-            let record = match self.record(id).await? {
-                Some(r) => r,
-                None => {
-                    let port = free_port().map_err(|e| backend(format!("no free port: {e}")))?;
-                    let r = InstanceRecord {
-                        format_version: 1,
-                        id: id.clone(),
-                        environment: spec.target.environment.clone(),
-                        region: spec.target.region.clone(),
-                        service: spec.target.service.clone(),
-                        image: spec.image.clone(),
-                        run_id: spec.run_id.clone(),
-                        launch_key: spec.launch_key.clone(),
-                        port,
-                        pid: None,
-                        start_time: None,
-                        created_at: crate::store::snapshots::now_rfc3339(),
-                        probe: Self::resolve_probe(&spec.target, port),
-                        probe_timeout_ms: probe_timeout.as_millis() as u64,
-                        terminated: false,
-                        exit: None,
-                        fingerprint: spec.fingerprint.clone(),
-                    };
-                    self.save(&r).await?;
-                    r
-                }
-            };
-            self.ensure_running(record, spec).await?;
+        let mut locks = self.key_locks.lock().expect("lock");
+        if Arc::strong_count(&key_lock) == 2 {
+            locks.remove(&spec.launch_key);
         }
-        Ok(ids)
+        result
     }
 
     async fn wait_healthy(

@@ -1,0 +1,723 @@
+//! Recovery time against its limit, the critical path, beside the schedules
+//! other DR tools use. Run: `cargo bench --bench recovery` (writes the
+//! results between the markers in BENCHMARKS.md); `-- --quick` runs small
+//! sizes only and prints (what CI runs, so the harness never rots).
+//!
+//! 1. Launch overhead of the local provider (launch call → process running)
+//!    at 1, 4, 8 and 16 launches at once, real processes.
+//! 2. Real-process regions through the real engine and local provider:
+//!    services that are ready 1 s after they start, probed every 200 ms.
+//! 3. Seeded random layered DAGs of 100 to 10,000 services with a provider
+//!    whose launch and health times (5–25 ms each) really elapse, through the
+//!    real engine, journal and directory store; each region also under a
+//!    wave-barrier schedule (every service of a topological level waits for
+//!    the whole previous level, as AWS DRS launch steps, Azure Site Recovery
+//!    groups or Argo CD sync waves do) and a global parallelism of 10.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lifeboat::domain::manifest::{self, Manifest};
+use lifeboat::domain::plan::{Check, LiveInstance};
+use lifeboat::domain::run::RunKind;
+use lifeboat::domain::source::Format;
+use lifeboat::engine::clock::SystemClock;
+use lifeboat::engine::{Engine, RunContext, StartRequest};
+use lifeboat::provider::local::LocalProvider;
+use lifeboat::provider::{ComputeProvider, LaunchSpec, LogFrom, LogRead, ProviderResult, ServiceRef};
+use lifeboat::store::{DynStore, FsStore, ImageRepo, NewSnapshot, SnapshotRepo};
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 per second on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Object-store requests so far (all operations), from the metrics.
+fn store_requests() -> f64 {
+    lifeboat::metrics::render()
+        .lines()
+        .filter(|l| l.starts_with("lifeboat_store_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn push(store: &DynStore, text: &str) -> Manifest {
+    let m = manifest::parse(text.as_bytes(), Format::Toml).unwrap_or_else(|e| panic!("{e:?}"));
+    SnapshotRepo::new(store.clone())
+        .push(NewSnapshot {
+            manifest: m.clone(),
+            author: "bench".into(),
+            message: String::new(),
+            labels: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    m
+}
+
+fn engine(store: &DynStore, provider: Arc<dyn ComputeProvider>) -> Arc<Engine> {
+    Engine::new(RunContext {
+        store: store.clone(),
+        providers: lifeboat::provider::Providers::new().with(provider),
+        clock: Arc::new(SystemClock),
+        owner: "bench".into(),
+        lease_ttl: Duration::from_secs(60),
+        notifier: Default::default(),
+    })
+}
+
+/// A recovery of `env`'s latest snapshot to its end: wall time, and the
+/// measured critical path (launch → cut over) of the run.
+async fn recover(engine: &Arc<Engine>, env: &str, parallelism: usize) -> (Duration, u64) {
+    let t = Instant::now();
+    let req = StartRequest {
+        environment: env.into(),
+        reference: "latest".into(),
+        region: None,
+        parallelism: Some(parallelism),
+        force: true,
+        prune: false,
+        propose: false,
+        kind: RunKind::Recovery,
+        actor: "bench".into(),
+        drill: None,
+    };
+    let id = engine.start(req).await.unwrap().spec.id;
+    engine.watch(&id, 0).await.expect("watch").count().await;
+    let took = t.elapsed();
+    let view = engine.get(&id).await.unwrap();
+    assert_eq!(view.state.as_str(), "succeeded", "{id}");
+    (took, view.measured_critical_path().1)
+}
+
+// ---------------------------------------------------------------- 1. launch overhead
+
+async fn sleeper_image(store: &DynStore, dir: &std::path::Path) -> String {
+    let path = dir.join("sleeper.sh");
+    std::fs::write(&path, "#!/bin/sh\nexec sleep 120\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ImageRepo::new(store.clone()).import_file(&path, "sleeper.sh", "bench").await.unwrap().id
+}
+
+fn spec(image: &str, service: &str, key: &str) -> LaunchSpec {
+    LaunchSpec {
+        target: ServiceRef {
+            environment: "bench".into(),
+            region: "local-1".into(),
+            service: service.into(),
+            settings: BTreeMap::new(),
+            health: None,
+            tags: BTreeMap::new(),
+        },
+        image: image.into(),
+        replicas: 1,
+        run_id: "r-bench".into(),
+        snapshot: 1,
+        launch_key: key.into(),
+        fingerprint: String::new(),
+    }
+}
+
+async fn launch_overhead(levels: &[usize], rounds: usize) -> Vec<(usize, Duration, Duration, Duration)> {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path().join("store")).unwrap());
+    let image = sleeper_image(&store, dir.path()).await;
+    let provider = LocalProvider::open_with(dir.path().join("local"), store.clone(), BIN.into()).await.unwrap();
+    let mut out = Vec::new();
+    let mut n = 0;
+    for &c in levels {
+        let mut samples = Vec::new();
+        for _ in 0..rounds {
+            let calls = (0..c).map(|_| {
+                n += 1;
+                let s = spec(&image, &format!("s{n}"), &format!("bench/{n}"));
+                let p = provider.clone();
+                async move {
+                    let t = Instant::now();
+                    let ids = p.launch(&s, &CancellationToken::new()).await.unwrap();
+                    (t.elapsed(), ids)
+                }
+            });
+            let done = futures::future::join_all(calls).await;
+            let ids: Vec<String> = done.iter().flat_map(|(_, ids)| ids.clone()).collect();
+            samples.extend(done.into_iter().map(|(d, _)| d));
+            provider.terminate(&ids).await.unwrap();
+        }
+        samples.sort();
+        out.push((c, percentile(&samples, 0.5), percentile(&samples, 0.99), *samples.last().unwrap()));
+    }
+    out
+}
+
+// ---------------------------------------------------------------- 2. real processes
+
+/// Services named s0…: `deps[i]` are i's dependencies; depth = longest chain.
+struct Shape {
+    name: &'static str,
+    deps: Vec<Vec<usize>>,
+}
+
+fn depth(deps: &[Vec<usize>]) -> usize {
+    let mut d = vec![1usize; deps.len()];
+    for i in 0..deps.len() {
+        for &j in &deps[i] {
+            d[i] = d[i].max(d[j] + 1);
+        }
+    }
+    d.into_iter().max().unwrap_or(0)
+}
+
+fn binary_tree(depth: usize) -> Vec<Vec<usize>> {
+    // A tree of `depth` levels (the root first), children depend on their parent;
+    // 40 services at depth 6 as in the measurement: full levels, then a partial one.
+    let n = if depth == 6 { 40 } else { (1 << depth) - 1 };
+    (0..n).map(|i| if i == 0 { vec![] } else { vec![(i - 1) / 2] }).collect()
+}
+
+async fn real_region(shape: &Shape, parallelism: usize, ready_after: Duration) -> (Duration, Duration, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path().join("store")).unwrap());
+    let script = dir.path().join("svc.sh");
+    std::fs::write(&script, format!("#!/bin/sh\nexec '{BIN}' demo-service \"$@\"\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let image = ImageRepo::new(store.clone()).import_file(&script, "svc.sh", "bench").await.unwrap().id;
+    let provider = LocalProvider::open_with(dir.path().join("local"), store.clone(), BIN.into()).await.unwrap();
+    let n = shape.deps.len();
+    let mut text = String::from("environment = \"real\"\nregion = \"local-1\"\n");
+    let boot = format!("{}ms", ready_after.as_millis());
+    for (i, deps) in shape.deps.iter().enumerate() {
+        let d: Vec<String> = deps.iter().map(|j| format!("\"s{j}\"")).collect();
+        text.push_str(&format!(
+            "[services.s{i}]\nimage = \"{image}\"\ndepends_on = [{}]\ngrace_period = \"0s\"\ntimeout = \"60s\"\n\
+             health = {{ http = \"/healthz\", interval = \"200ms\", timeout = \"60s\" }}\n\
+             launch = {{ args = [\"--name\", \"s{i}\", \"--boot-delay\", \"{boot}\"] }}\n",
+            d.join(", ")
+        ));
+    }
+    push(&store, &text).await;
+    let e = engine(&store, provider.clone());
+    let cpu = cpu_seconds();
+    let (took, _) = recover(&e, "real", parallelism).await;
+    let cpu = cpu_seconds() - cpu;
+    provider.teardown("real").await.unwrap();
+    let bound = ready_after * depth(&shape.deps) as u32;
+    let _ = n;
+    (took, bound, cpu)
+}
+
+// ---------------------------------------------------------------- 3. scale
+
+/// A provider whose launch and health gate take each service's scripted
+/// time on the wall clock; everything else is instant.
+struct Timed {
+    times: BTreeMap<String, (u64, u64)>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl ComputeProvider for Timed {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    async fn preflight(&self, _: &Manifest, _: &str, _: &[String]) -> Vec<Check> {
+        Vec::new()
+    }
+    async fn inventory(&self, _: &str, _: &str) -> ProviderResult<Vec<LiveInstance>> {
+        Ok(Vec::new())
+    }
+    async fn launch(&self, spec: &LaunchSpec, _: &CancellationToken) -> ProviderResult<Vec<String>> {
+        let (l, _) = self.times.get(&spec.target.service).copied().unwrap_or((0, 0));
+        tokio::time::sleep(Duration::from_millis(l)).await;
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(vec![format!("{}-{n}", spec.target.service)])
+    }
+    async fn wait_healthy(
+        &self,
+        t: &ServiceRef,
+        _: &[String],
+        _: Duration,
+        _: &CancellationToken,
+    ) -> ProviderResult<()> {
+        let (_, h) = self.times.get(&t.service).copied().unwrap_or((0, 0));
+        tokio::time::sleep(Duration::from_millis(h)).await;
+        Ok(())
+    }
+    async fn cutover(&self, _: &ServiceRef, _: &[String]) -> ProviderResult<()> {
+        Ok(())
+    }
+    async fn retire(&self, _: &ServiceRef) -> ProviderResult<()> {
+        Ok(())
+    }
+    async fn terminate(&self, _: &[String]) -> ProviderResult<()> {
+        Ok(())
+    }
+    async fn logs(&self, _: &str, _: usize) -> Vec<String> {
+        Vec::new()
+    }
+    async fn read_logs(&self, _: &str, _: LogFrom) -> ProviderResult<Option<LogRead>> {
+        Ok(None)
+    }
+    async fn isolation(&self, _: &Manifest, _: &str) -> ProviderResult<lifeboat::domain::drill::Isolation> {
+        Ok(Default::default())
+    }
+    async fn tear_down(&self, _: &str, _: &str) -> ProviderResult<(Vec<String>, Vec<String>)> {
+        Ok((Vec::new(), Vec::new()))
+    }
+    async fn drill_leftovers(&self) -> ProviderResult<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+}
+
+struct Layered {
+    /// Per level, its services' indices.
+    levels: Vec<Vec<usize>>,
+    deps: Vec<Vec<usize>>,
+    /// (launch ms, health ms) per service.
+    times: Vec<(u64, u64)>,
+}
+
+/// `n` services in ~√n/2 levels; each depends on 1–3 services of the level
+/// above and sometimes one further up (fan-in), so popular services fan out.
+fn layered(n: usize, seed: u64) -> Layered {
+    let mut state = seed.max(1);
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let level_count = ((n as f64).sqrt() / 2.0).ceil().max(2.0) as usize;
+    let mut levels: Vec<Vec<usize>> = vec![Vec::new(); level_count];
+    for i in 0..n {
+        // The first services make the first level; the rest spread evenly.
+        let l = if i < level_count { i } else { (rand() as usize) % level_count };
+        levels[l].push(i);
+    }
+    levels.iter_mut().for_each(|l| l.sort_unstable());
+    let mut deps = vec![Vec::new(); n];
+    for l in 1..level_count {
+        for &i in &levels[l] {
+            let above = &levels[l - 1];
+            let k = 1 + (rand() as usize) % 3;
+            let mut d: Vec<usize> = (0..k).map(|_| above[(rand() as usize) % above.len()]).collect();
+            if l >= 2 && rand() % 4 == 0 {
+                let far = &levels[(rand() as usize) % (l - 1)];
+                d.push(far[(rand() as usize) % far.len()]);
+            }
+            d.sort_unstable();
+            d.dedup();
+            deps[i] = d;
+        }
+    }
+    let times = (0..n).map(|_| (5 + rand() % 21, 5 + rand() % 21)).collect();
+    Layered { levels, deps, times }
+}
+
+impl Layered {
+    /// The longest chain of launch + health time: no schedule finishes sooner.
+    fn bound_ms(&self) -> u64 {
+        let mut finish = vec![0u64; self.deps.len()];
+        for level in &self.levels {
+            for &i in level {
+                let start = self.deps[i].iter().map(|&d| finish[d]).max().unwrap_or(0);
+                finish[i] = start + self.times[i].0 + self.times[i].1;
+            }
+        }
+        finish.into_iter().max().unwrap_or(0)
+    }
+
+    /// The manifest: as the DAG is, or as waves (each level waits for all
+    /// of the previous one, through a zero-time barrier service per level).
+    fn manifest(&self, env: &str, waves: bool) -> (String, BTreeMap<String, (u64, u64)>) {
+        let image = format!("sha256:{}", "a".repeat(64));
+        let mut text = format!("environment = \"{env}\"\nregion = \"local-1\"\n");
+        let mut times = BTreeMap::new();
+        let q = |v: Vec<String>| v.iter().map(|x| format!("\"{x}\"")).collect::<Vec<_>>().join(", ");
+        for (l, level) in self.levels.iter().enumerate() {
+            if waves && l > 0 {
+                let prev: Vec<String> = self.levels[l - 1].iter().map(|i| format!("s{i:05}")).collect();
+                text.push_str(&format!(
+                    "[services.wave{l:03}]\nimage = \"{image}\"\ndepends_on = [{}]\ngrace_period = \"0s\"\n",
+                    q(prev)
+                ));
+                times.insert(format!("wave{l:03}"), (0, 0));
+            }
+            for &i in level {
+                let deps: Vec<String> = if waves {
+                    if l > 0 { vec![format!("wave{l:03}")] } else { vec![] }
+                } else {
+                    self.deps[i].iter().map(|d| format!("s{d:05}")).collect()
+                };
+                text.push_str(&format!(
+                    "[services.s{i:05}]\nimage = \"{image}\"\ndepends_on = [{}]\ngrace_period = \"0s\"\n",
+                    q(deps)
+                ));
+                times.insert(format!("s{i:05}"), self.times[i]);
+            }
+        }
+        (text, times)
+    }
+}
+
+struct ScaleRow {
+    n: usize,
+    schedule: &'static str,
+    wall: Duration,
+    bound_ms: u64,
+    cpu: f64,
+    requests_per_service: f64,
+}
+
+async fn scale(n: usize, schedules: &[&'static str]) -> Vec<ScaleRow> {
+    let region = layered(n, 7 + n as u64);
+    let bound_ms = region.bound_ms();
+    let mut rows = Vec::new();
+    for &schedule in schedules {
+        let dir = tempfile::tempdir().unwrap();
+        // As a server opens it: with the retry layer that also counts requests.
+        let store = lifeboat::store::open_unchecked(dir.path().to_str().unwrap(), &Default::default()).await.unwrap();
+        let env = format!("scale{n}");
+        let (text, times) = region.manifest(&env, schedule == "waves");
+        push(&store, &text).await;
+        let provider = Arc::new(Timed { times, next: Default::default() });
+        let e = engine(&store, provider);
+        let parallelism = if schedule == "parallelism 10" { 10 } else { lifeboat::engine::MAX_PARALLELISM };
+        let (cpu, requests) = (cpu_seconds(), store_requests());
+        let (wall, _) = recover(&e, &env, parallelism).await;
+        rows.push(ScaleRow {
+            n,
+            schedule,
+            wall,
+            bound_ms,
+            cpu: cpu_seconds() - cpu,
+            requests_per_service: (store_requests() - requests) / n as f64,
+        });
+    }
+    rows
+}
+
+// ---------------------------------------------------------------- 4. snapshots and the API
+
+/// Push and `show known-good` of an `n`-service manifest, against a raw PUT
+/// and GET of the same bytes on the same store: (push, raw put, show, raw get).
+async fn snapshot_costs(n: usize) -> (Duration, Duration, Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = lifeboat::store::open_unchecked(dir.path().to_str().unwrap(), &Default::default()).await.unwrap();
+    let text = lifeboat::testkit::random_manifest_toml(n, 3, 11);
+    let repo = SnapshotRepo::new(store.clone());
+    let m = manifest::parse(text.as_bytes(), Format::Toml).unwrap();
+    let t = Instant::now();
+    let snap = repo
+        .push(NewSnapshot { manifest: m, author: "bench".into(), message: String::new(), labels: BTreeMap::new() })
+        .await
+        .unwrap();
+    let push = t.elapsed();
+    repo.promote("bench", "latest", "bench", "bench", None).await.unwrap();
+    let bytes = bytes::Bytes::from(serde_json::to_vec(&snap).unwrap());
+    let t = Instant::now();
+    store.put("raw/object.json", bytes, lifeboat::store::PutOptions::create()).await.unwrap();
+    let put = t.elapsed();
+    let t = Instant::now();
+    repo.get_by_ref("bench", "known-good").await.unwrap();
+    let show = t.elapsed();
+    let t = Instant::now();
+    store.get("raw/object.json").await.unwrap().unwrap();
+    (push, put, show, t.elapsed())
+}
+
+/// `SnapshotService/Get` from `clients` concurrent gRPC clients on loopback
+/// for `run`: (requests per second, p50, p99).
+async fn api_throughput(clients: usize, run: Duration) -> (f64, Duration, Duration) {
+    use lifeboat::api::pb;
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        lifeboat::store::open_unchecked(dir.path().join("store").to_str().unwrap(), &Default::default()).await.unwrap();
+    push(&store, &lifeboat::testkit::random_manifest_toml(20, 2, 3)).await;
+    SnapshotRepo::new(store.clone()).promote("bench", "latest", "bench", "bench", None).await.unwrap();
+    let running = lifeboat::server::start(lifeboat::server::Options {
+        store,
+        local_dir: dir.path().join("local"),
+        listen: "127.0.0.1:0".into(),
+        lease_ttl: Duration::from_secs(15),
+        allow_public_listen: false,
+        max_unpacked_bytes: None,
+        import_idle_timeout: None,
+        ec2: None,
+        drift_interval: Duration::from_secs(3600),
+        drill_sweep_interval: Duration::from_secs(3600),
+        schedule_interval: Duration::from_secs(3600),
+        http_listen: None,
+        tokens: Default::default(),
+        notify: Vec::new(),
+        tls: None,
+        webhooks: Default::default(),
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", running.addr);
+    let deadline = Instant::now() + run;
+    let tasks = (0..clients).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+            let mut c = pb::snapshot_service_client::SnapshotServiceClient::new(channel);
+            let mut took = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let req = pb::GetSnapshotRequest { environment: "bench".into(), r#ref: "known-good".into() };
+                c.get(req).await.unwrap();
+                took.push(t.elapsed());
+            }
+            took
+        })
+    });
+    let mut all: Vec<Duration> = Vec::new();
+    for t in futures::future::join_all(tasks).await {
+        all.extend(t.unwrap());
+    }
+    running.stop().await.unwrap();
+    all.sort();
+    (all.len() as f64 / run.as_secs_f64(), percentile(&all, 0.5), percentile(&all, 0.99))
+}
+
+/// Wall time and orchestrator CPU against service count, per schedule (SVG).
+fn scaling_svg(rows: &[ScaleRow]) -> String {
+    let (w, h, left, bottom) = (760.0, 420.0, 70.0, 50.0);
+    let ns: Vec<usize> = {
+        let mut v: Vec<usize> = rows.iter().map(|r| r.n).collect();
+        v.dedup();
+        v
+    };
+    let max_wall = rows.iter().map(|r| r.wall.as_secs_f64().max(r.cpu)).fold(0.1, f64::max);
+    let x = |n: usize| {
+        let (lo, hi) = ((ns[0] as f64).log10(), (ns[ns.len() - 1] as f64).log10().max((ns[0] as f64).log10() + 1.0));
+        left + ((n as f64).log10() - lo) / (hi - lo) * (w - left - 30.0)
+    };
+    let y = |v: f64| (h - bottom) - (v.max(0.01).log10() + 2.0) / (max_wall.log10() + 2.2) * (h - bottom - 30.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"18\" font-size=\"14\">Recovery wall time (solid) and orchestrator CPU (dashed) against services, log-log</text>\n"
+    );
+    for &n in &ns {
+        s.push_str(&format!("<text x=\"{:.0}\" y=\"{}\" text-anchor=\"middle\">{n}</text>\n", x(n), h - bottom + 18.0));
+    }
+    for v in [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0] {
+        if v <= max_wall * 2.0 {
+            s.push_str(&format!(
+                "<text x=\"{}\" y=\"{:.0}\" text-anchor=\"end\">{v} s</text><line x1=\"{left}\" x2=\"{}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"#eee\"/>\n",
+                left - 6.0,
+                y(v) + 4.0,
+                w - 30.0,
+                y(v),
+                y(v)
+            ));
+        }
+    }
+    for (i, (schedule, colour)) in
+        [("lifeboat", "#1f77b4"), ("waves", "#d62728"), ("parallelism 10", "#2ca02c")].iter().enumerate()
+    {
+        let pts: Vec<&ScaleRow> = rows.iter().filter(|r| r.schedule == *schedule).collect();
+        let line = |f: &dyn Fn(&ScaleRow) -> f64| {
+            pts.iter().map(|r| format!("{:.1},{:.1}", x(r.n), y(f(r)))).collect::<Vec<_>>().join(" ")
+        };
+        s.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n<polyline fill=\"none\" stroke=\"{colour}\" stroke-dasharray=\"5 4\" points=\"{}\"/>\n<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{schedule}</text>\n",
+            line(&|r| r.wall.as_secs_f64()),
+            line(&|r| r.cpu),
+            left + 10.0,
+            40.0 + 16.0 * i as f64
+        ));
+    }
+    let bound: Vec<String> = ns
+        .iter()
+        .filter_map(|&n| rows.iter().find(|r| r.n == n))
+        .map(|r| format!("{:.1},{:.1}", x(r.n), y(r.bound_ms as f64 / 1000.0)))
+        .collect();
+    s.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"#777\" stroke-dasharray=\"2 3\" points=\"{}\"/>\n<text x=\"{}\" y=\"88\" fill=\"#777\">critical-path bound</text>\n</svg>\n",
+        bound.join(" "),
+        left + 10.0
+    ));
+    s
+}
+
+// ---------------------------------------------------------------- report
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cpus} CPUs ({model}), {mem:.0} GiB RAM, {}", std::env::consts::OS)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    // `--launch-only`: just the launch-overhead table (for before/after comparisons).
+    let launch_only = std::env::args().any(|a| a == "--launch-only");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut out = String::new();
+    let mut line = |s: String| {
+        println!("{s}");
+        out.push_str(&s);
+        out.push('\n');
+    };
+    let date = chrono::Utc::now().format("%Y-%m-%d");
+    let command = if quick { "cargo bench --bench recovery -- --quick" } else { "cargo bench --bench recovery" };
+    line(format!("Command: `{command}`. Machine: {}; {date}.", machine()));
+    line(String::new());
+
+    line("### Launch overhead of the local provider (launch call → process running)".into());
+    line(String::new());
+    line("| launches at once | p50 | p99 | max |".into());
+    line("|---|---|---|---|".into());
+    let levels: &[usize] = if quick && !launch_only { &[1, 4] } else { &[1, 4, 8, 16] };
+    for (c, p50, p99, max) in rt.block_on(launch_overhead(levels, if quick { 2 } else { 10 })) {
+        line(format!("| {c} | {:.0} ms | {:.0} ms | {:.0} ms |", ms(p50), ms(p99), ms(max)));
+    }
+    line(String::new());
+    if launch_only {
+        return;
+    }
+
+    line("### Real processes (ready 1 s after start, probed every 200 ms, parallelism 64)".into());
+    line(String::new());
+    line("| region | services | wall time | critical-path bound | ratio | orchestrator CPU |".into());
+    line("|---|---|---|---|---|---|".into());
+    let shapes = if quick {
+        vec![
+            Shape { name: "binary tree, depth 3", deps: binary_tree(3) },
+            Shape { name: "wide", deps: vec![vec![]; 8] },
+            Shape { name: "chain", deps: (0..4).map(|i| if i == 0 { vec![] } else { vec![i - 1] }).collect() },
+        ]
+    } else {
+        vec![
+            Shape { name: "binary tree, depth 6", deps: binary_tree(6) },
+            Shape { name: "wide", deps: vec![vec![]; 200] },
+            Shape { name: "chain", deps: (0..30).map(|i| if i == 0 { vec![] } else { vec![i - 1] }).collect() },
+        ]
+    };
+    let ready = Duration::from_secs(1);
+    for s in &shapes {
+        let (wall, bound, cpu) = rt.block_on(real_region(s, 64, ready));
+        line(format!(
+            "| {} | {} | {:.2} s | {:.2} s | {:.2} | {cpu:.1} s |",
+            s.name,
+            s.deps.len(),
+            wall.as_secs_f64(),
+            bound.as_secs_f64(),
+            wall.as_secs_f64() / bound.as_secs_f64()
+        ));
+    }
+    line(String::new());
+
+    line("### Scale: seeded layered DAGs, 5–25 ms launch + 5–25 ms health per service, directory store".into());
+    line(String::new());
+    line("| services | schedule | wall time | critical-path bound | ratio | orchestrator CPU | store requests per service |".into());
+    line("|---|---|---|---|---|---|---|".into());
+    let sizes: &[usize] = if quick { &[100] } else { &[100, 1_000, 10_000] };
+    let mut all_rows = Vec::new();
+    for &n in sizes {
+        let rows = rt.block_on(scale(n, &["lifeboat", "waves", "parallelism 10"]));
+        for r in &rows {
+            line(format!(
+                "| {} | {} | {:.2} s | {:.2} s | {:.2} | {:.1} s | {:.1} |",
+                r.n,
+                r.schedule,
+                r.wall.as_secs_f64(),
+                r.bound_ms as f64 / 1000.0,
+                r.wall.as_secs_f64() * 1000.0 / r.bound_ms as f64,
+                r.cpu,
+                r.requests_per_service
+            ));
+        }
+        all_rows.extend(rows);
+    }
+    line(String::new());
+    if !quick {
+        let svg = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/results/scaling.svg");
+        std::fs::create_dir_all(std::path::Path::new(svg).parent().unwrap()).unwrap();
+        std::fs::write(svg, scaling_svg(&all_rows)).unwrap();
+        line("The scaling curve: `benches/results/scaling.svg`.".into());
+        line(String::new());
+    }
+
+    line("### Snapshots and the API".into());
+    line(String::new());
+    let n = if quick { 200 } else { 5_000 };
+    let (push_t, put_t, show_t, get_t) = rt.block_on(snapshot_costs(n));
+    line("| what | time | raw store operation on the same bytes | ratio |".into());
+    line("|---|---|---|---|".into());
+    line(format!(
+        "| push a {n}-service manifest (validated, canonical JSON, digest, create-if-absent, refs) | {:.1} ms | PUT {:.1} ms | {:.1} |",
+        ms(push_t),
+        ms(put_t),
+        ms(push_t) / ms(put_t).max(0.001)
+    ));
+    line(format!(
+        "| show known-good of it (ref, read, digest verified) | {:.1} ms | GET {:.1} ms | {:.1} |",
+        ms(show_t),
+        ms(get_t),
+        ms(show_t) / ms(get_t).max(0.001)
+    ));
+    let (clients, secs) = if quick { (4, 1) } else { (32, 5) };
+    let (rps, p50, p99) = rt.block_on(api_throughput(clients, Duration::from_secs(secs)));
+    line(String::new());
+    line(format!(
+        "`SnapshotService/Get` (20-service snapshot) from {clients} concurrent gRPC clients on loopback for {secs} s: {rps:.0} requests/s, p50 {:.1} ms, p99 {:.1} ms.",
+        ms(p50),
+        ms(p99)
+    ));
+    line(String::new());
+    line(format!("Peak RSS of the harness (engine, store and provider in one process): {:.0} MiB.", peak_rss_mib()));
+
+    if !quick {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let (start, end) = ("<!-- recovery-bench:start -->", "<!-- recovery-bench:end -->");
+        let new = match (text.find(start), text.find(end)) {
+            (Some(a), Some(b)) if a < b => format!("{}{start}\n{out}{}", &text[..a], &text[b..]),
+            _ => format!("{text}\n## Recovery time against the critical path\n\n{start}\n{out}{end}\n"),
+        };
+        std::fs::write(path, new).unwrap();
+        println!("\nwritten to BENCHMARKS.md");
+    }
+}
