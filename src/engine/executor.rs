@@ -170,12 +170,13 @@ impl Executor {
         self.last_renewal.elapsed() + self.lease_margin() < self.ctx.lease_ttl
     }
 
-    /// Appends to the journal, waiting out a store that is unavailable for a
-    /// while (bounded by the lease: past it, this owner stops acting).
-    async fn append(&mut self, at: String, elapsed: u64, event: Event) -> Result<Entry> {
+    /// Appends to the journal (events that arrived together as one write),
+    /// waiting out a store that is unavailable for a while (bounded by the
+    /// lease: past it, this owner stops acting).
+    async fn append(&mut self, at: String, elapsed: u64, events: Vec<Event>) -> Result<Vec<Entry>> {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.journal.append(at.clone(), elapsed, event.clone()).await {
+            match self.journal.append_all(at.clone(), elapsed, events.clone()).await {
                 Err(Error::Store(e)) if e.is_retryable() && self.lease_holds() => {
                     tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot write the journal; retrying while the lease holds");
                     tokio::time::sleep(delay).await;
@@ -187,15 +188,28 @@ impl Executor {
     }
 
     async fn persist(&mut self, event: Event) -> Result<()> {
+        self.persist_all(vec![event]).await
+    }
+
+    /// Makes events durable (one journal write), then acts on each in order.
+    async fn persist_all(&mut self, events: Vec<Event>) -> Result<()> {
         let at = rfc3339(self.ctx.clock.now());
         let elapsed = self.elapsed_ms().max(self.view.elapsed_ms);
-        let turned_healthy = match &event {
+        for entry in self.append(at, elapsed, events).await? {
+            self.absorb(entry);
+        }
+        Ok(())
+    }
+
+    /// A durable entry: the run's state, metrics, watchers, notifications,
+    /// and the dependents it makes ready.
+    fn absorb(&mut self, entry: Entry) {
+        let turned_healthy = match &entry.event {
             Event::CutOver { service, .. } | Event::Kept { service } => {
                 self.dag.index_of(service).filter(|&i| self.state_of(i) != ServiceState::Healthy)
             }
             _ => None,
         };
-        let entry = self.append(at, elapsed, event).await?;
         self.observe(&entry);
         self.view.apply(&entry);
         self.ctx.notifier.event(&self.view, &entry.event);
@@ -210,7 +224,6 @@ impl Executor {
                 }
             }
         }
-        Ok(())
     }
 
     /// Step durations (launch → instances launched → healthy → cut over)
@@ -567,7 +580,17 @@ impl Executor {
                 break;
             }
             tokio::select! {
-                Some(msg) = rx.recv() => self.on_message(msg).await?,
+                Some(msg) = rx.recv() => {
+                    // Whatever else is waiting goes into the same journal write.
+                    let mut batch = vec![msg];
+                    while batch.len() < super::journal::MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_messages(batch).await?;
+                }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     match joined {
                         Ok((name, Outcome::CutOver(old))) if !old.is_empty() => {
@@ -643,24 +666,34 @@ impl Executor {
     }
 
     async fn on_message(&mut self, msg: Msg) -> Result<()> {
-        let failed = match &msg.event {
-            Event::ServiceFailed { service, .. } => Some(service.clone()),
-            _ => None,
-        };
+        self.on_messages(vec![msg]).await
+    }
+
+    /// Events from service tasks that arrived together: one journal write
+    /// (group commit), then every task hears that its event is durable.
+    async fn on_messages(&mut self, msgs: Vec<Msg>) -> Result<()> {
+        let (events, acks): (Vec<Event>, Vec<oneshot::Sender<bool>>) =
+            msgs.into_iter().map(|m| (m.event, m.ack)).unzip();
         if self.abort.is_cancelled() {
-            let _ = msg.ack.send(false);
+            acks.into_iter().for_each(|a| {
+                let _ = a.send(false);
+            });
             return Ok(());
         }
-        match self.persist(msg.event).await {
-            Ok(()) => {
-                let _ = msg.ack.send(true);
-            }
-            Err(e) => {
-                let _ = msg.ack.send(false);
-                return Err(e);
-            }
-        }
-        if let Some(f) = failed {
+        let failed: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ServiceFailed { service, .. } => Some(service.clone()),
+                _ => None,
+            })
+            .collect();
+        let result = self.persist_all(events).await;
+        let ok = result.is_ok();
+        acks.into_iter().for_each(|a| {
+            let _ = a.send(ok);
+        });
+        result?;
+        for f in failed {
             self.skip_dependents(&f).await?;
         }
         Ok(())

@@ -1191,3 +1191,26 @@ fn schedules_fire_each_tick_once_and_a_missed_tick_once() {
         assert!(h.engine.list_schedules(None).await.unwrap().is_empty());
     });
 }
+
+#[test]
+fn events_that_arrive_together_share_one_journal_write() {
+    paused_runtime().block_on(async {
+        let services: BTreeMap<String, Service> = std::iter::once(("root".to_string(), service(&[], 1, false)))
+            .chain((0..50).map(|i| (format!("leaf{i:02}"), service(&["root".to_string()], 1, false))))
+            .collect();
+        let script = services
+            .keys()
+            .map(|k| (k.clone(), Behaviour { launch_ms: 100, healthy_ms: 200, ..Default::default() }))
+            .collect();
+        let h = harness(manifest(services), script).await;
+        let id = h.start(64).await;
+        let (view, entries) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Succeeded);
+        assert_ordering(&view, &entries);
+        let objects = h.store.list(&crate::store::layout::journal_prefix(&id)).await.unwrap().len();
+        assert_eq!(entries.len(), journal::read_from(&h.store, &id, 0).await.unwrap().len());
+        // 51 services × 4 events (+ start and finish) in far fewer writes: the
+        // leaves' launches, health gates and cutovers happen together.
+        assert!(objects * 4 < entries.len(), "{objects} objects for {} entries", entries.len());
+    });
+}
