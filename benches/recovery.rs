@@ -393,6 +393,7 @@ impl Layered {
 
 struct ScaleRow {
     n: usize,
+    store: &'static str,
     schedule: &'static str,
     wall: Duration,
     bound_ms: u64,
@@ -400,14 +401,28 @@ struct ScaleRow {
     requests_per_service: f64,
 }
 
-async fn scale(n: usize, schedules: &[&'static str]) -> Vec<ScaleRow> {
+/// A store as a server opens it (with the retry layer that also counts
+/// requests): a fresh directory, or a fresh bucket on the S3-API test server.
+async fn open_store(kind: &str, dir: &std::path::Path) -> DynStore {
+    match kind {
+        "s3" => {
+            let endpoint = lifeboat::testkit::s3_endpoint();
+            let bucket = lifeboat::testkit::bucket_on(&endpoint, false, false).await;
+            lifeboat::store::open_unchecked(&format!("s3://{bucket}/bench"), &lifeboat::testkit::s3_config(&endpoint))
+                .await
+                .unwrap()
+        }
+        _ => lifeboat::store::open_unchecked(dir.to_str().unwrap(), &Default::default()).await.unwrap(),
+    }
+}
+
+async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -> Vec<ScaleRow> {
     let region = layered(n, 7 + n as u64);
     let bound_ms = region.bound_ms();
     let mut rows = Vec::new();
     for &schedule in schedules {
         let dir = tempfile::tempdir().unwrap();
-        // As a server opens it: with the retry layer that also counts requests.
-        let store = lifeboat::store::open_unchecked(dir.path().to_str().unwrap(), &Default::default()).await.unwrap();
+        let store = open_store(store_kind, dir.path()).await;
         let env = format!("scale{n}");
         let (text, times) = region.manifest(&env, schedule == "waves");
         push(&store, &text).await;
@@ -418,6 +433,7 @@ async fn scale(n: usize, schedules: &[&'static str]) -> Vec<ScaleRow> {
         let (wall, _) = recover(&e, &env, parallelism).await;
         rows.push(ScaleRow {
             n,
+            store: store_kind,
             schedule,
             wall,
             bound_ms,
@@ -583,6 +599,22 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--launch-only`: just the launch-overhead table (for before/after comparisons).
     let launch_only = std::env::args().any(|a| a == "--launch-only");
+    // `--scale-only N`: one Lifeboat recovery of N services on the directory store (for profiling).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(n) = args.iter().position(|a| a == "--scale-only").and_then(|i| args.get(i + 1)?.parse::<usize>().ok())
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        for r in rt.block_on(scale(n, "directory", &["lifeboat"])) {
+            println!(
+                "{} services: {:.2} s (bound {:.2} s), CPU {:.1} s",
+                r.n,
+                r.wall.as_secs_f64(),
+                r.bound_ms as f64 / 1000.0,
+                r.cpu
+            );
+        }
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut out = String::new();
     let mut line = |s: String| {
@@ -640,18 +672,21 @@ fn main() {
     }
     line(String::new());
 
-    line("### Scale: seeded layered DAGs, 5–25 ms launch + 5–25 ms health per service, directory store".into());
+    line("### Scale: seeded layered DAGs, 5–25 ms launch + 5–25 ms health per service".into());
     line(String::new());
-    line("| services | schedule | wall time | critical-path bound | ratio | orchestrator CPU | store requests per service |".into());
-    line("|---|---|---|---|---|---|---|".into());
+    line("| services | store | schedule | wall time | critical-path bound | ratio | orchestrator CPU | store requests per service |".into());
+    line("|---|---|---|---|---|---|---|---|".into());
     let sizes: &[usize] = if quick { &[100] } else { &[100, 1_000, 10_000] };
     let mut all_rows = Vec::new();
     for &n in sizes {
-        let rows = rt.block_on(scale(n, &["lifeboat", "waves", "parallelism 10"]));
-        for r in &rows {
+        let mut rows = rt.block_on(scale(n, "directory", &["lifeboat", "waves", "parallelism 10"]));
+        // On S3 (moto on loopback): Lifeboat's own schedule.
+        let s3 = rt.block_on(scale(n, "s3", &["lifeboat"]));
+        for r in rows.iter().chain(&s3) {
             line(format!(
-                "| {} | {} | {:.2} s | {:.2} s | {:.2} | {:.1} s | {:.1} |",
+                "| {} | {} | {} | {:.2} s | {:.2} s | {:.2} | {:.1} s | {:.1} |",
                 r.n,
+                r.store,
                 r.schedule,
                 r.wall.as_secs_f64(),
                 r.bound_ms as f64 / 1000.0,
@@ -660,6 +695,7 @@ fn main() {
                 r.requests_per_service
             ));
         }
+        rows.retain(|r| r.store == "directory");
         all_rows.extend(rows);
     }
     line(String::new());
