@@ -17,15 +17,6 @@ use lifeboat::store::memory::MemStore;
 use lifeboat::store::{DynStore, FsStore, NewSnapshot, SnapshotRepo};
 use lifeboat::testkit::{InstantProvider, random_manifest_toml};
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
     (0..runs)
         .map(|_| {
@@ -106,7 +97,7 @@ fn main() {
             us(t, n)
         );
     }
-    println!("\npeak RSS: {:.0} MiB", peak_rss_mib());
+    println!("\npeak RSS: {:.0} MiB", lifeboat::testkit::peak_rss_mib());
 }
 
 fn ms(d: Duration) -> f64 {

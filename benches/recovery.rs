@@ -41,15 +41,6 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// Object-store requests so far (all operations), from the metrics.
 fn store_requests() -> f64 {
     lifeboat::metrics::render()
@@ -311,13 +302,7 @@ struct Layered {
 /// `n` services in ~√n/2 levels; each depends on 1–3 services of the level
 /// above and sometimes one further up (fan-in), so popular services fan out.
 fn layered(n: usize, seed: u64) -> Layered {
-    let mut state = seed.max(1);
-    let mut rand = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rand = lifeboat::testkit::xorshift(seed);
     let level_count = ((n as f64).sqrt() / 2.0).ceil().max(2.0) as usize;
     let mut levels: Vec<Vec<usize>> = vec![Vec::new(); level_count];
     for i in 0..n {
@@ -332,7 +317,7 @@ fn layered(n: usize, seed: u64) -> Layered {
             let above = &levels[l - 1];
             let k = 1 + (rand() as usize) % 3;
             let mut d: Vec<usize> = (0..k).map(|_| above[(rand() as usize) % above.len()]).collect();
-            if l >= 2 && rand() % 4 == 0 {
+            if l >= 2 && rand().is_multiple_of(4) {
                 let far = &levels[(rand() as usize) % (l - 1)];
                 d.push(far[(rand() as usize) % far.len()]);
             }
@@ -734,7 +719,10 @@ fn main() {
         ms(p99)
     ));
     line(String::new());
-    line(format!("Peak RSS of the harness (engine, store and provider in one process): {:.0} MiB.", peak_rss_mib()));
+    line(format!(
+        "Peak RSS of the harness (engine, store and provider in one process): {:.0} MiB.",
+        lifeboat::testkit::peak_rss_mib()
+    ));
 
     if !quick {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");

@@ -460,16 +460,32 @@ impl crate::provider::ComputeProvider for InstantProvider {
     }
 }
 
-/// A manifest of `n` services in a random DAG (each depends on up to
-/// `max_deps` earlier ones), deterministic for a seed.
-pub fn random_manifest_toml(n: usize, max_deps: usize, seed: u64) -> String {
+/// A small, seeded pseudo-random generator (xorshift64): the same numbers for
+/// the same seed, for generated regions in tests and benchmarks.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut state = seed.max(1);
-    let mut rand = move || {
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         state
-    };
+    }
+}
+
+/// This process's peak resident set size (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A manifest of `n` services in a random DAG (each depends on up to
+/// `max_deps` earlier ones), deterministic for a seed.
+pub fn random_manifest_toml(n: usize, max_deps: usize, seed: u64) -> String {
+    let mut rand = xorshift(seed);
     let mut m = String::from("environment = \"bench\"\nregion = \"local-1\"\n");
     for i in 0..n {
         let k = if i == 0 { 0 } else { (rand() as usize) % (max_deps + 1) };

@@ -1058,6 +1058,14 @@ fn run_ids_sort_by_start_time() {
     check_run_id(&ids[0]).unwrap();
 }
 
+/// A region of one service, `db`, launched and healthy in 10 ms each.
+async fn one_quick_service() -> Harness {
+    let mut services = BTreeMap::new();
+    services.insert("db".to_string(), service(&[], 1, false));
+    let script = [("db".to_string(), Behaviour { launch_ms: 10, healthy_ms: 10, ..Default::default() })].into();
+    harness(manifest(services), script).await
+}
+
 fn drill_of_latest(timeout: Option<Duration>, keep_for: Duration) -> StartRequest {
     StartRequest {
         kind: RunKind::Drill,
@@ -1129,10 +1137,7 @@ fn a_drill_never_waits_for_or_blocks_a_recovery_of_its_region() {
 #[test]
 fn a_passed_drill_kept_for_inspection_is_swept_once_its_time_is_up() {
     paused_runtime().block_on(async {
-        let mut services = BTreeMap::new();
-        services.insert("db".to_string(), service(&[], 1, false));
-        let script = [("db".to_string(), Behaviour { launch_ms: 10, healthy_ms: 10, ..Default::default() })].into();
-        let h = harness(manifest(services), script).await;
+        let h = one_quick_service().await;
         let view = h.engine.start(drill_of_latest(None, Duration::from_secs(600))).await.unwrap();
         let (view, _) = h.finish(&view.spec.id).await;
         assert_eq!(view.judgement.as_ref().unwrap().verdict, crate::domain::drill::Verdict::Passed);
@@ -1151,10 +1156,7 @@ fn a_passed_drill_kept_for_inspection_is_swept_once_its_time_is_up() {
 #[test]
 fn schedules_fire_each_tick_once_and_a_missed_tick_once() {
     paused_runtime().block_on(async {
-        let mut services = BTreeMap::new();
-        services.insert("db".to_string(), service(&[], 1, false));
-        let script = [("db".to_string(), Behaviour { launch_ms: 10, healthy_ms: 10, ..Default::default() })].into();
-        let h = harness(manifest(services), script).await;
+        let h = one_quick_service().await;
         let second = h.second_engine();
         let new = |cron: &str| super::schedule::NewSchedule {
             environment: "shop".into(),
