@@ -115,6 +115,15 @@ fn clean_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether an address can be bound now. The probe listens for a moment, so
+/// two probes of one address at once (two plans in parallel) would see each
+/// other as "another program": they take turns.
+fn probe_bind(addr: &str) -> std::io::Result<()> {
+    static PROBING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = PROBING.lock().unwrap_or_else(|e| e.into_inner());
+    std::net::TcpListener::bind(addr).map(drop)
+}
+
 /// A free port for an instance, never one handed out in the last few
 /// minutes by this process (concurrent launches would otherwise race for
 /// the kernel's pick between its release and the instance's bind).
@@ -583,7 +592,7 @@ impl ComputeProvider for LocalProvider {
                 None if !allow_public && addr.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_loopback()) => {
                     public.push(format!("{addr} ({name})"))
                 }
-                None => match std::net::TcpListener::bind(addr) {
+                None => match probe_bind(addr) {
                     Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
                         foreign.push(format!("{addr} ({name})"))
                     }
