@@ -192,6 +192,7 @@ fn promote_on_pass_moves_known_good_only_on_a_pass_and_drill_promotion_refuses_a
     let _cleanup = Instances(server.local_dir());
     let svcs = [Svc::new("db", &[]), Svc::new("web", &["db"])];
     let region = Region::setup(&server, "gated", &svcs);
+    server.run(&["recover", "gated", "--yes"]).ok(); // v1 runs in production
     let good = std::fs::read_to_string(&region.manifest)
         .unwrap()
         .replace("rto_objective = \"1m\"\n", "rto_objective = \"1m\"\npromotion = \"drill\"\n");
@@ -221,6 +222,12 @@ fn promote_on_pass_moves_known_good_only_on_a_pass_and_drill_promotion_refuses_a
     assert!(d["promotion"].as_str().unwrap().starts_with("known-good moved to snapshot 2"), "{d}");
     let kg = server.run(&["--output", "json", "snapshot", "show", "gated", "known-good"]).ok().json();
     assert_eq!(kg["version"], 2);
+    // Drills never count as deployed: production still runs v1, and status shows the drill beside it.
+    let status = server.run(&["status", "gated"]).ok().stdout;
+    assert!(status.contains("deployed  snapshot 1 (known-good is 2)"), "{status}");
+    let drill_line = format!("drill     {} of snapshot 2: succeeded", d["id"].as_str().unwrap());
+    assert!(status.contains(&drill_line), "{status}");
+    assert!(status.contains("last run") && status.contains("recovery succeeded"), "{status}");
     // Now that v2 passed a drill, a manual promote of it is allowed.
     server.run(&["snapshot", "promote", "gated", "2", "--reason", "again"]).ok();
 }

@@ -218,6 +218,7 @@ pub fn environment_status(s: &crate::engine::status::EnvironmentStatus) -> pb::E
             })
             .collect(),
         last_run: s.last_run.as_ref().map(run),
+        last_drill: s.last_drill.as_ref().map(run),
         drift: s.drift.as_ref().map(|d| d.summary()).unwrap_or_default(),
         drift_checked_at: s.drift.as_ref().map(|d| d.checked_at.clone()).unwrap_or_default(),
     }

@@ -57,6 +57,7 @@ fn status_json(e: &pb::EnvironmentStatus) -> Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "last_run": e.last_run.as_ref().map(run_json),
+        "last_drill": e.last_drill.as_ref().map(run_json),
         "drift": if e.drift.is_empty() { Value::Null } else { json!({"summary": e.drift, "checked_at": e.drift_checked_at}) },
     })
 }
@@ -86,6 +87,12 @@ fn print_status(e: &pb::EnvironmentStatus) {
         let took =
             if r.finished_at.is_empty() { "still running".to_string() } else { format!("took {}", secs(r.elapsed_ms)) };
         println!("  last run  {} {} {} at {}, {took}", r.id, r.kind, r.state, r.started_at);
+    }
+    if let Some(d) = &e.last_drill {
+        println!(
+            "  drill     {} of snapshot {}: {} at {} (`lifeboat drill show {}`)",
+            d.id, d.snapshot_version, d.state, d.started_at, d.id
+        );
     }
     println!();
     let rows: Vec<Vec<String>> = e

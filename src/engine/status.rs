@@ -61,6 +61,8 @@ pub struct EnvironmentStatus {
     pub sync_detail: String,
     pub services: Vec<ServiceStatus>,
     pub last_run: Option<RunView>,
+    /// The newest drill (drills never count as deployed).
+    pub last_drill: Option<RunView>,
     /// The server's latest drift check of this environment and region.
     pub drift: Option<super::drift::DriftReport>,
 }
@@ -108,7 +110,10 @@ impl Engine {
                 None => Ok(Vec::new()),
             };
             let here: Vec<&RunView> = runs.iter().filter(|r| r.spec.region == region).collect();
-            let deployed = here.iter().find(|r| r.state == RunState::Succeeded).map(|r| r.spec.snapshot_version);
+            // A drill restores into its own namespace: it never deploys anything.
+            let recoveries: Vec<&RunView> = here.iter().copied().filter(|r| r.spec.drill.is_none()).collect();
+            let last_drill = here.iter().find(|r| r.spec.drill.is_some()).map(|r| (*r).clone());
+            let deployed = recoveries.iter().find(|r| r.state == RunState::Succeeded).map(|r| r.spec.snapshot_version);
             // The planner's decisions over the inventory read once here (no
             // preflight: status changes nothing and probes nothing).
             let plan = match (known_good, &home, &inventory) {
@@ -201,7 +206,8 @@ impl Engine {
                 sync,
                 sync_detail,
                 services,
-                last_run: here.first().map(|r| (*r).clone()),
+                last_run: recoveries.first().map(|r| (*r).clone()),
+                last_drill,
             });
         }
         Ok(out)
