@@ -196,14 +196,19 @@ fn binary_tree(depth: usize) -> Vec<Vec<usize>> {
     (0..n).map(|i| if i == 0 { vec![] } else { vec![(i - 1) / 2] }).collect()
 }
 
-async fn real_region(shape: &Shape, parallelism: usize, ready_after: Duration) -> (Duration, Duration, f64) {
-    let dir = tempfile::tempdir().unwrap();
-    let store: DynStore = Arc::new(FsStore::open(dir.path().join("store")).unwrap());
-    let script = dir.path().join("svc.sh");
+/// The demo service (`lifeboat demo-service`, ready after `--boot-delay`) as an image.
+async fn demo_service_image(store: &DynStore, dir: &std::path::Path) -> String {
+    let script = dir.join("svc.sh");
     std::fs::write(&script, format!("#!/bin/sh\nexec '{BIN}' demo-service \"$@\"\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let image = ImageRepo::new(store.clone()).import_file(&script, "svc.sh", "bench").await.unwrap().id;
+    ImageRepo::new(store.clone()).import_file(&script, "svc.sh", "bench").await.unwrap().id
+}
+
+async fn real_region(shape: &Shape, parallelism: usize, ready_after: Duration) -> (Duration, Duration, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path().join("store")).unwrap());
+    let image = demo_service_image(&store, dir.path()).await;
     let provider = LocalProvider::open_with(dir.path().join("local"), store.clone(), BIN.into()).await.unwrap();
     let n = shape.deps.len();
     let mut text = String::from("environment = \"real\"\nregion = \"local-1\"\n");
@@ -235,11 +240,7 @@ async fn crash_to_resume(lease_ttl: Duration) -> Duration {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let store: DynStore = Arc::new(FsStore::open(dir.path().join("store")).unwrap());
-    let script = dir.path().join("svc.sh");
-    std::fs::write(&script, format!("#!/bin/sh\nexec '{BIN}' demo-service \"$@\"\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let image = ImageRepo::new(store.clone()).import_file(&script, "svc.sh", "bench").await.unwrap().id;
+    let image = demo_service_image(&store, dir.path()).await;
     let mut text = String::from("environment = \"crash\"\nregion = \"local-1\"\n");
     for (i, deps) in binary_tree(4).iter().enumerate() {
         let d: Vec<String> = deps.iter().map(|j| format!("\"s{j}\"")).collect();
@@ -263,8 +264,15 @@ async fn crash_to_resume(lease_ttl: Duration) -> Duration {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        // Keep reading its stdout: a closed pipe would kill it at its next line.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the server reports its address");
         let addr = line.trim().rsplit(' ').next().unwrap().to_string();
         (child, format!("http://{addr}"))
     };
