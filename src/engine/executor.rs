@@ -73,6 +73,8 @@ pub struct Executor {
     held: VecDeque<usize>,
     /// Why a drill was stopped at its timeout.
     timed_out: Option<String>,
+    /// Counted in `lifeboat_runs_active` (until the run finishes).
+    counted_active: bool,
 }
 
 impl Executor {
@@ -123,6 +125,7 @@ impl Executor {
             spans: std::collections::HashMap::new(),
             held: VecDeque::new(),
             timed_out: None,
+            counted_active: false,
         };
         ex.waiting_on = (0..ex.dag.len())
             .map(|i| ex.dag.deps(i).iter().filter(|&&d| ex.state_of(d) != ServiceState::Healthy).count())
@@ -259,6 +262,10 @@ impl Executor {
             }
         }
         if let Event::RunFinished { state } = &e.event {
+            // Finished: no longer active, whatever is still written after (the report).
+            if std::mem::take(&mut self.counted_active) {
+                m.runs_active.dec();
+            }
             let kind = if self.view.spec.kind == crate::domain::run::RunKind::Drill { "drill" } else { "recovery" };
             let env = self.view.spec.environment.as_str();
             let l = crate::metrics::labels(&[("kind", kind), ("environment", env), ("outcome", state.as_str())]);
@@ -427,8 +434,11 @@ impl Executor {
     pub async fn run(mut self) -> Result<RunView> {
         let active = &crate::metrics::get().runs_active;
         active.inc();
+        self.counted_active = true;
         let result = self.drive().await;
-        active.dec();
+        if self.counted_active {
+            active.dec();
+        }
         if result.is_err() {
             // Fenced or the store is gone: stop without cleaning up, so that
             // whoever resumes the run finds everything as the journal says.
@@ -653,15 +663,16 @@ impl Executor {
             false => self.view.outcome(),
         };
         self.persist(Event::RunFinished { state: outcome }).await?;
-        super::report::store(&self.ctx.store, &self.view).await;
-        if outcome == RunState::Succeeded {
-            super::record_timings(&self.ctx.store, &self.view).await;
-        }
+        // The region first: the next run must not wait for bookkeeping.
         if let Some(lease) = self.lease.take()
             && let Err(e) = lease.release().await
         {
             tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot release the region lease; it will expire");
         }
+        if outcome == RunState::Succeeded {
+            super::record_timings(&self.ctx.store, &self.view).await;
+        }
+        super::report::store(&self.ctx.store, &self.view).await;
         Ok(self.view.clone())
     }
 
