@@ -4,52 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Instances, Region, Server, Svc, wait_until};
-
-/// What a receiver got: (authorization header, JSON body) per delivery.
-type Got = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
-
-/// An HTTP receiver that answers 503 to its first `fail_first` requests.
-fn receiver(fail_first: usize) -> (String, Got) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got: Got = Arc::default();
-    let g = got.clone();
-    std::thread::spawn(move || {
-        let mut seen = 0usize;
-        for conn in listener.incoming().map_while(Result::ok) {
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let (mut len, mut auth) = (0usize, String::new());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if lower.starts_with("authorization:") {
-                    auth = line.split_once(':').unwrap().1.trim().to_string();
-                }
-            }
-            let mut body = vec![0u8; len];
-            reader.read_exact(&mut body).unwrap();
-            seen += 1;
-            let status = if seen <= fail_first { "503 Service Unavailable" } else { "200 OK" };
-            if seen > fail_first {
-                g.lock().unwrap().push((auth, serde_json::from_slice(&body).unwrap()));
-            }
-            let mut conn = conn;
-            let _ = write!(conn, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
-}
+use common::{Instances, Region, Server, Svc, receiver, wait_until};
 
 #[test]
 fn receivers_get_each_message_in_order_even_after_failures() {

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::webhook::{incident, incident_at, pagerduty, post};
@@ -34,44 +33,6 @@ fn alert_group(status: &str, env: &str) -> Vec<u8> {
 
 fn alertmanager(server: &Server, secret: &str, body: &[u8]) -> (u16, String) {
     post(server, "/v1/webhooks/alertmanager", &[("Authorization", format!("Bearer {secret}"))], body)
-}
-
-/// A receiver of run notifications: every JSON body it got.
-fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().map_while(Result::ok) {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            // Headers, then Content-Length bytes of body.
-            loop {
-                let n = conn.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                        })
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        g.lock().unwrap().push(text.clone());
-                        break;
-                    }
-                }
-            }
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
 }
 
 fn config(dir: &Path, notify: &str) -> String {
@@ -113,6 +74,13 @@ environment = "auto"
 policy = "ignore"
 
 [[webhooks.rules]]
+name = "ghost-town"
+source = "pagerduty"
+match = ['service_id="PGHOST1"']
+environment = "ghost"
+policy = "auto"
+
+[[webhooks.rules]]
 name = "region-down"
 source = "alertmanager"
 match = ['alertname="RegionDown"', 'env=~"am.*"']
@@ -128,12 +96,12 @@ policy = "auto"
 struct Rig {
     server: Server,
     log: std::path::PathBuf,
-    notified: Arc<Mutex<Vec<String>>>,
+    notified: common::Got,
 }
 
 fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let (url, notified) = receiver();
+    let (url, notified) = common::receiver(0);
     let cfg = config(dir.path(), &url);
     let p = |x: &str| dir.path().join(x).display().to_string();
     let log = dir.path().join("server.log");
@@ -223,6 +191,17 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
     assert_eq!(outcomes.len(), 4, "every authenticated decision is audited: {outcomes:?}");
     assert!(outcomes.iter().any(|o| o.contains("rule shop-quiet")), "{outcomes:?}");
 
+    // A recovery that cannot start (the environment has no snapshot): 422, and the
+    // claim is given up so that a retried delivery may try again.
+    let ghost = incident("incident.triggered", "QGHOST", "PGHOST1");
+    for _ in 0..2 {
+        let (status, reply) = pagerduty(&server, PD_SECRET, &ghost);
+        assert_eq!(status, 422, "{reply}");
+        assert!(reply.starts_with("not started: incident QGHOST (rule ghost-town) could not recover ghost"), "{reply}");
+    }
+    assert!(walk(&store.join("webhooks")).is_empty(), "no claim is left");
+    assert!(!store.join("runs").exists());
+
     // `auto`: five concurrent deliveries of one incident start exactly one recovery.
     let replies = deliver_five(|| pagerduty(&server, PD_SECRET, &body));
     assert!(replies.iter().all(|(s, _)| *s == 202), "{replies:?}");
@@ -286,7 +265,7 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
     // No token or secret is written anywhere: store (journals, audit, claims),
     // the server's log, the instances' directory, the notifications.
     wait_until(Duration::from_secs(20), "the notifications", || {
-        notified.lock().unwrap().iter().filter(|m| m.contains("\"succeeded\"")).count() >= 3
+        notified.lock().unwrap().iter().filter(|(_, m)| m["event"] == "succeeded").count() >= 3
     });
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("webhook"), "the log has the decisions");
@@ -296,10 +275,10 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
             texts.push((f.display().to_string(), String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned()));
         }
     }
-    for (i, m) in notified.lock().unwrap().iter().enumerate() {
+    for (i, (auth, m)) in notified.lock().unwrap().iter().enumerate() {
         // The bearer header is the receiver's own secret; the body must not repeat any.
-        let body = m.split_once("\r\n\r\n").unwrap().1;
-        texts.push((format!("notification {i}"), body.to_string()));
+        assert_eq!(auth, &format!("Bearer {NOTIFY_BEARER}"));
+        texts.push((format!("notification {i}"), m.to_string()));
     }
     assert!(texts.len() > 20, "looked at the store, log and notifications");
     for (what, text) in &texts {
@@ -307,6 +286,16 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
             assert!(!text.contains(secret), "{what} contains the secret {secret}");
         }
     }
+}
+
+#[test]
+fn a_source_that_is_not_configured_is_404() {
+    let server = Server::start(common::Backend::Fs);
+    let body = incident("incident.triggered", "Q1", "P1");
+    let (status, reply) = pagerduty(&server, "any", &body);
+    assert_eq!(status, 404, "{reply}");
+    assert!(reply.contains("pagerduty webhooks are not configured on this server"), "{reply}");
+    assert!(!Path::new(&server.store).join("webhooks").exists());
 }
 
 #[test]

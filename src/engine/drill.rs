@@ -134,24 +134,27 @@ impl Engine {
             for (namespace, region) in leftovers {
                 let Some((_, run_id)) = drill::parse_namespace(&namespace) else { continue };
                 let run_id = run_id.to_string();
-                let reason = match self.get(&run_id).await {
+                // The run, read once: whether to sweep, where, and its report after.
+                let (view, reason) = match self.get(&run_id).await {
                     Ok(v) if !v.state.is_finished() => continue,
-                    Ok(v) => match &v.kept_until {
-                        Some(until) if !kept_time_is_up(until, self.ctx.clock.now()) => continue,
-                        Some(until) => format!("drill {run_id} was kept until {until}"),
-                        None => format!("drill {run_id} finished ({})", v.state.as_str()),
-                    },
-                    Err(Error::NotFound(_)) => format!("drill {run_id} is unknown to the store"),
+                    Ok(v) => {
+                        let reason = match &v.kept_until {
+                            Some(until) if !kept_time_is_up(until, self.ctx.clock.now()) => continue,
+                            Some(until) => format!("drill {run_id} was kept until {until}"),
+                            None => format!("drill {run_id} finished ({})", v.state.as_str()),
+                        };
+                        (Some(v), reason)
+                    }
+                    Err(Error::NotFound(_)) => (None, format!("drill {run_id} is unknown to the store")),
                     Err(e) => return Err(e),
                 };
-                let region = if region.is_empty() {
-                    self.spec(&run_id).await.map(|s| s.region).unwrap_or_default()
-                } else {
-                    region
+                let region = match (&view, region.is_empty()) {
+                    (Some(v), true) => v.spec.region.clone(),
+                    _ => region,
                 };
                 let (removed, remaining) = tear_down(provider.as_ref(), &namespace, &region).await;
                 tracing::info!(run_id = %run_id, namespace = %namespace, removed = removed.len(), remaining = remaining.len(), "drill sweeper: {reason}");
-                if self.spec(&run_id).await.is_ok() {
+                if let Some(view) = view {
                     let record = Teardown {
                         format_version: 1,
                         run_id: run_id.clone(),
@@ -161,9 +164,7 @@ impl Engine {
                         remaining: remaining.clone(),
                     };
                     write_teardown(&self.ctx.store, &record).await;
-                    if let Ok(view) = self.get(&run_id).await {
-                        super::report::store(&self.ctx.store, &view).await;
-                    }
+                    super::report::store(&self.ctx.store, &view).await;
                 }
                 out.push(Swept { namespace, region, run_id, reason, removed, remaining });
             }

@@ -570,10 +570,7 @@ impl Engine {
         if let (Some(json), Some(html)) = (read("report.json").await?, read("report.html").await?) {
             return Ok((String::from_utf8_lossy(&json).into_owned(), String::from_utf8_lossy(&html).into_owned()));
         }
-        let teardown = drill::read_teardown(&self.ctx.store, id).await?;
-        let r = report::build(&view, teardown);
-        report::store(&self.ctx.store, &view).await;
-        Ok((serde_json::to_string_pretty(&r).expect("reports serialise"), report::html(&r)))
+        Ok(report::store(&self.ctx.store, &view).await)
     }
 
     async fn spec(&self, id: &str) -> Result<RunSpec> {

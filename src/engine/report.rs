@@ -163,17 +163,19 @@ pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
 }
 
 /// Writes a finished run's JSON and HTML reports (best effort: a report
-/// that cannot be written is logged, and made again on request).
-pub async fn store(store: &DynStore, view: &RunView) {
+/// that cannot be written is logged, and made again on request). Returns
+/// what it wrote: (JSON, HTML).
+pub async fn store(store: &DynStore, view: &RunView) -> (String, String) {
     let teardown = super::drill::read_teardown(store, &view.spec.id).await.ok().flatten();
     let report = build(view, teardown);
-    let json = serde_json::to_vec_pretty(&report).expect("reports serialise");
-    for (file, bytes) in [("report.json", json), ("report.html", html(&report).into_bytes())] {
+    let written = (serde_json::to_string_pretty(&report).expect("reports serialise"), html(&report));
+    for (file, text) in [("report.json", &written.0), ("report.html", &written.1)] {
         let key = layout::run_report(&view.spec.id, file);
-        if let Err(e) = store.put(&key, bytes::Bytes::from(bytes), PutOptions::overwrite()).await {
+        if let Err(e) = store.put(&key, bytes::Bytes::from(text.clone()), PutOptions::overwrite()).await {
             tracing::error!(run_id = %view.spec.id, error = %e, "cannot write the run's {file}");
         }
     }
+    written
 }
 
 fn esc(s: &str) -> String {

@@ -72,28 +72,50 @@ impl Engine {
     }
 
     pub async fn list_schedules(&self, environment: Option<&str>) -> Result<Vec<ScheduleView>> {
-        let now = self.ctx.clock.now();
         let mut out = Vec::new();
-        for key in self.ctx.store.list(&layout::schedules_prefix()).await? {
-            let Some(obj) = self.ctx.store.get(&key).await? else { continue };
-            let s: Schedule = codec::decode(&obj.bytes, &key, &self.ctx.store.describe())?;
-            if environment.is_some_and(|e| e != s.environment) {
-                continue;
+        for s in self.schedules().await? {
+            if environment.is_none_or(|e| e == s.environment) {
+                out.push(self.schedule_view(s).await?);
             }
-            let next = Timetable::parse(&s.cron, &s.timezone).ok().and_then(|t| t.next_after(now));
-            let last = self.last_tick(&s.id).await?;
-            out.push(ScheduleView { schedule: s, next, last });
         }
         Ok(out)
     }
 
     pub async fn delete_schedule(&self, id: &str) -> Result<ScheduleView> {
-        let views = self.list_schedules(None).await?;
-        let Some(v) = views.into_iter().find(|v| v.schedule.id == id) else {
+        let Some(s) = self.schedule(id).await? else {
             return Err(Error::NotFound(format!("no schedule {id}; `lifeboat drill schedule list` shows them")));
         };
+        let view = self.schedule_view(s).await?;
         self.ctx.store.delete(&layout::schedule(id)).await?;
-        Ok(v)
+        Ok(view)
+    }
+
+    /// Every stored schedule.
+    async fn schedules(&self) -> Result<Vec<Schedule>> {
+        let mut out = Vec::new();
+        for key in self.ctx.store.list(&layout::schedules_prefix()).await? {
+            let Some(obj) = self.ctx.store.get(&key).await? else { continue };
+            out.push(codec::decode(&obj.bytes, &key, &self.ctx.store.describe())?);
+        }
+        Ok(out)
+    }
+
+    async fn schedule(&self, id: &str) -> Result<Option<Schedule>> {
+        let key = layout::schedule(id);
+        match self.ctx.store.get(&key).await {
+            Ok(Some(obj)) => Ok(Some(codec::decode(&obj.bytes, &key, &self.ctx.store.describe())?)),
+            Ok(None) => Ok(None),
+            // An ID that is not a valid key names no schedule.
+            Err(crate::store::StoreError::InvalidKey { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A schedule with its next fire time and what it fired last.
+    async fn schedule_view(&self, s: Schedule) -> Result<ScheduleView> {
+        let next = Timetable::parse(&s.cron, &s.timezone).ok().and_then(|t| t.next_after(self.ctx.clock.now()));
+        let last = self.last_tick(&s.id).await?;
+        Ok(ScheduleView { schedule: s, next, last })
     }
 
     async fn last_tick(&self, id: &str) -> Result<Option<(String, String)>> {
@@ -111,8 +133,8 @@ impl Engine {
     pub async fn fire_due_schedules(self: &Arc<Self>) -> Result<Vec<String>> {
         let now = self.ctx.clock.now();
         let mut started = Vec::new();
-        for v in self.list_schedules(None).await? {
-            let s = v.schedule;
+        // Only the due tick's own key is touched: a schedule's history is never listed here.
+        for s in self.schedules().await? {
             let Ok(table) = Timetable::parse(&s.cron, &s.timezone) else { continue };
             let Some(due) = table.due(now) else { continue };
             let created = chrono::DateTime::parse_from_rfc3339(&s.created_at).map(|t| t.with_timezone(&Utc));
