@@ -419,25 +419,33 @@ fn traffic_survives_a_server_crash_restart_and_upgrade() {
             (probes, failures)
         })
     };
+    // When each phase began, to place a failed probe.
+    let mut phases = Vec::new();
+    let mut phase = |name: &str| phases.push(format!("{name} at {:?}", std::time::SystemTime::now()));
     std::thread::sleep(Duration::from_millis(500));
+    phase("kill");
     server.kill();
     std::thread::sleep(Duration::from_secs(2));
+    phase("restart");
     server = Server::launch(&args, &[]);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(routers(&local), first_router, "a restarted server re-adopts the running router");
     // An upgraded binary: the new server replaces the router, keeping its listeners.
+    phase("stop");
     drop(server);
     let upgraded = dir.path().join("lifeboat-upgraded");
     std::fs::copy(common::BIN, &upgraded).unwrap();
+    phase("upgrade");
     let server = Server::launch_with(&upgraded, &args, &[]);
     wait_until(Duration::from_secs(15), "the upgraded router", || {
         routers(&local).iter().all(|(_, exe)| exe == &upgraded) && routers(&local).len() == 1
     });
+    phase("upgraded");
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (probes, failures) = prober.join().unwrap();
     assert!(probes > 60, "probed {probes} times");
-    assert!(failures.is_empty(), "{} of {probes} probes failed: {failures:?}", failures.len());
+    assert!(failures.is_empty(), "{} of {probes} probes failed: {failures:?}; {phases:?}", failures.len());
     assert_eq!(std::fs::read_dir(local.join("instances")).unwrap().count(), instances_before, "nothing relaunched");
     let plan = server.run(&["--output", "json", "plan", "steady"]).ok().json();
     assert!(plan["steps"].as_array().unwrap().iter().all(|s| s["action"] == "keep"), "{plan}");

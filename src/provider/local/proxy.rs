@@ -41,9 +41,12 @@ impl Proxies {
         Ok(())
     }
 
-    /// Serves a listener handed over by another router (targets follow at the next sync).
-    pub fn adopt(&self, listen: &str, socket: std::net::TcpListener) -> std::io::Result<()> {
-        let f = Self::forwarder(socket, Vec::new())?;
+    /// Serves a listener handed over by another router, forwarding to
+    /// `targets` from its first accepted connection: the old router may still
+    /// be accepting on the same socket, so a connection taken here before the
+    /// targets were known would be dropped.
+    pub fn adopt(&self, listen: &str, socket: std::net::TcpListener, targets: Vec<SocketAddr>) -> std::io::Result<()> {
+        let f = Self::forwarder(socket, targets)?;
         if let Some(old) = self.by_addr.lock().expect("lock").insert(listen.to_string(), f) {
             old.task.abort();
         }
@@ -187,10 +190,13 @@ mod tests {
         old.route(&listen, vec![blue]).unwrap();
         let new = Proxies::default();
         for (addr, fd) in old.listeners() {
-            new.adopt(&addr, std::net::TcpListener::from(fd)).unwrap();
+            new.adopt(&addr, std::net::TcpListener::from(fd), vec![blue]).unwrap();
         }
         old.stop_accepting();
-        new.route(&listen, vec![blue]).unwrap();
-        assert_eq!(read_from(&listen).await, "blue");
+        // Served at once, before any route call (the old router stops
+        // accepting while the new one is still starting).
+        for _ in 0..20 {
+            assert_eq!(read_from(&listen).await, "blue");
+        }
     }
 }

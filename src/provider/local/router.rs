@@ -198,9 +198,15 @@ async fn take_over(dir: &Path, proxies: &Proxies) -> anyhow::Result<()> {
     let std_stream = stream.into_std()?;
     std_stream.set_nonblocking(false)?;
     let (addrs, fds) = tokio::task::spawn_blocking(move || receive_listeners(std_stream, &line)).await??;
+    // Where each address goes, read before serving it: both routers accept on
+    // these sockets until the old one stops, and a connection this one took
+    // without targets would be closed (a probe through an upgrade once failed so).
+    let owned = dir.to_path_buf();
+    let wanted = tokio::task::spawn_blocking(move || records::routes(&owned)).await.unwrap_or_default();
     for (addr, fd) in addrs.into_iter().zip(fds) {
         let listener = std::net::TcpListener::from(fd);
-        if let Err(e) = proxies.adopt(&addr, listener) {
+        let targets = wanted.get(&addr).cloned().unwrap_or_default();
+        if let Err(e) = proxies.adopt(&addr, listener, targets) {
             tracing::warn!(address = %addr, error = %e, "cannot serve a handed-over listener");
         }
     }
