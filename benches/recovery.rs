@@ -675,11 +675,12 @@ fn main() {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         for r in rt.block_on(scale(n, "directory", &["lifeboat"])) {
             println!(
-                "{} services: {:.2} s (bound {:.2} s), CPU {:.1} s",
+                "{} services: {:.2} s (bound {:.2} s), CPU {:.1} s, {:.2} store requests per service",
                 r.n,
                 r.wall.as_secs_f64(),
                 r.bound_ms as f64 / 1000.0,
-                r.cpu
+                r.cpu,
+                r.requests_per_service
             );
         }
         return;

@@ -135,7 +135,7 @@ pub fn run(v: &crate::domain::run::RunView) -> pb::Run {
                     action: crate::domain::plan::action_name(s.action).into(),
                     state: s.state.as_str().into(),
                     attempts: s.attempts,
-                    queued_ms: v.queued_ms(&s.name),
+                    queued_ms: v.queued_ms_of(step),
                     launched_ms: s.launched_ms,
                     healthy_ms: s.healthy_ms,
                     cutover_ms: s.cutover_ms,

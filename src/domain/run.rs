@@ -605,7 +605,12 @@ impl RunView {
     /// When a service became ready to launch: the moment its last dependency
     /// was healthy (0 for services without dependencies), once it was.
     pub fn queued_ms(&self, service: &str) -> Option<u64> {
-        let step = self.spec.steps.iter().find(|s| s.service == service)?;
+        self.queued_ms_of(self.spec.steps.iter().find(|s| s.service == service)?)
+    }
+
+    /// `queued_ms` of a step of this run (without looking it up: over every
+    /// step, that lookup made a report of 10,000 services quadratic).
+    pub fn queued_ms_of(&self, step: &PlannedStep) -> Option<u64> {
         step.depends_on.iter().try_fold(0, |at, d| {
             let dep = self.services.get(d)?;
             (dep.state == ServiceState::Healthy).then_some(at.max(dep.finished_ms.unwrap_or(0)))

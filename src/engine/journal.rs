@@ -98,7 +98,7 @@ impl Journal {
 }
 
 /// The entries of one journal object (an entry or a batch).
-fn decode_object(bytes: &[u8], key: &str, store: &str) -> Result<Vec<Entry>> {
+pub(crate) fn decode_object(bytes: &[u8], key: &str, store: &str) -> Result<Vec<Entry>> {
     let is_batch = serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
         .is_some_and(|v| v.get("entries").is_some() && v.get("event").is_none());

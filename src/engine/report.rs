@@ -91,7 +91,7 @@ pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
                 action: crate::domain::plan::action_name(s.action).into(),
                 state: p.state.as_str().into(),
                 attempts: p.attempts,
-                queued_ms: view.queued_ms(&s.service),
+                queued_ms: view.queued_ms_of(s),
                 launch_started_ms: p.launched_ms,
                 running_ms: p.running_ms,
                 healthy_ms: until,

@@ -1216,3 +1216,61 @@ fn events_that_arrive_together_share_one_journal_write() {
         assert!(objects * 4 < entries.len(), "{objects} objects for {} entries", entries.len());
     });
 }
+
+/// A dependent's launch is announced in the journal write that records its
+/// dependency's cutover (one write fewer per link of the critical path);
+/// a service that waits for approval is not announced, and every service is
+/// launched once.
+#[test]
+fn a_ready_dependent_is_announced_with_its_dependency_cutover() {
+    paused_runtime().block_on(async {
+        let services = BTreeMap::from([
+            ("a".to_string(), service(&[], 1, false)),
+            ("b".to_string(), service(&["a".to_string()], 1, false)),
+            ("gated".to_string(), service(&["b".to_string()], 1, true)),
+        ]);
+        let script = services
+            .keys()
+            .map(|k| (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, ..Default::default() }))
+            .collect();
+        let h = harness(manifest(services), script).await;
+        let id = h.start(4).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        h.engine.approve(&id, "gated", "alice").await.unwrap();
+        let (view, entries) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Succeeded);
+        assert_ordering(&view, &entries);
+        // Which journal object holds each entry.
+        let mut object_of = BTreeMap::new();
+        for key in h.store.list(&crate::store::layout::journal_prefix(&id)).await.unwrap() {
+            let bytes = h.store.get(&key).await.unwrap().unwrap().bytes;
+            for e in journal::decode_object(&bytes, &key, "test").unwrap() {
+                object_of.insert(e.seq, key.clone());
+            }
+        }
+        let seq = |f: &dyn Fn(&Event) -> bool| entries.iter().find(|e| f(&e.event)).map(|e| e.seq).unwrap();
+        let cut_a = seq(&|e| matches!(e, Event::CutOver { service, .. } if service == "a"));
+        let start_b = seq(&|e| matches!(e, Event::LaunchStarted { service, .. } if service == "b"));
+        assert_eq!(object_of[&cut_a], object_of[&start_b], "b's launch is written with a's cutover");
+        let cut_b = seq(&|e| matches!(e, Event::CutOver { service, .. } if service == "b"));
+        let asked = seq(&|e| matches!(e, Event::ApprovalRequested { service } if service == "gated"));
+        assert!(asked > cut_b, "gated asks for approval after b is cut over");
+        assert!(
+            !entries
+                .iter()
+                .any(|e| e.seq <= asked
+                    && matches!(&e.event, Event::LaunchStarted { service, .. } if service == "gated")),
+            "a service waiting for approval is not announced"
+        );
+        let launches = h.provider.world().launches.clone();
+        for s in ["a", "b", "gated"] {
+            let n = launches.keys().filter(|k| k.contains(&format!("/{s}/"))).count();
+            assert_eq!(n, 1, "{s} launched once: {launches:?}");
+        }
+        let launched = entries
+            .iter()
+            .filter(|e| matches!(&e.event, Event::LaunchStarted { service, .. } if service == "b"))
+            .count();
+        assert_eq!(launched, 1, "b's launch is recorded once");
+    });
+}
