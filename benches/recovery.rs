@@ -668,12 +668,13 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--launch-only`: just the launch-overhead table (for before/after comparisons).
     let launch_only = std::env::args().any(|a| a == "--launch-only");
-    // `--scale-only N`: one Lifeboat recovery of N services on the directory store (for profiling).
+    // `--scale-only N [--s3]`: one Lifeboat recovery of N services on the directory store, or on S3 (for profiling).
     let args: Vec<String> = std::env::args().collect();
     if let Some(n) = args.iter().position(|a| a == "--scale-only").and_then(|i| args.get(i + 1)?.parse::<usize>().ok())
     {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        for r in rt.block_on(scale(n, "directory", &["lifeboat"])) {
+        let store = if args.iter().any(|a| a == "--s3") { "s3" } else { "directory" };
+        for r in rt.block_on(scale(n, store, &["lifeboat"])) {
             println!(
                 "{} services: {:.2} s (bound {:.2} s), CPU {:.1} s, {:.2} store requests per service",
                 r.n,

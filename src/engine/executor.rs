@@ -194,12 +194,16 @@ impl Executor {
         self.persist_all(vec![event]).await
     }
 
-    /// Makes events durable (one journal write), then acts on each in order.
+    /// Makes events durable (one journal write per `MAX_BATCH`), then acts on each in order.
     async fn persist_all(&mut self, events: Vec<Event>) -> Result<()> {
         let at = rfc3339(self.ctx.clock.now());
         let elapsed = self.elapsed_ms().max(self.view.elapsed_ms);
-        for entry in self.append(at, elapsed, events).await? {
-            self.absorb(entry);
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let batch: Vec<Event> = events.by_ref().take(super::journal::MAX_BATCH).collect();
+            for entry in self.append(at.clone(), elapsed, batch).await? {
+                self.absorb(entry);
+            }
         }
         Ok(())
     }
@@ -302,7 +306,8 @@ impl Executor {
             for &d in self.dag.dependents(i) {
                 let left = waiting.entry(d).or_insert(self.waiting_on[d]);
                 *left = left.saturating_sub(1);
-                if *left == 0 && out.len() < slots && self.starts_with_a_launch(d) {
+                let room = slots.min(super::journal::MAX_BATCH.saturating_sub(events.len()));
+                if *left == 0 && out.len() < room && self.starts_with_a_launch(d) {
                     out.push(Event::LaunchStarted { service: self.dag.name(d).to_string(), attempt: 1 });
                 }
             }

@@ -1217,6 +1217,31 @@ fn events_that_arrive_together_share_one_journal_write() {
     });
 }
 
+/// One cutover that makes more services ready than a journal write holds:
+/// the announcements stop at the batch limit, the rest announce themselves.
+/// (A batch past the limit once stopped the executor at 10,000 services.)
+#[test]
+fn a_cutover_that_readies_more_services_than_a_batch_holds() {
+    paused_runtime().block_on(async {
+        let n = journal::MAX_BATCH + 50;
+        let services: BTreeMap<String, Service> = std::iter::once(("root".to_string(), service(&[], 1, false)))
+            .chain((0..n).map(|i| (format!("leaf{i:03}"), service(&["root".to_string()], 1, false))))
+            .collect();
+        let script = services
+            .keys()
+            .map(|k| (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, ..Default::default() }))
+            .collect();
+        let h = harness(manifest(services), script).await;
+        let id = h.start(1024).await;
+        let finished = tokio::time::timeout(Duration::from_secs(3600), h.finish(&id)).await;
+        let (view, entries) = finished.expect("the run finishes (its executor did not stop)");
+        assert_eq!(view.state, RunState::Succeeded);
+        assert_ordering(&view, &entries);
+        let started = entries.iter().filter(|e| matches!(e.event, Event::LaunchStarted { .. })).count();
+        assert_eq!(started, n + 1, "every service's launch recorded once");
+    });
+}
+
 /// A dependent's launch is announced in the journal write that records its
 /// dependency's cutover (one write fewer per link of the critical path);
 /// a service that waits for approval is not announced, and every service is
