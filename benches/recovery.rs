@@ -87,9 +87,10 @@ fn engine(store: &DynStore, provider: Arc<dyn ComputeProvider>) -> Arc<Engine> {
     })
 }
 
-/// A recovery of `env`'s latest snapshot to its end: wall time, and the
-/// measured critical path (launch → cut over) of the run.
-async fn recover(engine: &Arc<Engine>, env: &str, parallelism: usize) -> (Duration, u64) {
+/// A recovery of `env`'s latest snapshot to its end: wall time, and how
+/// much of it went to starting the run (snapshot read, plan, lease, run
+/// record) before the first launch could begin.
+async fn recover(engine: &Arc<Engine>, env: &str, parallelism: usize) -> (Duration, Duration) {
     let t = Instant::now();
     let req = StartRequest {
         environment: env.into(),
@@ -104,11 +105,12 @@ async fn recover(engine: &Arc<Engine>, env: &str, parallelism: usize) -> (Durati
         drill: None,
     };
     let id = engine.start(req).await.unwrap().spec.id;
+    let started = t.elapsed();
     engine.watch(&id, 0).await.expect("watch").count().await;
     let took = t.elapsed();
     let view = engine.get(&id).await.unwrap();
     assert_eq!(view.state.as_str(), "succeeded", "{id}");
-    (took, view.measured_critical_path().1)
+    (took, started)
 }
 
 // ---------------------------------------------------------------- 1. launch overhead
@@ -468,6 +470,8 @@ struct ScaleRow {
     bound_ms: u64,
     cpu: f64,
     requests_per_service: f64,
+    /// Of the wall time: starting the run, before the first launch.
+    start: Duration,
 }
 
 /// A store as a server opens it (with the retry layer that also counts
@@ -499,7 +503,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
         let e = engine(&store, provider);
         let parallelism = if schedule == "parallelism 10" { 10 } else { lifeboat::engine::MAX_PARALLELISM };
         let (cpu, requests) = (cpu_seconds(), store_requests());
-        let (wall, _) = recover(&e, &env, parallelism).await;
+        let (wall, start) = recover(&e, &env, parallelism).await;
         rows.push(ScaleRow {
             n,
             store: store_kind,
@@ -508,6 +512,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
             bound_ms,
             cpu: cpu_seconds() - cpu,
             requests_per_service: (store_requests() - requests) / n as f64,
+            start,
         });
     }
     rows
@@ -676,12 +681,14 @@ fn main() {
         let store = if args.iter().any(|a| a == "--s3") { "s3" } else { "directory" };
         for r in rt.block_on(scale(n, store, &["lifeboat"])) {
             println!(
-                "{} services: {:.2} s (bound {:.2} s), CPU {:.1} s, {:.2} store requests per service",
+                "{} services: {:.2} s (of which start {:.0} ms; bound {:.2} s), CPU {:.1} s, {:.2} store requests per service, peak RSS {:.0} MiB",
                 r.n,
                 r.wall.as_secs_f64(),
+                ms(r.start),
                 r.bound_ms as f64 / 1000.0,
                 r.cpu,
-                r.requests_per_service
+                r.requests_per_service,
+                lifeboat::testkit::peak_rss_mib()
             );
         }
         return;
@@ -754,8 +761,8 @@ fn main() {
 
     line("### Scale: seeded layered DAGs, 5–25 ms launch + 5–25 ms health per service".into());
     line(String::new());
-    line("| services | store | schedule | wall time | critical-path bound | ratio | orchestrator CPU | store requests per service |".into());
-    line("|---|---|---|---|---|---|---|---|".into());
+    line("| services | store | schedule | wall time | of which start | critical-path bound | ratio | orchestrator CPU | store requests per service |".into());
+    line("|---|---|---|---|---|---|---|---|---|".into());
     let sizes: &[usize] = if quick { &[100] } else { &[100, 1_000, 10_000] };
     let mut all_rows = Vec::new();
     for &n in sizes {
@@ -764,11 +771,12 @@ fn main() {
         let s3 = rt.block_on(scale(n, "s3", &["lifeboat"]));
         for r in rows.iter().chain(&s3) {
             line(format!(
-                "| {} | {} | {} | {:.2} s | {:.2} s | {:.2} | {:.1} s | {:.1} |",
+                "| {} | {} | {} | {:.2} s | {:.0} ms | {:.2} s | {:.2} | {:.1} s | {:.1} |",
                 r.n,
                 r.store,
                 r.schedule,
                 r.wall.as_secs_f64(),
+                ms(r.start),
                 r.bound_ms as f64 / 1000.0,
                 r.wall.as_secs_f64() * 1000.0 / r.bound_ms as f64,
                 r.cpu,

@@ -98,7 +98,7 @@ impl Snapshot {
 
     /// Parses stored bytes, verifying format, digest and identity.
     pub fn decode(bytes: &[u8], environment: &str, version: u64) -> Result<Snapshot, IntegrityError> {
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| IntegrityError::Malformed(format!("not JSON: {e}")))?;
         match value.get("format_version").and_then(serde_json::Value::as_u64) {
             Some(v) if v == u64::from(SNAPSHOT_FORMAT) => {}
@@ -106,9 +106,17 @@ impl Snapshot {
             None => return Err(IntegrityError::Malformed("no format_version".into())),
         }
         let recorded = value.get("digest").and_then(serde_json::Value::as_str).unwrap_or("").to_string();
-        let actual = digest_of(value.clone());
+        // The digest covers everything but itself: taken out for hashing
+        // (not copied: a 10,000-service document is megabytes), then put back.
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("digest");
+        }
+        let actual = format!("sha256:{}", sha256_hex(&canonical_json(&value)));
         if recorded != actual {
             return Err(IntegrityError::DigestMismatch { recorded, actual });
+        }
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("digest".into(), recorded.into());
         }
         let raw: RawSnapshot = serde_json::from_value(value).map_err(|e| IntegrityError::Malformed(e.to_string()))?;
         let manifest_text = serde_json::to_vec(&raw.manifest).expect("a JSON value always serialises");

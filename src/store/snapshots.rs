@@ -182,13 +182,16 @@ impl SnapshotRepo {
             }
             .seal();
             let key = layout::snapshot(&env, version);
-            match self.store.put(&key, Bytes::from(snap.encode()), PutOptions::create().retained()).await {
+            let bytes = Bytes::from(snap.encode());
+            let content = decoded::Content::of(&env, version, &bytes);
+            match self.store.put(&key, bytes, PutOptions::create().retained()).await {
                 // The snapshot object commits the push. The digest index and
                 // `latest` follow; readers repair them if they could not be
                 // written (`latest_version` probes past the ref, `resolve`
                 // scans on an index miss), so a push never reports failure
                 // for a snapshot that exists (a retry would add a duplicate).
                 Ok(_) => {
+                    decoded::keep(content, &snap);
                     let hex = snap.digest.trim_start_matches("sha256:");
                     let index = layout::digest_index(&env, hex);
                     if let Err(e) =
@@ -302,12 +305,17 @@ impl SnapshotRepo {
             .get(&key)
             .await?
             .ok_or_else(|| Error::NotFound(format!("environment {env} has no snapshot {version}")))?;
+        let content = decoded::Content::of(env, version, &obj.bytes);
+        if let Some(snap) = decoded::get(&content) {
+            return Ok(snap);
+        }
         let snap = Snapshot::decode(&obj.bytes, env, version).map_err(|source| Error::Integrity {
             what: format!("snapshot {version} of {env}"),
             key,
             store: self.store.describe(),
             source: Box::new(source),
         })?;
+        decoded::keep(content, &snap);
         Ok(snap)
     }
 
@@ -611,6 +619,116 @@ impl SnapshotRepo {
                 Err(Error::FailedPrecondition(format!("snapshot {} of {env} is already rejected", snap.version())))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Snapshots decoded in this process, by the exact bytes they were decoded
+/// from. A snapshot is immutable and its decoding (digest over the canonical
+/// form, manifest validation) depends only on those bytes and the name they
+/// were read under, so bytes that hash the same decode the same: reading them
+/// again skips the work (120 ms at 10,000 services) but not the read. Tampered
+/// bytes hash differently and are decoded, and refused, as ever.
+mod decoded {
+    use std::collections::VecDeque;
+    use std::sync::{LazyLock, Mutex};
+
+    use sha2::{Digest, Sha256};
+
+    use crate::domain::snapshot::Snapshot;
+
+    /// How many decoded snapshots are kept (the newest).
+    const KEEP: usize = 4;
+
+    #[derive(Clone, PartialEq, Eq)]
+    pub struct Content {
+        environment: String,
+        version: u64,
+        sha256: [u8; 32],
+    }
+
+    impl Content {
+        pub fn of(environment: &str, version: u64, bytes: &[u8]) -> Content {
+            Content { environment: environment.to_string(), version, sha256: Sha256::digest(bytes).into() }
+        }
+    }
+
+    static KEPT: LazyLock<Mutex<VecDeque<(Content, Snapshot)>>> = LazyLock::new(Default::default);
+
+    pub fn get(content: &Content) -> Option<Snapshot> {
+        KEPT.lock().expect("lock").iter().find(|(c, _)| c == content).map(|(_, s)| s.clone())
+    }
+
+    pub fn keep(content: Content, snap: &Snapshot) {
+        let mut kept = KEPT.lock().expect("lock");
+        kept.retain(|(c, _)| c != &content);
+        kept.push_front((content, snap.clone()));
+        kept.truncate(KEEP);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::source::Format;
+    use crate::store::memory::MemStore;
+
+    const RICH: &str = r#"
+environment = "cached"
+region = "eu-west-1"
+rto_objective = "90s"
+promotion = "drill"
+
+[services.db]
+image = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+replicas = 2
+timeout = "1m30s"
+attempts = 3
+grace_period = "1.5s"
+health = { tcp = true, interval = "250ms", timeout = "20s" }
+launch = { listen = "127.0.0.1:7801", args = ["--port", "7801"], env = { MODE = "primary" } }
+tags = { team = "data", "cost-centre" = "42" }
+
+[services.api]
+image = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+depends_on = ["db"]
+approval = true
+approval_timeout = "2h"
+health = { http = "/healthz", interval = "1s" }
+
+[[verify]]
+name = "home"
+service = "db"
+http = "/healthz"
+status = 200
+timeout = "5s"
+"#;
+
+    /// What a push keeps for later reads is exactly what decoding the stored
+    /// bytes gives (another server, or this one after a restart, decodes).
+    #[tokio::test]
+    async fn a_kept_snapshot_is_what_its_bytes_decode_to() {
+        let store: DynStore = std::sync::Arc::new(MemStore::new());
+        let repo = SnapshotRepo::new(store.clone());
+        let random = crate::testkit::random_manifest_toml(40, 3, 11).replace("\"bench\"", "\"cachedrandom\"");
+        for text in [RICH.to_string(), random] {
+            let m = manifest::parse(text.as_bytes(), Format::Toml).unwrap_or_else(|e| panic!("{e:?}"));
+            let env = m.environment.clone();
+            let pushed = repo
+                .push(NewSnapshot { manifest: m, author: "t".into(), message: "m".into(), labels: BTreeMap::new() })
+                .await
+                .unwrap();
+            let kept = repo.get(&env, pushed.version).await.unwrap();
+            let bytes = store.get(&layout::snapshot(&env, pushed.version)).await.unwrap().unwrap().bytes;
+            let decoded = Snapshot::decode(&bytes, &env, pushed.version).unwrap();
+            assert_eq!(kept, decoded, "{env}");
+            // Tampered bytes are not served from what was kept.
+            let tampered = String::from_utf8(bytes.to_vec()).unwrap().replacen("sha256:a", "sha256:c", 1);
+            store
+                .put(&layout::snapshot(&env, pushed.version), Bytes::from(tampered), PutOptions::overwrite())
+                .await
+                .unwrap();
+            assert!(matches!(repo.get(&env, pushed.version).await, Err(Error::Integrity { .. })), "{env}");
         }
     }
 }
