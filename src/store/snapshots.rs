@@ -623,6 +623,13 @@ impl SnapshotRepo {
     }
 }
 
+/// Forgets the snapshots this process decoded, so that the next read
+/// decodes again (to measure a server's first read after a start).
+#[cfg(any(test, feature = "test-util"))]
+pub fn forget_decoded() {
+    decoded::forget();
+}
+
 /// Snapshots decoded in this process, by the exact bytes they were decoded
 /// from. A snapshot is immutable and its decoding (digest over the canonical
 /// form, manifest validation) depends only on those bytes and the name they
@@ -657,6 +664,11 @@ mod decoded {
 
     pub fn get(content: &Content) -> Option<Snapshot> {
         KEPT.lock().expect("lock").iter().find(|(c, _)| c == content).map(|(_, s)| s.clone())
+    }
+
+    /// Forgets every decoded snapshot (benchmarks of a cold read).
+    pub fn forget() {
+        KEPT.lock().expect("lock").clear();
     }
 
     pub fn keep(content: Content, snap: &Snapshot) {
