@@ -186,6 +186,34 @@ fn a_drill_whose_verify_check_fails_is_failed() {
     assert!(verify.contains(&("home", true)) && verify.contains(&("missing-page", false)), "{verify:?}");
 }
 
+/// A drill whose services all came up, but later than the recovery time
+/// objective, passes over its objective: exit 0, the verdict says so, and
+/// the report names the objective and the time it took.
+#[test]
+fn a_drill_slower_than_its_objective_passes_over_it_with_exit_0() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let svcs = [Svc::new("db", &[]), Svc::new("web", &["db"])];
+    let region = Region::setup(&server, "slowish", &svcs);
+    // Each service is ready 700 ms after it starts: two in a row take longer than 1 s.
+    let text = std::fs::read_to_string(&region.manifest)
+        .unwrap()
+        .replace("rto_objective = \"1m\"", "rto_objective = \"1s\"")
+        .replace("\"--name\", \"db\"", "\"--name\", \"db\", \"--boot-delay\", \"700ms\"")
+        .replace("\"--name\", \"web\"", "\"--name\", \"web\", \"--boot-delay\", \"700ms\"");
+    assert!(text.matches("--boot-delay").count() == 2, "{text}");
+    std::fs::write(&region.manifest, text).unwrap();
+    server.run(&["snapshot", "push", region.manifest.to_str().unwrap()]).ok();
+    let out = server.run(&["--output", "json", "drill", "run", "slowish", "--snapshot", "2"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let d = out.json();
+    assert_eq!(d["verdict"], "passed_over_objective", "{d}");
+    assert_eq!(d["state"], "succeeded", "{d}");
+    let text = server.run(&["drill", "show", d["id"].as_str().unwrap()]).ok().stdout;
+    assert!(text.contains("PASSED OVER OBJECTIVE") && text.contains("(objective 1.0s)"), "{text}");
+    assert!(drill_processes(&server.local_dir()).is_empty(), "torn down");
+}
+
 #[test]
 fn promote_on_pass_moves_known_good_only_on_a_pass_and_drill_promotion_refuses_a_manual_promote() {
     let server = Server::start(Backend::Fs);

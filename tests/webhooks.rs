@@ -226,6 +226,14 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
     assert!(reply.contains(&format!("lifeboat run approve {id}")), "{reply}");
     let shown = server.run(&["--output", "json", "run", "show", &id]).ok().json();
     assert_eq!(shown["awaiting_approval"], true, "{shown}");
+    // Another incident for the same region while that run holds it: 409, and
+    // its claim is given up (a later delivery may try again).
+    let other = incident("incident.triggered", "QPROP2", "PPROP01");
+    let (status, reply) = pagerduty(&server, PD_SECRET, &other);
+    assert_eq!(status, 409, "{reply}");
+    assert!(reply.contains(&id), "names the run that holds the region: {reply}");
+    let claims = walk(&store.join("webhooks"));
+    assert_eq!(claims.len(), 2, "only the two started incidents keep a claim: {claims:?}");
     std::thread::sleep(Duration::from_millis(1500));
     let launched = || instance_processes(&server.local_dir()).len();
     assert!(!prop.answers("db") && !prop.answers("api"), "nothing of the proposed run is serving");
@@ -249,6 +257,16 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
     assert_eq!(status, 202);
     assert!(reply.starts_with("ignored: resolved for alert group"), "{reply}");
     assert_eq!(runs_of(&server, "amenv").len(), 1, "resolved started nothing");
+    // Resolved ends the alert: the same group firing again is a new alert, and a new run.
+    let (status, reply) = alertmanager(&server, AM_SECRET, &firing);
+    assert_eq!(status, 202, "{reply}");
+    assert!(reply.starts_with("started run"), "a firing after resolved starts again: {reply}");
+    let again = run_id(&reply);
+    assert_ne!(again, id);
+    server.run(&["run", "watch", &again]).ok();
+    assert_eq!(runs_of(&server, "amenv").len(), 2);
+    let (_, reply) = alertmanager(&server, AM_SECRET, &firing);
+    assert!(reply.starts_with(&format!("duplicate: run {again}")), "until resolved again: {reply}");
 
     // Decisions are counted by source and outcome.
     let metrics = get(&server, "/metrics");
@@ -256,7 +274,7 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
         ("pagerduty", "started", 1),
         ("pagerduty", "duplicate", 5),
         ("pagerduty", "unauthorized", 4),
-        ("alertmanager", "started", 1),
+        ("alertmanager", "started", 2),
     ] {
         let line = format!("lifeboat_webhook_decisions_total{{source=\"{source}\",outcome=\"{outcome}\"}} {n}");
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
