@@ -186,6 +186,32 @@ fn a_drill_whose_verify_check_fails_is_failed() {
     assert!(verify.contains(&("home", true)) && verify.contains(&("missing-page", false)), "{verify:?}");
 }
 
+/// A kept drill is torn down by the server's own sweeper once its
+/// `--keep-for` has passed (`engine.drill_sweep_interval`), with nobody
+/// running `drill sweep`.
+#[test]
+fn the_sweeper_tears_a_kept_drill_down_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lifeboat.toml"), "[engine]\ndrill_sweep_interval = \"1s\"\n").unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let args =
+        ["--store".to_string(), p("store"), "--local-dir".into(), p("local"), "--config".into(), p("lifeboat.toml")];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::launch(&args, &[]);
+    let local = dir.path().join("local");
+    let _cleanup = Instances(local.clone());
+    Region::setup_in(&server, dir.path(), "kept", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
+    let d = server.run(&["--output", "json", "drill", "run", "kept", "--keep-for", "2s"]).ok().json();
+    assert_eq!(d["verdict"], "passed", "{d}");
+    assert_eq!(drill_processes(&local).len(), 2, "kept up");
+    let id = d["id"].as_str().unwrap();
+    let torn_down = || server.run(&["--output", "json", "drill", "show", id]).ok().json()["torn_down"] == true;
+    wait_until(Duration::from_secs(20), "the sweeper to tear the drill down", torn_down);
+    assert!(drill_processes(&local).is_empty());
+    let doc = server.run(&["drill", "report", id, "--json"]).ok().json();
+    assert_eq!(doc["teardown"]["by"], "sweeper", "{doc}");
+}
+
 /// A drill whose services all came up, but later than the recovery time
 /// objective, passes over its objective: exit 0, the verdict says so, and
 /// the report names the objective and the time it took.
