@@ -1299,3 +1299,35 @@ fn a_ready_dependent_is_announced_with_its_dependency_cutover() {
         assert_eq!(launched, 1, "b's launch is recorded once");
     });
 }
+
+/// `--promote-on-pass` is a compare-and-swap against the known-good the
+/// drill started with: a promotion made while the drill ran wins, and the
+/// drill says why it did not move known-good.
+#[test]
+fn promote_on_pass_loses_to_a_promotion_made_while_the_drill_ran() {
+    paused_runtime().block_on(async {
+        let (m, mut script) = slow_pair();
+        script.get_mut("api").unwrap().healthy_ms = 2_000;
+        let h = harness(m.clone(), script).await;
+        let repo = SnapshotRepo::new(h.store.clone());
+        repo.promote("shop", "1", "t", "first", None).await.unwrap();
+        let mut changed = m.clone();
+        changed.services.get_mut("db").unwrap().replicas = 2;
+        let v2 = repo.push(snapshot_of(changed.clone())).await.unwrap().version;
+        let mut req = drill_of_latest(Some(Duration::from_secs(60)), Duration::ZERO);
+        req.drill.as_mut().unwrap().promote_on_pass = true;
+        let drill = h.engine.start(req).await.unwrap();
+        assert_eq!(drill.spec.snapshot_version, v2);
+        // While the drill runs, someone promotes a newer snapshot.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        changed.services.get_mut("db").unwrap().replicas = 3;
+        let v3 = repo.push(snapshot_of(changed)).await.unwrap().version;
+        repo.promote("shop", &v3.to_string(), "alice", "hotfix", None).await.unwrap();
+        let (view, _) = h.finish(&drill.spec.id).await;
+        assert_eq!(view.judgement.as_ref().unwrap().verdict, crate::domain::drill::Verdict::Passed);
+        let (promoted, detail) = view.promotion.clone().unwrap();
+        assert!(!promoted, "{detail}");
+        assert!(detail.starts_with(&format!("known-good not moved to snapshot {v2}")), "{detail}");
+        assert_eq!(repo.get_by_ref("shop", "known-good").await.unwrap().version, v3, "the newer promotion stands");
+    });
+}
