@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::manifest::{self, Manifest};
-use super::source::Format;
 
 /// Version of the stored snapshot format; readers refuse others.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -119,8 +118,7 @@ impl Snapshot {
             obj.insert("digest".into(), recorded.into());
         }
         let raw: RawSnapshot = serde_json::from_value(value).map_err(|e| IntegrityError::Malformed(e.to_string()))?;
-        let manifest_text = serde_json::to_vec(&raw.manifest).expect("a JSON value always serialises");
-        let manifest = manifest::parse(&manifest_text, Format::Json).map_err(|problems| {
+        let manifest = manifest::from_stored(raw.manifest).map_err(|problems| {
             IntegrityError::Malformed(format!(
                 "its manifest does not validate: {}",
                 problems.first().map(ToString::to_string).unwrap_or_default()
@@ -237,6 +235,7 @@ fn leaf_changes(path: &str, a: Option<&serde_json::Value>, b: Option<&serde_json
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::source::Format;
 
     fn manifest(replicas: u32, image: char) -> Manifest {
         let text = format!(

@@ -170,59 +170,70 @@ fn parse_toml(text: &str) -> Result<Node, Vec<SyntaxError>> {
     Ok(Node { value: Value::Table(root_entries), pos: Some(Pos { line: 1, col: 1 }) })
 }
 
-/// JSON through a visitor that keeps duplicate keys, so they can be reported
-/// instead of silently keeping the last one.
-fn parse_json(text: &str) -> Result<Node, SyntaxError> {
-    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-    struct JsonNode(Node);
-    impl<'de> Deserialize<'de> for JsonNode {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = JsonNode;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a JSON value")
-                }
-                fn visit_bool<E>(self, b: bool) -> Result<JsonNode, E> {
-                    Ok(leaf(Value::Bool(b)))
-                }
-                fn visit_i64<E>(self, n: i64) -> Result<JsonNode, E> {
-                    Ok(leaf(Value::Int(n)))
-                }
-                fn visit_u64<E>(self, n: u64) -> Result<JsonNode, E> {
-                    Ok(leaf(i64::try_from(n).map_or(Value::Other("an out-of-range integer"), Value::Int)))
-                }
-                fn visit_f64<E>(self, n: f64) -> Result<JsonNode, E> {
-                    Ok(leaf(Value::Float(n)))
-                }
-                fn visit_str<E>(self, s: &str) -> Result<JsonNode, E> {
-                    Ok(leaf(Value::Str(s.to_string())))
-                }
-                fn visit_unit<E>(self) -> Result<JsonNode, E> {
-                    Ok(leaf(Value::Other("null")))
-                }
-                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonNode, A::Error> {
-                    let mut items = Vec::new();
-                    while let Some(JsonNode(n)) = seq.next_element()? {
-                        items.push(n);
-                    }
-                    Ok(leaf(Value::Array(items)))
-                }
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonNode, A::Error> {
-                    let mut entries = Vec::new();
-                    while let Some((key, JsonNode(node))) = map.next_entry::<String, JsonNode>()? {
-                        entries.push(Entry { key, key_pos: None, node });
-                    }
-                    Ok(leaf(Value::Table(entries)))
-                }
+/// A JSON value as a tree of nodes (without positions), through a visitor
+/// that keeps duplicate keys, so they can be reported instead of silently
+/// keeping the last one.
+struct JsonNode(Node);
+impl<'de> Deserialize<'de> for JsonNode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JsonNode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
             }
-            d.deserialize_any(V)
+            fn visit_bool<E>(self, b: bool) -> Result<JsonNode, E> {
+                Ok(leaf(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<JsonNode, E> {
+                Ok(leaf(Value::Int(n)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<JsonNode, E> {
+                Ok(leaf(i64::try_from(n).map_or(Value::Other("an out-of-range integer"), Value::Int)))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<JsonNode, E> {
+                Ok(leaf(Value::Float(n)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<JsonNode, E> {
+                Ok(leaf(Value::Str(s.to_string())))
+            }
+            fn visit_unit<E>(self) -> Result<JsonNode, E> {
+                Ok(leaf(Value::Other("null")))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonNode, A::Error> {
+                let mut items = Vec::new();
+                while let Some(JsonNode(n)) = seq.next_element()? {
+                    items.push(n);
+                }
+                Ok(leaf(Value::Array(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonNode, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((key, JsonNode(node))) = map.next_entry::<String, JsonNode>()? {
+                    entries.push(Entry { key, key_pos: None, node });
+                }
+                Ok(leaf(Value::Table(entries)))
+            }
         }
+        d.deserialize_any(V)
     }
-    fn leaf(value: Value) -> JsonNode {
-        JsonNode(Node { value, pos: None })
-    }
+}
+fn leaf(value: Value) -> JsonNode {
+    JsonNode(Node { value, pos: None })
+}
+
+/// A JSON value already parsed (a stored snapshot's manifest) as nodes:
+/// the same tree as parsing its text, without writing and rereading it.
+pub fn from_json_value(value: serde_json::Value) -> Node {
+    // Every kind of JSON value is visited above: this cannot fail; if it
+    // did, the validator would refuse the value's type.
+    JsonNode::deserialize(value).map_or(Node { value: Value::Other("an unreadable value"), pos: None }, |n| n.0)
+}
+
+/// JSON text as nodes (with the positions of syntax errors).
+fn parse_json(text: &str) -> Result<Node, SyntaxError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let node = JsonNode::deserialize(&mut de).and_then(|n| de.end().map(|()| n)).map_err(|e| SyntaxError {
         pos: Some(Pos { line: e.line(), col: e.column() }),

@@ -667,6 +667,7 @@ mod decoded {
     }
 
     /// Forgets every decoded snapshot (benchmarks of a cold read).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn forget() {
         KEPT.lock().expect("lock").clear();
     }
@@ -742,5 +743,42 @@ timeout = "5s"
                 .unwrap();
             assert!(matches!(repo.get(&env, pushed.version).await, Err(Error::Integrity { .. })), "{env}");
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::domain::source::Format;
+    use crate::store::memory::MemStore;
+
+    /// A manifest within the size limit stays readable once stored, although
+    /// its stored form (every default spelled out, as JSON) is larger than
+    /// the limit. (Such a snapshot was pushed, then refused on every read.)
+    #[tokio::test]
+    async fn a_manifest_under_the_limit_is_readable_after_push_whatever_its_stored_size() {
+        let store: DynStore = std::sync::Arc::new(MemStore::new());
+        let repo = SnapshotRepo::new(store.clone());
+        // 20,000 services (the limit), padded to just under the size limit in TOML.
+        let n = 20_000;
+        let pad = "x".repeat(manifest::MAX_MANIFEST_BYTES / n - 200);
+        let mut text = String::from("environment = \"big\"\nregion = \"local-1\"\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "[services.s{i:05}]\nimage = \"sha256:{}\"\nlaunch = {{ args = [\"{pad}\"] }}\n",
+                "a".repeat(64)
+            ));
+        }
+        assert!(text.len() <= manifest::MAX_MANIFEST_BYTES, "{} bytes", text.len());
+        let m = manifest::parse(text.as_bytes(), Format::Toml).unwrap_or_else(|e| panic!("{:?}", &e[..1]));
+        let stored = serde_json::to_vec(&m).unwrap().len();
+        assert!(stored > manifest::MAX_MANIFEST_BYTES, "the stored form is {stored} bytes");
+        let pushed = repo
+            .push(NewSnapshot { manifest: m, author: "t".into(), message: String::new(), labels: BTreeMap::new() })
+            .await
+            .unwrap();
+        decoded::forget();
+        let read = repo.get("big", pushed.version).await.unwrap();
+        assert_eq!(read.manifest.services.len(), pushed.manifest.services.len());
     }
 }

@@ -202,6 +202,18 @@ pub fn parse(bytes: &[u8], format: Format) -> Result<Manifest, Vec<Problem>> {
     let root = source::parse(text, format).map_err(|errors| {
         errors.into_iter().map(|e| Problem { pos: e.pos, path: String::new(), message: e.message }).collect::<Vec<_>>()
     })?;
+    validate(root)
+}
+
+/// Validates a stored manifest, already parsed as JSON (a snapshot's). The
+/// size limit is for what users send: the stored form spells out every
+/// default and may be larger than the text it was pushed as.
+pub fn from_stored(value: serde_json::Value) -> Result<Manifest, Vec<Problem>> {
+    validate(source::from_json_value(value))
+}
+
+fn validate(root: Node) -> Result<Manifest, Vec<Problem>> {
+    let whole = |message: String| vec![Problem { pos: None, path: String::new(), message }];
     if matches!(&root.value, Value::Table(entries) if entries.is_empty()) {
         return Err(whole("manifest is empty; it needs `environment`, `region` and at least one service".into()));
     }
