@@ -349,3 +349,39 @@ fn the_cli_behaves_in_pipes_and_files() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains('\u{1b}'), "colour codes in a log file: {text:?}");
 }
+
+/// A region at the service limit: push, show and plan work through the CLI
+/// (replies larger than gRPC's default 4 MiB are accepted), and the stored
+/// snapshot, larger than the manifest limit once every default is spelled
+/// out, reads back.
+#[test]
+fn a_region_at_the_service_limit_pushes_shows_and_plans() {
+    let server = Server::start(Backend::Fs);
+    let dir = server.dir.as_ref().unwrap().path();
+    let n = 20_000;
+    let mut text = String::from("environment = \"huge\"\nregion = \"local-1\"\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "[services.s{i:05}]\nimage = \"sha256:{}\"\nlaunch = {{ args = [\"--name\", \"s{i:05}\", \"{}\"] }}\n",
+            "a".repeat(64),
+            "x".repeat(200)
+        ));
+    }
+    assert!(text.len() < 8 << 20, "{} bytes", text.len());
+    let path = dir.join("huge.toml");
+    std::fs::write(&path, &text).unwrap();
+    server.run(&["snapshot", "push", path.to_str().unwrap()]).ok();
+    let shown = server.run(&["--output", "json", "snapshot", "show", "huge", "latest"]).ok().json();
+    assert_eq!(shown["manifest"]["services"].as_object().unwrap().len(), n, "the whole manifest is shown");
+    server.run(&["snapshot", "promote", "huge", "latest", "--reason", "test"]).ok();
+    // Its images were never imported: the plan shows, preflight fails (exit 1),
+    // and says so in a message a person can read, not one naming 20,000 services.
+    let out = server.run(&["--output", "json", "plan", "huge"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let plan = out.json();
+    assert_eq!(plan["steps"].as_array().unwrap().len(), n);
+    let images = plan["preflight"].as_array().unwrap().iter().find(|c| c["name"] == "images-in-store").unwrap();
+    let message = images["message"].as_str().unwrap();
+    assert!(message.ends_with(" and 19990 more"), "{message}");
+    assert!(message.len() < 2000, "{} bytes", message.len());
+}

@@ -41,6 +41,10 @@ pub fn exit_code(code: Code) -> u8 {
     }
 }
 
+/// The largest reply the CLI accepts (gRPC's default is 4 MiB): a snapshot
+/// or run of a region at the 20,000-service limit is tens of MiB.
+pub const MAX_REPLY_BYTES: usize = 256 << 20;
+
 pub struct Client {
     pub channel: Channel,
     url: String,

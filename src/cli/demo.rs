@@ -186,7 +186,8 @@ async fn demo(client: &Client, running: &server::Running, dir: &Path) -> Result<
     let ports = crate::provider::local::pick_listen_ports(SERVICES.len()).map_err(fail)?;
     let text = manifest(&images, &ports);
     std::fs::write(dir.join("shop.toml"), &text).map_err(fail)?;
-    let mut snapshots = SnapshotServiceClient::new(client.channel.clone());
+    let mut snapshots =
+        SnapshotServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
     let req = pb::CreateSnapshotRequest {
         manifest: text,
         format: "toml".into(),

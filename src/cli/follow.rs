@@ -21,7 +21,8 @@ const TERMINAL_EVENTS: [&str; 5] = ["cut_over", "kept", "service_failed", "skipp
 
 /// Streams the run's events until it finishes; returns the final run.
 pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run, Failure> {
-    let mut svc = RecoveryServiceClient::new(client.channel.clone());
+    let mut svc =
+        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
     let run =
         svc.get(client.request(pb::GetRunRequest { id: id.into() })).await.map_err(|e| client.fail(e))?.into_inner();
     let fancy = output == Output::Text && std::io::stdout().is_terminal();

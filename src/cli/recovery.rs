@@ -17,7 +17,8 @@ use crate::domain::run::{Action, PlannedStep};
 pub use super::TargetArgs as Target;
 
 async fn get_plan(client: &Client, t: &Target) -> Result<pb::PlanResponse, Failure> {
-    let mut svc = RecoveryServiceClient::new(client.channel.clone());
+    let mut svc =
+        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
     let req = pb::PlanRequest {
         environment: t.environment.clone(),
         snapshot: t.snapshot.clone(),
@@ -181,7 +182,8 @@ pub async fn plan(
 }
 
 pub async fn start(client: &Client, t: Target, parallelism: Option<u32>, propose: bool) -> Result<pb::Run, Failure> {
-    let mut svc = RecoveryServiceClient::new(client.channel.clone());
+    let mut svc =
+        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
     let req = pb::StartRecoveryRequest {
         environment: t.environment,
         snapshot: t.snapshot,
@@ -299,7 +301,8 @@ async fn pick_run(client: &Client, pick: RunPick) -> Result<String, Failure> {
     let Some(env) = pick.latest else {
         return Ok(pick.id.unwrap_or_default());
     };
-    let mut svc = RecoveryServiceClient::new(client.channel.clone());
+    let mut svc =
+        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
     let req = pb::ListRunsRequest { environment: env.clone(), limit: 1, awaiting_approval: false };
     let runs = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().runs;
     match runs.into_iter().next() {
@@ -309,7 +312,8 @@ async fn pick_run(client: &Client, pick: RunPick) -> Result<String, Failure> {
 }
 
 pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(), Failure> {
-    let mut svc = RecoveryServiceClient::new(client.channel.clone());
+    let mut svc =
+        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
     let show = |run: &pb::Run, text: String| match output {
         Output::Json => print_json(&run_json(run)),
         Output::Text => println!("{text}"),

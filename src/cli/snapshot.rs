@@ -16,6 +16,7 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
     };
     let client = Client::connect(server).await?;
     let mut svc = SnapshotServiceClient::new(client.channel.clone())
+        .max_decoding_message_size(super::client::MAX_REPLY_BYTES)
         .max_encoding_message_size(crate::domain::manifest::MAX_MANIFEST_BYTES + 64 * 1024);
     match cmd {
         SnapshotCmd::Push { file, message, labels } => {

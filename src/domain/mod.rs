@@ -11,3 +11,26 @@ pub mod run;
 pub mod schedule;
 pub mod snapshot;
 pub mod source;
+
+/// The first `max` items, comma-separated, then how many more there are: a
+/// message about 20,000 services must stay readable ("a, b, c and 19997 more").
+pub fn listed<S: AsRef<str>>(items: &[S], max: usize) -> String {
+    let shown: Vec<&str> = items.iter().take(max).map(AsRef::as_ref).collect();
+    match items.len().saturating_sub(max) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+/// How many names a message lists before it says "and N more".
+pub const LISTED: usize = 10;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_lists_are_cut_with_a_count() {
+        assert_eq!(super::listed(&["a", "b"], 3), "a, b");
+        assert_eq!(super::listed(&["a", "b", "c", "d"], 2), "a, b and 2 more");
+        assert_eq!(super::listed::<&str>(&[], 2), "");
+    }
+}

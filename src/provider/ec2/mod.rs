@@ -248,10 +248,13 @@ impl ComputeProvider for Ec2Provider {
         for (ami, services) in &amis {
             match c.ec2.describe_images().image_ids(*ami).send().await {
                 Ok(out) if !out.images().is_empty() => {}
-                Ok(_) => missing.push(format!("{} ({ami}: not found in {region})", services.join(", "))),
+                Ok(_) => missing.push(format!(
+                    "{} ({ami}: not found in {region})",
+                    crate::domain::listed(services, crate::domain::LISTED)
+                )),
                 Err(e) => missing.push(format!(
                     "{} ({ami}: {})",
-                    services.join(", "),
+                    crate::domain::listed(services, crate::domain::LISTED),
                     code_of(&e).unwrap_or_else(|| aws_error("DescribeImages", &e).to_string())
                 )),
             }

@@ -555,14 +555,17 @@ impl ComputeProvider for LocalProvider {
                 "images-in-store",
                 format!(
                     "images not in the store (import them with `lifeboat image import PATH`): {}",
-                    missing.join(", ")
+                    crate::domain::listed(&missing, crate::domain::LISTED)
                 ),
             )
         }];
         if !no_entrypoint.is_empty() {
             checks.push(Check::fail(
                 "entrypoints",
-                format!("tarball images need launch.entrypoint: {}", no_entrypoint.join(", ")),
+                format!(
+                    "tarball images need launch.entrypoint: {}",
+                    crate::domain::listed(&no_entrypoint, crate::domain::LISTED)
+                ),
             ));
         }
         let (pointers, instances) = match (self.pointers(None).await, self.records().await) {
@@ -605,20 +608,24 @@ impl ComputeProvider for LocalProvider {
         if !held.is_empty() {
             problems.push(format!(
                 "held by another environment or region on this host: {}; give the service another listen address, or tear the holder down first",
-                held.join(", ")
+                crate::domain::listed(&held, crate::domain::LISTED)
             ));
         }
         if !taken.is_empty() {
-            problems.push(format!("in use by another program: {}", taken.join(", ")));
+            problems
+                .push(format!("in use by another program: {}", crate::domain::listed(&taken, crate::domain::LISTED)));
         }
         if !public.is_empty() {
             problems.push(format!(
                 "not loopback addresses: {}; the local provider serves stable addresses on loopback only, unless the server's config sets [provider.local] allow_public_listen = true",
-                public.join(", ")
+                crate::domain::listed(&public, crate::domain::LISTED)
             ));
         }
         if !foreign.is_empty() {
-            problems.push(format!("not addresses of this host: {}", foreign.join(", ")));
+            problems.push(format!(
+                "not addresses of this host: {}",
+                crate::domain::listed(&foreign, crate::domain::LISTED)
+            ));
         }
         checks.push(if problems.is_empty() {
             Check::pass("stable-addresses", "every listen address is free or already this service's")
