@@ -8,15 +8,7 @@ use std::time::Duration;
 use common::{Instances, Region, Server, Svc, instance_processes, wait_until};
 
 fn server_checking_every_second() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("lifeboat.toml"), "[engine]\ndrift_interval = \"1s\"\n").unwrap();
-    let p = |x: &str| dir.path().join(x).display().to_string();
-    let args =
-        ["--config".to_string(), p("lifeboat.toml"), "--store".into(), p("store"), "--local-dir".into(), p("local")];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut s = Server::launch(&args, &[]);
-    s.dir = Some(dir);
-    s
+    Server::with_config("[engine]\ndrift_interval = \"1s\"\n")
 }
 
 #[test]

@@ -191,16 +191,10 @@ fn a_drill_whose_verify_check_fails_is_failed() {
 /// running `drill sweep`.
 #[test]
 fn the_sweeper_tears_a_kept_drill_down_by_itself() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("lifeboat.toml"), "[engine]\ndrill_sweep_interval = \"1s\"\n").unwrap();
-    let p = |x: &str| dir.path().join(x).display().to_string();
-    let args =
-        ["--store".to_string(), p("store"), "--local-dir".into(), p("local"), "--config".into(), p("lifeboat.toml")];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::launch(&args, &[]);
-    let local = dir.path().join("local");
+    let server = Server::with_config("[engine]\ndrill_sweep_interval = \"1s\"\n");
+    let local = server.local_dir();
     let _cleanup = Instances(local.clone());
-    Region::setup_in(&server, dir.path(), "kept", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
+    Region::setup(&server, "kept", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
     let d = server.run(&["--output", "json", "drill", "run", "kept", "--keep-for", "2s"]).ok().json();
     assert_eq!(d["verdict"], "passed", "{d}");
     assert_eq!(drill_processes(&local).len(), 2, "kept up");

@@ -177,6 +177,18 @@ impl Server {
     }
 
     /// The local provider's directory of a server made by `start`.
+    /// A server on the directory store with this `lifeboat.toml` (in its
+    /// own directory, beside `store` and `local`).
+    pub fn with_config(config: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lifeboat.toml"), config).unwrap();
+        let p = |x: &str| dir.path().join(x).display().to_string();
+        let args = [p("lifeboat.toml"), p("store"), p("local")];
+        let mut s = Server::launch(&["--config", &args[0], "--store", &args[1], "--local-dir", &args[2]], &[]);
+        s.dir = Some(dir);
+        s
+    }
+
     pub fn local_dir(&self) -> PathBuf {
         self.dir.as_ref().expect("made by Server::start").path().join("local")
     }
