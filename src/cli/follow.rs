@@ -27,7 +27,7 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
         svc.get(client.request(pb::GetRunRequest { id: id.into() })).await.map_err(|e| client.fail(e))?.into_inner();
     let fancy = output == Output::Text && std::io::stdout().is_terminal();
     let total = run.services.len() as u64;
-    let mut progress = if fancy { Some(Bars::new(&run)) } else { None };
+    let mut progress = if fancy { Some(Bars::new(&run, ProgressDrawTarget::stdout())) } else { None };
     let mut stream = svc
         .watch(client.request(pb::WatchRunRequest { id: id.into(), from_seq: 0 }))
         .await
@@ -73,11 +73,17 @@ struct Bars {
     /// The overall bar's message, and services waiting out a grace period.
     title: String,
     draining: BTreeMap<String, String>,
+    /// Services in progress beyond the lines shown (a wide region has
+    /// hundreds at once; a line each would not fit a terminal).
+    unshown: std::collections::BTreeSet<String>,
 }
 
+/// At most this many services in progress get a line of their own.
+const SERVICE_LINES: usize = 12;
+
 impl Bars {
-    fn new(run: &pb::Run) -> Bars {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+    fn new(run: &pb::Run, target: ProgressDrawTarget) -> Bars {
+        let multi = MultiProgress::with_draw_target(target);
         let overall = multi.add(ProgressBar::new(run.services.len() as u64));
         overall.set_style(
             ProgressStyle::with_template(
@@ -89,10 +95,24 @@ impl Bars {
         let title = format!("{} {} ← snapshot {}", run.environment, run.region, run.snapshot_version);
         overall.set_message(title.clone());
         let expected = run.services.iter().map(|s| (s.name.clone(), s.expected_ms)).collect();
-        Bars { multi, overall, services: BTreeMap::new(), expected, title, draining: BTreeMap::new() }
+        Bars {
+            multi,
+            overall,
+            services: BTreeMap::new(),
+            expected,
+            title,
+            draining: BTreeMap::new(),
+            unshown: Default::default(),
+        }
     }
 
-    fn line(&mut self, service: &str) -> &ProgressBar {
+    /// A service's line, unless the lines shown are full (then it is counted).
+    fn line(&mut self, service: &str) -> Option<&ProgressBar> {
+        if !self.services.contains_key(service) && self.services.len() >= SERVICE_LINES {
+            self.unshown.insert(service.to_string());
+            return None;
+        }
+        self.unshown.remove(service);
         let multi = &self.multi;
         let expected = self.expected.get(service).copied().unwrap_or(0);
         self.services.entry(service.to_string()).or_insert_with(|| {
@@ -104,7 +124,8 @@ impl Bars {
                 pb.set_message(format!("queued (expect ~{})", secs(expected)));
             }
             pb
-        })
+        });
+        self.services.get(service)
     }
 
     fn update(&mut self, e: &pb::RunEvent, done: u64) {
@@ -122,8 +143,10 @@ impl Bars {
             "approval_requested" => Some("waiting for approval"),
             _ => None,
         };
-        if let Some(s) = state {
-            self.line(&e.service).set_message(s.to_string());
+        if let Some(s) = state
+            && let Some(line) = self.line(&e.service)
+        {
+            line.set_message(s.to_string());
         }
         // After the last cutover the run may wait out grace periods: say so.
         match e.r#type.as_str() {
@@ -135,7 +158,13 @@ impl Bars {
             }
             _ => {}
         }
-        let message = self.draining.values().next_back().cloned().unwrap_or_else(|| self.title.clone());
+        if TERMINAL_EVENTS.contains(&e.r#type.as_str()) || e.r#type == "service_cancelled" {
+            self.unshown.remove(&e.service);
+        }
+        let mut message = self.draining.values().next_back().cloned().unwrap_or_else(|| self.title.clone());
+        if !self.unshown.is_empty() {
+            message.push_str(&format!("  (+{} more in progress)", self.unshown.len()));
+        }
         self.overall.set_message(message);
         if matches!(e.r#type.as_str(), "attempt_failed" | "approval_requested") {
             self.multi.println(format!("  {}", e.message)).ok();
@@ -273,5 +302,45 @@ pub fn print_run(r: &pb::Run) {
             r.measured_critical_path.join(" -> "),
             secs(r.critical_path_ms)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, service: &str) -> pb::RunEvent {
+        pb::RunEvent { r#type: kind.into(), service: service.into(), ..Default::default() }
+    }
+
+    /// A wide region does not get a line per service in progress: a dozen
+    /// lines, and the rest counted on the overall bar.
+    #[test]
+    fn services_beyond_a_dozen_lines_are_counted_not_drawn() {
+        let names: Vec<String> = (0..30).map(|i| format!("s{i:02}")).collect();
+        let run = pb::Run {
+            services: names.iter().map(|n| pb::ServiceRun { name: n.clone(), ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        let mut bars = Bars::new(&run, ProgressDrawTarget::hidden());
+        for n in &names {
+            bars.update(&event("launch_started", n), 0);
+        }
+        assert_eq!(bars.services.len(), SERVICE_LINES);
+        assert!(bars.overall.message().ends_with("(+18 more in progress)"), "{}", bars.overall.message());
+        // One shown and one counted service finish: a line frees, the count drops.
+        bars.update(&event("cut_over", "s00"), 1);
+        bars.update(&event("cut_over", "s29"), 2);
+        assert_eq!(bars.services.len(), SERVICE_LINES - 1);
+        assert!(bars.overall.message().ends_with("(+17 more in progress)"), "{}", bars.overall.message());
+        // The next event of a counted service takes the free line.
+        bars.update(&event("instances_launched", "s20"), 2);
+        assert!(bars.services.contains_key("s20"));
+        assert!(bars.overall.message().ends_with("(+16 more in progress)"), "{}", bars.overall.message());
+        for n in &names[1..29] {
+            bars.update(&event("cut_over", n), 3);
+        }
+        assert!(bars.services.is_empty() && bars.unshown.is_empty());
+        assert!(!bars.overall.message().contains("more in progress"), "{}", bars.overall.message());
     }
 }
