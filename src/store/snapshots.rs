@@ -644,19 +644,25 @@ mod decoded {
 
     use crate::domain::snapshot::Snapshot;
 
-    /// How many decoded snapshots are kept (the newest).
+    /// How many decoded snapshots are kept (the newest)...
     const KEEP: usize = 4;
+    /// ...and how many stored bytes they may add up to (the newest is kept
+    /// whatever its size): a server's memory stays bounded with regions at
+    /// the 20,000-service limit.
+    const KEEP_BYTES: usize = 32 << 20;
 
     #[derive(Clone, PartialEq, Eq)]
     pub struct Content {
         environment: String,
         version: u64,
         sha256: [u8; 32],
+        len: usize,
     }
 
     impl Content {
         pub fn of(environment: &str, version: u64, bytes: &[u8]) -> Content {
-            Content { environment: environment.to_string(), version, sha256: Sha256::digest(bytes).into() }
+            let sha256 = Sha256::digest(bytes).into();
+            Content { environment: environment.to_string(), version, sha256, len: bytes.len() }
         }
     }
 
@@ -676,7 +682,41 @@ mod decoded {
         let mut kept = KEPT.lock().expect("lock");
         kept.retain(|(c, _)| c != &content);
         kept.push_front((content, snap.clone()));
-        kept.truncate(KEEP);
+        bound(&mut kept, KEEP, KEEP_BYTES);
+    }
+
+    /// Drops the oldest entries past `entries` or `bytes` (never the newest).
+    fn bound<T>(kept: &mut VecDeque<(Content, T)>, entries: usize, bytes: usize) {
+        kept.truncate(entries.max(1));
+        let mut total = 0;
+        let keep = kept
+            .iter()
+            .take_while(|(c, _)| {
+                total += c.len;
+                total <= bytes
+            })
+            .count()
+            .max(1);
+        kept.truncate(keep);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_newest_are_kept_within_a_count_and_a_size() {
+            let c = |v: u64, len: usize| (Content { environment: "e".into(), version: v, sha256: [0; 32], len }, ());
+            let versions = |k: &VecDeque<(Content, ())>| k.iter().map(|(c, _)| c.version).collect::<Vec<_>>();
+            let mut kept: VecDeque<_> = [c(5, 10), c(4, 10), c(3, 10), c(2, 10), c(1, 10)].into();
+            bound(&mut kept, 4, 100);
+            assert_eq!(versions(&kept), [5, 4, 3, 2]);
+            bound(&mut kept, 4, 25);
+            assert_eq!(versions(&kept), [5, 4]);
+            let mut big: VecDeque<_> = [c(9, 500), c(8, 10)].into();
+            bound(&mut big, 4, 100);
+            assert_eq!(versions(&big), [9], "the newest stays whatever its size");
+        }
     }
 }
 
