@@ -358,6 +358,18 @@ fn random_dag(n: usize, edges: &[(usize, usize)]) -> BTreeMap<String, Service> {
     (0..n).map(|i| (name(i), service(&deps[i].iter().cloned().collect::<Vec<_>>(), 1, false))).collect()
 }
 
+/// The same launch and health time for every service.
+fn timed(services: &BTreeMap<String, Service>, launch_ms: u64, healthy_ms: u64) -> BTreeMap<String, Behaviour> {
+    services.keys().map(|k| (k.clone(), Behaviour { launch_ms, healthy_ms, ..Default::default() })).collect()
+}
+
+/// `root`, and `n` leaves that depend on it.
+fn root_and_leaves(n: usize) -> BTreeMap<String, Service> {
+    std::iter::once(("root".to_string(), service(&[], 1, false)))
+        .chain((0..n).map(|i| (format!("leaf{i:03}"), service(&["root".to_string()], 1, false))))
+        .collect()
+}
+
 fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
 }
@@ -482,12 +494,7 @@ fn a_failure_skips_dependents_only_and_cleans_up() {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let mut script: BTreeMap<String, Behaviour> = services
-            .keys()
-            .map(|k| {
-                (k.clone(), Behaviour { launch_ms: 50, healthy_ms: 100, failing_attempts: 0, ..Default::default() })
-            })
-            .collect();
+        let mut script = timed(&services, 50, 100);
         script.get_mut("api").unwrap().failing_attempts = 99;
         let h = harness(manifest(services), script).await;
         let id = h.start(4).await;
@@ -563,12 +570,7 @@ fn approval_pauses_until_approved() {
             ("db".to_string(), service(&[], 1, false)),
             ("api".to_string(), service(&["db".to_string()], 1, true)),
         ]);
-        let script = services
-            .keys()
-            .map(|k| {
-                (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 0, ..Default::default() })
-            })
-            .collect();
+        let script = timed(&services, 10, 10);
         let h = harness(manifest(services), script).await;
         let id = h.start(4).await;
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -597,12 +599,7 @@ fn an_approval_that_never_comes_times_out_and_frees_the_region() {
             ("api".to_string(), api),
             ("web".to_string(), service(&["api".to_string()], 1, false)),
         ]);
-        let script = services
-            .keys()
-            .map(|k| {
-                (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, failing_attempts: 0, ..Default::default() })
-            })
-            .collect();
+        let script = timed(&services, 10, 10);
         let h = harness(manifest(services), script).await;
         // (Made now so that both servers' test clocks agree.)
         let second = h.second_engine();
@@ -635,12 +632,7 @@ fn cancel_stops_launching_and_cleans_up() {
         let chain: BTreeMap<String, Service> = (0..5)
             .map(|i| (format!("c{i}"), service(&if i == 0 { vec![] } else { vec![format!("c{}", i - 1)] }, 1, false)))
             .collect();
-        let script = chain
-            .keys()
-            .map(|k| {
-                (k.clone(), Behaviour { launch_ms: 1000, healthy_ms: 1000, failing_attempts: 0, ..Default::default() })
-            })
-            .collect();
+        let script = timed(&chain, 1000, 1000);
         let h = harness(manifest(chain), script).await;
         let id = h.start(4).await;
         tokio::time::sleep(Duration::from_millis(2500)).await; // c0 done, c1 launching
@@ -680,12 +672,7 @@ fn a_resumed_run_launches_nothing_twice() {
         let services: BTreeMap<String, Service> = (0..6)
             .map(|i| (format!("s{i}"), service(&if i < 2 { vec![] } else { vec![format!("s{}", i - 2)] }, 1, false)))
             .collect();
-        let script: BTreeMap<String, Behaviour> = services
-            .keys()
-            .map(|k| {
-                (k.clone(), Behaviour { launch_ms: 300, healthy_ms: 300, failing_attempts: 0, ..Default::default() })
-            })
-            .collect();
+        let script = timed(&services, 300, 300);
         let h = harness(manifest(services), script).await;
         let id = h.start(4).await;
         tokio::time::sleep(Duration::from_millis(900)).await;
@@ -731,12 +718,7 @@ fn services_absent_from_the_snapshot_are_removed_after_the_rest_is_healthy() {
             ("db".to_string(), service(&[], 1, false)),
             ("web".to_string(), service(&["db".to_string()], 1, false)),
         ]);
-        let script: BTreeMap<String, Behaviour> = services
-            .keys()
-            .map(|k| {
-                (k.clone(), Behaviour { launch_ms: 100, healthy_ms: 100, failing_attempts: 0, ..Default::default() })
-            })
-            .collect();
+        let script = timed(&services, 100, 100);
         let h = harness(manifest(services.clone()), script.clone()).await;
         {
             let mut w = h.provider.world();
@@ -824,12 +806,7 @@ mod faults {
                 (format!("s{i:02}"), service(&if i < 3 { vec![] } else { vec![format!("s{:02}", i - 3)] }, 1, false))
             })
             .collect();
-        let script = services
-            .keys()
-            .map(|k| {
-                (k.clone(), Behaviour { launch_ms: ms, healthy_ms: ms, failing_attempts: 0, ..Default::default() })
-            })
-            .collect();
+        let script = timed(&services, ms, ms);
         (services, script)
     }
 
@@ -1197,13 +1174,8 @@ fn schedules_fire_each_tick_once_and_a_missed_tick_once() {
 #[test]
 fn events_that_arrive_together_share_one_journal_write() {
     paused_runtime().block_on(async {
-        let services: BTreeMap<String, Service> = std::iter::once(("root".to_string(), service(&[], 1, false)))
-            .chain((0..50).map(|i| (format!("leaf{i:02}"), service(&["root".to_string()], 1, false))))
-            .collect();
-        let script = services
-            .keys()
-            .map(|k| (k.clone(), Behaviour { launch_ms: 100, healthy_ms: 200, ..Default::default() }))
-            .collect();
+        let services = root_and_leaves(50);
+        let script = timed(&services, 100, 200);
         let h = harness(manifest(services), script).await;
         let id = h.start(64).await;
         let (view, entries) = h.finish(&id).await;
@@ -1224,13 +1196,8 @@ fn events_that_arrive_together_share_one_journal_write() {
 fn a_cutover_that_readies_more_services_than_a_batch_holds() {
     paused_runtime().block_on(async {
         let n = journal::MAX_BATCH + 50;
-        let services: BTreeMap<String, Service> = std::iter::once(("root".to_string(), service(&[], 1, false)))
-            .chain((0..n).map(|i| (format!("leaf{i:03}"), service(&["root".to_string()], 1, false))))
-            .collect();
-        let script = services
-            .keys()
-            .map(|k| (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, ..Default::default() }))
-            .collect();
+        let services = root_and_leaves(n);
+        let script = timed(&services, 10, 10);
         let h = harness(manifest(services), script).await;
         let id = h.start(1024).await;
         let finished = tokio::time::timeout(Duration::from_secs(3600), h.finish(&id)).await;
@@ -1254,10 +1221,7 @@ fn a_ready_dependent_is_announced_with_its_dependency_cutover() {
             ("b".to_string(), service(&["a".to_string()], 1, false)),
             ("gated".to_string(), service(&["b".to_string()], 1, true)),
         ]);
-        let script = services
-            .keys()
-            .map(|k| (k.clone(), Behaviour { launch_ms: 10, healthy_ms: 10, ..Default::default() }))
-            .collect();
+        let script = timed(&services, 10, 10);
         let h = harness(manifest(services), script).await;
         let id = h.start(4).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
