@@ -296,6 +296,7 @@ impl Executor {
         if slots == 0 || self.cancel.is_cancelled() || self.view.awaiting_approval() {
             return Vec::new();
         }
+        let room = slots.min(super::journal::MAX_BATCH.saturating_sub(events.len()));
         let mut waiting: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
         let mut out = Vec::new();
         for e in events {
@@ -306,7 +307,6 @@ impl Executor {
             for &d in self.dag.dependents(i) {
                 let left = waiting.entry(d).or_insert(self.waiting_on[d]);
                 *left = left.saturating_sub(1);
-                let room = slots.min(super::journal::MAX_BATCH.saturating_sub(events.len()));
                 if *left == 0 && out.len() < room && self.starts_with_a_launch(d) {
                     out.push(Event::LaunchStarted { service: self.dag.name(d).to_string(), attempt: 1 });
                 }
