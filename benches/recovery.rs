@@ -316,6 +316,78 @@ async fn crash_to_resume(lease_ttl: Duration) -> Duration {
 
 // ---------------------------------------------------------------- 3. scale
 
+/// Sleeps that end when they should: tokio's timer has a resolution of
+/// 1 ms and fires on the tick after the deadline, which would add 0–1 ms to
+/// every scripted launch and health time (two per link of the critical path)
+/// and count the harness's timer against the engine. One thread keeps the
+/// deadlines and sleeps on the OS's high-resolution timer until the next.
+mod precise {
+    use std::collections::BinaryHeap;
+    use std::sync::{OnceLock, mpsc};
+    use std::time::{Duration, Instant};
+    use tokio::sync::oneshot;
+
+    struct Due(Instant, u64, oneshot::Sender<()>);
+    impl PartialEq for Due {
+        fn eq(&self, o: &Self) -> bool {
+            (self.0, self.1) == (o.0, o.1)
+        }
+    }
+    impl Eq for Due {}
+    impl PartialOrd for Due {
+        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(o))
+        }
+    }
+    impl Ord for Due {
+        // The earliest deadline first (BinaryHeap is a max-heap).
+        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+            (o.0, o.1).cmp(&(self.0, self.1))
+        }
+    }
+
+    /// A deadline and whom to wake at it.
+    type Wake = (Instant, oneshot::Sender<()>);
+
+    fn timer() -> &'static std::sync::Mutex<mpsc::Sender<Wake>> {
+        static TX: OnceLock<std::sync::Mutex<mpsc::Sender<Wake>>> = OnceLock::new();
+        TX.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Wake>();
+            std::thread::spawn(move || {
+                let mut heap = BinaryHeap::new();
+                let mut n = 0u64;
+                loop {
+                    let now = Instant::now();
+                    while heap.peek().is_some_and(|d: &Due| d.0 <= now) {
+                        let _ = heap.pop().expect("peeked").2.send(());
+                    }
+                    let next = match heap.peek() {
+                        Some(d) => rx.recv_timeout(d.0 - now).ok(),
+                        None => match rx.recv() {
+                            Ok(v) => Some(v),
+                            Err(_) => return,
+                        },
+                    };
+                    if let Some((at, tx)) = next {
+                        n += 1;
+                        heap.push(Due(at, n, tx));
+                    }
+                }
+            });
+            std::sync::Mutex::new(tx)
+        })
+    }
+
+    pub async fn sleep(d: Duration) {
+        if d.is_zero() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let _ = timer().lock().unwrap().send((Instant::now() + d, tx));
+        let _ = rx.await;
+    }
+}
+
 /// A provider whose launch and health gate take each service's scripted
 /// time on the wall clock; everything else is instant.
 struct Timed {
@@ -336,7 +408,7 @@ impl ComputeProvider for Timed {
     }
     async fn launch(&self, spec: &LaunchSpec, _: &CancellationToken) -> ProviderResult<Vec<String>> {
         let (l, _) = self.times.get(&spec.target.service).copied().unwrap_or((0, 0));
-        tokio::time::sleep(Duration::from_millis(l)).await;
+        precise::sleep(Duration::from_millis(l)).await;
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(vec![format!("{}-{n}", spec.target.service)])
     }
@@ -348,7 +420,7 @@ impl ComputeProvider for Timed {
         _: &CancellationToken,
     ) -> ProviderResult<()> {
         let (_, h) = self.times.get(&t.service).copied().unwrap_or((0, 0));
-        tokio::time::sleep(Duration::from_millis(h)).await;
+        precise::sleep(Duration::from_millis(h)).await;
         Ok(())
     }
     async fn cutover(&self, _: &ServiceRef, _: &[String]) -> ProviderResult<()> {
