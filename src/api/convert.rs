@@ -136,7 +136,7 @@ pub fn run(v: &crate::domain::run::RunView) -> pb::Run {
                     state: s.state.as_str().into(),
                     attempts: s.attempts,
                     queued_ms: v.queued_ms_of(step),
-                    launched_ms: s.launched_ms,
+                    launched_ms: v.launch_began_ms(step),
                     healthy_ms: s.healthy_ms,
                     cutover_ms: s.cutover_ms,
                     finished_ms: s.finished_ms,

@@ -613,6 +613,14 @@ impl RunView {
         })
     }
 
+    /// When a service's launch began: its `LaunchStarted`, or, when that was
+    /// written ahead with its last dependency's health gate, the moment that
+    /// dependency was cut over (the launch waits for it).
+    pub fn launch_began_ms(&self, step: &PlannedStep) -> Option<u64> {
+        let launched = self.services.get(&step.service)?.launched_ms?;
+        Some(self.queued_ms_of(step).map_or(launched, |ready| launched.max(ready)))
+    }
+
     /// The critical path over the step times this run measured (launch to
     /// cut over): the lower bound for any schedule of the same steps.
     pub fn measured_critical_path(&self) -> (Vec<String>, u64) {
@@ -620,7 +628,8 @@ impl RunView {
             crate::domain::dag::Dag::new(self.spec.steps.iter().map(|s| (s.service.as_str(), s.depends_on.as_slice())));
         let took = |i: usize| {
             let s = &self.services[dag.name(i)];
-            let ms = match (s.launched_ms, s.cutover_ms) {
+            // The DAG was built from the steps in order: indices match.
+            let ms = match (self.launch_began_ms(&self.spec.steps[i]), s.cutover_ms) {
                 (Some(a), Some(b)) => b.saturating_sub(a),
                 _ => 0,
             };

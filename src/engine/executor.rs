@@ -64,6 +64,14 @@ pub struct Executor {
     waiting_on: Vec<usize>,
     /// Services whose dependencies are all healthy, in the order they became so.
     ready: VecDeque<usize>,
+    /// Per service: its current attempt passed the health gate (`Healthy`
+    /// is durable) and is not cut over yet.
+    gated: Vec<bool>,
+    /// Per service: its task reported the cutover done (durable or not yet).
+    cut: Vec<bool>,
+    /// Services whose launch is announced in the journal and whose task has
+    /// not started (they hold a parallelism slot).
+    announced: BTreeSet<usize>,
     /// When the region lease was last taken or renewed: while it surely
     /// holds, store hiccups are waited out instead of ending the run.
     last_renewal: tokio::time::Instant,
@@ -121,12 +129,17 @@ impl Executor {
             seen_requests: BTreeSet::new(),
             waiting_on: Vec::new(),
             ready: VecDeque::new(),
+            gated: Vec::new(),
+            cut: Vec::new(),
+            announced: BTreeSet::new(),
             last_renewal: tokio::time::Instant::now(),
             spans: std::collections::HashMap::new(),
             held: VecDeque::new(),
             timed_out: None,
             counted_active: false,
         };
+        ex.gated = vec![false; ex.dag.len()];
+        ex.cut = vec![false; ex.dag.len()];
         ex.waiting_on = (0..ex.dag.len())
             .map(|i| ex.dag.deps(i).iter().filter(|&&d| ex.state_of(d) != ServiceState::Healthy).count())
             .collect();
@@ -219,6 +232,17 @@ impl Executor {
         };
         self.observe(&entry);
         self.view.apply(&entry);
+        if let Some(i) = entry.event.service().and_then(|s| self.dag.index_of(s)) {
+            match &entry.event {
+                Event::Healthy { .. } => self.gated[i] = true,
+                Event::AttemptFailed { .. } | Event::CutOver { .. } => self.gated[i] = false,
+                _ => {}
+            }
+            if self.state_of(i).is_terminal() {
+                self.gated[i] = false;
+                self.announced.remove(&i);
+            }
+        }
         self.ctx.notifier.event(&self.view, &entry.event);
         let _ = self.events.send(entry);
         // Dependents whose last dependency this was become ready.
@@ -284,35 +308,92 @@ impl Executor {
         &self.view.spec.steps[self.dag.index_of(name).expect("every service has a step")]
     }
 
-    /// The launches that `events` make ready, announced in the same journal
-    /// write: a dependent's `LaunchStarted` goes with the `CutOver` of its
-    /// last dependency instead of one write later, so each link of the
-    /// critical path waits for one write fewer. Only a fresh first attempt
-    /// that starts at once (no approval to wait for, a free slot) is
-    /// announced; its task then carries on with the launch in flight, as a
-    /// resumed one does. The journal keeps the order: the announcement is
-    /// durable together with, or after, what made the service ready.
+    /// The launches that `events` make possible, announced in the same
+    /// journal write, so that each link of the critical path waits for one
+    /// write only. A dependent's `LaunchStarted` goes with the `Healthy` of
+    /// its last dependency to pass its health gate: that write is the fence
+    /// before the dependency's cutover, and once the cutover is done the
+    /// dependent launches at once (`start_early`), while the `CutOver` is
+    /// being written. A `CutOver` or `Kept` announces what an earlier write
+    /// could not (no free slot then). Only a fresh first attempt that can
+    /// start at once (no approval to wait for, a free slot) is announced; its
+    /// task then carries on with the launch in flight, as a resumed one does.
+    /// A launch is never announced before every dependency passed its gate.
     fn announce_launches(&self, events: &[Event], slots: usize) -> Vec<Event> {
         if slots == 0 || self.cancel.is_cancelled() || self.view.awaiting_approval() {
             return Vec::new();
         }
         let room = slots.min(super::journal::MAX_BATCH.saturating_sub(events.len()));
-        let mut waiting: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+        // Services of this batch past their health gate, in order.
+        let passed: Vec<usize> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Healthy { service, .. } | Event::CutOver { service, .. } | Event::Kept { service } => {
+                    self.dag.index_of(service)
+                }
+                _ => None,
+            })
+            .collect();
+        let past_gate = |x: usize| self.state_of(x) == ServiceState::Healthy || self.gated[x] || passed.contains(&x);
+        let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for e in events {
-            let (Event::CutOver { service, .. } | Event::Kept { service }) = e else { continue };
-            let Some(i) = self.dag.index_of(service).filter(|&i| self.state_of(i) != ServiceState::Healthy) else {
-                continue;
-            };
+        for &i in &passed {
             for &d in self.dag.dependents(i) {
-                let left = waiting.entry(d).or_insert(self.waiting_on[d]);
-                *left = left.saturating_sub(1);
-                if *left == 0 && out.len() < room && self.starts_with_a_launch(d) {
+                if out.len() >= room {
+                    return out;
+                }
+                if seen.insert(d)
+                    && !self.announced.contains(&d)
+                    && self.starts_with_a_launch(d)
+                    && self.dag.deps(d).iter().all(|&x| past_gate(x))
+                {
                     out.push(Event::LaunchStarted { service: self.dag.name(d).to_string(), attempt: 1 });
                 }
             }
         }
         out
+    }
+
+    /// Announced dependents of services whose cutover their tasks just
+    /// reported start now (their launch is durable already), without waiting
+    /// for the `CutOver` to be written: a crash before it is written resumes
+    /// the dependency at its health gate, and the dependent's relaunch with
+    /// the same key finds what it launched.
+    fn start_early(&mut self, msgs: &[Msg]) {
+        for m in msgs {
+            let Event::CutOver { service, .. } = &m.event else { continue };
+            let Some(i) = self.dag.index_of(service) else { continue };
+            self.cut[i] = true;
+            for k in 0..self.dag.dependents(i).len() {
+                let d = self.dag.dependents(i)[k];
+                let deps_cut =
+                    self.dag.deps(d).iter().all(|&x| self.cut[x] || self.state_of(x) == ServiceState::Healthy);
+                if self.announced.contains(&d) && deps_cut {
+                    self.ready.push_front(d);
+                }
+            }
+        }
+    }
+
+    /// Starts ready services' tasks, up to the run's parallelism.
+    fn fill(
+        &mut self,
+        tasks: &mut JoinSet<(String, Outcome)>,
+        started: &mut BTreeSet<String>,
+        tx: &mpsc::Sender<Msg>,
+        approvals: &watch::Receiver<BTreeSet<String>>,
+    ) {
+        let parallelism = self.view.spec.parallelism.max(1);
+        while tasks.len() < parallelism {
+            let Some(i) = self.ready.pop_front() else { break };
+            let name = self.dag.name(i).to_string();
+            if self.state_of(i).is_terminal() || !started.insert(name.clone()) {
+                continue;
+            }
+            self.announced.remove(&i);
+            let task = self.task(&name, tx.clone(), approvals.clone());
+            tasks.spawn(async move { (name, task.run().await) });
+        }
     }
 
     /// Whether a ready service's task would begin by launching its first attempt.
@@ -547,15 +628,7 @@ impl Executor {
                 }
                 self.ready.clear();
             } else {
-                while tasks.len() < parallelism {
-                    let Some(i) = self.ready.pop_front() else { break };
-                    let name = self.dag.name(i).to_string();
-                    if self.state_of(i).is_terminal() || !started.insert(name.clone()) {
-                        continue;
-                    }
-                    let task = self.task(&name, tx.clone(), approvals_rx.clone());
-                    tasks.spawn(async move { (name, task.run().await) });
-                }
+                self.fill(&mut tasks, &mut started, &tx, &approvals_rx);
             }
             // Once every service is healthy, the manifest's smoke checks run
             // (those a resumed run has not recorded yet).
@@ -647,7 +720,11 @@ impl Executor {
                             Err(_) => break,
                         }
                     }
-                    let slots = parallelism.saturating_sub(tasks.len() + self.ready.len());
+                    if !self.cancel.is_cancelled() {
+                        self.start_early(&batch);
+                        self.fill(&mut tasks, &mut started, &tx, &approvals_rx);
+                    }
+                    let slots = parallelism.saturating_sub(tasks.len() + self.ready.len() + self.announced.len());
                     self.on_messages(batch, slots).await?;
                 }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
@@ -748,9 +825,15 @@ impl Executor {
                 _ => None,
             })
             .collect();
+        let announced = self.announce_launches(&events, slots);
+        let announced_services: Vec<usize> =
+            announced.iter().filter_map(|e| e.service().and_then(|s| self.dag.index_of(s))).collect();
         let mut events = events;
-        events.extend(self.announce_launches(&events, slots));
+        events.extend(announced);
         let result = self.persist_all(events).await;
+        if result.is_ok() {
+            self.announced.extend(announced_services);
+        }
         let ok = result.is_ok();
         acks.into_iter().for_each(|a| {
             let _ = a.send(ok);

@@ -196,8 +196,9 @@ pub(crate) async fn read_timings(store: &DynStore, env: &str) -> Timings {
 pub(crate) async fn record_timings(store: &DynStore, view: &RunView) {
     let key = layout::timings(&view.spec.environment);
     let mut timings = read_timings(store, &view.spec.environment).await;
-    for s in view.services.values() {
-        if let (Some(a), Some(b)) = (s.launched_ms, s.healthy_ms) {
+    for step in &view.spec.steps {
+        let s = &view.services[&step.service];
+        if let (Some(a), Some(b)) = (view.launch_began_ms(step), s.healthy_ms) {
             timings.services.insert(s.name.clone(), b.saturating_sub(a));
         }
     }

@@ -32,6 +32,8 @@ struct Behaviour {
     permanent_launch_error: bool,
     /// The first N launches fail with a transient error (throttling).
     transient_launch_errors: u32,
+    /// How long its cutover takes.
+    cutover_ms: u64,
 }
 
 #[derive(Default)]
@@ -47,6 +49,8 @@ struct World {
     /// Services retired (prune), in order, with what was cut over before.
     retired: Vec<(String, usize)>,
     cut_over: usize,
+    /// Provider calls in the order they were made: ("launch" | "cutover", service).
+    calls: Vec<(&'static str, String)>,
     /// Each instance's environment (a drill's namespace).
     envs: BTreeMap<String, String>,
 }
@@ -112,6 +116,7 @@ impl ComputeProvider for Scripted {
             }
             w.in_flight.insert(service.clone());
             w.max_in_flight = w.max_in_flight.max(w.in_flight.len());
+            w.calls.push(("launch", service.clone()));
         }
         sleep_or_cancel(self.script[&service].launch_ms, cancel).await?;
         let mut w = self.world();
@@ -150,9 +155,11 @@ impl ComputeProvider for Scripted {
         Ok(())
     }
     async fn cutover(&self, t: &ServiceRef, _: &[String]) -> ProviderResult<()> {
+        tokio::time::sleep(Duration::from_millis(self.script[&t.service].cutover_ms)).await;
         let mut w = self.world();
         w.in_flight.remove(&t.service);
         w.cut_over += 1;
+        w.calls.push(("cutover", t.service.clone()));
         Ok(())
     }
     async fn terminate(&self, ids: &[String]) -> ProviderResult<()> {
@@ -302,7 +309,27 @@ impl Harness {
     }
 
     async fn finish(&self, id: &str) -> (RunView, Vec<Entry>) {
-        finish_on(&self.engine, id).await
+        let (view, entries) = finish_on(&self.engine, id).await;
+        self.assert_launched_after_cutovers(&view);
+        (view, entries)
+    }
+
+    /// The provider saw every launch of a service after the cutover of each
+    /// of its dependencies (those it replaced; a kept one has no cutover).
+    fn assert_launched_after_cutovers(&self, view: &RunView) {
+        let w = self.provider.world();
+        let mut cut = BTreeSet::new();
+        for (call, service) in &w.calls {
+            if *call == "cutover" {
+                cut.insert(service.as_str());
+                continue;
+            }
+            let Some(step) = view.spec.steps.iter().find(|s| &s.service == service) else { continue };
+            for d in &step.depends_on {
+                let kept = view.spec.steps.iter().any(|s| &s.service == d && s.action == Action::Keep);
+                assert!(kept || cut.contains(d.as_str()), "{service} was launched before {d} was cut over");
+            }
+        }
     }
 
     /// A run taken over by a second server succeeded, in order, with exactly
@@ -312,6 +339,7 @@ impl Harness {
         assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
         assert_eq!(view.owners, ["test-server", "second-server"]);
         assert_ordering(&view, &entries);
+        self.assert_launched_after_cutovers(&view);
         let w = self.provider.world();
         assert_eq!(w.launches.len(), services, "one launch per service: {:?}", w.launches);
         assert_eq!(w.alive.len(), services);
@@ -325,22 +353,30 @@ async fn finish_on(engine: &Arc<Engine>, id: &str) -> (RunView, Vec<Entry>) {
 
 impl Harness {}
 
-/// Every launch starts after all of the service's dependencies were healthy and cut over.
+/// In the journal, a service's launch is written after each of its
+/// dependencies passed its health gate (or was kept), and its instances
+/// after each dependency's cutover.
 fn assert_ordering(view: &RunView, entries: &[Entry]) {
+    let mut gated_at: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut ready_at: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let after = |at: &BTreeMap<&str, (u64, u64)>, e: &Entry, service: &str, what: &str| {
+        let step = view.spec.steps.iter().find(|s| s.service == service).unwrap();
+        for d in &step.depends_on {
+            let (seq, t) = at.get(d.as_str()).unwrap_or_else(|| panic!("{service}'s {what} before {d}'s"));
+            assert!(*seq < e.seq && *t <= e.elapsed_ms, "{service}'s {what} before {d}'s");
+        }
+    };
     for e in entries {
         match &e.event {
+            Event::Healthy { service, .. } => {
+                gated_at.entry(service).or_insert((e.seq, e.elapsed_ms));
+            }
             Event::CutOver { service, .. } | Event::Kept { service } => {
+                gated_at.entry(service).or_insert((e.seq, e.elapsed_ms));
                 ready_at.insert(service, (e.seq, e.elapsed_ms));
             }
-            Event::LaunchStarted { service, .. } => {
-                let step = view.spec.steps.iter().find(|s| &s.service == service).unwrap();
-                for d in &step.depends_on {
-                    let (seq, t) =
-                        ready_at.get(d.as_str()).unwrap_or_else(|| panic!("{service} launched before {d} was healthy"));
-                    assert!(*seq < e.seq && *t <= e.elapsed_ms, "{service} launched before {d} was healthy");
-                }
-            }
+            Event::LaunchStarted { service, .. } => after(&gated_at, e, service, "launch"),
+            Event::InstancesLaunched { service, .. } => after(&ready_at, e, service, "instances"),
             _ => {}
         }
     }
@@ -843,6 +879,72 @@ mod faults {
         });
     }
 
+    /// Each link of the critical path waits for one journal write: a chain
+    /// of 4 (launch 50 ms, health 50 ms) on a store whose journal writes take
+    /// 30 ms finishes in RunStarted + the first LaunchStarted (60) + 4 ×
+    /// (launch + health + Healthy) (520) + the last CutOver and RunFinished
+    /// (60) = 640 ms. Waiting for each CutOver as well would take 730 ms.
+    #[test]
+    fn each_link_of_the_critical_path_waits_for_one_journal_write() {
+        paused_runtime().block_on(async {
+            let (faulty, store) = faulty();
+            let services: BTreeMap<String, Service> = (0..4)
+                .map(|i| {
+                    (format!("c{i}"), service(&if i == 0 { vec![] } else { vec![format!("c{}", i - 1)] }, 1, false))
+                })
+                .collect();
+            let script = timed(&services, 50, 50);
+            let h = harness_on(store, manifest(services), script).await;
+            faulty.add(Rule::puts("/journal/").fault(Fault::Latency(Duration::from_millis(30))));
+            let id = h.start(4).await;
+            let (view, entries) = h.finish(&id).await;
+            assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+            assert_ordering(&view, &entries);
+            let finished = entries.last().unwrap();
+            assert!(matches!(finished.event, Event::RunFinished { .. }));
+            assert!(finished.elapsed_ms <= 650, "took {} ms: {entries:#?}", finished.elapsed_ms);
+        });
+    }
+
+    /// A server dies after a dependent was launched, while its dependency's
+    /// `CutOver` was still being written: the next owner finds the
+    /// dependency at its health gate and cuts it over again, and the
+    /// dependent's relaunch (same key) finds the instances already there.
+    #[test]
+    fn a_crash_while_a_cutover_is_written_after_its_dependent_launched_resumes() {
+        paused_runtime().block_on(async {
+            let shared: DynStore = Arc::new(MemStore::new());
+            let faulty = Arc::new(FaultyStore::new(shared.clone()));
+            let services = BTreeMap::from([
+                ("a".to_string(), service(&[], 1, false)),
+                ("b".to_string(), service(&["a".to_string()], 1, false)),
+            ]);
+            let mut script = timed(&services, 100, 100);
+            script.get_mut("a").unwrap().cutover_ms = 1_000;
+            script.get_mut("b").unwrap().launch_ms = 10;
+            let h = harness_on(faulty.clone(), manifest(services), script).await;
+            let second = h.second_engine_on(shared.clone());
+            let id = h.start(4).await;
+            // a passed its gate (written, with b's launch); its cutover takes 1 s.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let entries = journal::read_from(&shared, &id, 0).await.unwrap();
+            assert!(entries.iter().any(|e| matches!(&e.event, Event::LaunchStarted { service, .. } if service == "b")));
+            // From now on journal writes are slow: a's CutOver is still in flight when b has launched.
+            faulty.add(Rule::puts("/journal/").fault(Fault::Latency(Duration::from_secs(5))));
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            assert!(h.provider.world().launches.keys().any(|k| k.contains("/b/")), "b launched");
+            h.engine.abort_all();
+            let entries = journal::read_from(&shared, &id, 0).await.unwrap();
+            assert!(
+                !entries.iter().any(|e| matches!(&e.event, Event::CutOver { .. })),
+                "a's cutover is not durable: {entries:#?}"
+            );
+            tokio::time::sleep(Duration::from_secs(16)).await;
+            second.sweep().await.unwrap();
+            h.assert_taken_over(&second, &id, 2).await;
+        });
+    }
+
     #[test]
     fn a_lost_reply_to_a_journal_write_is_resolved() {
         paused_runtime().block_on(async {
@@ -1210,18 +1312,21 @@ fn a_cutover_that_readies_more_services_than_a_batch_holds() {
 }
 
 /// A dependent's launch is announced in the journal write that records its
-/// dependency's cutover (one write fewer per link of the critical path);
-/// a service that waits for approval is not announced, and every service is
+/// dependency's health gate (the fence before that dependency's cutover), so
+/// each link of the critical path waits for one write; the provider still
+/// sees the launch after the cutover (`Harness::finish` checks it). A
+/// service that waits for approval is not announced, and every service is
 /// launched once.
 #[test]
-fn a_ready_dependent_is_announced_with_its_dependency_cutover() {
+fn a_dependent_launch_is_written_with_its_dependency_health_gate() {
     paused_runtime().block_on(async {
         let services = BTreeMap::from([
             ("a".to_string(), service(&[], 1, false)),
             ("b".to_string(), service(&["a".to_string()], 1, false)),
             ("gated".to_string(), service(&["b".to_string()], 1, true)),
         ]);
-        let script = timed(&services, 10, 10);
+        let mut script = timed(&services, 10, 10);
+        script.get_mut("a").unwrap().cutover_ms = 100;
         let h = harness(manifest(services), script).await;
         let id = h.start(4).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -1238,9 +1343,9 @@ fn a_ready_dependent_is_announced_with_its_dependency_cutover() {
             }
         }
         let seq = |f: &dyn Fn(&Event) -> bool| entries.iter().find(|e| f(&e.event)).map(|e| e.seq).unwrap();
-        let cut_a = seq(&|e| matches!(e, Event::CutOver { service, .. } if service == "a"));
+        let gate_a = seq(&|e| matches!(e, Event::Healthy { service, .. } if service == "a"));
         let start_b = seq(&|e| matches!(e, Event::LaunchStarted { service, .. } if service == "b"));
-        assert_eq!(object_of[&cut_a], object_of[&start_b], "b's launch is written with a's cutover");
+        assert_eq!(object_of[&gate_a], object_of[&start_b], "b's launch is written with a's health gate");
         let cut_b = seq(&|e| matches!(e, Event::CutOver { service, .. } if service == "b"));
         let asked = seq(&|e| matches!(e, Event::ApprovalRequested { service } if service == "gated"));
         assert!(asked > cut_b, "gated asks for approval after b is cut over");
@@ -1261,6 +1366,10 @@ fn a_ready_dependent_is_announced_with_its_dependency_cutover() {
             .filter(|e| matches!(&e.event, Event::LaunchStarted { service, .. } if service == "b"))
             .count();
         assert_eq!(launched, 1, "b's launch is recorded once");
+        // Reports count b's launch from a's cutover, which it waited for.
+        let step_b = view.spec.steps.iter().find(|s| s.service == "b").unwrap();
+        assert!(view.services["b"].launched_ms < view.queued_ms_of(step_b));
+        assert_eq!(view.launch_began_ms(step_b), view.queued_ms_of(step_b));
     });
 }
 
