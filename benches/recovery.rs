@@ -561,6 +561,9 @@ async fn open_store(kind: &str, dir: &std::path::Path) -> DynStore {
     }
 }
 
+/// The store kind for the directory store on tmpfs (`/dev/shm`).
+const TMPFS: &str = "directory on tmpfs";
+
 /// The scale runs' store directories, removed when the harness ends: removing
 /// tens of thousands of files between runs made the next run's file creation
 /// slow on this machine's ext4 (it has no journal, so a new inode skips every
@@ -572,7 +575,11 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
     let bound_ms = region.bound_ms();
     let mut rows = Vec::new();
     for &schedule in schedules {
-        let dir = tempfile::tempdir().unwrap();
+        // The directory store on tmpfs: the engine without this VM's disk.
+        let dir = match store_kind {
+            TMPFS => tempfile::tempdir_in("/dev/shm").unwrap(),
+            _ => tempfile::tempdir().unwrap(),
+        };
         let store = open_store(store_kind, dir.path()).await;
         let env = format!("scale{n}");
         let (text, times) = region.manifest(&env, schedule == "waves");
@@ -757,12 +764,19 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--launch-only`: just the launch-overhead table (for before/after comparisons).
     let launch_only = std::env::args().any(|a| a == "--launch-only");
-    // `--scale-only N [--s3]`: one Lifeboat recovery of N services on the directory store, or on S3 (for profiling).
+    // `--scale-only N [--s3 | --tmpfs]`: one Lifeboat recovery of N services on the directory store, on S3, or on
+    // the directory store on tmpfs (for profiling).
     let args: Vec<String> = std::env::args().collect();
     if let Some(n) = args.iter().position(|a| a == "--scale-only").and_then(|i| args.get(i + 1)?.parse::<usize>().ok())
     {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        let store = if args.iter().any(|a| a == "--s3") { "s3" } else { "directory" };
+        let store = if args.iter().any(|a| a == "--s3") {
+            "s3"
+        } else if args.iter().any(|a| a == "--tmpfs") {
+            TMPFS
+        } else {
+            "directory"
+        };
         for r in rt.block_on(scale(n, store, &["lifeboat"])) {
             println!(
                 "{} services: {:.2} s (of which start {:.0} ms; bound {:.2} s), CPU {:.1} s, {:.2} store requests per service, peak RSS {:.0} MiB",
@@ -852,9 +866,13 @@ fn main() {
     let mut all_rows = Vec::new();
     for &n in sizes {
         let mut rows = rt.block_on(scale(n, "directory", &["lifeboat", "waves", "parallelism 10"]));
-        // On S3 (moto on loopback): Lifeboat's own schedule.
-        let s3 = rt.block_on(scale(n, "s3", &["lifeboat"]));
-        for r in rows.iter().chain(&s3) {
+        // On S3 (moto on loopback): Lifeboat's own schedule; at the largest
+        // size also on tmpfs, which shows the engine apart from the disk.
+        let mut others = rt.block_on(scale(n, "s3", &["lifeboat"]));
+        if n == 10_000 && std::path::Path::new("/dev/shm").is_dir() {
+            others.extend(rt.block_on(scale(n, TMPFS, &["lifeboat"])));
+        }
+        for r in rows.iter().chain(&others) {
             line(format!(
                 "| {} | {} | {} | {:.2} s | {:.0} ms | {:.2} s | {:.2} | {:.1} s | {:.1} |",
                 r.n,
