@@ -41,13 +41,23 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Object-store requests so far (all operations), from the metrics.
-fn store_requests() -> f64 {
+/// A counter's total over its labels, from the metrics.
+fn counter(name: &str) -> f64 {
     lifeboat::metrics::render()
         .lines()
-        .filter(|l| l.starts_with("lifeboat_store_requests_total"))
+        .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Object-store requests so far (all operations).
+fn store_requests() -> f64 {
+    counter("lifeboat_store_requests_total")
+}
+
+/// Object bytes read and written so far.
+fn store_bytes() -> f64 {
+    counter("lifeboat_store_bytes_total")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -542,6 +552,7 @@ struct ScaleRow {
     bound_ms: u64,
     cpu: f64,
     requests_per_service: f64,
+    bytes_per_service: f64,
     /// Of the wall time: starting the run, before the first launch.
     start: Duration,
 }
@@ -587,7 +598,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
         let provider = Arc::new(Timed { times, next: Default::default() });
         let e = engine(&store, provider);
         let parallelism = if schedule == "parallelism 10" { 10 } else { lifeboat::engine::MAX_PARALLELISM };
-        let (cpu, requests) = (cpu_seconds(), store_requests());
+        let (cpu, requests, bytes) = (cpu_seconds(), store_requests(), store_bytes());
         let (wall, start) = recover(&e, &env, parallelism).await;
         rows.push(ScaleRow {
             n,
@@ -597,6 +608,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
             bound_ms,
             cpu: cpu_seconds() - cpu,
             requests_per_service: (store_requests() - requests) / n as f64,
+            bytes_per_service: (store_bytes() - bytes) / n as f64,
             start,
         });
         SCALE_DIRS.lock().unwrap().push(dir);
@@ -779,13 +791,14 @@ fn main() {
         };
         for r in rt.block_on(scale(n, store, &["lifeboat"])) {
             println!(
-                "{} services: {:.2} s (of which start {:.0} ms; bound {:.2} s), CPU {:.1} s, {:.2} store requests per service, peak RSS {:.0} MiB",
+                "{} services: {:.2} s (of which start {:.0} ms; bound {:.2} s), CPU {:.1} s, {:.2} store requests and {:.1} KiB per service, peak RSS {:.0} MiB",
                 r.n,
                 r.wall.as_secs_f64(),
                 ms(r.start),
                 r.bound_ms as f64 / 1000.0,
                 r.cpu,
                 r.requests_per_service,
+                r.bytes_per_service / 1024.0,
                 lifeboat::testkit::peak_rss_mib()
             );
         }
@@ -860,8 +873,8 @@ fn main() {
 
     line("### Scale: seeded layered DAGs, 5–25 ms launch + 5–25 ms health per service".into());
     line(String::new());
-    line("| services | store | schedule | wall time | of which start | critical-path bound | ratio | orchestrator CPU | store requests per service |".into());
-    line("|---|---|---|---|---|---|---|---|---|".into());
+    line("| services | store | schedule | wall time | of which start | critical-path bound | ratio | orchestrator CPU | store requests per service | store KiB per service |".into());
+    line("|---|---|---|---|---|---|---|---|---|---|".into());
     let sizes: &[usize] = if quick { &[100] } else { &[100, 1_000, 10_000] };
     let mut all_rows = Vec::new();
     for &n in sizes {
@@ -874,7 +887,7 @@ fn main() {
         }
         for r in rows.iter().chain(&others) {
             line(format!(
-                "| {} | {} | {} | {:.2} s | {:.0} ms | {:.2} s | {:.2} | {:.1} s | {:.1} |",
+                "| {} | {} | {} | {:.2} s | {:.0} ms | {:.2} s | {:.2} | {:.1} s | {:.1} | {:.1} |",
                 r.n,
                 r.store,
                 r.schedule,
@@ -883,7 +896,8 @@ fn main() {
                 r.bound_ms as f64 / 1000.0,
                 r.wall.as_secs_f64() * 1000.0 / r.bound_ms as f64,
                 r.cpu,
-                r.requests_per_service
+                r.requests_per_service,
+                r.bytes_per_service / 1024.0
             ));
         }
         rows.retain(|r| r.store == "directory");

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub store_requests: Family<Labels, Counter>,
     pub store_errors: Family<Labels, Counter>,
     pub store_retries: Family<Labels, Counter>,
+    /// Object bytes moved by successful calls, by direction (read, written).
+    pub store_bytes: Family<Labels, Counter>,
     /// Services drifted from known-good at the latest check.
     pub drifted_services: Family<Labels, Gauge>,
     /// Webhook deliveries by source and outcome (started, proposed, duplicate, ignored, unauthorized, …).
@@ -56,6 +58,7 @@ pub fn get() -> &'static Metrics {
             store_requests: Family::default(),
             store_errors: Family::default(),
             store_retries: Family::default(),
+            store_bytes: Family::default(),
             drifted_services: Family::default(),
             webhooks: Family::default(),
             registry: Registry::default(),
@@ -72,6 +75,7 @@ pub fn get() -> &'static Metrics {
         registry.register("store_requests", "Object-store calls by operation", m.store_requests.clone());
         registry.register("store_errors", "Object-store calls that failed after retries", m.store_errors.clone());
         registry.register("store_retries", "Object-store call retries by operation", m.store_retries.clone());
+        registry.register("store_bytes", "Object bytes read and written by successful calls", m.store_bytes.clone());
         registry.register(
             "drifted_services",
             "Services drifted from known-good at the latest check",

@@ -49,6 +49,11 @@ fn health_readiness_and_metrics() {
         sample(&metrics, r#"lifeboat_store_requests_total{operation="put"}"#).is_some_and(|n| n > 5.0),
         "{metrics}"
     );
+    // At least the snapshot and the run record went through the store.
+    for direction in ["read", "written"] {
+        let bytes = sample(&metrics, &format!("lifeboat_store_bytes_total{{direction=\"{direction}\"}}"));
+        assert!(bytes.is_some_and(|n| n > 1000.0), "{direction}: {metrics}");
+    }
     assert_eq!(sample(&metrics, "lifeboat_runs_active"), Some(0.0), "{metrics}");
 
     // A second recovery moves the counters.
@@ -70,7 +75,13 @@ fn health_readiness_and_metrics() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the parser refused it: {}", String::from_utf8_lossy(&out.stderr));
-    for name in ["lifeboat_runs", "lifeboat_step_duration_seconds", "lifeboat_store_requests", "lifeboat_runs_active"] {
+    for name in [
+        "lifeboat_runs",
+        "lifeboat_step_duration_seconds",
+        "lifeboat_store_requests",
+        "lifeboat_store_bytes",
+        "lifeboat_runs_active",
+    ] {
         assert!(stdout.split_whitespace().any(|n| n == name), "{name} not parsed: {stdout}");
     }
 }

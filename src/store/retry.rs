@@ -71,6 +71,12 @@ fn count<T>(operation: &str, result: StoreResult<T>) -> StoreResult<T> {
     result
 }
 
+/// Bytes a successful call moved.
+fn moved(direction: &str, bytes: usize) {
+    let l = crate::metrics::labels(&[("direction", direction)]);
+    crate::metrics::get().store_bytes.get_or_create(&l).inc_by(bytes as u64);
+}
+
 fn retried(operation: &'static str) -> impl Fn(&StoreError, std::time::Duration) {
     move |_, _| {
         crate::metrics::get().store_retries.get_or_create(&crate::metrics::labels(&[("operation", operation)])).inc();
@@ -80,14 +86,18 @@ fn retried(operation: &'static str) -> impl Fn(&StoreError, std::time::Duration)
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for Retrying<S> {
     async fn get(&self, key: &str) -> StoreResult<Option<Object>> {
-        count(
+        let got = count(
             "get",
             (|| self.inner.get(key))
                 .retry(self.policy.backoff())
                 .when(StoreError::is_retryable)
                 .notify(retried("get"))
                 .await,
-        )
+        );
+        if let Ok(Some(o)) = &got {
+            moved("read", o.bytes.len());
+        }
+        got
     }
 
     async fn put(&self, key: &str, bytes: Bytes, opts: PutOptions) -> StoreResult<ETag> {
@@ -108,7 +118,12 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
                 other => other,
             }
         };
-        count("put", once.retry(self.policy.backoff()).when(StoreError::is_retryable).notify(retried("put")).await)
+        let put =
+            count("put", once.retry(self.policy.backoff()).when(StoreError::is_retryable).notify(retried("put")).await);
+        if put.is_ok() {
+            moved("written", bytes.len());
+        }
+        put
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
@@ -147,6 +162,9 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
             .when(StoreError::is_retryable)
             .notify(retried("put_file"))
             .await;
+        if r.is_ok() {
+            moved("written", std::fs::metadata(path).map_or(0, |m| m.len() as usize));
+        }
         count("put_file", r)
     }
 }
