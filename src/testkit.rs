@@ -244,22 +244,31 @@ pub fn rgw_endpoint() -> String {
         .clone()
 }
 
-/// Stops the daemons of a cluster started in `run_dir`, if any.
+/// Stops the daemons of a cluster started in `run_dir`, if any, and waits
+/// (up to 15 s) until the monitor's fixed port is free again: a new cluster
+/// whose monitor cannot bind it fails to start ("problem getting command
+/// descriptions from mon").
 fn stop_ceph(run_dir: &Path) {
     let _ = Command::new("sh")
         .args(["-c", &format!("kill $(cat '{}'/out/*.pid 2>/dev/null) 2>/dev/null; sleep 1", run_dir.display())])
         .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::net::TcpListener::bind("127.0.0.1:6789").is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn start_ceph(dir: &Path) -> String {
     let run_dir = dir.join("cluster");
     let users = dir.join("users");
     let _ = std::fs::remove_dir_all(&users);
+    // An earlier cluster's watchdog stops once the endpoint is no longer its own.
+    let _ = std::fs::remove_file(dir.join("endpoint"));
     // Stop what an earlier cluster may have left behind.
     stop_ceph(&run_dir);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/start-ceph.sh");
     let mut last = String::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let port = free_port();
         let out = Command::new("bash")
             .arg(&script)
@@ -274,14 +283,17 @@ fn start_ceph(dir: &Path) -> String {
             let endpoint = format!("http://127.0.0.1:{port}");
             std::fs::create_dir_all(dir).expect("create the Ceph directory");
             std::fs::write(dir.join("endpoint"), &endpoint).expect("record the RGW endpoint");
-            // Stop the cluster once every process that used it has exited.
+            // Stop the cluster once every process that used it has exited;
+            // a watchdog whose cluster was replaced (another endpoint) stops
+            // watching and never touches the new one.
             let watchdog = format!(
-                "sleep 20; while :; do alive=0; for f in '{users}'/*; do [ -e \"$f\" ] || continue; \
+                "mine() {{ [ \"$(cat '{endpoint_file}' 2>/dev/null)\" = '{endpoint}' ]; }}; \
+                 sleep 20; while :; do mine || exit 0; alive=0; for f in '{users}'/*; do [ -e \"$f\" ] || continue; \
                  if kill -0 \"$(basename \"$f\")\" 2>/dev/null; then alive=1; else rm -f \"$f\"; fi; done; \
                  [ $alive = 1 ] || break; sleep 5; done; \
-                 rm -f '{endpoint}'; kill $(cat '{run}'/out/*.pid 2>/dev/null) 2>/dev/null",
+                 mine && rm -f '{endpoint_file}' && kill $(cat '{run}'/out/*.pid 2>/dev/null) 2>/dev/null",
                 users = users.display(),
-                endpoint = dir.join("endpoint").display(),
+                endpoint_file = dir.join("endpoint").display(),
                 run = run_dir.display()
             );
             let child = Command::new("setsid")
@@ -297,7 +309,7 @@ fn start_ceph(dir: &Path) -> String {
         last = format!("{} {}", tail_of(&out.stdout), tail_of(&out.stderr));
         stop_ceph(&run_dir);
     }
-    panic!("cannot start Ceph RGW with tests/tools/start-ceph.sh (tried twice): {last}");
+    panic!("cannot start Ceph RGW with tests/tools/start-ceph.sh (tried three times): {last}");
 }
 
 /// Test credentials for an S3-API server.
