@@ -248,14 +248,30 @@ pub fn rgw_endpoint() -> String {
 /// (up to 15 s) until the monitor's fixed port is free again: a new cluster
 /// whose monitor cannot bind it fails to start ("problem getting command
 /// descriptions from mon").
-fn stop_ceph(run_dir: &Path) {
+fn stop_ceph(run_dir: &Path) -> Result<(), String> {
+    // By pid file, and by the configuration every daemon was started with:
+    // the script clears the directory first, so a daemon of an earlier
+    // start may have no pid file left. (`[.]` keeps the pattern from
+    // matching this shell's own command line.)
     let _ = Command::new("sh")
-        .args(["-c", &format!("kill $(cat '{}'/out/*.pid 2>/dev/null) 2>/dev/null; sleep 1", run_dir.display())])
+        .args([
+            "-c",
+            &format!(
+                "kill $(cat '{run}'/out/*.pid 2>/dev/null) 2>/dev/null; pkill -f -- '-c {run}/ceph[.]conf'; sleep 1",
+                run = run_dir.display()
+            ),
+        ])
         .status();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while std::net::TcpListener::bind("127.0.0.1:6789").is_err() && std::time::Instant::now() < deadline {
+    while std::net::TcpListener::bind("127.0.0.1:6789").is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err("port 6789, the Ceph monitor's, is held by a process this test kit did not start \
+                        (another checkout's tests?)"
+                .into());
+        }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    Ok(())
 }
 
 fn start_ceph(dir: &Path) -> String {
@@ -265,9 +281,8 @@ fn start_ceph(dir: &Path) -> String {
     // An earlier cluster's watchdog stops once the endpoint is no longer its own.
     let _ = std::fs::remove_file(dir.join("endpoint"));
     // Stop what an earlier cluster may have left behind.
-    stop_ceph(&run_dir);
+    let mut last = stop_ceph(&run_dir).err().unwrap_or_default();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/start-ceph.sh");
-    let mut last = String::new();
     for _ in 0..3 {
         let port = free_port();
         let out = Command::new("bash")
@@ -307,7 +322,9 @@ fn start_ceph(dir: &Path) -> String {
             return endpoint;
         }
         last = format!("{} {}", tail_of(&out.stdout), tail_of(&out.stderr));
-        stop_ceph(&run_dir);
+        if let Err(e) = stop_ceph(&run_dir) {
+            last = format!("{last}; {e}");
+        }
     }
     panic!("cannot start Ceph RGW with tests/tools/start-ceph.sh (tried three times): {last}");
 }
