@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use lifeboat::domain::manifest::{self, Manifest};
 use lifeboat::domain::plan::{Check, LiveInstance};
-use lifeboat::domain::run::RunKind;
+use lifeboat::domain::run::{RunKind, RunView};
 use lifeboat::domain::source::Format;
 use lifeboat::engine::clock::SystemClock;
 use lifeboat::engine::{Engine, RunContext, StartRequest};
@@ -97,10 +97,10 @@ fn engine(store: &DynStore, provider: Arc<dyn ComputeProvider>) -> Arc<Engine> {
     })
 }
 
-/// A recovery of `env`'s latest snapshot to its end: wall time, and how
-/// much of it went to starting the run (snapshot read, plan, lease, run
-/// record) before the first launch could begin.
-async fn recover(engine: &Arc<Engine>, env: &str, parallelism: usize) -> (Duration, Duration) {
+/// A recovery of `env`'s latest snapshot to its end: wall time, how much of
+/// it went to starting the run (snapshot read, plan, lease, run record)
+/// before the first launch could begin, and the finished run.
+async fn recover(engine: &Arc<Engine>, env: &str, parallelism: usize) -> (Duration, Duration, RunView) {
     let t = Instant::now();
     let req = StartRequest {
         environment: env.into(),
@@ -120,7 +120,32 @@ async fn recover(engine: &Arc<Engine>, env: &str, parallelism: usize) -> (Durati
     let took = t.elapsed();
     let view = engine.get(&id).await.unwrap();
     assert_eq!(view.state.as_str(), "succeeded", "{id}");
-    (took, started)
+    (took, started, view)
+}
+
+/// Where the time of the run's own critical path went, from its recorded
+/// times: launching, the health gate, cutting over (`Healthy` to `CutOver`
+/// written), and waiting to launch after the last dependency was cut over.
+fn critical_path_phases(view: &RunView) -> String {
+    let (path, total) = view.measured_critical_path();
+    let (mut launch, mut gate, mut cutover, mut waiting) = (0, 0, 0, 0);
+    for name in &path {
+        let step = view.spec.steps.iter().find(|s| &s.service == name).expect("a step per service");
+        let p = &view.services[name];
+        let (Some(began), Some(running), Some(healthy), Some(cut)) =
+            (view.launch_began_ms(step), p.running_ms, p.healthy_ms, p.cutover_ms)
+        else {
+            continue;
+        };
+        launch += running.saturating_sub(began);
+        gate += healthy.saturating_sub(running);
+        cutover += cut.saturating_sub(healthy);
+        waiting += began.saturating_sub(view.queued_ms_of(step).unwrap_or(began));
+    }
+    format!(
+        "critical path as run: {} services, {total} ms launch to cutover (launch {launch} ms, health gate {gate} ms, cutover {cutover} ms), {waiting} ms ready but not launched",
+        path.len()
+    )
 }
 
 // ---------------------------------------------------------------- 1. launch overhead
@@ -237,7 +262,7 @@ async fn real_region(shape: &Shape, parallelism: usize, ready_after: Duration) -
     push(&store, &text).await;
     let e = engine(&store, provider.clone());
     let cpu = cpu_seconds();
-    let (took, _) = recover(&e, "real", parallelism).await;
+    let (took, _, _) = recover(&e, "real", parallelism).await;
     let cpu = cpu_seconds() - cpu;
     provider.teardown("real").await.unwrap();
     let bound = ready_after * depth(&shape.deps) as u32;
@@ -553,6 +578,8 @@ struct ScaleRow {
     cpu: f64,
     requests_per_service: f64,
     bytes_per_service: f64,
+    /// `critical_path_phases` of the run.
+    phases: String,
     /// Of the wall time: starting the run, before the first launch.
     start: Duration,
 }
@@ -599,7 +626,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
         let e = engine(&store, provider);
         let parallelism = if schedule == "parallelism 10" { 10 } else { lifeboat::engine::MAX_PARALLELISM };
         let (cpu, requests, bytes) = (cpu_seconds(), store_requests(), store_bytes());
-        let (wall, start) = recover(&e, &env, parallelism).await;
+        let (wall, start, view) = recover(&e, &env, parallelism).await;
         rows.push(ScaleRow {
             n,
             store: store_kind,
@@ -609,6 +636,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
             cpu: cpu_seconds() - cpu,
             requests_per_service: (store_requests() - requests) / n as f64,
             bytes_per_service: (store_bytes() - bytes) / n as f64,
+            phases: critical_path_phases(&view),
             start,
         });
         SCALE_DIRS.lock().unwrap().push(dir);
@@ -801,6 +829,7 @@ fn main() {
                 r.bytes_per_service / 1024.0,
                 lifeboat::testkit::peak_rss_mib()
             );
+            println!("{}", r.phases);
         }
         SCALE_DIRS.lock().unwrap().clear();
         return;
