@@ -6,12 +6,10 @@ use super::client::Client;
 use super::output::{print_json, table};
 use super::{AuditCmd, Failure, Output};
 use crate::api::pb;
-use crate::api::pb::audit_service_client::AuditServiceClient;
 
 pub async fn run(client: &Client, cmd: AuditCmd, output: Output) -> Result<(), Failure> {
     let AuditCmd::List { since, actor, action, environment, limit } = cmd;
-    let mut svc =
-        AuditServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.audit();
     let req = pb::ListAuditRequest {
         since: since.unwrap_or_default(),
         actor: actor.unwrap_or_default(),

@@ -45,6 +45,40 @@ pub fn exit_code(code: Code) -> u8 {
 /// or run of a region at the 20,000-service limit is tens of MiB.
 pub const MAX_REPLY_BYTES: usize = 256 << 20;
 
+/// A client of each gRPC service on the connection, accepting replies up
+/// to `MAX_REPLY_BYTES`.
+macro_rules! services {
+    ($($method:ident => $client:ident),* $(,)?) => {
+        impl Client {
+            $(
+                pub fn $method(&self) -> pb::$client<Channel> {
+                    pb::$client::new(self.channel.clone()).max_decoding_message_size(MAX_REPLY_BYTES)
+                }
+            )*
+        }
+    };
+}
+
+mod pb {
+    pub use crate::api::pb::audit_service_client::AuditServiceClient;
+    pub use crate::api::pb::drift_service_client::DriftServiceClient;
+    pub use crate::api::pb::drill_service_client::DrillServiceClient;
+    pub use crate::api::pb::image_service_client::ImageServiceClient;
+    pub use crate::api::pb::recovery_service_client::RecoveryServiceClient;
+    pub use crate::api::pb::snapshot_service_client::SnapshotServiceClient;
+    pub use crate::api::pb::store_service_client::StoreServiceClient;
+}
+
+services! {
+    audit => AuditServiceClient,
+    drift => DriftServiceClient,
+    drills => DrillServiceClient,
+    images => ImageServiceClient,
+    recovery => RecoveryServiceClient,
+    snapshots => SnapshotServiceClient,
+    store => StoreServiceClient,
+}
+
 pub struct Client {
     pub channel: Channel,
     url: String,

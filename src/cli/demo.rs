@@ -13,7 +13,6 @@ use super::follow::{follow, print_run, secs};
 use super::recovery::start;
 use super::{Failure, Output, exit};
 use crate::api::pb;
-use crate::api::pb::snapshot_service_client::SnapshotServiceClient;
 use crate::provider::health::probe_http;
 use crate::server;
 use crate::store::{DynStore, FsStore};
@@ -186,8 +185,7 @@ async fn demo(client: &Client, running: &server::Running, dir: &Path) -> Result<
     let ports = crate::provider::local::pick_listen_ports(SERVICES.len()).map_err(fail)?;
     let text = manifest(&images, &ports);
     std::fs::write(dir.join("shop.toml"), &text).map_err(fail)?;
-    let mut snapshots =
-        SnapshotServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut snapshots = client.snapshots();
     let req = pb::CreateSnapshotRequest {
         manifest: text,
         format: "toml".into(),

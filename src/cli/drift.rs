@@ -6,11 +6,9 @@ use super::client::Client;
 use super::output::{print_json, table};
 use super::{Failure, Output, exit};
 use crate::api::pb;
-use crate::api::pb::drift_service_client::DriftServiceClient;
 
 pub async fn run(client: &Client, environment: String, region: Option<String>, output: Output) -> Result<(), Failure> {
-    let mut svc =
-        DriftServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.drift();
     let req = pb::DriftRequest { environment, region: region.unwrap_or_default() };
     let r = svc.check(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
     match output {

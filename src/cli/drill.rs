@@ -169,8 +169,7 @@ fn verdict_exit(d: &pb::Drill) -> Result<(), Failure> {
 }
 
 pub async fn run(client: &Client, cmd: DrillCmd, output: Output) -> Result<(), Failure> {
-    let mut svc =
-        DrillServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.drills();
     match cmd {
         DrillCmd::Run { environment, snapshot, region, keep_for, timeout, promote_on_pass, detach } => {
             let req = pb::StartDrillRequest {
@@ -372,8 +371,7 @@ async fn schedule(
 
 /// `drill report` and `run report`: the stored report of a finished run.
 pub async fn report(client: &Client, args: ReportArgs, output: Output) -> Result<(), Failure> {
-    let mut svc =
-        DrillServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.drills();
     let r = svc
         .get_report(client.request(pb::GetDrillRequest { id: args.id }))
         .await

@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use super::client::Client;
 use super::{Failure, Output};
 use crate::api::pb;
-use crate::api::pb::recovery_service_client::RecoveryServiceClient;
 
 pub fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
@@ -21,8 +20,7 @@ const TERMINAL_EVENTS: [&str; 5] = ["cut_over", "kept", "service_failed", "skipp
 
 /// Streams the run's events until it finishes; returns the final run.
 pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run, Failure> {
-    let mut svc =
-        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.recovery();
     let run =
         svc.get(client.request(pb::GetRunRequest { id: id.into() })).await.map_err(|e| client.fail(e))?.into_inner();
     let fancy = output == Output::Text && std::io::stdout().is_terminal();

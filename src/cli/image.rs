@@ -8,7 +8,6 @@ use super::client::Client;
 use super::output::{print_json, table};
 use super::{Failure, Output};
 use crate::api::pb;
-use crate::api::pb::image_service_client::ImageServiceClient;
 use crate::store::images::{MAX_ARTIFACT_BYTES, detect};
 
 fn image_json(i: &pb::Image) -> Value {
@@ -42,8 +41,7 @@ pub async fn import_file(client: &Client, path: &Path) -> Result<pb::Image, Fail
         .enumerate()
         .map(|(i, c)| pb::ImportChunk { name: if i == 0 { name.clone() } else { String::new() }, data: c.to_vec() })
         .collect();
-    let mut svc =
-        ImageServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.images();
     let resp = svc.import(client.request(tokio_stream::iter(chunks))).await.map_err(|e| client.fail(e))?;
     Ok(resp.into_inner())
 }
@@ -58,8 +56,7 @@ pub async fn import(client: &Client, path: &Path, output: Output) -> Result<(), 
 }
 
 pub async fn list(client: &Client, output: Output) -> Result<(), Failure> {
-    let mut svc =
-        ImageServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.images();
     let images =
         svc.list(client.request(pb::ListImagesRequest {})).await.map_err(|e| client.fail(e))?.into_inner().images;
     match output {

@@ -7,11 +7,9 @@ use super::client::Client;
 use super::output::safe;
 use super::{Failure, Output};
 use crate::api::pb;
-use crate::api::pb::recovery_service_client::RecoveryServiceClient;
 
 pub async fn print(client: &Client, req: pb::LogsRequest, output: Output) -> Result<(), Failure> {
-    let mut svc =
-        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.recovery();
     let mut stream = svc.logs(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
     while let Some(line) = stream.message().await.map_err(|e| client.fail(e))? {
         match output {

@@ -9,7 +9,6 @@ use super::follow::{follow, print_run, run_json, secs};
 use super::output::{print_json, table};
 use super::{Failure, Output, PlanFormat, RunCmd, RunPick, exit};
 use crate::api::pb;
-use crate::api::pb::recovery_service_client::RecoveryServiceClient;
 use crate::domain::duration::human;
 use crate::domain::plan::{Check, Plan};
 use crate::domain::run::{Action, PlannedStep};
@@ -17,8 +16,7 @@ use crate::domain::run::{Action, PlannedStep};
 pub use super::TargetArgs as Target;
 
 async fn get_plan(client: &Client, t: &Target) -> Result<pb::PlanResponse, Failure> {
-    let mut svc =
-        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.recovery();
     let req = pb::PlanRequest {
         environment: t.environment.clone(),
         snapshot: t.snapshot.clone(),
@@ -182,8 +180,7 @@ pub async fn plan(
 }
 
 pub async fn start(client: &Client, t: Target, parallelism: Option<u32>, propose: bool) -> Result<pb::Run, Failure> {
-    let mut svc =
-        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.recovery();
     let req = pb::StartRecoveryRequest {
         environment: t.environment,
         snapshot: t.snapshot,
@@ -301,8 +298,7 @@ async fn pick_run(client: &Client, pick: RunPick) -> Result<String, Failure> {
     let Some(env) = pick.latest else {
         return Ok(pick.id.unwrap_or_default());
     };
-    let mut svc =
-        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.recovery();
     let req = pb::ListRunsRequest { environment: env.clone(), limit: 1, awaiting_approval: false };
     let runs = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().runs;
     match runs.into_iter().next() {
@@ -312,8 +308,7 @@ async fn pick_run(client: &Client, pick: RunPick) -> Result<String, Failure> {
 }
 
 pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(), Failure> {
-    let mut svc =
-        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.recovery();
     let show = |run: &pb::Run, text: String| match output {
         Output::Json => print_json(&run_json(run)),
         Output::Text => println!("{text}"),

@@ -6,7 +6,6 @@ use super::client::Client;
 use super::output::{print_json, safe, short_digest, snapshot_json, table};
 use super::{Failure, Output, SnapshotCmd};
 use crate::api::pb;
-use crate::api::pb::snapshot_service_client::SnapshotServiceClient;
 
 pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), Failure> {
     // A bad manifest is reported before contacting the server.
@@ -15,9 +14,7 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
         _ => None,
     };
     let client = Client::connect(server).await?;
-    let mut svc = SnapshotServiceClient::new(client.channel.clone())
-        .max_decoding_message_size(super::client::MAX_REPLY_BYTES)
-        .max_encoding_message_size(crate::domain::manifest::MAX_MANIFEST_BYTES + 64 * 1024);
+    let mut svc = client.snapshots().max_encoding_message_size(crate::domain::manifest::MAX_MANIFEST_BYTES + 64 * 1024);
     match cmd {
         SnapshotCmd::Push { file, message, labels } => {
             let (_, text) = push_text.expect("loaded above");

@@ -8,11 +8,9 @@ use super::follow::{run_json, secs};
 use super::output::{print_json, table};
 use super::{Failure, Output};
 use crate::api::pb;
-use crate::api::pb::recovery_service_client::RecoveryServiceClient;
 
 pub async fn run(client: &Client, environment: Option<String>, output: Output) -> Result<(), Failure> {
-    let mut svc =
-        RecoveryServiceClient::new(client.channel.clone()).max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+    let mut svc = client.recovery();
     let req = pb::StatusRequest { environment: environment.unwrap_or_default() };
     let envs = svc.status(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().environments;
     match output {

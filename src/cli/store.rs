@@ -24,8 +24,7 @@ pub async fn run(server: &str, output: Output, cmd: StoreCmd) -> Result<(), Fail
         }
         None => {
             let client = Client::connect(server).await?;
-            let mut svc = pb::store_service_client::StoreServiceClient::new(client.channel.clone())
-                .max_decoding_message_size(super::client::MAX_REPLY_BYTES);
+            let mut svc = client.store();
             svc.check(client.request(pb::CheckStoreRequest {})).await.map_err(|s| client.fail(s))?.into_inner()
         }
     };
