@@ -215,7 +215,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     } else {
         preflight.push(Check::fail(
             "images-for-region",
-            format!("no image for region {} for: {}", input.region, super::listed(&missing_images, super::LISTED)),
+            format!("no image for region {} for: {}", input.region, super::listed(&missing_images)),
         ));
     }
     // Services that are not in the snapshot are deleted once the rest is
@@ -239,10 +239,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     } else if !strays.is_empty() {
         preflight.push(Check::pass(
             "unmanaged-services",
-            format!(
-                "running but not in the snapshot (left alone: --no-prune): {}",
-                super::listed(&strays, super::LISTED)
-            ),
+            format!("running but not in the snapshot (left alone: --no-prune): {}", super::listed(&strays)),
         ));
     }
     let expected: BTreeMap<&str, u64> = steps.iter().map(|s| (s.service.as_str(), s.expected_ms)).collect();

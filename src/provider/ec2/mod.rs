@@ -248,13 +248,10 @@ impl ComputeProvider for Ec2Provider {
         for (ami, services) in &amis {
             match c.ec2.describe_images().image_ids(*ami).send().await {
                 Ok(out) if !out.images().is_empty() => {}
-                Ok(_) => missing.push(format!(
-                    "{} ({ami}: not found in {region})",
-                    crate::domain::listed(services, crate::domain::LISTED)
-                )),
+                Ok(_) => missing.push(format!("{} ({ami}: not found in {region})", crate::domain::listed(services))),
                 Err(e) => missing.push(format!(
                     "{} ({ami}: {})",
-                    crate::domain::listed(services, crate::domain::LISTED),
+                    crate::domain::listed(services),
                     code_of(&e).unwrap_or_else(|| aws_error("DescribeImages", &e).to_string())
                 )),
             }

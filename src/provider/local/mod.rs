@@ -555,17 +555,14 @@ impl ComputeProvider for LocalProvider {
                 "images-in-store",
                 format!(
                     "images not in the store (import them with `lifeboat image import PATH`): {}",
-                    crate::domain::listed(&missing, crate::domain::LISTED)
+                    crate::domain::listed(&missing)
                 ),
             )
         }];
         if !no_entrypoint.is_empty() {
             checks.push(Check::fail(
                 "entrypoints",
-                format!(
-                    "tarball images need launch.entrypoint: {}",
-                    crate::domain::listed(&no_entrypoint, crate::domain::LISTED)
-                ),
+                format!("tarball images need launch.entrypoint: {}", crate::domain::listed(&no_entrypoint)),
             ));
         }
         let (pointers, instances) = match (self.pointers(None).await, self.records().await) {
@@ -608,24 +605,20 @@ impl ComputeProvider for LocalProvider {
         if !held.is_empty() {
             problems.push(format!(
                 "held by another environment or region on this host: {}; give the service another listen address, or tear the holder down first",
-                crate::domain::listed(&held, crate::domain::LISTED)
+                crate::domain::listed(&held)
             ));
         }
         if !taken.is_empty() {
-            problems
-                .push(format!("in use by another program: {}", crate::domain::listed(&taken, crate::domain::LISTED)));
+            problems.push(format!("in use by another program: {}", crate::domain::listed(&taken)));
         }
         if !public.is_empty() {
             problems.push(format!(
                 "not loopback addresses: {}; the local provider serves stable addresses on loopback only, unless the server's config sets [provider.local] allow_public_listen = true",
-                crate::domain::listed(&public, crate::domain::LISTED)
+                crate::domain::listed(&public)
             ));
         }
         if !foreign.is_empty() {
-            problems.push(format!(
-                "not addresses of this host: {}",
-                crate::domain::listed(&foreign, crate::domain::LISTED)
-            ));
+            problems.push(format!("not addresses of this host: {}", crate::domain::listed(&foreign)));
         }
         checks.push(if problems.is_empty() {
             Check::pass("stable-addresses", "every listen address is free or already this service's")
