@@ -784,13 +784,6 @@ timeout = "5s"
             assert!(matches!(repo.get(&env, pushed.version).await, Err(Error::Integrity { .. })), "{env}");
         }
     }
-}
-
-#[cfg(test)]
-mod size_tests {
-    use super::*;
-    use crate::domain::source::Format;
-    use crate::store::memory::MemStore;
 
     /// A manifest within the size limit stays readable once stored, although
     /// its stored form (every default spelled out, as JSON) is larger than
