@@ -86,17 +86,18 @@ pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
         .map(|s| {
             let p = &view.services[&s.service];
             let until = p.healthy_ms.or(p.cutover_ms);
+            let began = view.launch_began_ms(s);
             ServiceRow {
                 name: s.service.clone(),
                 action: crate::domain::plan::action_name(s.action).into(),
                 state: p.state.as_str().into(),
                 attempts: p.attempts,
                 queued_ms: view.queued_ms_of(s),
-                launch_started_ms: view.launch_began_ms(s),
+                launch_started_ms: began,
                 running_ms: p.running_ms,
                 healthy_ms: until,
                 finished_ms: p.finished_ms,
-                launch_overhead_ms: view.launch_began_ms(s).zip(p.running_ms).map(|(a, b)| b.saturating_sub(a)),
+                launch_overhead_ms: began.zip(p.running_ms).map(|(a, b)| b.saturating_sub(a)),
                 startup_ms: p.running_ms.zip(until).map(|(a, b)| b.saturating_sub(a)),
                 critical: critical_path.contains(&s.service),
                 error: p.error.clone(),

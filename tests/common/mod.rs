@@ -176,7 +176,6 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// The local provider's directory of a server made by `start`.
     /// A server on the directory store with this `lifeboat.toml` (in its
     /// own directory, beside `store` and `local`).
     pub fn with_config(config: &str) -> Server {
@@ -189,8 +188,9 @@ impl Server {
         s
     }
 
+    /// The local provider's directory of a server made by `start` or `with_config`.
     pub fn local_dir(&self) -> PathBuf {
-        self.dir.as_ref().expect("made by Server::start").path().join("local")
+        self.dir.as_ref().expect("made by Server::start or Server::with_config").path().join("local")
     }
 
     pub fn addr(&self) -> &str {
@@ -307,7 +307,7 @@ pub fn manifest_text(
 impl Region {
     /// Imports one artifact per service, pushes the manifest, promotes it.
     pub fn setup(server: &Server, env: &str, svcs: &[Svc<'_>]) -> Region {
-        let dir = server.dir.as_ref().expect("made by Server::start").path().to_path_buf();
+        let dir = server.dir.as_ref().expect("made by Server::start or Server::with_config").path().to_path_buf();
         Region::setup_in(server, &dir, env, svcs)
     }
 
