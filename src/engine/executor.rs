@@ -615,13 +615,7 @@ impl Executor {
             .map(|t| tokio::time::Instant::now() + t.saturating_sub(Duration::from_millis(self.elapsed_ms())));
         let mut timed_out = false;
         loop {
-            // Finished tasks give their slots back at once: joining one per
-            // turn of the loop let them pile up behind a busy journal (at
-            // 10,000 services, 1,024 finished or nearly finished tasks held
-            // every slot while ready services waited).
-            while let Some(joined) = tasks.try_join_next() {
-                self.on_joined(joined, &mut decommissions, &tx).await?;
-            }
+            self.join_finished(&mut tasks, &mut decommissions, &tx).await?;
             if self.cancel.is_cancelled() {
                 let pending: Vec<String> = self
                     .view
@@ -729,9 +723,7 @@ impl Executor {
                     }
                     if !self.cancel.is_cancelled() {
                         self.start_early(&batch);
-                        while let Some(joined) = tasks.try_join_next() {
-                            self.on_joined(joined, &mut decommissions, &tx).await?;
-                        }
+                        self.join_finished(&mut tasks, &mut decommissions, &tx).await?;
                         self.fill(&mut tasks, &mut started, &tx, &approvals_rx);
                     }
                     let slots = parallelism.saturating_sub(tasks.len() + self.ready.len() + self.announced.len());
@@ -785,6 +777,22 @@ impl Executor {
         }
         super::report::store(&self.ctx.store, &self.view).await;
         Ok(self.view.clone())
+    }
+
+    /// Every finished task, at once: they give their slots back. Joining
+    /// one per turn of the loop let them pile up behind a busy journal (at
+    /// 10,000 services, 1,024 finished or nearly finished tasks held every
+    /// slot while ready services waited).
+    async fn join_finished(
+        &mut self,
+        tasks: &mut JoinSet<(String, Outcome)>,
+        decommissions: &mut JoinSet<()>,
+        tx: &mpsc::Sender<Msg>,
+    ) -> Result<()> {
+        while let Some(joined) = tasks.try_join_next() {
+            self.on_joined(joined, decommissions, tx).await?;
+        }
+        Ok(())
     }
 
     /// A service task ended: a cut-over service's old instances go after
