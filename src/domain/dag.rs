@@ -1,14 +1,14 @@
 //! Dependency graph of an environment's services: cycle detection with the
 //! cycle's path, topological order, and the critical path.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Nodes are indices `0..len`; `deps[i]` are the nodes `i` depends on.
 #[derive(Debug, Clone)]
 pub struct Dag {
     names: Vec<String>,
-    index: BTreeMap<String, usize>,
+    index: HashMap<String, usize>,
     deps: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
 }
@@ -18,8 +18,11 @@ impl Dag {
     /// manifest validator reports those separately).
     pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Dag {
         let nodes: Vec<(&str, &[String])> = nodes.into_iter().collect();
-        let index: BTreeMap<&str, usize> = nodes.iter().enumerate().map(|(i, (n, _))| (*n, i)).collect();
-        let mut deps = vec![Vec::new(); nodes.len()];
+        let mut index = HashMap::with_capacity(nodes.len());
+        for (i, (n, _)) in nodes.iter().enumerate() {
+            index.insert(String::from(*n), i);
+        }
+        let mut deps: Vec<Vec<usize>> = nodes.iter().map(|(_, ds)| Vec::with_capacity(ds.len())).collect();
         let mut dependents = vec![Vec::new(); nodes.len()];
         for (i, (_, ds)) in nodes.iter().enumerate() {
             for d in ds.iter() {
@@ -31,12 +34,7 @@ impl Dag {
                 }
             }
         }
-        Dag {
-            index: index.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
-            names: nodes.iter().map(|(n, _)| n.to_string()).collect(),
-            deps,
-            dependents,
-        }
+        Dag { index, names: nodes.iter().map(|(n, _)| String::from(*n)).collect(), deps, dependents }
     }
 
     pub fn len(&self) -> usize {
@@ -184,12 +182,17 @@ impl Dag {
     /// The longest chain by total duration, and its length: no schedule can
     /// finish faster than this.
     pub fn critical_path(&self, duration: impl Fn(usize) -> Duration) -> (Vec<usize>, Duration) {
-        let Some(order) = self.topo_order() else {
-            return (Vec::new(), Duration::ZERO);
-        };
+        match self.topo_order() {
+            Some(order) => self.critical_path_in(&order, duration),
+            None => (Vec::new(), Duration::ZERO),
+        }
+    }
+
+    /// `critical_path` with the topological order already at hand.
+    pub fn critical_path_in(&self, order: &[usize], duration: impl Fn(usize) -> Duration) -> (Vec<usize>, Duration) {
         let mut finish = vec![Duration::ZERO; self.len()];
         let mut via = vec![usize::MAX; self.len()];
-        for &v in &order {
+        for &v in order {
             let (start, from) =
                 self.deps[v].iter().map(|&d| (finish[d], d)).max().unwrap_or((Duration::ZERO, usize::MAX));
             finish[v] = start + duration(v);

@@ -29,13 +29,23 @@ pub struct LiveInstance {
 /// A digest of everything an instance is launched with (image, launch
 /// settings, health check): instances whose fingerprint differs from the
 /// snapshot's are replaced, never patched.
+///
+/// The digest is over the canonical JSON of `{"health", "image", "launch"}`;
+/// its bytes must never change, or every running instance would look
+/// changed and be replaced. `launch` is a sorted map of JSON values, so it is
+/// written as it is; `health` goes through a JSON value to sort its keys.
 pub fn fingerprint(service: &Service, image: &str) -> String {
-    let v = serde_json::json!({
-        "image": image,
-        "launch": service.launch,
-        "health": service.health,
-    });
-    super::snapshot::sha256_hex(&super::snapshot::canonical_json(&v))[..16].to_string()
+    use sha2::Digest;
+    #[derive(Serialize)]
+    struct Fingerprinted<'a> {
+        health: serde_json::Value,
+        image: &'a str,
+        launch: &'a BTreeMap<String, serde_json::Value>,
+    }
+    let health = serde_json::to_value(&service.health).expect("a health check always serialises");
+    let v = Fingerprinted { health, image, launch: &service.launch };
+    let bytes = serde_json::to_vec(&v).expect("a fingerprint always serialises");
+    super::snapshot::lower_hex(&sha2::Sha256::digest(&bytes)[..8])
 }
 
 /// How a service's running instances differ from what a snapshot says, in
@@ -155,10 +165,11 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     let m = input.manifest;
     let dag = m.dag();
     let mut preflight = Vec::new();
-    let order = match dag.topo_order() {
+    let topo = dag.topo_order();
+    let order = match &topo {
         Some(o) => {
             preflight.push(Check::pass("dependency-graph", format!("{} services, no cycles", m.services.len())));
-            o
+            o.clone()
         }
         None => {
             let cycles: Vec<String> = dag.cycles().iter().map(|c| c.join(" -> ")).collect();
@@ -172,9 +183,11 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     }
     let mut missing_images = Vec::new();
     let mut steps = Vec::with_capacity(order.len());
+    // The DAG's nodes are the services in the manifest's order.
+    let services: Vec<&Service> = m.services.values().collect();
     for &i in &order {
         let name = dag.name(i);
-        let svc = &m.services[name];
+        let svc = services[i];
         let image = match svc.image.for_region(input.region) {
             Some(id) => id.to_string(),
             None => {
@@ -242,8 +255,15 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             format!("running but not in the snapshot (left alone: --no-prune): {}", super::listed(&strays)),
         ));
     }
-    let expected: BTreeMap<&str, u64> = steps.iter().map(|s| (s.service.as_str(), s.expected_ms)).collect();
-    let (path, total) = dag.critical_path(|i| Duration::from_millis(expected[dag.name(i)]));
+    // Steps follow `order`; deletions come after and are not in the DAG.
+    let mut expected = vec![0; dag.len()];
+    for (&i, step) in order.iter().zip(&steps) {
+        expected[i] = step.expected_ms;
+    }
+    let (path, total) = match &topo {
+        Some(order) => dag.critical_path_in(order, |i| Duration::from_millis(expected[i])),
+        None => (Vec::new(), Duration::ZERO),
+    };
     let rto_objective_ms = m.rto_objective.map(|d| d.0.as_millis() as u64);
     let mut warnings = Vec::new();
     if let Some(rto) = m.rto_objective
@@ -341,6 +361,43 @@ mod tests {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/manifests/good/shop.toml")).unwrap();
         manifest::parse(text.as_bytes(), Format::Toml).unwrap()
+    }
+
+    /// The original definition: the fingerprint's bytes must never change.
+    fn fingerprint_as_first_defined(service: &Service, image: &str) -> String {
+        let v = serde_json::json!({
+            "image": image,
+            "launch": service.launch,
+            "health": service.health,
+        });
+        crate::domain::snapshot::sha256_hex(&crate::domain::snapshot::canonical_json(&v))[..16].to_string()
+    }
+
+    #[test]
+    fn fingerprints_keep_their_bytes() {
+        let random = crate::testkit::random_manifest_toml(300, 3, 7);
+        let random = manifest::parse(random.as_bytes(), Format::Toml).unwrap();
+        // Launch settings are free-form JSON to the fingerprint: odd ones too.
+        let mut hand = shop();
+        for (k, s) in hand.services.values_mut().enumerate() {
+            s.launch.insert("z-nested".into(), serde_json::json!({"b": [1, {"d": 2.5, "c": null}], "a": "é\"q"}));
+            s.launch.insert("on".into(), serde_json::json!(k % 2 == 0));
+            if k % 3 == 0 {
+                s.health = None;
+            }
+        }
+        let mut n = 0;
+        for m in [shop(), random, hand] {
+            for s in m.services.values() {
+                for image in ["", "ami-0123", "img-\u{1F600}\"x"] {
+                    assert_eq!(fingerprint(s, image), fingerprint_as_first_defined(s, image), "{image}");
+                    n += 1;
+                }
+            }
+        }
+        assert!(n > 900);
+        use sha2::Digest;
+        assert_eq!(crate::domain::snapshot::sha256_hex(b"abc"), hex::encode(sha2::Sha256::digest(b"abc")));
     }
 
     fn live(m: &Manifest, service: &str, image: &str, healthy: bool) -> LiveInstance {

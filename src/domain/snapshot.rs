@@ -71,7 +71,15 @@ pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    lower_hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex, as `hex::encode` writes it, without its per-character
+/// iterator (digests and fingerprints of 10,000 services add up).
+pub fn lower_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut out).expect("the buffer is twice the input");
+    String::from_utf8(out).expect("hex is ASCII")
 }
 
 fn digest_of(mut body: serde_json::Value) -> String {
