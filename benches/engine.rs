@@ -55,7 +55,7 @@ async fn recovery(store: DynStore, text: &str, parallelism: usize) -> (Duration,
         actor: "bench".into(),
         drill: None,
     };
-    let id = engine.start(req).await.unwrap().spec.id;
+    let id = engine.start(req).await.unwrap().spec.id.clone();
     use futures::StreamExt;
     let events = engine.watch(&id, 0).await.expect("watch").count().await;
     let took = t.elapsed();

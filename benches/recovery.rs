@@ -114,7 +114,7 @@ async fn recover(engine: &Arc<Engine>, env: &str, parallelism: usize) -> (Durati
         actor: "bench".into(),
         drill: None,
     };
-    let id = engine.start(req).await.unwrap().spec.id;
+    let id = engine.start(req).await.unwrap().spec.id.clone();
     let started = t.elapsed();
     engine.watch(&id, 0).await.expect("watch").count().await;
     let took = t.elapsed();

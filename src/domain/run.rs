@@ -417,7 +417,9 @@ pub struct ServiceProgress {
 /// A run's whole state: its spec plus the fold of its journal.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunView {
-    pub spec: RunSpec,
+    /// Shared: at 10,000 services the steps are megabytes, and a view is
+    /// copied for every reply.
+    pub spec: std::sync::Arc<RunSpec>,
     pub state: RunState,
     pub services: BTreeMap<String, ServiceProgress>,
     pub cancel_requested: bool,
@@ -443,7 +445,8 @@ pub struct RunView {
 }
 
 impl RunView {
-    pub fn new(spec: RunSpec) -> RunView {
+    pub fn new(spec: impl Into<std::sync::Arc<RunSpec>>) -> RunView {
+        let spec = spec.into();
         let services = spec
             .steps
             .iter()
@@ -495,7 +498,7 @@ impl RunView {
     }
 
     /// Folds a sequence of entries (in seq order).
-    pub fn replay(spec: RunSpec, entries: &[Entry]) -> RunView {
+    pub fn replay(spec: impl Into<std::sync::Arc<RunSpec>>, entries: &[Entry]) -> RunView {
         let mut v = RunView::new(spec);
         for e in entries {
             v.apply(e);

@@ -21,7 +21,9 @@ pub struct Snapshot {
     pub labels: BTreeMap<String, String>,
     /// The version that was `latest` when this one was pushed (0: none).
     pub parent: u64,
-    pub manifest: Manifest,
+    /// Shared: a 10,000-service manifest is costly to copy, and snapshots
+    /// are immutable.
+    pub manifest: std::sync::Arc<Manifest>,
     /// The idempotency key of the push that created it, if any: a retried
     /// push with the same key returns this snapshot instead of a new one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,7 +143,7 @@ impl Snapshot {
             message: raw.message,
             labels: raw.labels,
             parent: raw.parent,
-            manifest,
+            manifest: manifest.into(),
             request_id: raw.request_id,
             digest: raw.digest,
         };
@@ -263,7 +265,7 @@ mod tests {
             message: "m".into(),
             labels: BTreeMap::new(),
             parent: 2,
-            manifest: manifest(1, 'a'),
+            manifest: manifest(1, 'a').into(),
             request_id: None,
             digest: String::new(),
         }

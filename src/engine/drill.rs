@@ -109,7 +109,7 @@ impl Engine {
             schedule: opts.schedule.clone(),
         };
         let mut isolated = snap.clone();
-        isolated.manifest = drill::isolate(&snap.manifest, &spec, id);
+        isolated.manifest = drill::isolate(&snap.manifest, &spec, id).into();
         let lease_key = format!("drill/{}/{region}", req.environment);
         let (snap, plan) = self.plan_snapshot(isolated, &spec.namespace, &region, &lease_key, false, false).await?;
         Ok((snap, plan, spec))

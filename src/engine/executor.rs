@@ -46,7 +46,7 @@ pub struct Executor {
     ctx: Arc<RunContext>,
     /// The provider the run's snapshot names.
     provider: Arc<dyn ComputeProvider>,
-    manifest: Manifest,
+    manifest: Arc<Manifest>,
     view: RunView,
     journal: Journal,
     lease: Option<Lease>,
@@ -90,7 +90,7 @@ impl Executor {
     #[allow(clippy::too_many_arguments)]
     pub async fn begin(
         ctx: Arc<RunContext>,
-        manifest: Manifest,
+        manifest: Arc<Manifest>,
         spec: RunSpec,
         journal: Journal,
         entries: &[Entry],
@@ -140,12 +140,13 @@ impl Executor {
         };
         ex.gated = vec![false; ex.dag.len()];
         ex.cut = vec![false; ex.dag.len()];
+        let states: Vec<ServiceState> = (0..ex.dag.len()).map(|i| ex.state_of(i)).collect();
         ex.waiting_on = (0..ex.dag.len())
-            .map(|i| ex.dag.deps(i).iter().filter(|&&d| ex.state_of(d) != ServiceState::Healthy).count())
+            .map(|i| ex.dag.deps(i).iter().filter(|&&d| states[d] != ServiceState::Healthy).count())
             .collect();
         // Deletions (prune) are not scheduled by the DAG: they wait for the rest.
         ex.ready = (0..ex.dag.len())
-            .filter(|&i| ex.waiting_on[i] == 0 && !ex.state_of(i).is_terminal())
+            .filter(|&i| ex.waiting_on[i] == 0 && !states[i].is_terminal())
             .filter(|&i| ex.view.spec.steps[i].action != Action::Delete)
             .collect();
         let owner = ex.ctx.owner.clone();
@@ -902,7 +903,7 @@ async fn emit(tx: &mpsc::Sender<Msg>, event: Event) -> bool {
 
 /// Runs smoke checks one after the other, recording each result.
 async fn verify_checks(
-    m: crate::domain::manifest::Manifest,
+    m: Arc<Manifest>,
     region: String,
     checks: Vec<VerifyCheck>,
     tx: mpsc::Sender<Msg>,

@@ -126,7 +126,7 @@ impl Engine {
         let reference = if self.repo.get_ref(env, "known-good").await?.is_some() { "known-good" } else { "latest" };
         let manifest = self.repo.get_by_ref(env, reference).await?.manifest;
         let provider = self.ctx.providers.get(manifest.provider).map_err(Error::FailedPrecondition)?;
-        let region = req.region.clone().filter(|r| !r.is_empty()).unwrap_or(manifest.region);
+        let region = req.region.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| manifest.region.clone());
         let inventory = provider
             .inventory(env, &region)
             .await

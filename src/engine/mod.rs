@@ -504,7 +504,7 @@ impl Engine {
         }
         let mut snap = self.repo.get(&spec.environment, spec.snapshot_version).await?;
         if let Some(d) = &spec.drill {
-            snap.manifest = crate::domain::drill::isolate(&snap.manifest, d, &spec.id);
+            snap.manifest = crate::domain::drill::isolate(&snap.manifest, d, &spec.id).into();
         }
         if snap.digest != spec.snapshot_digest {
             return Err(Error::FailedPrecondition(format!(

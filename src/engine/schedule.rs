@@ -167,7 +167,7 @@ impl Engine {
                 Ok(view) => {
                     tracing::info!(schedule = %s.id, run_id = %view.spec.id, tick = %rfc3339(due), "schedule fired a drill");
                     started.push(view.spec.id.clone());
-                    view.spec.id
+                    view.spec.id.clone()
                 }
                 Err(e) => {
                     tracing::error!(schedule = %s.id, tick = %rfc3339(due), error = %e, "schedule could not start its drill");

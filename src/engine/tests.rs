@@ -289,7 +289,7 @@ fn recovery_of_latest(parallelism: Option<usize>) -> StartRequest {
 
 impl Harness {
     async fn start(&self, parallelism: usize) -> String {
-        self.engine.start(recovery_of_latest(Some(parallelism))).await.unwrap().spec.id
+        self.engine.start(recovery_of_latest(Some(parallelism))).await.unwrap().spec.id.clone()
     }
 
     /// Another server on the same store and provider (after a crash of the first).

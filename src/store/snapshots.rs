@@ -176,7 +176,7 @@ impl SnapshotRepo {
                 message: new.message.clone(),
                 labels: new.labels.clone(),
                 parent: version - 1,
-                manifest: new.manifest.clone(),
+                manifest: std::sync::Arc::new(new.manifest.clone()),
                 request_id: request_id.map(str::to_string),
                 digest: String::new(),
             }
