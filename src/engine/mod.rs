@@ -258,19 +258,25 @@ impl Engine {
         // An inventory that cannot be read fails preflight too: the plan
         // shows, and says why nothing can be recovered yet.
         let mut inventory_failure = None;
-        let inventory = match &provider {
-            Ok(p) => {
-                match bounded("inventory", CALL_LIMIT, &CancellationToken::new(), p.inventory(target, &region)).await {
-                    Ok(i) => i,
-                    Err(e) => {
-                        inventory_failure = Some(format!("cannot read what runs of {env} in {region}: {e}"));
-                        Vec::new()
-                    }
+        let inventory = async {
+            match &provider {
+                Ok(p) => {
+                    bounded("inventory", CALL_LIMIT, &CancellationToken::new(), p.inventory(target, &region)).await
                 }
+                Err(_) => Ok(Vec::new()),
             }
-            Err(_) => Vec::new(),
         };
-        let history = self.timings(env).await;
+        // Independent reads at once: on S3 each is a round trip before the first launch.
+        let (inventory, history, rejection, lease) = tokio::join!(
+            inventory,
+            self.timings(env),
+            self.repo.rejection(env, snap.version),
+            self.lease_check(lease_key)
+        );
+        let inventory = inventory.unwrap_or_else(|e| {
+            inventory_failure = Some(format!("cannot read what runs of {env} in {region}: {e}"));
+            Vec::new()
+        });
         let mut plan = plan::plan(PlanInput {
             manifest: m,
             snapshot_version: snap.version,
@@ -306,14 +312,14 @@ impl Engine {
                 format!("snapshot {} of {env} uses the {} provider, but {why}", snap.version, m.provider.as_str()),
             )),
         }
-        plan.preflight.push(match self.repo.rejection(env, snap.version).await? {
+        plan.preflight.push(match rejection? {
             Some(r) => Check::fail(
                 "snapshot-status",
                 format!("snapshot {} was rejected by {} at {}: {}", snap.version, r.by, r.at, r.reason),
             ),
             None => Check::pass("snapshot-status", format!("snapshot {} ({}) verified", snap.version, snap.digest)),
         });
-        plan.preflight.push(self.lease_check(lease_key).await?);
+        plan.preflight.push(lease?);
         plan.changes = self.changes(&snap, &plan, &inventory).await;
         Ok((snap, plan))
     }
