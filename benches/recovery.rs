@@ -28,7 +28,7 @@ use lifeboat::engine::clock::SystemClock;
 use lifeboat::engine::{Engine, RunContext, StartRequest};
 use lifeboat::provider::local::LocalProvider;
 use lifeboat::provider::{ComputeProvider, LaunchSpec, LogFrom, LogRead, ProviderResult, ServiceRef};
-use lifeboat::store::{DynStore, FsStore, ImageRepo, NewSnapshot, SnapshotRepo};
+use lifeboat::store::{DynStore, FsStore, ImageRepo, NewSnapshot, ObjectStore, SnapshotRepo};
 use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
@@ -582,6 +582,63 @@ struct ScaleRow {
     phases: String,
     /// Of the wall time: starting the run, before the first launch.
     start: Duration,
+    /// `JournalWrites::summary` of the run.
+    writes: String,
+}
+
+/// Times a store's journal writes (puts under `/journal/`). Each link of the
+/// critical path waits for one (the `Healthy` that must be durable before the
+/// cutover), so their median times the links is a floor under the wall time
+/// that no scheduling can remove while "durable before act" holds.
+struct JournalWrites {
+    inner: DynStore,
+    took: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl JournalWrites {
+    /// "journal writes: N, p50 …, p99 …; L links × p50 = F ms (floor F/bound × the bound)".
+    fn summary(&self, links: usize, bound_ms: u64) -> String {
+        let mut took = std::mem::take(&mut *self.took.lock().unwrap());
+        took.sort();
+        let p50 = percentile(&took, 0.5);
+        let floor = ms(p50) * links as f64;
+        format!(
+            "journal writes: {}, p50 {:.2} ms, p99 {:.2} ms; {links} links × p50 = {floor:.0} ms (a floor of {:.3} × the bound)",
+            took.len(),
+            ms(p50),
+            ms(percentile(&took, 0.99)),
+            1.0 + floor / bound_ms as f64
+        )
+    }
+}
+
+#[async_trait]
+impl ObjectStore for JournalWrites {
+    async fn get(&self, key: &str) -> lifeboat::store::StoreResult<Option<lifeboat::store::Object>> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        bytes: bytes::Bytes,
+        opts: lifeboat::store::PutOptions,
+    ) -> lifeboat::store::StoreResult<String> {
+        let t = Instant::now();
+        let put = self.inner.put(key, bytes, opts).await;
+        if key.contains("/journal/") {
+            self.took.lock().unwrap().push(t.elapsed());
+        }
+        put
+    }
+    async fn list(&self, prefix: &str) -> lifeboat::store::StoreResult<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> lifeboat::store::StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
 }
 
 /// A store as a server opens it (with the retry layer that also counts
@@ -618,7 +675,9 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
             TMPFS => tempfile::tempdir_in("/dev/shm").unwrap(),
             _ => tempfile::tempdir().unwrap(),
         };
-        let store = open_store(store_kind, dir.path()).await;
+        let writes =
+            Arc::new(JournalWrites { inner: open_store(store_kind, dir.path()).await, took: Default::default() });
+        let store: DynStore = writes.clone();
         let env = format!("scale{n}");
         let (text, times) = region.manifest(&env, schedule == "waves");
         push(&store, &text).await;
@@ -627,6 +686,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
         let parallelism = if schedule == "parallelism 10" { 10 } else { lifeboat::engine::MAX_PARALLELISM };
         let (cpu, requests, bytes) = (cpu_seconds(), store_requests(), store_bytes());
         let (wall, start, view) = recover(&e, &env, parallelism).await;
+        let links = view.measured_critical_path().0.len();
         rows.push(ScaleRow {
             n,
             store: store_kind,
@@ -638,6 +698,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
             bytes_per_service: (store_bytes() - bytes) / n as f64,
             phases: critical_path_phases(&view),
             start,
+            writes: writes.summary(links, bound_ms),
         });
         SCALE_DIRS.lock().unwrap().push(dir);
     }
@@ -830,6 +891,7 @@ fn main() {
                 lifeboat::testkit::peak_rss_mib()
             );
             println!("{}", r.phases);
+            println!("{}", r.writes);
         }
         SCALE_DIRS.lock().unwrap().clear();
         return;
@@ -906,6 +968,7 @@ fn main() {
     line("|---|---|---|---|---|---|---|---|---|---|".into());
     let sizes: &[usize] = if quick { &[100] } else { &[100, 1_000, 10_000] };
     let mut all_rows = Vec::new();
+    let mut largest = Vec::new();
     for &n in sizes {
         let mut rows = rt.block_on(scale(n, "directory", &["lifeboat", "waves", "parallelism 10"]));
         // On S3 (moto on loopback): Lifeboat's own schedule; at the largest
@@ -929,8 +992,22 @@ fn main() {
                 r.bytes_per_service / 1024.0
             ));
         }
+        if Some(&n) == sizes.last() {
+            largest = rows
+                .iter()
+                .chain(&others)
+                .filter(|r| r.schedule == "lifeboat")
+                .map(|r| format!("- {} services, {}: {}; {}.", r.n, r.store, r.phases, r.writes))
+                .collect();
+        }
         rows.retain(|r| r.store == "directory");
         all_rows.extend(rows);
+    }
+    line(String::new());
+    line("Where the time of each Lifeboat run's own critical path went, and its journal writes (one per link is the floor that \"durable before act\" sets):".into());
+    line(String::new());
+    for l in largest {
+        line(l);
     }
     line(String::new());
     if !quick {
