@@ -166,8 +166,9 @@ impl SnapshotRepo {
             }
         }
         let mut version = self.latest_version(&env).await?.unwrap_or(0) + 1;
+        let manifest = std::sync::Arc::new(new.manifest);
         for _ in 0..1_000 {
-            let snap = Snapshot {
+            let (snap, bytes) = Snapshot {
                 format_version: SNAPSHOT_FORMAT,
                 environment: env.clone(),
                 version,
@@ -176,13 +177,13 @@ impl SnapshotRepo {
                 message: new.message.clone(),
                 labels: new.labels.clone(),
                 parent: version - 1,
-                manifest: std::sync::Arc::new(new.manifest.clone()),
+                manifest: manifest.clone(),
                 request_id: request_id.map(str::to_string),
                 digest: String::new(),
             }
-            .seal();
+            .seal_and_encode();
             let key = layout::snapshot(&env, version);
-            let bytes = Bytes::from(snap.encode());
+            let bytes = Bytes::from(bytes);
             let content = decoded::Content::of(&env, version, &bytes);
             match self.store.put(&key, bytes, PutOptions::create().retained()).await {
                 // The snapshot object commits the push. The digest index and
