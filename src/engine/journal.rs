@@ -48,6 +48,14 @@ impl Journal {
         Ok((Journal { store, run_id: run_id.to_string(), next_seq }, entries))
     }
 
+    /// The journal of a run whose `run.json` this server has just created:
+    /// empty, so nothing is read (on S3 that saves a round trip before the
+    /// first launch). Were anything there, the first append would collide
+    /// with it and fail as a takeover, writing nothing.
+    pub fn new_run(store: DynStore, run_id: &str) -> Journal {
+        Journal { store, run_id: run_id.to_string(), next_seq: 0 }
+    }
+
     /// Appends one entry. `Conflict` means another writer took the sequence
     /// number: this owner has been fenced off and must stop.
     pub async fn append(&mut self, at: String, elapsed_ms: u64, event: Event) -> Result<Entry> {
@@ -235,6 +243,22 @@ mod tests {
         store.delete(&layout::journal_entry("r1", 1)).await.unwrap();
         let err = read_from(&store, "r1", 0).await.unwrap_err();
         assert!(err.to_string().contains("0000000001"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_new_run_journal_reads_nothing_and_collides_with_anything_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let mut fresh = Journal::new_run(store.clone(), "r1");
+        fresh.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        assert_eq!(read_from(&store, "r1", 0).await.unwrap().len(), 1);
+        // Something already at entry 0: the first append fails, writing nothing.
+        let mut other = Journal::new_run(store.clone(), "r1");
+        let err = other.append("t".into(), 0, Event::RunStarted { owner: "b".into() }).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err}");
+        let all = read_from(&store, "r1", 0).await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert!(matches!(&all[0].event, Event::RunStarted { owner } if owner == "a"));
     }
 
     #[tokio::test]

@@ -440,8 +440,7 @@ impl Engine {
             }
             return Err(e.into());
         }
-        let (journal, entries) = Journal::open(self.ctx.store.clone(), &id).await?;
-        self.launch(snap, spec, journal, entries, lease).await
+        self.launch(snap, spec, Journal::new_run(self.ctx.store.clone(), &id), Vec::new(), lease).await
     }
 
     async fn launch(
