@@ -165,16 +165,16 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     let m = input.manifest;
     let dag = m.dag();
     let mut preflight = Vec::new();
-    let topo = dag.topo_order();
-    let order = match &topo {
+    // With a cycle the steps follow the manifest's order and there is no critical path.
+    let (order, acyclic) = match dag.topo_order() {
         Some(o) => {
             preflight.push(Check::pass("dependency-graph", format!("{} services, no cycles", m.services.len())));
-            o.clone()
+            (o, true)
         }
         None => {
             let cycles: Vec<String> = dag.cycles().iter().map(|c| c.join(" -> ")).collect();
             preflight.push(Check::fail("dependency-graph", format!("dependency cycle: {}", cycles.join("; "))));
-            (0..dag.len()).collect()
+            ((0..dag.len()).collect(), false)
         }
     };
     let mut by_service: BTreeMap<&str, Vec<&LiveInstance>> = BTreeMap::new();
@@ -260,9 +260,9 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     for (&i, step) in order.iter().zip(&steps) {
         expected[i] = step.expected_ms;
     }
-    let (path, total) = match &topo {
-        Some(order) => dag.critical_path_in(order, |i| Duration::from_millis(expected[i])),
-        None => (Vec::new(), Duration::ZERO),
+    let (path, total) = match acyclic {
+        true => dag.critical_path_in(&order, |i| Duration::from_millis(expected[i])),
+        false => (Vec::new(), Duration::ZERO),
     };
     let rto_objective_ms = m.rto_objective.map(|d| d.0.as_millis() as u64);
     let mut warnings = Vec::new();
