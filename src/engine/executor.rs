@@ -11,12 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::rfc3339;
-use super::journal::Journal;
+use super::journal::{Journal, Write};
 use super::lease::Lease;
 use super::{Control, RunContext};
 use crate::domain::dag::Dag;
@@ -34,6 +37,22 @@ const LOGS_LIMIT: Duration = Duration::from_secs(10);
 struct Msg {
     event: Event,
     ack: oneshot::Sender<bool>,
+}
+
+/// Journal writes in flight at once: a write starts while the one before is
+/// still being made, and is acted on only after it (the journal's readers
+/// and fences allow for exactly one write past a lost one).
+const WRITES_IN_FLIGHT: usize = 2;
+
+/// What to do once a journal write in flight is made.
+struct InFlight {
+    acks: Vec<oneshot::Sender<bool>>,
+    /// Services whose failure it records: their dependents are skipped.
+    failed: Vec<String>,
+    /// Services whose launch it announces.
+    announced: Vec<usize>,
+    /// Services it records past their health gate.
+    passed: Vec<usize>,
 }
 
 enum Outcome {
@@ -72,6 +91,16 @@ pub struct Executor {
     /// Services whose launch is announced in the journal and whose task has
     /// not started (they hold a parallelism slot).
     announced: BTreeSet<usize>,
+    /// Journal writes in flight, oldest first, and what each is for.
+    writes: FuturesOrdered<BoxFuture<'static, Result<Vec<Entry>>>>,
+    in_flight: VecDeque<InFlight>,
+    /// Services whose launch a write in flight announces.
+    announcing: BTreeSet<usize>,
+    /// Services that a write in flight records past their health gate (a
+    /// service may be in two writes).
+    passing: Vec<usize>,
+    /// Failed services whose dependents are still to be skipped.
+    to_skip: Vec<String>,
     /// When the region lease was last taken or renewed: while it surely
     /// holds, store hiccups are waited out instead of ending the run.
     last_renewal: tokio::time::Instant,
@@ -132,6 +161,11 @@ impl Executor {
             gated: Vec::new(),
             cut: Vec::new(),
             announced: BTreeSet::new(),
+            writes: FuturesOrdered::new(),
+            in_flight: VecDeque::new(),
+            announcing: BTreeSet::new(),
+            passing: Vec::new(),
+            to_skip: Vec::new(),
             last_renewal: tokio::time::Instant::now(),
             spans: std::collections::HashMap::new(),
             held: VecDeque::new(),
@@ -182,42 +216,79 @@ impl Executor {
         (self.ctx.lease_ttl / 3).max(Duration::from_millis(100))
     }
 
-    /// Whether the lease surely still holds (it was renewed recently enough).
-    fn lease_holds(&self) -> bool {
-        self.last_renewal.elapsed() + self.lease_margin() < self.ctx.lease_ttl
-    }
-
-    /// Appends to the journal (events that arrived together as one write),
-    /// waiting out a store that is unavailable for a while (bounded by the
-    /// lease: past it, this owner stops acting).
-    async fn append(&mut self, at: String, elapsed: u64, events: Vec<Event>) -> Result<Vec<Entry>> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.journal.append_all(at.clone(), elapsed, events.clone()).await {
-                Err(Error::Store(e)) if e.is_retryable() && self.lease_holds() => {
-                    tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot write the journal; retrying while the lease holds");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                other => return other,
-            }
-        }
+    /// The next journal write (events that arrived together as one write),
+    /// made as a future that waits out a store unavailable for a while,
+    /// bounded by the lease: past the time it surely holds, this owner stops
+    /// acting.
+    fn write(&mut self, events: Vec<Event>) -> BoxFuture<'static, Result<Vec<Entry>>> {
+        let at = rfc3339(self.ctx.clock.now());
+        let elapsed = self.elapsed_ms().max(self.view.elapsed_ms);
+        let write = self.journal.prepare(at, elapsed, events);
+        let holds_until = self.last_renewal + self.ctx.lease_ttl.saturating_sub(self.lease_margin());
+        Box::pin(commit(write, self.view.spec.id.clone(), holds_until))
     }
 
     async fn persist(&mut self, event: Event) -> Result<()> {
         self.persist_all(vec![event]).await
     }
 
-    /// Makes events durable (one journal write per `MAX_BATCH`), then acts on each in order.
+    /// Makes events durable (one journal write per `MAX_BATCH`), after every
+    /// write in flight, then acts on each in order.
     async fn persist_all(&mut self, events: Vec<Event>) -> Result<()> {
-        let at = rfc3339(self.ctx.clock.now());
-        let elapsed = self.elapsed_ms().max(self.view.elapsed_ms);
+        self.drain().await?;
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
             let batch: Vec<Event> = events.by_ref().take(super::journal::MAX_BATCH).collect();
-            for entry in self.append(at.clone(), elapsed, batch).await? {
+            for entry in self.write(batch).await? {
                 self.absorb(entry);
             }
+        }
+        Ok(())
+    }
+
+    /// Waits for every journal write in flight and acts on each.
+    async fn drain(&mut self) -> Result<()> {
+        while let Some(result) = self.writes.next().await {
+            self.written(result)?;
+        }
+        Ok(())
+    }
+
+    /// The oldest journal write in flight is made (or failed): its entries
+    /// are absorbed and the tasks waiting for it hear. Dependents of the
+    /// failures it records are skipped by the loop (`skip_failed`).
+    fn written(&mut self, result: Result<Vec<Entry>>) -> Result<()> {
+        let done = self.in_flight.pop_front().expect("one record per write in flight");
+        for i in &done.announced {
+            self.announcing.remove(i);
+        }
+        for i in &done.passed {
+            if let Some(k) = self.passing.iter().position(|p| p == i) {
+                self.passing.swap_remove(k);
+            }
+        }
+        let entries = match result {
+            Ok(entries) => entries,
+            Err(e) => {
+                // Dropped acknowledgements tell the waiting tasks to stop.
+                return Err(e);
+            }
+        };
+        for entry in entries {
+            self.absorb(entry);
+        }
+        self.announced.extend(done.announced);
+        self.to_skip.extend(done.failed);
+        done.acks.into_iter().for_each(|a| {
+            let _ = a.send(true);
+        });
+        Ok(())
+    }
+
+    /// Skips the dependents of services whose failure was written.
+    async fn skip_failed(&mut self) -> Result<()> {
+        for f in std::mem::take(&mut self.to_skip) {
+            self.skip_dependents(&f).await?;
         }
         Ok(())
     }
@@ -326,16 +397,14 @@ impl Executor {
         }
         let room = slots.min(super::journal::MAX_BATCH.saturating_sub(events.len()));
         // Services of this batch past their health gate, in order.
-        let passed: Vec<usize> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Healthy { service, .. } | Event::CutOver { service, .. } | Event::Kept { service } => {
-                    self.dag.index_of(service)
-                }
-                _ => None,
-            })
-            .collect();
-        let past_gate = |x: usize| self.state_of(x) == ServiceState::Healthy || self.gated[x] || passed.contains(&x);
+        let passed: Vec<usize> = events.iter().filter_map(|e| self.past_gate_in(e)).collect();
+        // A gate in a write still in flight counts: this write is acted on after it.
+        let past_gate = |x: usize| {
+            self.state_of(x) == ServiceState::Healthy
+                || self.gated[x]
+                || passed.contains(&x)
+                || self.passing.contains(&x)
+        };
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for &i in &passed {
@@ -345,6 +414,7 @@ impl Executor {
                 }
                 if seen.insert(d)
                     && !self.announced.contains(&d)
+                    && !self.announcing.contains(&d)
                     && self.starts_with_a_launch(d)
                     && self.dag.deps(d).iter().all(|&x| past_gate(x))
                 {
@@ -385,8 +455,14 @@ impl Executor {
         approvals: &watch::Receiver<BTreeSet<String>>,
     ) {
         let parallelism = self.view.spec.parallelism.max(1);
+        let mut not_yet = Vec::new();
         while tasks.len() < parallelism {
             let Some(i) = self.ready.pop_front() else { break };
+            if self.announcing.contains(&i) {
+                // Its launch is not durable yet: it starts after that write.
+                not_yet.push(i);
+                continue;
+            }
             let name = self.dag.name(i).to_string();
             if self.state_of(i).is_terminal() || !started.insert(name.clone()) {
                 continue;
@@ -394,6 +470,9 @@ impl Executor {
             self.announced.remove(&i);
             let task = self.task(&name, tx.clone(), approvals.clone());
             tasks.spawn(async move { (name, task.run().await) });
+        }
+        for i in not_yet.into_iter().rev() {
+            self.ready.push_front(i);
         }
     }
 
@@ -616,6 +695,7 @@ impl Executor {
             .map(|t| tokio::time::Instant::now() + t.saturating_sub(Duration::from_millis(self.elapsed_ms())));
         let mut timed_out = false;
         loop {
+            self.skip_failed().await?;
             self.join_finished(&mut tasks, &mut decommissions, &tx).await?;
             if self.cancel.is_cancelled() {
                 let pending: Vec<String> = self
@@ -702,6 +782,7 @@ impl Executor {
             // proposed run waits for its approval (or a cancel).
             if tasks.is_empty()
                 && decommissions.is_empty()
+                && self.writes.is_empty()
                 && self.ready.is_empty()
                 && (!self.view.awaiting_approval() || self.cancel.is_cancelled())
             {
@@ -727,9 +808,10 @@ impl Executor {
                         self.join_finished(&mut tasks, &mut decommissions, &tx).await?;
                         self.fill(&mut tasks, &mut started, &tx, &approvals_rx);
                     }
-                    let slots = parallelism.saturating_sub(tasks.len() + self.ready.len() + self.announced.len());
-                    self.on_messages(batch, slots).await?;
+                    let held = tasks.len() + self.ready.len() + self.announced.len() + self.announcing.len();
+                    self.on_messages(batch, parallelism.saturating_sub(held)).await?;
                 }
+                Some(result) = self.writes.next(), if !self.writes.is_empty() => self.written(result)?,
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     self.on_joined(joined, &mut decommissions, &tx).await?;
                 }
@@ -838,8 +920,9 @@ impl Executor {
     }
 
     /// Events from service tasks that arrived together: one journal write
-    /// (group commit), then every task hears that its event is durable.
-    /// `slots`: how many more service tasks may start now.
+    /// (group commit), started while the write before it is still in
+    /// flight; every task hears that its event is durable once both are
+    /// made (`written`). `slots`: how many more service tasks may start now.
     async fn on_messages(&mut self, msgs: Vec<Msg>, slots: usize) -> Result<()> {
         let (events, acks): (Vec<Event>, Vec<oneshot::Sender<bool>>) =
             msgs.into_iter().map(|m| (m.event, m.ack)).unzip();
@@ -849,6 +932,10 @@ impl Executor {
             });
             return Ok(());
         }
+        while self.writes.len() >= WRITES_IN_FLIGHT {
+            let result = self.writes.next().await.expect("a write in flight");
+            self.written(result)?;
+        }
         let failed: Vec<String> = events
             .iter()
             .filter_map(|e| match e {
@@ -856,24 +943,57 @@ impl Executor {
                 _ => None,
             })
             .collect();
+        let passed: Vec<usize> = events.iter().filter_map(|e| self.past_gate_in(e)).collect();
         let announced = self.announce_launches(&events, slots);
         let announced_services: Vec<usize> =
             announced.iter().filter_map(|e| e.service().and_then(|s| self.dag.index_of(s))).collect();
         let mut events = events;
         events.extend(announced);
-        let result = self.persist_all(events).await;
-        if result.is_ok() {
-            self.announced.extend(announced_services);
+        if events.len() > super::journal::MAX_BATCH {
+            // More than one object: written in order, one after the other.
+            let result = self.persist_all(events).await;
+            if result.is_ok() {
+                self.announced.extend(announced_services);
+                self.to_skip.extend(failed);
+            }
+            let ok = result.is_ok();
+            acks.into_iter().for_each(|a| {
+                let _ = a.send(ok);
+            });
+            return result;
         }
-        let ok = result.is_ok();
-        acks.into_iter().for_each(|a| {
-            let _ = a.send(ok);
-        });
-        result?;
-        for f in failed {
-            self.skip_dependents(&f).await?;
-        }
+        self.announcing.extend(announced_services.iter().copied());
+        self.passing.extend(passed.iter().copied());
+        let write = self.write(events);
+        self.writes.push_back(write);
+        self.in_flight.push_back(InFlight { acks, failed, announced: announced_services, passed });
         Ok(())
+    }
+
+    /// The service that `event` records past its health gate, if any.
+    fn past_gate_in(&self, event: &Event) -> Option<usize> {
+        match event {
+            Event::Healthy { service, .. } | Event::CutOver { service, .. } | Event::Kept { service } => {
+                self.dag.index_of(service)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Makes a journal write, retrying what the store may answer next time
+/// until `holds_until` (the lease surely holds until then).
+async fn commit(write: Write, run_id: String, holds_until: tokio::time::Instant) -> Result<Vec<Entry>> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match write.commit().await {
+            Err(Error::Store(e)) if e.is_retryable() && tokio::time::Instant::now() < holds_until => {
+                tracing::warn!(run_id = %run_id, error = %e, "cannot write the journal; retrying while the lease holds");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
     }
 }
 

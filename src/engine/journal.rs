@@ -1,11 +1,25 @@
-//! A run's append-only journal: objects written create-if-absent at the
-//! next sequence number, each holding one entry or a batch of consecutive
-//! entries (events that arrived together are written together, so a busy
-//! run does not pay one store round trip or fsync per event). The key is the
-//! first entry's sequence number, and doubles as a fence: every writer
-//! appends right after the last entry it knows, which always ends an object,
-//! so a stale owner's next write collides with the new owner's and fails.
+//! A run's append-only journal: objects written create-if-absent, each
+//! holding one entry or a batch of consecutive entries (events that arrived
+//! together are written together, so a busy run does not pay one store round
+//! trip or fsync per event).
+//!
+//! Objects sit at *slots* (the number in their key). An object's entries
+//! follow the previous object's, and its slot is the previous object's slot
+//! plus its length, except after a fence (below). A writer may have two
+//! objects in flight at once, acknowledging them in order, so a crash can
+//! leave the first missing and the second written: readers treat one object
+//! past a missing slot as never written, more than one as a gap (an
+//! integrity error).
+//!
+//! The slot doubles as a fence: every writer appends right after the last
+//! object it knows, so a stale owner's next write collides with the new
+//! owner's and fails. The first object an owner writes after reading the
+//! journal (`Journal::open`) is a fence object: it names the slot of the next
+//! object, `MAX_BATCH` further on, and leaves the slots between to the late
+//! second write of an earlier owner (at most `MAX_BATCH` past its first),
+//! which nobody ever reads.
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::domain::run::{ENTRY_FORMAT, Entry, Event};
@@ -31,21 +45,74 @@ impl Persisted for Batch {
     const FORMAT: u32 = 1;
 }
 
-/// The most entries one object holds.
+/// The first object an owner writes after reading the journal: its entries,
+/// and the slot of the next object. (Its own field names, so that a binary
+/// that predates fences reports it as an integrity error instead of reading
+/// the slots it skips.)
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Fence {
+    pub format_version: u32,
+    pub fenced: Vec<Entry>,
+    pub next_slot: u64,
+}
+
+impl Persisted for Fence {
+    const KIND: &'static str = "journal fence";
+    const FORMAT: u32 = 1;
+}
+
+/// The most entries one object holds; also how far a fence skips.
 pub const MAX_BATCH: usize = 256;
 
 pub struct Journal {
     store: DynStore,
     run_id: String,
+    next_slot: u64,
     next_seq: u64,
+    /// The next write is this owner's first after reading the journal.
+    fence: bool,
+}
+
+/// A journal write prepared and not yet known to be made. `commit` may be
+/// retried: it writes the same bytes at the same slot.
+#[derive(Clone)]
+pub struct Write {
+    store: DynStore,
+    run_id: String,
+    slot: u64,
+    bytes: Bytes,
+    entries: Vec<Entry>,
+}
+
+impl Write {
+    /// Makes the write. `Conflict` means another writer took the slot: this
+    /// owner has been fenced off and must stop.
+    pub async fn commit(&self) -> Result<Vec<Entry>> {
+        let key = layout::journal_entry(&self.run_id, self.slot);
+        match self.store.put(&key, self.bytes.clone(), PutOptions::create()).await {
+            Ok(_) => Ok(self.entries.clone()),
+            // An earlier try of this very write landed with its reply lost.
+            Err(StoreError::AlreadyExists { .. })
+                if self.store.get(&key).await.ok().flatten().is_some_and(|o| o.bytes == self.bytes) =>
+            {
+                Ok(self.entries.clone())
+            }
+            Err(StoreError::AlreadyExists { .. }) => Err(Error::Conflict(format!(
+                "run {} was taken over by another server (journal object {} already written)",
+                self.run_id, self.slot
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 impl Journal {
-    /// Reads every entry, in order, and returns a journal positioned after them.
+    /// Reads every entry, in order, and returns a journal positioned after
+    /// them, whose first write is a fence.
     pub async fn open(store: DynStore, run_id: &str) -> Result<(Journal, Vec<Entry>)> {
-        let entries = read_from(&store, run_id, 0).await?;
+        let (entries, next_slot) = read_all(&store, run_id).await?;
         let next_seq = entries.last().map_or(0, |e| e.seq + 1);
-        Ok((Journal { store, run_id: run_id.to_string(), next_seq }, entries))
+        Ok((Journal { store, run_id: run_id.to_string(), next_slot, next_seq, fence: true }, entries))
     }
 
     /// The journal of a run whose `run.json` this server has just created:
@@ -53,19 +120,26 @@ impl Journal {
     /// first launch). Were anything there, the first append would collide
     /// with it and fail as a takeover, writing nothing.
     pub fn new_run(store: DynStore, run_id: &str) -> Journal {
-        Journal { store, run_id: run_id.to_string(), next_seq: 0 }
+        Journal { store, run_id: run_id.to_string(), next_slot: 0, next_seq: 0, fence: false }
     }
 
-    /// Appends one entry. `Conflict` means another writer took the sequence
-    /// number: this owner has been fenced off and must stop.
+    /// Appends one entry.
     pub async fn append(&mut self, at: String, elapsed_ms: u64, event: Event) -> Result<Entry> {
         let mut v = self.append_all(at, elapsed_ms, vec![event]).await?;
         Ok(v.remove(0))
     }
 
-    /// Appends entries as one object (one entry alone is written as itself);
-    /// all are durable, or none.
+    /// Appends entries as one object; all are durable, or none.
     pub async fn append_all(&mut self, at: String, elapsed_ms: u64, events: Vec<Event>) -> Result<Vec<Entry>> {
+        self.prepare(at, elapsed_ms, events).commit().await
+    }
+
+    /// The next write (one entry alone is written as itself), numbered after
+    /// every write prepared before it. Until it is committed, at most one
+    /// more may be prepared and committed alongside it; whoever prepared them
+    /// acts on the second only once the first is made too. A write that
+    /// cannot be made ends this owner's use of the journal.
+    pub fn prepare(&mut self, at: String, elapsed_ms: u64, events: Vec<Event>) -> Write {
         assert!(!events.is_empty() && events.len() <= MAX_BATCH, "a batch has 1 to {MAX_BATCH} events");
         let first = self.next_seq;
         let entries: Vec<Entry> = events
@@ -79,117 +153,146 @@ impl Journal {
                 event,
             })
             .collect();
-        let key = layout::journal_entry(&self.run_id, first);
-        let bytes = match entries.as_slice() {
-            [one] => codec::encode(one),
-            _ => codec::encode(&Batch { format_version: 1, entries: entries.clone() }),
+        let slot = self.next_slot;
+        let bytes = if std::mem::take(&mut self.fence) {
+            self.next_slot = slot + MAX_BATCH as u64 + 1;
+            codec::encode(&Fence { format_version: Fence::FORMAT, fenced: entries.clone(), next_slot: self.next_slot })
+        } else {
+            self.next_slot = slot + entries.len() as u64;
+            match entries.as_slice() {
+                [one] => codec::encode(one),
+                _ => codec::encode(&Batch { format_version: Batch::FORMAT, entries: entries.clone() }),
+            }
         };
-        match self.store.put(&key, bytes.clone(), PutOptions::create()).await {
-            Ok(_) => {
-                self.next_seq += entries.len() as u64;
-                Ok(entries)
-            }
-            // An earlier try of this very append landed with its reply lost.
-            Err(StoreError::AlreadyExists { .. })
-                if self.store.get(&key).await.ok().flatten().is_some_and(|o| o.bytes == bytes) =>
-            {
-                self.next_seq += entries.len() as u64;
-                Ok(entries)
-            }
-            Err(StoreError::AlreadyExists { .. }) => Err(Error::Conflict(format!(
-                "run {} was taken over by another server (journal entry {first} already written)",
-                self.run_id
-            ))),
-            Err(e) => Err(e.into()),
-        }
+        self.next_seq += entries.len() as u64;
+        Write { store: self.store.clone(), run_id: self.run_id.clone(), slot, bytes, entries }
     }
 }
 
-/// The entries of one journal object (an entry or a batch).
+/// One journal object: its entries, and the slot of the object after it.
+struct Object {
+    slot: u64,
+    entries: Vec<Entry>,
+    next_slot: u64,
+    is_fence: bool,
+}
+
+/// The entries of one journal object (an entry, a batch or a fence).
+#[cfg(test)]
 pub(crate) fn decode_object(bytes: &[u8], key: &str, store: &str) -> Result<Vec<Entry>> {
-    let is_batch = serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()
-        .is_some_and(|v| v.get("entries").is_some() && v.get("event").is_none());
-    if is_batch {
-        let b: Batch = codec::decode(bytes, key, store)?;
-        if b.entries.is_empty() {
-            return Err(Error::Integrity {
-                what: "journal batch".into(),
-                key: key.to_string(),
-                store: store.to_string(),
-                source: Box::new(IntegrityError::Malformed("the batch has no entries".into())),
-            });
-        }
-        Ok(b.entries)
-    } else {
-        Ok(vec![codec::decode::<Entry>(bytes, key, store)?])
-    }
+    let slot = layout::journal_seq(key).unwrap_or(0);
+    Ok(decode_at(bytes, slot, key, store)?.entries)
 }
 
-/// Entries with `seq >= from`, in order. A missing entry (a gap) is an
-/// integrity error naming the run and the sequence number.
-pub async fn read_from(store: &DynStore, run_id: &str, from: u64) -> Result<Vec<Entry>> {
-    let keys = store.list(&layout::journal_prefix(run_id)).await?;
-    let mut seqs: Vec<u64> = keys.iter().filter_map(|k| layout::journal_seq(k)).collect();
-    seqs.sort_unstable();
-    // The object holding `from` may start before it (a batch).
-    let start = seqs.iter().rposition(|s| *s <= from).unwrap_or(0);
-    let seqs = &seqs[start..];
-    let gap = |missing: u64| Error::Integrity {
-        what: format!("the journal of run {run_id}"),
-        key: layout::journal_entry(run_id, missing),
-        store: store.describe(),
-        source: Box::new(IntegrityError::Malformed(format!("entry {missing} is missing (a gap in the journal)"))),
+fn decode_at(bytes: &[u8], slot: u64, key: &str, store: &str) -> Result<Object> {
+    let value = serde_json::from_slice::<serde_json::Value>(bytes).ok();
+    let has = |field: &str| value.as_ref().is_some_and(|v| v.get(field).is_some());
+    let malformed = |what: &str, why: &str| Error::Integrity {
+        what: what.into(),
+        key: key.to_string(),
+        store: store.to_string(),
+        source: Box::new(IntegrityError::Malformed(why.into())),
     };
-    if from > 0 && seqs.first().is_none_or(|s| *s > from) {
-        // Nothing at or before `from`: fine only when the journal is shorter.
-        if let Some(&s) = seqs.first() {
-            return Err(gap(from.min(s)));
+    let (entries, next_slot, is_fence) = if has("fenced") {
+        let f: Fence = codec::decode(bytes, key, store)?;
+        let least = slot + f.fenced.len() as u64;
+        if f.next_slot < least || f.next_slot > slot + MAX_BATCH as u64 + 1 {
+            return Err(malformed("journal fence", &format!("its next slot {} is out of range", f.next_slot)));
         }
-        return Ok(Vec::new());
+        (f.fenced, f.next_slot, true)
+    } else if has("entries") && !has("event") {
+        let b: Batch = codec::decode(bytes, key, store)?;
+        let next = slot + b.entries.len() as u64;
+        (b.entries, next, false)
+    } else {
+        (vec![codec::decode::<Entry>(bytes, key, store)?], slot + 1, false)
+    };
+    if entries.is_empty() {
+        return Err(malformed("journal batch", "the batch has no entries"));
     }
-    if from == 0 && seqs.first().is_some_and(|s| *s != 0) {
-        return Err(gap(0));
-    }
-    let objects: Vec<(u64, Vec<Entry>)> = futures::stream::iter(seqs.to_vec())
-        .map(|seq| {
+    Ok(Object { slot, entries, next_slot, is_fence })
+}
+
+/// Entries with `seq >= from`, in order. A gap is an integrity error naming
+/// the run and the missing slot.
+pub async fn read_from(store: &DynStore, run_id: &str, from: u64) -> Result<Vec<Entry>> {
+    let (mut entries, _) = read_all(store, run_id).await?;
+    entries.retain(|e| e.seq >= from);
+    Ok(entries)
+}
+
+/// Every entry, and the slot the next write goes to.
+async fn read_all(store: &DynStore, run_id: &str) -> Result<(Vec<Entry>, u64)> {
+    let keys = store.list(&layout::journal_prefix(run_id)).await?;
+    let mut slots: Vec<u64> = keys.iter().filter_map(|k| layout::journal_seq(k)).collect();
+    slots.sort_unstable();
+    let objects: Vec<Object> = futures::stream::iter(slots)
+        .map(|slot| {
             let store = store.clone();
-            let key = layout::journal_entry(run_id, seq);
+            let key = layout::journal_entry(run_id, slot);
             async move {
                 let obj =
                     store.get(&key).await?.ok_or_else(|| Error::Internal(format!("journal entry {key} vanished")))?;
-                let entries = decode_object(&obj.bytes, &key, &store.describe())?;
-                for (i, entry) in entries.iter().enumerate() {
-                    if entry.seq != seq + i as u64 {
-                        return Err(Error::Integrity {
-                            what: "journal entry".into(),
-                            key,
-                            store: store.describe(),
-                            source: Box::new(IntegrityError::WrongIdentity {
-                                claimed: format!("entry {}", entry.seq),
-                                expected: format!("entry {}", seq + i as u64),
-                            }),
-                        });
-                    }
-                }
-                Ok((seq, entries))
+                decode_at(&obj.bytes, slot, &key, &store.describe())
             }
         })
         .buffered(32)
         .try_collect()
         .await?;
+    assemble(run_id, &store.describe(), objects)
+}
+
+/// Follows the objects from slot 0: each at the slot the one before names.
+/// Past a missing slot, one object (within `MAX_BATCH`) was never
+/// acknowledged and is not read; more is a gap. Objects between a fence and
+/// the slot it names are late writes of an earlier owner, never read.
+fn assemble(run_id: &str, store: &str, objects: Vec<Object>) -> Result<(Vec<Entry>, u64)> {
+    let integrity = |slot: u64, why: String| Error::Integrity {
+        what: format!("the journal of run {run_id}"),
+        key: layout::journal_entry(run_id, slot),
+        store: store.to_string(),
+        source: Box::new(IntegrityError::Malformed(why)),
+    };
+    let (mut expect_slot, mut expect_seq) = (0u64, 0u64);
+    let mut after_fence = false;
     let mut out = Vec::new();
-    let mut expect = None;
-    for (seq, entries) in objects {
-        if let Some(e) = expect
-            && seq != e
-        {
-            return Err(gap(e));
+    let count = objects.len();
+    for (i, obj) in objects.into_iter().enumerate() {
+        if obj.slot < expect_slot {
+            if after_fence {
+                continue;
+            }
+            return Err(integrity(obj.slot, format!("it overlaps the object before it, which ends at {expect_slot}")));
         }
-        expect = Some(seq + entries.len() as u64);
-        out.extend(entries.into_iter().filter(|e| e.seq >= from));
+        if obj.slot > expect_slot {
+            let later = count - i;
+            if later == 1 && obj.slot <= expect_slot + MAX_BATCH as u64 {
+                break;
+            }
+            return Err(integrity(
+                expect_slot,
+                format!("object {expect_slot} is missing and {later} later objects exist (a gap in the journal)"),
+            ));
+        }
+        for (k, entry) in obj.entries.iter().enumerate() {
+            if entry.seq != expect_seq + k as u64 {
+                return Err(Error::Integrity {
+                    what: "journal entry".into(),
+                    key: layout::journal_entry(run_id, obj.slot),
+                    store: store.to_string(),
+                    source: Box::new(IntegrityError::WrongIdentity {
+                        claimed: format!("entry {}", entry.seq),
+                        expected: format!("entry {}", expect_seq + k as u64),
+                    }),
+                });
+            }
+        }
+        expect_seq += obj.entries.len() as u64;
+        expect_slot = obj.next_slot;
+        after_fence = obj.is_fence;
+        out.extend(obj.entries);
     }
-    Ok(out)
+    Ok((out, expect_slot))
 }
 
 #[cfg(test)]
@@ -219,7 +322,7 @@ mod tests {
     async fn batches_read_back_as_entries_from_any_point_and_fence_too() {
         let dir = tempfile::tempdir().unwrap();
         let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
-        let (mut a, _) = Journal::open(store.clone(), "r1").await.unwrap();
+        let mut a = Journal::new_run(store.clone(), "r1");
         a.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
         let cancel = |by: &str| Event::CancelRequested { by: by.into() };
         let batch = a.append_all("t".into(), 1, vec![cancel("x"), cancel("y"), cancel("z")]).await.unwrap();
@@ -239,7 +342,7 @@ mod tests {
         b.append_all("t".into(), 3, vec![cancel("b1"), cancel("b2")]).await.unwrap();
         let err = a.append("t".into(), 4, cancel("late")).await.unwrap_err();
         assert!(matches!(err, Error::Conflict(_)), "{err}");
-        // Removing a batch leaves a gap that names its first entry.
+        // Removing a batch, with two objects after it, leaves a gap that names its slot.
         store.delete(&layout::journal_entry("r1", 1)).await.unwrap();
         let err = read_from(&store, "r1", 0).await.unwrap_err();
         assert!(err.to_string().contains("0000000001"), "{err}");
@@ -265,13 +368,113 @@ mod tests {
     async fn a_gap_is_an_integrity_error_naming_the_entry() {
         let dir = tempfile::tempdir().unwrap();
         let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
-        let (mut j, _) = Journal::open(store.clone(), "r1").await.unwrap();
-        for _ in 0..3 {
+        let mut j = Journal::new_run(store.clone(), "r1");
+        for _ in 0..4 {
             j.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
         }
         store.delete(&layout::journal_entry("r1", 1)).await.unwrap();
         let err = read_from(&store, "r1", 0).await.unwrap_err();
         assert!(matches!(err, Error::Integrity { .. }) && err.to_string().contains("0000000001"), "{err}");
         assert!(Journal::open(store.clone(), "r1").await.is_err(), "nothing is written into a gap");
+    }
+
+    fn cancel(by: &str) -> Event {
+        Event::CancelRequested { by: by.into() }
+    }
+
+    fn seqs(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.seq).collect()
+    }
+
+    /// A crash with the first of two writes in flight lost and the second
+    /// made: the second was never acknowledged, so it is not read, and the
+    /// next owner's fence takes the missing slot and skips the other.
+    #[tokio::test]
+    async fn one_write_past_a_missing_slot_was_never_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let mut a = Journal::new_run(store.clone(), "r1");
+        a.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        let first = a.prepare("t".into(), 1, vec![cancel("x"), cancel("y")]);
+        let second = a.prepare("t".into(), 1, vec![cancel("z")]);
+        second.commit().await.unwrap();
+        let (mut b, entries) = Journal::open(store.clone(), "r1").await.unwrap();
+        assert_eq!(seqs(&entries), [0], "the write past the missing slot is not read");
+        b.append("t".into(), 2, Event::RunResumed { owner: "b".into() }).await.unwrap();
+        let err = first.commit().await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "a's first write meets b's fence: {err}");
+        b.append_all("t".into(), 3, vec![cancel("b1"), cancel("b2")]).await.unwrap();
+        b.append("t".into(), 3, cancel("b3")).await.unwrap();
+        let all = read_from(&store, "r1", 0).await.unwrap();
+        assert_eq!(seqs(&all), [0, 1, 2, 3, 4]);
+        assert!(matches!(&all[1].event, Event::RunResumed { owner } if owner == "b"));
+        assert!(!all.iter().any(|e| matches!(&e.event, Event::CancelRequested { by } if by == "z")));
+        assert_eq!(seqs(&read_from(&store, "r1", 3).await.unwrap()), [3, 4]);
+        // A third owner reads the same and fences after it.
+        let (mut c, entries) = Journal::open(store.clone(), "r1").await.unwrap();
+        assert_eq!(entries, all);
+        c.append("t".into(), 4, Event::RunResumed { owner: "c".into() }).await.unwrap();
+        let err = b.append("t".into(), 4, cancel("late")).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err}");
+        assert_eq!(seqs(&read_from(&store, "r1", 0).await.unwrap()), [0, 1, 2, 3, 4, 5]);
+    }
+
+    /// A fenced-off owner's second write, in flight while the new owner took
+    /// over, lands late: between the fence and the slot it names, unread.
+    #[tokio::test]
+    async fn a_late_write_of_a_fenced_off_owner_lands_where_nobody_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let mut a = Journal::new_run(store.clone(), "r1");
+        a.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        let events: Vec<Event> = (0..MAX_BATCH).map(|i| cancel(&format!("a{i}"))).collect();
+        let first = a.prepare("t".into(), 1, events);
+        let second = a.prepare("t".into(), 1, vec![cancel("a-late")]);
+        let (mut b, _) = Journal::open(store.clone(), "r1").await.unwrap();
+        b.append("t".into(), 2, Event::RunResumed { owner: "b".into() }).await.unwrap();
+        assert!(matches!(first.commit().await.unwrap_err(), Error::Conflict(_)));
+        second.commit().await.unwrap();
+        let keys = store.list(&layout::journal_prefix("r1")).await.unwrap();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        b.append("t".into(), 3, cancel("b1")).await.unwrap();
+        let all = read_from(&store, "r1", 0).await.unwrap();
+        assert_eq!(seqs(&all), [0, 1, 2]);
+        assert!(!all.iter().any(|e| matches!(&e.event, Event::CancelRequested { by } if by.starts_with('a'))));
+    }
+
+    #[tokio::test]
+    async fn two_writes_past_a_missing_slot_are_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let mut a = Journal::new_run(store.clone(), "r1");
+        a.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        let _lost = a.prepare("t".into(), 1, vec![cancel("x")]);
+        a.prepare("t".into(), 1, vec![cancel("y")]).commit().await.unwrap();
+        a.prepare("t".into(), 1, vec![cancel("z")]).commit().await.unwrap();
+        let err = read_from(&store, "r1", 0).await.unwrap_err();
+        assert!(err.to_string().contains("0000000001") && err.to_string().contains("2 later objects"), "{err}");
+        // One object far past the missing slot is no write in flight either.
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let mut a = Journal::new_run(store.clone(), "r1");
+        a.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        let far = Entry { format_version: ENTRY_FORMAT, seq: 1, at: "t".into(), elapsed_ms: 1, event: cancel("far") };
+        let key = layout::journal_entry("r1", MAX_BATCH as u64 + 2);
+        store.put(&key, codec::encode(&far), PutOptions::create()).await.unwrap();
+        assert!(read_from(&store, "r1", 0).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_fence_naming_a_slot_out_of_range_is_an_integrity_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let entry = Entry { format_version: ENTRY_FORMAT, seq: 0, at: "t".into(), elapsed_ms: 0, event: cancel("x") };
+        for next_slot in [0, MAX_BATCH as u64 + 2] {
+            let fence = Fence { format_version: 1, fenced: vec![entry.clone()], next_slot };
+            let key = layout::journal_entry("r1", 0);
+            store.put(&key, codec::encode(&fence), PutOptions::overwrite()).await.unwrap();
+            let err = read_from(&store, "r1", 0).await.unwrap_err();
+            assert!(err.to_string().contains("out of range"), "{err}");
+        }
     }
 }

@@ -906,6 +906,39 @@ mod faults {
         });
     }
 
+    /// A `Healthy` does not wait behind a write already in flight: its
+    /// write starts at once and is acted on right after the one before.
+    /// The chain of 4 above beside 12 independent services whose events
+    /// keep the journal busy (30 ms writes): c3 is cut over at 630 ms; with
+    /// one write in flight at a time, 820 ms.
+    #[test]
+    fn a_health_gate_is_written_beside_the_write_in_flight() {
+        paused_runtime().block_on(async {
+            let (faulty, store) = faulty();
+            let mut services: BTreeMap<String, Service> = (0..4)
+                .map(|i| {
+                    (format!("c{i}"), service(&if i == 0 { vec![] } else { vec![format!("c{}", i - 1)] }, 1, false))
+                })
+                .collect();
+            let mut script = timed(&services, 50, 50);
+            for i in 0..12u64 {
+                services.insert(format!("n{i:02}"), service(&[], 1, false));
+                let b =
+                    Behaviour { launch_ms: 50, healthy_ms: 60 + 37 * i, cutover_ms: 7 + 11 * i, ..Default::default() };
+                script.insert(format!("n{i:02}"), b);
+            }
+            let h = harness_on(store, manifest(services), script).await;
+            faulty.add(Rule::puts("/journal/").fault(Fault::Latency(Duration::from_millis(30))));
+            let id = h.start(16).await;
+            let (view, entries) = h.finish(&id).await;
+            assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+            assert_ordering(&view, &entries);
+            let cut = entries.iter().find(|e| matches!(&e.event, Event::CutOver { service, .. } if service == "c3"));
+            let at = cut.expect("c3 cut over").elapsed_ms;
+            assert!(at <= 660, "c3 cut over at {at} ms: {entries:#?}");
+        });
+    }
+
     /// A finished service task gives its slot back as soon as the loop
     /// turns, not when the loop happens to pick it over the next journal
     /// write. 2,000 independent services (5–24 ms launch and health each)
@@ -1012,6 +1045,44 @@ mod faults {
         assert_eq!(promote.fired(), 1);
         let kg = repo.get_ref("shop", "known-good").await.unwrap().unwrap();
         assert_eq!((kg.version, kg.previous), (2, 0));
+    }
+
+    /// Two journal writes in flight, and a crash with the second made and
+    /// the first not: nobody acted on either (they are acknowledged in
+    /// order), the second is not read, and the server that resumes the run
+    /// fences at the missing slot and finishes it, launching nothing twice.
+    #[test]
+    fn a_crash_with_the_second_of_two_writes_made_and_the_first_not_resumes() {
+        paused_runtime().block_on(async {
+            let shared: DynStore = Arc::new(MemStore::new());
+            let faulty = Arc::new(FaultyStore::new(shared.clone()));
+            let services: BTreeMap<String, Service> =
+                (0..6).map(|i| (format!("n{i}"), service(&[], 1, false))).collect();
+            let script = services
+                .keys()
+                .enumerate()
+                .map(|(i, k)| {
+                    (k.clone(), Behaviour { launch_ms: 50, healthy_ms: 40 + 30 * i as u64, ..Default::default() })
+                })
+                .collect();
+            let h = harness_on(faulty.clone(), manifest(services), script).await;
+            let second = h.second_engine_on(shared.clone());
+            // RunStarted, the launches and the launched instances are written; the next write hangs.
+            let hang =
+                faulty.add(Rule::puts("/journal/").after(3).times(1).fault(Fault::Latency(Duration::from_secs(600))));
+            let id = h.start(6).await;
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            assert_eq!(hang.fired(), 1);
+            h.engine.abort_all();
+            let keys = shared.list(&layout::journal_prefix(&id)).await.unwrap();
+            assert_eq!(keys.len(), 4, "three objects, a missing one, and one made after it: {keys:?}");
+            let entries = journal::read_from(&shared, &id, 0).await.unwrap();
+            assert!(!entries.iter().any(|e| matches!(e.event, Event::Healthy { .. })), "{entries:#?}");
+            assert!(entries.iter().any(|e| matches!(e.event, Event::InstancesLaunched { .. })), "{entries:#?}");
+            tokio::time::sleep(Duration::from_secs(16)).await;
+            second.sweep().await.unwrap();
+            h.assert_taken_over(&second, &id, 6).await;
+        });
     }
 
     #[test]
