@@ -590,6 +590,10 @@ struct ScaleRow {
 /// critical path waits for one (the `Healthy` that must be durable before the
 /// cutover), so their median times the links is a floor under the wall time
 /// that no scheduling can remove while "durable before act" holds.
+/// `--journal-latency-ms N`: every journal write waits this long first, as
+/// over a network to a store that serves writes in parallel.
+static JOURNAL_LATENCY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
 struct JournalWrites {
     inner: DynStore,
     took: std::sync::Mutex<Vec<Duration>>,
@@ -624,6 +628,11 @@ impl ObjectStore for JournalWrites {
         opts: lifeboat::store::PutOptions,
     ) -> lifeboat::store::StoreResult<String> {
         let t = Instant::now();
+        if key.contains("/journal/")
+            && let Some(d) = JOURNAL_LATENCY.get()
+        {
+            tokio::time::sleep(*d).await;
+        }
         let put = self.inner.put(key, bytes, opts).await;
         if key.contains("/journal/") {
             self.took.lock().unwrap().push(t.elapsed());
@@ -642,9 +651,18 @@ impl ObjectStore for JournalWrites {
 }
 
 /// A store as a server opens it (with the retry layer that also counts
-/// requests): a fresh directory, or a fresh bucket on the S3-API test server.
+/// requests): a fresh directory, or a fresh bucket on the S3-API test server
+/// (moto) or on Ceph RGW (checked first, as a server does: RGW's ETag form is
+/// negotiated).
 async fn open_store(kind: &str, dir: &std::path::Path) -> DynStore {
     match kind {
+        RGW => {
+            let endpoint = lifeboat::testkit::rgw_endpoint();
+            let bucket = lifeboat::testkit::bucket_on(&endpoint, false, false).await;
+            lifeboat::store::open(&format!("s3://{bucket}/bench"), &lifeboat::testkit::s3_config(&endpoint))
+                .await
+                .unwrap()
+        }
         "s3" => {
             let endpoint = lifeboat::testkit::s3_endpoint();
             let bucket = lifeboat::testkit::bucket_on(&endpoint, false, false).await;
@@ -658,6 +676,8 @@ async fn open_store(kind: &str, dir: &std::path::Path) -> DynStore {
 
 /// The store kind for the directory store on tmpfs (`/dev/shm`).
 const TMPFS: &str = "directory on tmpfs";
+/// The store kind for S3 on Ceph RGW, which serves requests in parallel.
+const RGW: &str = "S3 on Ceph RGW";
 
 /// The scale runs' store directories, removed when the harness ends: removing
 /// tens of thousands of files between runs made the next run's file creation
@@ -865,14 +885,21 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--launch-only`: just the launch-overhead table (for before/after comparisons).
     let launch_only = std::env::args().any(|a| a == "--launch-only");
-    // `--scale-only N [--s3 | --tmpfs]`: one Lifeboat recovery of N services on the directory store, on S3, or on
-    // the directory store on tmpfs (for profiling).
+    // `--scale-only N [--s3 | --rgw | --tmpfs]`: one Lifeboat recovery of N services on the directory store, on S3
+    // (moto or Ceph RGW), or on the directory store on tmpfs (for profiling).
     let args: Vec<String> = std::env::args().collect();
     if let Some(n) = args.iter().position(|a| a == "--scale-only").and_then(|i| args.get(i + 1)?.parse::<usize>().ok())
     {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        if let Some(ms) =
+            args.iter().position(|a| a == "--journal-latency-ms").and_then(|i| args.get(i + 1)?.parse().ok())
+        {
+            JOURNAL_LATENCY.set(Duration::from_millis(ms)).unwrap();
+        }
         let store = if args.iter().any(|a| a == "--s3") {
             "s3"
+        } else if args.iter().any(|a| a == "--rgw") {
+            RGW
         } else if args.iter().any(|a| a == "--tmpfs") {
             TMPFS
         } else {

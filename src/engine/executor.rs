@@ -101,6 +101,8 @@ pub struct Executor {
     passing: Vec<usize>,
     /// Failed services whose dependents are still to be skipped.
     to_skip: Vec<String>,
+    /// Events received while the journal was busy, for the next write.
+    pending: Vec<Msg>,
     /// When the region lease was last taken or renewed: while it surely
     /// holds, store hiccups are waited out instead of ending the run.
     last_renewal: tokio::time::Instant,
@@ -166,6 +168,7 @@ impl Executor {
             announcing: BTreeSet::new(),
             passing: Vec::new(),
             to_skip: Vec::new(),
+            pending: Vec::new(),
             last_renewal: tokio::time::Instant::now(),
             spans: std::collections::HashMap::new(),
             held: VecDeque::new(),
@@ -246,12 +249,14 @@ impl Executor {
         Ok(())
     }
 
-    /// Waits for every journal write in flight and acts on each.
+    /// Writes every event received and waits for every write in flight,
+    /// acting on each.
     async fn drain(&mut self) -> Result<()> {
-        while let Some(result) = self.writes.next().await {
+        loop {
+            self.flush(0);
+            let Some(result) = self.writes.next().await else { return Ok(()) };
             self.written(result)?;
         }
-        Ok(())
     }
 
     /// The oldest journal write in flight is made (or failed): its entries
@@ -664,7 +669,6 @@ impl Executor {
         let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
         let mut decommissions: JoinSet<()> = JoinSet::new();
         let mut started: BTreeSet<String> = BTreeSet::new();
-        let parallelism = self.view.spec.parallelism.max(1);
         let mut verify_started = false;
 
         // Resumed: cut-over services whose old instances were not yet removed.
@@ -783,12 +787,14 @@ impl Executor {
             if tasks.is_empty()
                 && decommissions.is_empty()
                 && self.writes.is_empty()
+                && self.pending.is_empty()
                 && self.ready.is_empty()
                 && (!self.view.awaiting_approval() || self.cancel.is_cancelled())
             {
                 // Nothing in flight and nothing can start: drain late messages, then finish.
                 if let Ok(msg) = rx.try_recv() {
-                    self.on_message(msg).await?;
+                    self.pending.push(msg);
+                    self.flush(0);
                     continue;
                 }
                 break;
@@ -808,10 +814,13 @@ impl Executor {
                         self.join_finished(&mut tasks, &mut decommissions, &tx).await?;
                         self.fill(&mut tasks, &mut started, &tx, &approvals_rx);
                     }
-                    let held = tasks.len() + self.ready.len() + self.announced.len() + self.announcing.len();
-                    self.on_messages(batch, parallelism.saturating_sub(held)).await?;
+                    self.pending.extend(batch);
+                    self.flush(tasks.len());
                 }
-                Some(result) = self.writes.next(), if !self.writes.is_empty() => self.written(result)?,
+                Some(result) = self.writes.next(), if !self.writes.is_empty() => {
+                    self.written(result)?;
+                    self.flush(tasks.len());
+                }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     self.on_joined(joined, &mut decommissions, &tx).await?;
                 }
@@ -915,27 +924,34 @@ impl Executor {
         }
     }
 
-    async fn on_message(&mut self, msg: Msg) -> Result<()> {
-        self.on_messages(vec![msg], 0).await
+    /// Starts journal writes for the events received, while fewer than
+    /// `WRITES_IN_FLIGHT` are in flight; the rest wait, gathering into the
+    /// next write. The loop never waits for a write to take a message, so a
+    /// reported cutover starts its announced dependents at once, whatever
+    /// the journal is doing. `running`: service tasks running now.
+    fn flush(&mut self, running: usize) {
+        if self.abort.is_cancelled() {
+            self.pending.drain(..).for_each(|m| {
+                let _ = m.ack.send(false);
+            });
+            return;
+        }
+        while !self.pending.is_empty() && self.writes.len() < WRITES_IN_FLIGHT {
+            let n = self.pending.len().min(super::journal::MAX_BATCH);
+            let msgs: Vec<Msg> = self.pending.drain(..n).collect();
+            let held = running + self.ready.len() + self.announced.len() + self.announcing.len();
+            let slots = self.view.spec.parallelism.max(1).saturating_sub(held);
+            self.start_write(msgs, slots);
+        }
     }
 
-    /// Events from service tasks that arrived together: one journal write
-    /// (group commit), started while the write before it is still in
-    /// flight; every task hears that its event is durable once both are
-    /// made (`written`). `slots`: how many more service tasks may start now.
-    async fn on_messages(&mut self, msgs: Vec<Msg>, slots: usize) -> Result<()> {
+    /// One journal write for events from service tasks that arrived
+    /// together (group commit), with the launches they make possible; every
+    /// task hears that its event is durable once it and the write before it
+    /// are made (`written`). `slots`: how many more service tasks may start.
+    fn start_write(&mut self, msgs: Vec<Msg>, slots: usize) {
         let (events, acks): (Vec<Event>, Vec<oneshot::Sender<bool>>) =
             msgs.into_iter().map(|m| (m.event, m.ack)).unzip();
-        if self.abort.is_cancelled() {
-            acks.into_iter().for_each(|a| {
-                let _ = a.send(false);
-            });
-            return Ok(());
-        }
-        while self.writes.len() >= WRITES_IN_FLIGHT {
-            let result = self.writes.next().await.expect("a write in flight");
-            self.written(result)?;
-        }
         let failed: Vec<String> = events
             .iter()
             .filter_map(|e| match e {
@@ -949,25 +965,11 @@ impl Executor {
             announced.iter().filter_map(|e| e.service().and_then(|s| self.dag.index_of(s))).collect();
         let mut events = events;
         events.extend(announced);
-        if events.len() > super::journal::MAX_BATCH {
-            // More than one object: written in order, one after the other.
-            let result = self.persist_all(events).await;
-            if result.is_ok() {
-                self.announced.extend(announced_services);
-                self.to_skip.extend(failed);
-            }
-            let ok = result.is_ok();
-            acks.into_iter().for_each(|a| {
-                let _ = a.send(ok);
-            });
-            return result;
-        }
         self.announcing.extend(announced_services.iter().copied());
         self.passing.extend(passed.iter().copied());
         let write = self.write(events);
         self.writes.push_back(write);
         self.in_flight.push_back(InFlight { acks, failed, announced: announced_services, passed });
-        Ok(())
     }
 
     /// The service that `event` records past its health gate, if any.
