@@ -320,11 +320,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_read_back_as_entries_from_any_point_and_fence_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
-        let mut a = Journal::new_run(store.clone(), "r1");
-        a.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
-        let cancel = |by: &str| Event::CancelRequested { by: by.into() };
+        let (_dir, store, mut a) = started().await;
         let batch = a.append_all("t".into(), 1, vec![cancel("x"), cancel("y"), cancel("z")]).await.unwrap();
         assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
         a.append("t".into(), 2, cancel("w")).await.unwrap();
@@ -378,6 +374,15 @@ mod tests {
         assert!(Journal::open(store.clone(), "r1").await.is_err(), "nothing is written into a gap");
     }
 
+    /// A store in a fresh directory, and a new run's journal holding its `RunStarted`.
+    async fn started() -> (tempfile::TempDir, DynStore, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
+        let mut j = Journal::new_run(store.clone(), "r1");
+        j.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        (dir, store, j)
+    }
+
     fn cancel(by: &str) -> Event {
         Event::CancelRequested { by: by.into() }
     }
@@ -391,10 +396,7 @@ mod tests {
     /// next owner's fence takes the missing slot and skips the other.
     #[tokio::test]
     async fn one_write_past_a_missing_slot_was_never_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
-        let mut a = Journal::new_run(store.clone(), "r1");
-        a.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        let (_dir, store, mut a) = started().await;
         let first = a.prepare("t".into(), 1, vec![cancel("x"), cancel("y")]);
         let second = a.prepare("t".into(), 1, vec![cancel("z")]);
         second.commit().await.unwrap();
@@ -423,10 +425,7 @@ mod tests {
     /// over, lands late: between the fence and the slot it names, unread.
     #[tokio::test]
     async fn a_late_write_of_a_fenced_off_owner_lands_where_nobody_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
-        let mut a = Journal::new_run(store.clone(), "r1");
-        a.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        let (_dir, store, mut a) = started().await;
         let events: Vec<Event> = (0..MAX_BATCH).map(|i| cancel(&format!("a{i}"))).collect();
         let first = a.prepare("t".into(), 1, events);
         let second = a.prepare("t".into(), 1, vec![cancel("a-late")]);
@@ -444,20 +443,14 @@ mod tests {
 
     #[tokio::test]
     async fn two_writes_past_a_missing_slot_are_a_gap() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
-        let mut a = Journal::new_run(store.clone(), "r1");
-        a.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        let (_dir, store, mut a) = started().await;
         let _lost = a.prepare("t".into(), 1, vec![cancel("x")]);
         a.prepare("t".into(), 1, vec![cancel("y")]).commit().await.unwrap();
         a.prepare("t".into(), 1, vec![cancel("z")]).commit().await.unwrap();
         let err = read_from(&store, "r1", 0).await.unwrap_err();
         assert!(err.to_string().contains("0000000001") && err.to_string().contains("2 later objects"), "{err}");
         // One object far past the missing slot is no write in flight either.
-        let dir = tempfile::tempdir().unwrap();
-        let store: DynStore = std::sync::Arc::new(FsStore::open(dir.path()).unwrap());
-        let mut a = Journal::new_run(store.clone(), "r1");
-        a.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
+        let (_dir, store, _) = started().await;
         let far = Entry { format_version: ENTRY_FORMAT, seq: 1, at: "t".into(), elapsed_ms: 1, event: cancel("far") };
         let key = layout::journal_entry("r1", MAX_BATCH as u64 + 2);
         store.put(&key, codec::encode(&far), PutOptions::create()).await.unwrap();

@@ -836,6 +836,30 @@ mod faults {
         (faulty, store)
     }
 
+    /// `c0` ← `c1` ← … ← `c{n-1}`.
+    fn chain_c(n: usize) -> BTreeMap<String, Service> {
+        (0..n)
+            .map(|i| (format!("c{i}"), service(&if i == 0 { vec![] } else { vec![format!("c{}", i - 1)] }, 1, false)))
+            .collect()
+    }
+
+    /// Runs a region on a store whose journal writes take 30 ms; it succeeds,
+    /// in order. Its journal.
+    async fn succeed_with_slow_journal(
+        services: BTreeMap<String, Service>,
+        script: BTreeMap<String, Behaviour>,
+        parallelism: usize,
+    ) -> Vec<Entry> {
+        let (faulty, store) = faulty();
+        let h = harness_on(store, manifest(services), script).await;
+        faulty.add(Rule::puts("/journal/").fault(Fault::Latency(Duration::from_millis(30))));
+        let id = h.start(parallelism).await;
+        let (view, entries) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+        assert_ordering(&view, &entries);
+        entries
+    }
+
     fn chain_of(n: usize, ms: u64) -> (BTreeMap<String, Service>, BTreeMap<String, Behaviour>) {
         let services: BTreeMap<String, Service> = (0..n)
             .map(|i| {
@@ -887,19 +911,9 @@ mod faults {
     #[test]
     fn each_link_of_the_critical_path_waits_for_one_journal_write() {
         paused_runtime().block_on(async {
-            let (faulty, store) = faulty();
-            let services: BTreeMap<String, Service> = (0..4)
-                .map(|i| {
-                    (format!("c{i}"), service(&if i == 0 { vec![] } else { vec![format!("c{}", i - 1)] }, 1, false))
-                })
-                .collect();
+            let services = chain_c(4);
             let script = timed(&services, 50, 50);
-            let h = harness_on(store, manifest(services), script).await;
-            faulty.add(Rule::puts("/journal/").fault(Fault::Latency(Duration::from_millis(30))));
-            let id = h.start(4).await;
-            let (view, entries) = h.finish(&id).await;
-            assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
-            assert_ordering(&view, &entries);
+            let entries = succeed_with_slow_journal(services, script, 4).await;
             let finished = entries.last().unwrap();
             assert!(matches!(finished.event, Event::RunFinished { .. }));
             assert!(finished.elapsed_ms <= 650, "took {} ms: {entries:#?}", finished.elapsed_ms);
@@ -915,12 +929,7 @@ mod faults {
     #[test]
     fn a_health_gate_is_written_beside_the_write_in_flight() {
         paused_runtime().block_on(async {
-            let (faulty, store) = faulty();
-            let mut services: BTreeMap<String, Service> = (0..4)
-                .map(|i| {
-                    (format!("c{i}"), service(&if i == 0 { vec![] } else { vec![format!("c{}", i - 1)] }, 1, false))
-                })
-                .collect();
+            let mut services = chain_c(4);
             let mut script = timed(&services, 50, 50);
             for i in 0..12u64 {
                 services.insert(format!("n{i:02}"), service(&[], 1, false));
@@ -928,12 +937,7 @@ mod faults {
                     Behaviour { launch_ms: 50, healthy_ms: 60 + 37 * i, cutover_ms: 7 + 11 * i, ..Default::default() };
                 script.insert(format!("n{i:02}"), b);
             }
-            let h = harness_on(store, manifest(services), script).await;
-            faulty.add(Rule::puts("/journal/").fault(Fault::Latency(Duration::from_millis(30))));
-            let id = h.start(16).await;
-            let (view, entries) = h.finish(&id).await;
-            assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
-            assert_ordering(&view, &entries);
+            let entries = succeed_with_slow_journal(services, script, 16).await;
             let cut = entries.iter().find(|e| matches!(&e.event, Event::CutOver { service, .. } if service == "c3"));
             let at = cut.expect("c3 cut over").elapsed_ms;
             assert!(at <= 660, "c3 cut over at {at} ms: {entries:#?}");
