@@ -15,7 +15,7 @@
 //! object it knows, so a stale owner's next write collides with the new
 //! owner's and fails. The first object an owner writes after reading the
 //! journal (`Journal::open`) is a fence object: it names the slot of the next
-//! object, `MAX_BATCH` further on, and leaves the slots between to the late
+//! object, past the `MAX_BATCH` slots after it, and leaves those to the late
 //! second write of an earlier owner (at most `MAX_BATCH` past its first),
 //! which nobody ever reads.
 
