@@ -421,15 +421,14 @@ impl Validator {
             }
             let mut seen = BTreeSet::new();
             for (i, d) in s.depends_on.iter().enumerate() {
-                let p = format!("{path}[{i}]");
                 if !declared.contains(d.as_str()) {
                     self.problem(
                         item_pos(i),
-                        &p,
+                        &validator::index(&path, i),
                         format!("service \"{}\" depends on \"{d}\", which is not defined in this manifest", e.key),
                     );
                 } else if !seen.insert(d) {
-                    self.problem(item_pos(i), &p, format!("\"{d}\" is listed twice"));
+                    self.problem(item_pos(i), &validator::index(&path, i), format!("\"{d}\" is listed twice"));
                 }
             }
         }
