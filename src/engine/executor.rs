@@ -791,7 +791,11 @@ impl Executor {
                 && self.ready.is_empty()
                 && (!self.view.awaiting_approval() || self.cancel.is_cancelled())
             {
-                // Nothing in flight and nothing can start: drain late messages, then finish.
+                // Nothing in flight and nothing can start: skip what failures
+                // left behind (the loop's top), drain late messages, then finish.
+                if !self.to_skip.is_empty() {
+                    continue;
+                }
                 if let Ok(msg) = rx.try_recv() {
                     self.pending.push(msg);
                     self.flush(0);
