@@ -94,11 +94,6 @@ pub struct Executor {
     /// Journal writes in flight, oldest first, and what each is for.
     writes: FuturesOrdered<BoxFuture<'static, Result<Vec<Entry>>>>,
     in_flight: VecDeque<InFlight>,
-    /// Services whose launch a write in flight announces.
-    announcing: BTreeSet<usize>,
-    /// Services that a write in flight records past their health gate (a
-    /// service may be in two writes).
-    passing: Vec<usize>,
     /// Failed services whose dependents are still to be skipped.
     to_skip: Vec<String>,
     /// Events received while the journal was busy, for the next write.
@@ -165,8 +160,6 @@ impl Executor {
             announced: BTreeSet::new(),
             writes: FuturesOrdered::new(),
             in_flight: VecDeque::new(),
-            announcing: BTreeSet::new(),
-            passing: Vec::new(),
             to_skip: Vec::new(),
             pending: Vec::new(),
             last_renewal: tokio::time::Instant::now(),
@@ -264,14 +257,6 @@ impl Executor {
     /// failures it records are skipped by the loop (`skip_failed`).
     fn written(&mut self, result: Result<Vec<Entry>>) -> Result<()> {
         let done = self.in_flight.pop_front().expect("one record per write in flight");
-        for i in &done.announced {
-            self.announcing.remove(i);
-        }
-        for i in &done.passed {
-            if let Some(k) = self.passing.iter().position(|p| p == i) {
-                self.passing.swap_remove(k);
-            }
-        }
         let entries = match result {
             Ok(entries) => entries,
             Err(e) => {
@@ -408,7 +393,7 @@ impl Executor {
             self.state_of(x) == ServiceState::Healthy
                 || self.gated[x]
                 || passed.contains(&x)
-                || self.passing.contains(&x)
+                || self.in_flight.iter().any(|w| w.passed.contains(&x))
         };
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
@@ -419,7 +404,7 @@ impl Executor {
                 }
                 if seen.insert(d)
                     && !self.announced.contains(&d)
-                    && !self.announcing.contains(&d)
+                    && !self.announcing(d)
                     && self.starts_with_a_launch(d)
                     && self.dag.deps(d).iter().all(|&x| past_gate(x))
                 {
@@ -463,7 +448,7 @@ impl Executor {
         let mut not_yet = Vec::new();
         while tasks.len() < parallelism {
             let Some(i) = self.ready.pop_front() else { break };
-            if self.announcing.contains(&i) {
+            if self.announcing(i) {
                 // Its launch is not durable yet: it starts after that write.
                 not_yet.push(i);
                 continue;
@@ -479,6 +464,11 @@ impl Executor {
         for i in not_yet.into_iter().rev() {
             self.ready.push_front(i);
         }
+    }
+
+    /// Whether a write in flight announces this service's launch.
+    fn announcing(&self, i: usize) -> bool {
+        self.in_flight.iter().any(|w| w.announced.contains(&i))
     }
 
     /// Whether a ready service's task would begin by launching its first attempt.
@@ -943,7 +933,8 @@ impl Executor {
         while !self.pending.is_empty() && self.writes.len() < WRITES_IN_FLIGHT {
             let n = self.pending.len().min(super::journal::MAX_BATCH);
             let msgs: Vec<Msg> = self.pending.drain(..n).collect();
-            let held = running + self.ready.len() + self.announced.len() + self.announcing.len();
+            let announcing: usize = self.in_flight.iter().map(|w| w.announced.len()).sum();
+            let held = running + self.ready.len() + self.announced.len() + announcing;
             let slots = self.view.spec.parallelism.max(1).saturating_sub(held);
             self.start_write(msgs, slots);
         }
@@ -969,8 +960,6 @@ impl Executor {
             announced.iter().filter_map(|e| e.service().and_then(|s| self.dag.index_of(s))).collect();
         let mut events = events;
         events.extend(announced);
-        self.announcing.extend(announced_services.iter().copied());
-        self.passing.extend(passed.iter().copied());
         let write = self.write(events);
         self.writes.push_back(write);
         self.in_flight.push_back(InFlight { acks, failed, announced: announced_services, passed });
