@@ -88,7 +88,7 @@ impl Write {
     /// Makes the write. `Conflict` means another writer took the slot: this
     /// owner has been fenced off and must stop.
     pub async fn commit(&self) -> Result<Vec<Entry>> {
-        let key = layout::journal_entry(&self.run_id, self.slot);
+        let key = layout::journal_object(&self.run_id, self.slot);
         match self.store.put(&key, self.bytes.clone(), PutOptions::create()).await {
             Ok(_) => Ok(self.entries.clone()),
             // An earlier try of this very write landed with its reply lost.
@@ -180,7 +180,7 @@ struct Object {
 /// The entries of one journal object (an entry, a batch or a fence).
 #[cfg(test)]
 pub(crate) fn decode_object(bytes: &[u8], key: &str, store: &str) -> Result<Vec<Entry>> {
-    let slot = layout::journal_seq(key).unwrap_or(0);
+    let slot = layout::journal_slot(key).unwrap_or(0);
     Ok(decode_at(bytes, slot, key, store)?.entries)
 }
 
@@ -224,12 +224,12 @@ pub async fn read_from(store: &DynStore, run_id: &str, from: u64) -> Result<Vec<
 /// Every entry, and the slot the next write goes to.
 async fn read_all(store: &DynStore, run_id: &str) -> Result<(Vec<Entry>, u64)> {
     let keys = store.list(&layout::journal_prefix(run_id)).await?;
-    let mut slots: Vec<u64> = keys.iter().filter_map(|k| layout::journal_seq(k)).collect();
+    let mut slots: Vec<u64> = keys.iter().filter_map(|k| layout::journal_slot(k)).collect();
     slots.sort_unstable();
     let objects: Vec<Object> = futures::stream::iter(slots)
         .map(|slot| {
             let store = store.clone();
-            let key = layout::journal_entry(run_id, slot);
+            let key = layout::journal_object(run_id, slot);
             async move {
                 let obj =
                     store.get(&key).await?.ok_or_else(|| Error::Internal(format!("journal entry {key} vanished")))?;
@@ -249,7 +249,7 @@ async fn read_all(store: &DynStore, run_id: &str) -> Result<(Vec<Entry>, u64)> {
 fn assemble(run_id: &str, store: &str, objects: Vec<Object>) -> Result<(Vec<Entry>, u64)> {
     let integrity = |slot: u64, why: String| Error::Integrity {
         what: format!("the journal of run {run_id}"),
-        key: layout::journal_entry(run_id, slot),
+        key: layout::journal_object(run_id, slot),
         store: store.to_string(),
         source: Box::new(IntegrityError::Malformed(why)),
     };
@@ -278,7 +278,7 @@ fn assemble(run_id: &str, store: &str, objects: Vec<Object>) -> Result<(Vec<Entr
             if entry.seq != expect_seq + k as u64 {
                 return Err(Error::Integrity {
                     what: "journal entry".into(),
-                    key: layout::journal_entry(run_id, obj.slot),
+                    key: layout::journal_object(run_id, obj.slot),
                     store: store.to_string(),
                     source: Box::new(IntegrityError::WrongIdentity {
                         claimed: format!("entry {}", entry.seq),
@@ -339,7 +339,7 @@ mod tests {
         let err = a.append("t".into(), 4, cancel("late")).await.unwrap_err();
         assert!(matches!(err, Error::Conflict(_)), "{err}");
         // Removing a batch, with two objects after it, leaves a gap that names its slot.
-        store.delete(&layout::journal_entry("r1", 1)).await.unwrap();
+        store.delete(&layout::journal_object("r1", 1)).await.unwrap();
         let err = read_from(&store, "r1", 0).await.unwrap_err();
         assert!(err.to_string().contains("0000000001"), "{err}");
     }
@@ -368,7 +368,7 @@ mod tests {
         for _ in 0..4 {
             j.append("t".into(), 0, Event::RunStarted { owner: "a".into() }).await.unwrap();
         }
-        store.delete(&layout::journal_entry("r1", 1)).await.unwrap();
+        store.delete(&layout::journal_object("r1", 1)).await.unwrap();
         let err = read_from(&store, "r1", 0).await.unwrap_err();
         assert!(matches!(err, Error::Integrity { .. }) && err.to_string().contains("0000000001"), "{err}");
         assert!(Journal::open(store.clone(), "r1").await.is_err(), "nothing is written into a gap");
@@ -452,7 +452,7 @@ mod tests {
         // One object far past the missing slot is no write in flight either.
         let (_dir, store, _) = started().await;
         let far = Entry { format_version: ENTRY_FORMAT, seq: 1, at: "t".into(), elapsed_ms: 1, event: cancel("far") };
-        let key = layout::journal_entry("r1", MAX_BATCH as u64 + 2);
+        let key = layout::journal_object("r1", MAX_BATCH as u64 + 2);
         store.put(&key, codec::encode(&far), PutOptions::create()).await.unwrap();
         assert!(read_from(&store, "r1", 0).await.is_err());
     }
@@ -464,7 +464,7 @@ mod tests {
         let entry = Entry { format_version: ENTRY_FORMAT, seq: 0, at: "t".into(), elapsed_ms: 0, event: cancel("x") };
         for next_slot in [0, MAX_BATCH as u64 + 2] {
             let fence = Fence { format_version: 1, fenced: vec![entry.clone()], next_slot };
-            let key = layout::journal_entry("r1", 0);
+            let key = layout::journal_object("r1", 0);
             store.put(&key, codec::encode(&fence), PutOptions::overwrite()).await.unwrap();
             let err = read_from(&store, "r1", 0).await.unwrap_err();
             assert!(err.to_string().contains("out of range"), "{err}");

@@ -97,11 +97,11 @@ pub fn journal_prefix(run_id: &str) -> String {
     format!("runs/{run_id}/journal/")
 }
 
-pub fn journal_entry(run_id: &str, seq: u64) -> String {
-    format!("runs/{run_id}/journal/{seq:010}.json")
+pub fn journal_object(run_id: &str, slot: u64) -> String {
+    format!("runs/{run_id}/journal/{slot:010}.json")
 }
 
-pub fn journal_seq(key: &str) -> Option<u64> {
+pub fn journal_slot(key: &str) -> Option<u64> {
     key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
 }
 
