@@ -180,8 +180,24 @@ impl Executor {
             .filter(|&i| ex.view.spec.steps[i].action != Action::Delete)
             .collect();
         let owner = ex.ctx.owner.clone();
-        let first = if entries.is_empty() { Event::RunStarted { owner } } else { Event::RunResumed { owner } };
-        ex.persist(first).await?;
+        if entries.is_empty() {
+            // A new run announces the launches it can start at once in its
+            // first write, so the first launches wait for one write, not two.
+            let roots: Vec<usize> = if ex.view.awaiting_approval() || ex.view.cancel_requested {
+                Vec::new()
+            } else {
+                let room = ex.view.spec.parallelism.clamp(1, super::journal::MAX_BATCH - 1);
+                ex.ready.iter().copied().filter(|&i| ex.starts_with_a_launch(i)).take(room).collect()
+            };
+            let mut first = vec![Event::RunStarted { owner }];
+            first.extend(
+                roots.iter().map(|&i| Event::LaunchStarted { service: ex.dag.name(i).to_string(), attempt: 1 }),
+            );
+            ex.persist_all(first).await?;
+            ex.announced.extend(roots);
+        } else {
+            ex.persist(Event::RunResumed { owner }).await?;
+        }
         // A proposed run launches nothing until it is approved as a whole.
         if ex.view.awaiting_approval() {
             if !entries.iter().any(|e| matches!(e.event, Event::RunApprovalRequested)) {
@@ -264,14 +280,17 @@ impl Executor {
                 return Err(e);
             }
         };
+        // The tasks hear first: their events are durable, and what they do
+        // next (a cutover, a launch) reaches this loop only after it has
+        // absorbed the write.
+        done.acks.into_iter().for_each(|a| {
+            let _ = a.send(true);
+        });
         for entry in entries {
             self.absorb(entry);
         }
         self.announced.extend(done.announced);
         self.to_skip.extend(done.failed);
-        done.acks.into_iter().for_each(|a| {
-            let _ = a.send(true);
-        });
         Ok(())
     }
 

@@ -468,6 +468,28 @@ fn diamond_chain_and_fan_out_orderings() {
     });
 }
 
+/// A new run's first journal write announces the launches it can start at
+/// once (up to its parallelism), so its first launches wait for one write.
+#[test]
+fn a_new_run_announces_its_first_launches_in_its_first_write() {
+    paused_runtime().block_on(async {
+        let mut services: BTreeMap<String, Service> =
+            (0..3).map(|i| (format!("root{i}"), service(&[], 1, false))).collect();
+        services.insert("app".into(), service(&["root0".to_string()], 1, false));
+        let h = harness(manifest(services.clone()), timed(&services, 50, 50)).await;
+        let id = h.start(2).await;
+        let first = h.store.get(&layout::journal_object(&id, 0)).await.unwrap().expect("the first write");
+        let text = String::from_utf8(first.bytes.to_vec()).unwrap();
+        assert!(text.contains("\"run_started\""), "{text}");
+        assert_eq!(text.matches("\"launch_started\"").count(), 2, "as many as the parallelism: {text}");
+        let (view, _) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+        let w = h.provider.world();
+        assert_eq!(w.launch_calls.len(), 4, "one launch each: {:?}", w.launch_calls);
+        assert!(w.launch_calls.values().all(|&n| n == 1), "{:?}", w.launch_calls);
+    });
+}
+
 #[test]
 fn thousand_services_finish_within_five_percent_of_the_critical_path() {
     paused_runtime().block_on(async {
@@ -1072,15 +1094,15 @@ mod faults {
                 .collect();
             let h = harness_on(faulty.clone(), manifest(services), script).await;
             let second = h.second_engine_on(shared.clone());
-            // RunStarted, the launches and the launched instances are written; the next write hangs.
+            // RunStarted with the launches, then the launched instances are written; the next write hangs.
             let hang =
-                faulty.add(Rule::puts("/journal/").after(3).times(1).fault(Fault::Latency(Duration::from_secs(600))));
+                faulty.add(Rule::puts("/journal/").after(2).times(1).fault(Fault::Latency(Duration::from_secs(600))));
             let id = h.start(6).await;
             tokio::time::sleep(Duration::from_millis(1000)).await;
             assert_eq!(hang.fired(), 1);
             h.engine.abort_all();
             let keys = shared.list(&layout::journal_prefix(&id)).await.unwrap();
-            assert_eq!(keys.len(), 4, "three objects, a missing one, and one made after it: {keys:?}");
+            assert_eq!(keys.len(), 3, "two objects, a missing one, and one made after it: {keys:?}");
             let entries = journal::read_from(&shared, &id, 0).await.unwrap();
             assert!(!entries.iter().any(|e| matches!(e.event, Event::Healthy { .. })), "{entries:#?}");
             assert!(entries.iter().any(|e| matches!(e.event, Event::InstancesLaunched { .. })), "{entries:#?}");
