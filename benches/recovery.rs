@@ -597,9 +597,16 @@ static JOURNAL_LATENCY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new
 struct JournalWrites {
     inner: DynStore,
     took: std::sync::Mutex<Vec<Duration>>,
+    /// Journal writes in progress, and how many started beside another.
+    busy: std::sync::atomic::AtomicUsize,
+    beside: std::sync::atomic::AtomicUsize,
 }
 
 impl JournalWrites {
+    fn new(inner: DynStore) -> JournalWrites {
+        JournalWrites { inner, took: Default::default(), busy: Default::default(), beside: Default::default() }
+    }
+
     /// "journal writes: N, p50 …, p99 …; L links × p50 = F ms (floor F/bound × the bound)".
     fn summary(&self, links: usize, bound_ms: u64) -> String {
         let mut took = std::mem::take(&mut *self.took.lock().unwrap());
@@ -607,8 +614,9 @@ impl JournalWrites {
         let p50 = percentile(&took, 0.5);
         let floor = ms(p50) * links as f64;
         format!(
-            "journal writes: {}, p50 {:.2} ms, p99 {:.2} ms; {links} links × p50 = {floor:.0} ms (a floor of {:.3} × the bound)",
+            "journal writes: {} ({:.0} % made beside another), p50 {:.2} ms, p99 {:.2} ms; {links} links × p50 = {floor:.0} ms (a floor of {:.3} × the bound)",
             took.len(),
+            100.0 * self.beside.swap(0, std::sync::atomic::Ordering::SeqCst) as f64 / took.len().max(1) as f64,
             ms(p50),
             ms(percentile(&took, 0.99)),
             1.0 + floor / bound_ms as f64
@@ -627,15 +635,19 @@ impl ObjectStore for JournalWrites {
         bytes: bytes::Bytes,
         opts: lifeboat::store::PutOptions,
     ) -> lifeboat::store::StoreResult<String> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let journal = key.contains("/journal/");
+        if journal && self.busy.fetch_add(1, SeqCst) > 0 {
+            self.beside.fetch_add(1, SeqCst);
+        }
         let t = Instant::now();
-        if key.contains("/journal/")
-            && let Some(d) = JOURNAL_LATENCY.get()
-        {
+        if journal && let Some(d) = JOURNAL_LATENCY.get() {
             tokio::time::sleep(*d).await;
         }
         let put = self.inner.put(key, bytes, opts).await;
-        if key.contains("/journal/") {
+        if journal {
             self.took.lock().unwrap().push(t.elapsed());
+            self.busy.fetch_sub(1, SeqCst);
         }
         put
     }
@@ -695,8 +707,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
             TMPFS => tempfile::tempdir_in("/dev/shm").unwrap(),
             _ => tempfile::tempdir().unwrap(),
         };
-        let writes =
-            Arc::new(JournalWrites { inner: open_store(store_kind, dir.path()).await, took: Default::default() });
+        let writes = Arc::new(JournalWrites::new(open_store(store_kind, dir.path()).await));
         let store: DynStore = writes.clone();
         let env = format!("scale{n}");
         let (text, times) = region.manifest(&env, schedule == "waves");

@@ -39,10 +39,8 @@ struct Msg {
     ack: oneshot::Sender<bool>,
 }
 
-/// Journal writes in flight at once: a write starts while the one before is
-/// still being made, and is acted on only after it (the journal's readers
-/// and fences allow for exactly one write past a lost one).
-const WRITES_IN_FLIGHT: usize = 2;
+/// A journal write in flight: its entries, or why it failed, and how long it took.
+type Made = (Result<Vec<Entry>>, Duration);
 
 /// What to do once a journal write in flight is made.
 struct InFlight {
@@ -53,6 +51,8 @@ struct InFlight {
     announced: Vec<usize>,
     /// Services it records past their health gate.
     passed: Vec<usize>,
+    /// It started while another write was in flight.
+    beside: bool,
 }
 
 enum Outcome {
@@ -91,8 +91,11 @@ pub struct Executor {
     /// Services whose launch is announced in the journal and whose task has
     /// not started (they hold a parallelism slot).
     announced: BTreeSet<usize>,
-    /// Journal writes in flight, oldest first, and what each is for.
-    writes: FuturesOrdered<BoxFuture<'static, Result<Vec<Entry>>>>,
+    /// Journal writes in flight, oldest first, and what each is for: up to
+    /// two (the journal's readers and fences allow for exactly one write
+    /// past a lost one), as many as the store is seen to make in parallel.
+    writes: FuturesOrdered<BoxFuture<'static, Made>>,
+    depth: super::depth::Depth,
     in_flight: VecDeque<InFlight>,
     /// Failed services whose dependents are still to be skipped.
     to_skip: Vec<String>,
@@ -159,6 +162,7 @@ impl Executor {
             cut: Vec::new(),
             announced: BTreeSet::new(),
             writes: FuturesOrdered::new(),
+            depth: Default::default(),
             in_flight: VecDeque::new(),
             to_skip: Vec::new(),
             pending: Vec::new(),
@@ -271,8 +275,17 @@ impl Executor {
     /// The oldest journal write in flight is made (or failed): its entries
     /// are absorbed and the tasks waiting for it hear. Dependents of the
     /// failures it records are skipped by the loop (`skip_failed`).
-    fn written(&mut self, result: Result<Vec<Entry>>) -> Result<()> {
+    fn written(&mut self, (result, took): Made) -> Result<()> {
         let done = self.in_flight.pop_front().expect("one record per write in flight");
+        if let Some((depth, alone, beside)) = self.depth.made(done.beside, took) {
+            tracing::debug!(
+                run_id = %self.view.spec.id,
+                depth,
+                alone_ms = alone,
+                beside_ms = beside,
+                "journal writes in flight changed (median write alone and beside another)"
+            );
+        }
         let entries = match result {
             Ok(entries) => entries,
             Err(e) => {
@@ -937,8 +950,8 @@ impl Executor {
         }
     }
 
-    /// Starts journal writes for the events received, while fewer than
-    /// `WRITES_IN_FLIGHT` are in flight; the rest wait, gathering into the
+    /// Starts journal writes for the events received, while fewer than the
+    /// depth (`depth.rs`) are in flight; the rest wait, gathering into the
     /// next write. The loop never waits for a write to take a message, so a
     /// reported cutover starts its announced dependents at once, whatever
     /// the journal is doing. `running`: service tasks running now.
@@ -949,7 +962,7 @@ impl Executor {
             });
             return;
         }
-        while !self.pending.is_empty() && self.writes.len() < WRITES_IN_FLIGHT {
+        while !self.pending.is_empty() && self.writes.len() < self.depth.limit() {
             let n = self.pending.len().min(super::journal::MAX_BATCH);
             let msgs: Vec<Msg> = self.pending.drain(..n).collect();
             let announcing: usize = self.in_flight.iter().map(|w| w.announced.len()).sum();
@@ -980,8 +993,14 @@ impl Executor {
         let mut events = events;
         events.extend(announced);
         let write = self.write(events);
-        self.writes.push_back(write);
-        self.in_flight.push_back(InFlight { acks, failed, announced: announced_services, passed });
+        self.writes.push_back(Box::pin(async move {
+            let began = tokio::time::Instant::now();
+            let made = write.await;
+            (made, began.elapsed())
+        }));
+        let beside = !self.in_flight.is_empty();
+        self.depth.started();
+        self.in_flight.push_back(InFlight { acks, failed, announced: announced_services, passed, beside });
     }
 
     /// The service that `event` records past its health gate, if any.

@@ -3,6 +3,7 @@
 //! server can pick up a run another one started.
 
 pub mod clock;
+mod depth;
 pub mod drift;
 pub mod drill;
 mod executor;

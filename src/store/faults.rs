@@ -29,6 +29,9 @@ pub enum Fault {
     Permanent,
     /// The call succeeds after a delay.
     Latency(Duration),
+    /// The calls this rule matches are made one at a time, each taking this
+    /// long (a server that serves one request at a time).
+    Serial(Duration),
     /// The write lands but its reply is lost: a retryable error after success.
     Ambiguous,
     /// A read returns these bytes instead of the object.
@@ -119,11 +122,20 @@ impl Rule {
 pub struct FaultyStore<S> {
     inner: S,
     rules: Mutex<Vec<Arc<Rule>>>,
+    /// Held by the call a `Serial` fault is making.
+    serial: tokio::sync::Mutex<()>,
+    /// Calls a `Serial` fault made wait for another.
+    queued: AtomicU64,
 }
 
 impl<S: ObjectStore> FaultyStore<S> {
     pub fn new(inner: S) -> FaultyStore<S> {
-        FaultyStore { inner, rules: Mutex::new(Vec::new()) }
+        FaultyStore { inner, rules: Mutex::new(Vec::new()), serial: Default::default(), queued: AtomicU64::new(0) }
+    }
+
+    /// How many calls a `Serial` fault made wait for another.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::SeqCst)
     }
 
     /// Adds a rule; the handle reports how often it fired and can disable it.
@@ -156,6 +168,17 @@ impl<S: ObjectStore> FaultyStore<S> {
             Fault::Transient => Err(self.error(key, true)),
             Fault::Permanent => Err(self.error(key, false)),
             Fault::Latency(d) => {
+                tokio::time::sleep(*d).await;
+                Ok(())
+            }
+            Fault::Serial(d) => {
+                let _one = match self.serial.try_lock() {
+                    Ok(g) => g,
+                    Err(_) => {
+                        self.queued.fetch_add(1, Ordering::SeqCst);
+                        self.serial.lock().await
+                    }
+                };
                 tokio::time::sleep(*d).await;
                 Ok(())
             }
