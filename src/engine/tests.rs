@@ -399,6 +399,27 @@ fn timed(services: &BTreeMap<String, Service>, launch_ms: u64, healthy_ms: u64) 
     services.keys().map(|k| (k.clone(), Behaviour { launch_ms, healthy_ms, ..Default::default() })).collect()
 }
 
+/// Launch and health times drawn from `from` to `from + spread` ms (seeded).
+fn random_timed(
+    services: &BTreeMap<String, Service>,
+    seed: u64,
+    from: u64,
+    spread: u64,
+) -> BTreeMap<String, Behaviour> {
+    let mut rand = crate::testkit::xorshift(seed);
+    services
+        .keys()
+        .map(|k| {
+            let b = Behaviour {
+                launch_ms: from + rand() % spread,
+                healthy_ms: from + rand() % spread,
+                ..Default::default()
+            };
+            (k.clone(), b)
+        })
+        .collect()
+}
+
 /// `root`, and `n` leaves that depend on it.
 fn root_and_leaves(n: usize) -> BTreeMap<String, Service> {
     std::iter::once(("root".to_string(), service(&[], 1, false)))
@@ -981,18 +1002,7 @@ mod faults {
                     (format!("s{i:03}"), service(&deps, 1, false))
                 })
                 .collect();
-            let mut rand = crate::testkit::xorshift(11);
-            let script = services
-                .keys()
-                .map(|k| {
-                    let b = Behaviour {
-                        launch_ms: 100 + rand() % 200,
-                        healthy_ms: 100 + rand() % 200,
-                        ..Default::default()
-                    };
-                    (k.clone(), b)
-                })
-                .collect();
+            let script = random_timed(&services, 11, 100, 200);
             let h = harness_on(store, manifest(services), script).await;
             faulty.add(Rule::puts("/journal/").fault(Fault::Serial(Duration::from_millis(30))));
             let id = h.start(64).await;
@@ -1018,14 +1028,7 @@ mod faults {
             let (faulty, store) = faulty();
             let services: BTreeMap<String, Service> =
                 (0..2000).map(|i| (format!("s{i:04}"), service(&[], 1, false))).collect();
-            let mut rand = crate::testkit::xorshift(7);
-            let script = services
-                .keys()
-                .map(|k| {
-                    let b = Behaviour { launch_ms: 5 + rand() % 20, healthy_ms: 5 + rand() % 20, ..Default::default() };
-                    (k.clone(), b)
-                })
-                .collect();
+            let script = random_timed(&services, 7, 5, 20);
             let h = harness_on(store, manifest(services), script).await;
             faulty.add(Rule::puts("/journal/").fault(Fault::Latency(Duration::from_millis(1))));
             let id = h.start(256).await;
