@@ -235,13 +235,18 @@ impl Executor {
     /// The next journal write (events that arrived together as one write),
     /// made as a future that waits out a store unavailable for a while,
     /// bounded by the lease: past the time it surely holds, this owner stops
-    /// acting.
-    fn write(&mut self, events: Vec<Event>) -> BoxFuture<'static, Result<Vec<Entry>>> {
+    /// acting. It reports how long it took (for the depth, `depth.rs`).
+    fn write(&mut self, events: Vec<Event>) -> BoxFuture<'static, Made> {
         let at = rfc3339(self.ctx.clock.now());
         let elapsed = self.elapsed_ms().max(self.view.elapsed_ms);
         let write = self.journal.prepare(at, elapsed, events);
         let holds_until = self.last_renewal + self.ctx.lease_ttl.saturating_sub(self.lease_margin());
-        Box::pin(commit(write, self.view.spec.id.clone(), holds_until))
+        let run_id = self.view.spec.id.clone();
+        Box::pin(async move {
+            let began = tokio::time::Instant::now();
+            let made = commit(write, run_id, holds_until).await;
+            (made, began.elapsed())
+        })
     }
 
     async fn persist(&mut self, event: Event) -> Result<()> {
@@ -255,7 +260,7 @@ impl Executor {
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
             let batch: Vec<Event> = events.by_ref().take(super::journal::MAX_BATCH).collect();
-            for entry in self.write(batch).await? {
+            for entry in self.write(batch).await.0? {
                 self.absorb(entry);
             }
         }
@@ -993,11 +998,7 @@ impl Executor {
         let mut events = events;
         events.extend(announced);
         let write = self.write(events);
-        self.writes.push_back(Box::pin(async move {
-            let began = tokio::time::Instant::now();
-            let made = write.await;
-            (made, began.elapsed())
-        }));
+        self.writes.push_back(write);
         let beside = !self.in_flight.is_empty();
         self.depth.started();
         self.in_flight.push_back(InFlight { acks, failed, announced: announced_services, passed, beside });
