@@ -41,6 +41,8 @@ struct Msg {
 
 /// A journal write in flight: its entries, or why it failed, and how long it took.
 type Made = (Result<Vec<Entry>>, Duration);
+/// A new run's record being written, which its first journal write waits for.
+pub type Registration = tokio::task::JoinHandle<Result<()>>;
 
 /// What to do once a journal write in flight is made.
 struct InFlight {
@@ -120,12 +122,13 @@ impl Executor {
     pub async fn begin(
         ctx: Arc<RunContext>,
         manifest: Arc<Manifest>,
-        spec: RunSpec,
+        spec: Arc<RunSpec>,
         journal: Journal,
         entries: &[Entry],
         lease: Lease,
         events: broadcast::Sender<Entry>,
         control: mpsc::Receiver<Control>,
+        registration: Option<Registration>,
     ) -> Result<Executor> {
         let provider = ctx
             .providers
@@ -184,6 +187,19 @@ impl Executor {
             .filter(|&i| ex.view.spec.steps[i].action != Action::Delete)
             .collect();
         let owner = ex.ctx.owner.clone();
+        if let Some(registration) = registration {
+            let registered = registration.await.unwrap_or_else(|e| {
+                Err(Error::Internal(format!("writing the record of run {} failed: {e}", ex.view.spec.id)))
+            });
+            if let Err(e) = registered {
+                if let Some(lease) = ex.lease.take()
+                    && let Err(release) = lease.release().await
+                {
+                    tracing::warn!(run_id = %ex.view.spec.id, error = %release, "cannot release the lease of a run that failed to start");
+                }
+                return Err(e);
+            }
+        }
         if entries.is_empty() {
             // A new run announces the launches it can start at once in its
             // first write, so the first launches wait for one write, not two.

@@ -427,30 +427,35 @@ impl Engine {
         };
         let lease =
             Lease::acquire(&self.ctx.store, &spec.lease_key(), &id, &self.ctx.owner, self.ctx.lease_ttl, now).await?;
-        let bytes = codec::encode(&spec);
+        let spec = Arc::new(spec);
         // `run.json` commits the run: the index marker goes first (an orphan
-        // marker is skipped by `list`), and if either write fails the lease
-        // is released, so nothing is left that a sweep would execute.
-        let registered = async {
-            self.ctx.store.put(&layout::run_index(&id), Bytes::from_static(b"{}"), PutOptions::create()).await?;
-            self.ctx.store.put(&layout::run_spec(&id), bytes, PutOptions::create()).await
+        // marker is skipped by `list`). Both are written while the executor
+        // prepares (at 10,000 services each takes about 10 ms), and the run's
+        // first journal write waits for them: if either fails, the lease is
+        // released and nothing is left that a sweep would execute.
+        let registration = {
+            let (store, spec) = (self.ctx.store.clone(), spec.clone());
+            tokio::spawn(async move {
+                let bytes = codec::encode(&*spec);
+                store.put(&layout::run_index(&spec.id), Bytes::from_static(b"{}"), PutOptions::create()).await?;
+                store.put(&layout::run_spec(&spec.id), bytes, PutOptions::create()).await?;
+                Ok(())
+            })
         };
-        if let Err(e) = registered.await {
-            if let Err(release) = lease.release().await {
-                tracing::warn!(run_id = %id, error = %release, "cannot release the lease of a run that failed to start");
-            }
-            return Err(e.into());
-        }
-        self.launch(snap, spec, Journal::new_run(self.ctx.store.clone(), &id), Vec::new(), lease).await
+        let journal = Journal::new_run(self.ctx.store.clone(), &id);
+        self.launch(snap, spec, journal, Vec::new(), lease, Some(registration)).await
     }
 
+    /// Runs a run: `registration`, for a new run, writes its record (the
+    /// run's first journal write waits for it).
     async fn launch(
         self: &Arc<Self>,
         snap: Snapshot,
-        spec: RunSpec,
+        spec: Arc<RunSpec>,
         journal: Journal,
         entries: Vec<Entry>,
         lease: Lease,
+        registration: Option<executor::Registration>,
     ) -> Result<RunView> {
         let id = spec.id.clone();
         let (events, _) = broadcast::channel(4096);
@@ -464,6 +469,7 @@ impl Engine {
             lease,
             events.clone(),
             control_rx,
+            registration,
         )
         .await?;
         let view = ex.view().clone();
@@ -524,7 +530,7 @@ impl Engine {
         // Re-open after taking the lease, so no entry written meanwhile is missed.
         let (journal, entries) =
             if entries.is_empty() { (journal, entries) } else { Journal::open(self.ctx.store.clone(), id).await? };
-        self.launch(snap, spec, journal, entries, lease).await
+        self.launch(snap, spec.into(), journal, entries, lease, None).await
     }
 
     /// Takes over every unfinished run whose region lease has lapsed (its

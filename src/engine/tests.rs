@@ -1208,7 +1208,9 @@ mod faults {
         assert_eq!(repo.get_ref("shop", "latest").await.unwrap().unwrap().version, 2);
     }
 
-    /// A run that could not be registered leaves nothing a sweep would execute.
+    /// A run that could not be registered leaves nothing a sweep would
+    /// execute: its record is written while the executor prepares, and the
+    /// first journal write waits for it.
     #[test]
     fn a_run_that_fails_to_register_leaves_nothing_behind() {
         paused_runtime().block_on(async {
@@ -1222,6 +1224,8 @@ mod faults {
                 let (lease, _) = lease::read(&store, "r1").await.unwrap().unwrap();
                 assert!(lease.released, "{pattern}: the lease is released");
                 assert!(h.engine.list(None, false, 10).await.unwrap().is_empty(), "{pattern}: no run is listed");
+                let written = store.list("runs/").await.unwrap();
+                assert!(!written.iter().any(|k| k.contains("/journal/")), "{pattern}: no journal: {written:?}");
                 h.second_engine().sweep().await.unwrap();
                 assert!(h.provider.world().launches.is_empty(), "{pattern}: nothing was executed");
             }
