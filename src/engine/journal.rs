@@ -184,9 +184,11 @@ pub(crate) fn decode_object(bytes: &[u8], key: &str, store: &str) -> Result<Vec<
     Ok(decode_at(bytes, slot, key, store)?.entries)
 }
 
+/// One journal object, parsed once: its fields tell an entry, a batch and a
+/// fence apart.
 fn decode_at(bytes: &[u8], slot: u64, key: &str, store: &str) -> Result<Object> {
-    let value = serde_json::from_slice::<serde_json::Value>(bytes).ok();
-    let has = |field: &str| value.as_ref().is_some_and(|v| v.get(field).is_some());
+    let value = codec::parse(bytes).map_err(|e| codec::integrity::<Entry>(key, store, e))?;
+    let has = |field: &str| value.get(field).is_some();
     let malformed = |what: &str, why: &str| Error::Integrity {
         what: what.into(),
         key: key.to_string(),
@@ -194,18 +196,18 @@ fn decode_at(bytes: &[u8], slot: u64, key: &str, store: &str) -> Result<Object> 
         source: Box::new(IntegrityError::Malformed(why.into())),
     };
     let (entries, next_slot, is_fence) = if has("fenced") {
-        let f: Fence = codec::decode(bytes, key, store)?;
+        let f: Fence = codec::decode_value(value, key, store)?;
         let least = slot + f.fenced.len() as u64;
         if f.next_slot < least || f.next_slot > slot + MAX_BATCH as u64 + 1 {
             return Err(malformed("journal fence", &format!("its next slot {} is out of range", f.next_slot)));
         }
         (f.fenced, f.next_slot, true)
     } else if has("entries") && !has("event") {
-        let b: Batch = codec::decode(bytes, key, store)?;
+        let b: Batch = codec::decode_value(value, key, store)?;
         let next = slot + b.entries.len() as u64;
         (b.entries, next, false)
     } else {
-        (vec![codec::decode::<Entry>(bytes, key, store)?], slot + 1, false)
+        (vec![codec::decode_value::<Entry>(value, key, store)?], slot + 1, false)
     };
     if entries.is_empty() {
         return Err(malformed("journal batch", "the batch has no entries"));

@@ -23,18 +23,36 @@ pub fn encode<T: Persisted>(record: &T) -> Bytes {
 
 /// Decodes a record read from `key` in `store` (a description, for messages).
 pub fn decode<T: Persisted>(bytes: &[u8], key: &str, store: &str) -> Result<T, Error> {
-    decode_raw::<T>(bytes).map_err(|source| Error::Integrity {
+    decode_raw::<T>(bytes).map_err(|source| integrity::<T>(key, store, source))
+}
+
+/// `decode` of a record already parsed as JSON (a reader that looked at its
+/// fields to tell what kind of record it is).
+pub fn decode_value<T: Persisted>(value: serde_json::Value, key: &str, store: &str) -> Result<T, Error> {
+    from_value::<T>(value).map_err(|source| integrity::<T>(key, store, source))
+}
+
+/// The integrity error of a `T` read from `key` in `store`.
+pub fn integrity<T: Persisted>(key: &str, store: &str, source: IntegrityError) -> Error {
+    Error::Integrity {
         what: T::KIND.to_string(),
         key: key.to_string(),
         store: store.to_string(),
         source: Box::new(source),
-    })
+    }
+}
+
+/// JSON, or the reason it is not.
+pub fn parse(bytes: &[u8]) -> Result<serde_json::Value, IntegrityError> {
+    serde_json::from_slice(bytes).map_err(|e| IntegrityError::Malformed(format!("not JSON: {e}")))
 }
 
 /// The same check, with the bare reason.
 pub fn decode_raw<T: Persisted>(bytes: &[u8]) -> Result<T, IntegrityError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| IntegrityError::Malformed(format!("not JSON: {e}")))?;
+    from_value(parse(bytes)?)
+}
+
+fn from_value<T: Persisted>(value: serde_json::Value) -> Result<T, IntegrityError> {
     match value.get("format_version").and_then(serde_json::Value::as_u64) {
         Some(v) if v == u64::from(T::FORMAT) => {}
         Some(v) => return Err(IntegrityError::UnknownFormat { found: v, known: T::FORMAT.into() }),
