@@ -156,12 +156,16 @@ impl Journal {
         let slot = self.next_slot;
         let bytes = if std::mem::take(&mut self.fence) {
             self.next_slot = slot + MAX_BATCH as u64 + 1;
-            codec::encode(&Fence { format_version: Fence::FORMAT, fenced: entries.clone(), next_slot: self.next_slot })
+            codec::encode_compact(&Fence {
+                format_version: Fence::FORMAT,
+                fenced: entries.clone(),
+                next_slot: self.next_slot,
+            })
         } else {
             self.next_slot = slot + entries.len() as u64;
             match entries.as_slice() {
-                [one] => codec::encode(one),
-                _ => codec::encode(&Batch { format_version: Batch::FORMAT, entries: entries.clone() }),
+                [one] => codec::encode_compact(one),
+                _ => codec::encode_compact(&Batch { format_version: Batch::FORMAT, entries: entries.clone() }),
             }
         };
         self.next_seq += entries.len() as u64;

@@ -436,7 +436,7 @@ impl Engine {
         let registration = {
             let (store, spec) = (self.ctx.store.clone(), spec.clone());
             tokio::spawn(async move {
-                let bytes = codec::encode(&*spec);
+                let bytes = codec::encode_compact(&*spec);
                 store.put(&layout::run_index(&spec.id), Bytes::from_static(b"{}"), PutOptions::create()).await?;
                 store.put(&layout::run_spec(&spec.id), bytes, PutOptions::create()).await?;
                 Ok(())

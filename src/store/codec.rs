@@ -21,6 +21,13 @@ pub fn encode<T: Persisted>(record: &T) -> Bytes {
     Bytes::from(serde_json::to_vec_pretty(record).expect("records always serialise"))
 }
 
+/// `encode` without the indentation, for the bulk records of a run (its
+/// record and journal), which are written on the way to the first launch
+/// and on every link of the critical path. Readers take either form.
+pub fn encode_compact<T: Persisted>(record: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(record).expect("records always serialise"))
+}
+
 /// Decodes a record read from `key` in `store` (a description, for messages).
 pub fn decode<T: Persisted>(bytes: &[u8], key: &str, store: &str) -> Result<T, Error> {
     decode_raw::<T>(bytes).map_err(|source| integrity::<T>(key, store, source))
