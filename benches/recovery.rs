@@ -629,6 +629,9 @@ impl ObjectStore for JournalWrites {
     async fn get(&self, key: &str) -> lifeboat::store::StoreResult<Option<lifeboat::store::Object>> {
         self.inner.get(key).await
     }
+    async fn get_many(&self, keys: &[String]) -> lifeboat::store::StoreResult<Vec<Option<lifeboat::store::Object>>> {
+        self.inner.get_many(keys).await
+    }
     async fn put(
         &self,
         key: &str,

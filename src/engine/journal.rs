@@ -20,7 +20,6 @@
 //! which nobody ever reads.
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 
 use crate::domain::run::{ENTRY_FORMAT, Entry, Event};
 use crate::domain::snapshot::IntegrityError;
@@ -232,20 +231,19 @@ async fn read_all(store: &DynStore, run_id: &str) -> Result<(Vec<Entry>, u64)> {
     let keys = store.list(&layout::journal_prefix(run_id)).await?;
     let mut slots: Vec<u64> = keys.iter().filter_map(|k| layout::journal_slot(k)).collect();
     slots.sort_unstable();
-    let objects: Vec<Object> = futures::stream::iter(slots)
-        .map(|slot| {
-            let store = store.clone();
-            let key = layout::journal_object(run_id, slot);
-            async move {
-                let obj =
-                    store.get(&key).await?.ok_or_else(|| Error::Internal(format!("journal entry {key} vanished")))?;
-                decode_at(&obj.bytes, slot, &key, &store.describe())
-            }
+    let keys: Vec<String> = slots.iter().map(|&slot| layout::journal_object(run_id, slot)).collect();
+    let got = store.get_many(&keys).await?;
+    let describe = store.describe();
+    let objects = slots
+        .iter()
+        .zip(&keys)
+        .zip(got)
+        .map(|((&slot, key), obj)| {
+            let obj = obj.ok_or_else(|| Error::Internal(format!("journal entry {key} vanished")))?;
+            decode_at(&obj.bytes, slot, key, &describe)
         })
-        .buffered(32)
-        .try_collect()
-        .await?;
-    assemble(run_id, &store.describe(), objects)
+        .collect::<Result<Vec<Object>>>()?;
+    assemble(run_id, &describe, objects)
 }
 
 /// Follows the objects from slot 0: each at the slot the one before names.

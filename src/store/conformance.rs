@@ -11,6 +11,7 @@ use super::{ObjectStore, PutOptions, StoreError};
 pub async fn run_all(store: Arc<dyn ObjectStore>) {
     let p = format!("conformance-{}", uuid::Uuid::new_v4().simple());
     missing_keys(&*store, &p).await;
+    many_at_once(&*store, &p).await;
     create_if_absent(&*store, &p).await;
     compare_and_swap(&*store, &p).await;
     listing(&*store, &p).await;
@@ -27,6 +28,26 @@ fn b(s: &'static str) -> Bytes {
 
 async fn missing_keys(s: &dyn ObjectStore, p: &str) {
     assert!(s.get(&format!("{p}/missing")).await.unwrap().is_none());
+}
+
+/// `get_many` gives what one `get` per key gives, in the order asked, past
+/// the size of a directory store's chunk.
+async fn many_at_once(s: &dyn ObjectStore, p: &str) {
+    let keys: Vec<String> = (0..300).map(|i| format!("{p}/many/{i:03}.json")).collect();
+    for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 7 != 3) {
+        s.put(k, Bytes::from(format!("object {i}")), PutOptions::create()).await.unwrap();
+    }
+    let mut asked = keys.clone();
+    asked.reverse();
+    let got = s.get_many(&asked).await.unwrap();
+    assert_eq!(got.len(), asked.len());
+    for (k, o) in asked.iter().zip(&got) {
+        let one = s.get(k).await.unwrap();
+        assert_eq!(o.as_ref().map(|o| (&o.bytes, &o.etag)), one.as_ref().map(|o| (&o.bytes, &o.etag)), "{k}");
+    }
+    assert_eq!(got.iter().filter(|o| o.is_none()).count(), 43, "the missing keys are None");
+    assert!(s.get_many(&[]).await.unwrap().is_empty());
+    assert!(s.get_many(&["../escape".to_string()]).await.is_err(), "an invalid key is refused");
 }
 
 async fn create_if_absent(s: &dyn ObjectStore, p: &str) {

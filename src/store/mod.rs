@@ -111,6 +111,17 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `Ok(None)` when there is no such key.
     async fn get(&self, key: &str) -> StoreResult<Option<Object>>;
     async fn put(&self, key: &str, bytes: Bytes, opts: PutOptions) -> StoreResult<ETag>;
+    /// Several objects, in the order of `keys` (`None` for a missing one).
+    /// A backend that reads many objects more cheaply than one by one (a
+    /// local directory) overrides it; the default makes up to 32 gets at once.
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Object>>> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(keys.iter().cloned())
+            .map(|k| async move { self.get(&k).await })
+            .buffered(32)
+            .try_collect()
+            .await
+    }
     /// Keys starting with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
     /// Deleting a missing key is not an error.
@@ -156,6 +167,9 @@ impl<T: ObjectStore + ?Sized> ObjectStore for Arc<T> {
     }
     async fn put(&self, key: &str, bytes: Bytes, opts: PutOptions) -> StoreResult<ETag> {
         (**self).put(key, bytes, opts).await
+    }
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Object>>> {
+        (**self).get_many(keys).await
     }
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
         (**self).list(prefix).await

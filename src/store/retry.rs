@@ -12,6 +12,9 @@ use bytes::Bytes;
 
 use super::{ETag, Object, ObjectStore, PutMode, PutOptions, StoreError, StoreResult};
 
+/// Keys read (and retried) together by `get_many`: two such chunks at once.
+const MANY_CHUNK: usize = 128;
+
 /// How hard to try before giving up on a transient failure.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -83,6 +86,26 @@ fn retried(operation: &'static str) -> impl Fn(&StoreError, std::time::Duration)
     }
 }
 
+impl<S: ObjectStore> Retrying<S> {
+    async fn get_chunk(&self, chunk: &[String]) -> StoreResult<Vec<Option<Object>>> {
+        let got = (|| self.inner.get_many(chunk))
+            .retry(self.policy.backoff())
+            .when(StoreError::is_retryable)
+            .notify(retried("get"))
+            .await;
+        let m = crate::metrics::get();
+        let l = crate::metrics::labels(&[("operation", "get")]);
+        m.store_requests.get_or_create(&l).inc_by(chunk.len() as u64);
+        match &got {
+            Ok(objects) => moved("read", objects.iter().flatten().map(|o| o.bytes.len()).sum()),
+            Err(_) => {
+                m.store_errors.get_or_create(&l).inc();
+            }
+        }
+        got
+    }
+}
+
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for Retrying<S> {
     async fn get(&self, key: &str) -> StoreResult<Option<Object>> {
@@ -126,6 +149,18 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
         put
     }
 
+    /// In chunks of `MANY_CHUNK` keys, each chunk retried on its own (a
+    /// transient failure late in a long read repeats one chunk, not all).
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Object>>> {
+        use futures::{StreamExt, TryStreamExt};
+        let chunks: Vec<Vec<Option<Object>>> = futures::stream::iter(keys.chunks(MANY_CHUNK).map(<[String]>::to_vec))
+            .map(|chunk| async move { self.get_chunk(&chunk).await })
+            .buffered(2)
+            .try_collect()
+            .await?;
+        Ok(chunks.into_iter().flatten().collect())
+    }
+
     async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
         count(
             "list",
@@ -166,5 +201,37 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
             moved("written", std::fs::metadata(path).map_or(0, |m| m.len() as usize));
         }
         count("put_file", r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::faults::{Fault, FaultyStore, Rule};
+    use crate::store::memory::MemStore;
+
+    /// A transient failure late in a long `get_many` repeats its own chunk
+    /// only; a permanent one is not retried and names the key.
+    #[tokio::test(start_paused = true)]
+    async fn get_many_retries_the_failed_chunk() {
+        let faulty = FaultyStore::new(MemStore::new());
+        let keys: Vec<String> = (0..300).map(|i| format!("k/{i:03}.json")).collect();
+        for k in &keys {
+            faulty.put(k, Bytes::from(k.clone()), PutOptions::create()).await.unwrap();
+        }
+        let flaky = faulty.add(Rule::gets("k/250.").fault(Fault::Transient).times(2));
+        let first = faulty.add(Rule::gets("k/000.").fault(Fault::Latency(Duration::ZERO)));
+        let store = Retrying::new(faulty, RetryPolicy::default());
+
+        let got = store.get_many(&keys).await.unwrap();
+        let got: Vec<Bytes> = got.into_iter().map(|o| o.unwrap().bytes).collect();
+        assert_eq!(got, keys.iter().map(|k| Bytes::from(k.clone())).collect::<Vec<_>>());
+        assert_eq!(flaky.fired(), 2);
+        assert_eq!(first.fired(), 1, "the first chunk was read once");
+
+        store.inner().clear();
+        store.inner().add(Rule::gets("k/299.").fault(Fault::Permanent));
+        let err = store.get_many(&keys).await.unwrap_err();
+        assert!(!err.is_retryable() && err.to_string().contains("k/299.json"), "{err}");
     }
 }
