@@ -244,8 +244,9 @@ pub fn rgw_endpoint() -> String {
         .clone()
 }
 
-/// Stops the daemons of a cluster started in `run_dir`, if any, and waits
-/// (up to 15 s) until the monitor's fixed port is free again: a new cluster
+/// Stops the daemons of a cluster started in `run_dir`, if any, waits (up
+/// to 15 s) until none of them is left, then (up to 15 s) until the
+/// monitor's fixed port is free again: a new cluster
 /// whose monitor cannot bind it fails to start ("problem getting command
 /// descriptions from mon").
 fn stop_ceph(run_dir: &Path) -> Result<(), String> {
@@ -257,7 +258,8 @@ fn stop_ceph(run_dir: &Path) -> Result<(), String> {
         .args([
             "-c",
             &format!(
-                "kill $(cat '{run}'/out/*.pid 2>/dev/null) 2>/dev/null; pkill -f -- '-c {run}/ceph[.]conf'; sleep 1",
+                "kill $(cat '{run}'/out/*.pid 2>/dev/null) 2>/dev/null; pkill -f -- '-c {run}/ceph[.]conf'; sleep 1; \
+                 for i in $(seq 1 30); do pgrep -f -- '-c {run}/ceph[.]conf' >/dev/null || break; sleep 0.5; done",
                 run = run_dir.display()
             ),
         ])
