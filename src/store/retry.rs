@@ -65,9 +65,14 @@ impl<S: ObjectStore> Retrying<S> {
 /// One call, as the metrics see it: a request, and an error if it failed
 /// after its retries.
 fn count<T>(operation: &str, result: StoreResult<T>) -> StoreResult<T> {
+    count_many(operation, 1, result)
+}
+
+/// The same for a call that stands for `requests` requests (`get_many`).
+fn count_many<T>(operation: &str, requests: usize, result: StoreResult<T>) -> StoreResult<T> {
     let m = crate::metrics::get();
     let l = crate::metrics::labels(&[("operation", operation)]);
-    m.store_requests.get_or_create(&l).inc();
+    m.store_requests.get_or_create(&l).inc_by(requests as u64);
     if result.is_err() {
         m.store_errors.get_or_create(&l).inc();
     }
@@ -88,19 +93,17 @@ fn retried(operation: &'static str) -> impl Fn(&StoreError, std::time::Duration)
 
 impl<S: ObjectStore> Retrying<S> {
     async fn get_chunk(&self, chunk: &[String]) -> StoreResult<Vec<Option<Object>>> {
-        let got = (|| self.inner.get_many(chunk))
-            .retry(self.policy.backoff())
-            .when(StoreError::is_retryable)
-            .notify(retried("get"))
-            .await;
-        let m = crate::metrics::get();
-        let l = crate::metrics::labels(&[("operation", "get")]);
-        m.store_requests.get_or_create(&l).inc_by(chunk.len() as u64);
-        match &got {
-            Ok(objects) => moved("read", objects.iter().flatten().map(|o| o.bytes.len()).sum()),
-            Err(_) => {
-                m.store_errors.get_or_create(&l).inc();
-            }
+        let got = count_many(
+            "get",
+            chunk.len(),
+            (|| self.inner.get_many(chunk))
+                .retry(self.policy.backoff())
+                .when(StoreError::is_retryable)
+                .notify(retried("get"))
+                .await,
+        );
+        if let Ok(objects) = &got {
+            moved("read", objects.iter().flatten().map(|o| o.bytes.len()).sum());
         }
         got
     }
