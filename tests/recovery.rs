@@ -68,6 +68,20 @@ fn recover_plan_keep_and_force() {
     let show = server.run(&["run", "show", &id]).ok().stdout;
     assert!(show.contains("state SUCCEEDED"), "{show}");
 
+    // The object layout (README): a run's record and journal objects are
+    // compact JSON, other records indented.
+    let store = std::path::Path::new(&server.store);
+    let text = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let run_dir = store.join("runs").join(&id);
+    let journal: Vec<_> = std::fs::read_dir(run_dir.join("journal")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!journal.is_empty());
+    for p in journal.iter().chain([&run_dir.join("run.json")]) {
+        let t = text(p);
+        assert!(!t.contains('\n') && t.starts_with("{\"format_version\":"), "{}: {t:.200}", p.display());
+    }
+    let latest = text(&store.join("environments/e2e/refs/latest"));
+    assert!(latest.contains("\n  \"format_version\": "), "{latest}");
+
     // Everything already matches: a second recovery keeps it all.
     let plan = server.run(&["plan", "e2e"]).ok().stdout;
     assert!(plan.contains("0 to create, 0 to replace, 4 to keep."), "{plan}");
