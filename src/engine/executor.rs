@@ -258,10 +258,18 @@ impl Executor {
         let write = self.journal.prepare(at, elapsed, events);
         let holds_until = self.last_renewal + self.ctx.lease_ttl.saturating_sub(self.lease_margin());
         let run_id = self.view.spec.id.clone();
-        Box::pin(async move {
+        // On a task of its own, so the request goes out now, while this loop
+        // absorbs the write before it and starts tasks (polled only by the
+        // loop, it waited for all of that). Dropping the future aborts the
+        // write, as dropping the write itself did.
+        let made = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let began = tokio::time::Instant::now();
             let made = commit(write, run_id, holds_until).await;
             (made, began.elapsed())
+        }));
+        Box::pin(async move {
+            made.await
+                .unwrap_or_else(|e| (Err(Error::Internal(format!("a journal write stopped: {e}"))), Duration::ZERO))
         })
     }
 
