@@ -569,6 +569,83 @@ impl Layered {
     }
 }
 
+/// `--timeline`: where each link of the critical path spent its time, from
+/// the engine's `lifeboat::timeline` TRACE events (a service's health gate,
+/// its `Healthy` reaching the loop, the write that carries it prepared and
+/// made, the cutover, the dependent's task and its launch call), summed over
+/// the links of the run's critical path as run. Recording the events costs the
+/// run some CPU, so it is off in the tables above.
+mod timeline {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    use lifeboat::testkit::timeline::Recorder;
+    use tracing_subscriber::prelude::*;
+
+    static RECORDER: OnceLock<Recorder> = OnceLock::new();
+
+    pub fn install() {
+        let recorder = RECORDER.get_or_init(Recorder::default).clone();
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(recorder))
+            .expect("no other subscriber in the harness");
+    }
+
+    /// Whether `install` ran (`--timeline`).
+    pub fn on() -> bool {
+        RECORDER.get().is_some()
+    }
+
+    /// The segments of each link `path[k]` → `path[k + 1]`, summed, as one line.
+    pub fn links(path: &[String], drawn: &BTreeMap<String, (u64, u64)>) -> String {
+        let mut seen: HashMap<(String, String), Instant> = HashMap::new();
+        for s in RECORDER.get().map(Recorder::take).unwrap_or_default() {
+            seen.entry((s.service, s.step)).or_insert(s.at);
+        }
+        let at = |service: &str, step: &str| seen.get(&(service.to_string(), step.to_string())).copied();
+        const SEGMENTS: [&str; 9] = [
+            "health gate → loop",
+            "waiting for a free write",
+            "the write",
+            "write made → task",
+            "cutover call",
+            "cutover → loop",
+            "loop → dependent's task",
+            "task → launch call",
+            "provider's launch and health gate beyond the drawn times",
+        ];
+        let mut sums = [0f64; 9];
+        let mut counted = 0;
+        for link in path.windows(2) {
+            let (d, s) = (link[0].as_str(), link[1].as_str());
+            let points = [
+                at(d, "gate passed"),
+                at(d, "healthy received"),
+                at(d, "write prepared"),
+                at(d, "write made"),
+                at(d, "healthy durable"),
+                at(d, "cut over"),
+                at(d, "cutover received"),
+                at(s, "task started"),
+                at(s, "launch called"),
+                at(s, "gate passed"),
+            ];
+            let Some(points) = points.into_iter().collect::<Option<Vec<Instant>>>() else { continue };
+            let ms = |a: Instant, b: Instant| {
+                if b >= a { (b - a).as_secs_f64() * 1e3 } else { -(a - b).as_secs_f64() * 1e3 }
+            };
+            for (k, sum) in sums.iter_mut().enumerate().take(8) {
+                *sum += ms(points[k], points[k + 1]);
+            }
+            let (l, h) = drawn.get(s).copied().unwrap_or_default();
+            sums[8] += ms(points[8], points[9]) - (l + h) as f64;
+            counted += 1;
+        }
+        let parts: Vec<String> = SEGMENTS.iter().zip(sums).map(|(n, v)| format!("{n} {v:.1}")).collect();
+        format!("where the {counted} links of the critical path spent their time (ms, summed): {}", parts.join(", "))
+    }
+}
+
 struct ScaleRow {
     n: usize,
     store: &'static str,
@@ -584,6 +661,8 @@ struct ScaleRow {
     start: Duration,
     /// `JournalWrites::summary` of the run.
     writes: String,
+    /// `timeline::links` of the run, with `--timeline`.
+    timeline: Option<String>,
 }
 
 /// Times a store's journal writes (puts under `/journal/`). Each link of the
@@ -715,7 +794,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
         let env = format!("scale{n}");
         let (text, times) = region.manifest(&env, schedule == "waves");
         push(&store, &text).await;
-        let provider = Arc::new(Timed { times, next: Default::default() });
+        let provider = Arc::new(Timed { times: times.clone(), next: Default::default() });
         let e = engine(&store, provider);
         let parallelism = if schedule == "parallelism 10" { 10 } else { lifeboat::engine::MAX_PARALLELISM };
         let (cpu, requests, bytes) = (cpu_seconds(), store_requests(), store_bytes());
@@ -733,6 +812,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
             phases: critical_path_phases(&view),
             start,
             writes: writes.summary(links, bound_ms),
+            timeline: timeline::on().then(|| timeline::links(&view.measured_critical_path().0, &times)),
         });
         SCALE_DIRS.lock().unwrap().push(dir);
     }
@@ -899,11 +979,15 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--launch-only`: just the launch-overhead table (for before/after comparisons).
     let launch_only = std::env::args().any(|a| a == "--launch-only");
-    // `--scale-only N [--s3 | --rgw | --tmpfs]`: one Lifeboat recovery of N services on the directory store, on S3
-    // (moto or Ceph RGW), or on the directory store on tmpfs (for profiling).
+    // `--scale-only N [--s3 | --rgw | --tmpfs] [--timeline]`: one Lifeboat recovery of N services on the directory
+    // store, on S3 (moto or Ceph RGW), or on the directory store on tmpfs (for profiling); `--timeline` adds where
+    // each link of its critical path spent its time.
     let args: Vec<String> = std::env::args().collect();
     if let Some(n) = args.iter().position(|a| a == "--scale-only").and_then(|i| args.get(i + 1)?.parse::<usize>().ok())
     {
+        if args.iter().any(|a| a == "--timeline") {
+            timeline::install();
+        }
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         if let Some(ms) =
             args.iter().position(|a| a == "--journal-latency-ms").and_then(|i| args.get(i + 1)?.parse().ok())
@@ -933,6 +1017,9 @@ fn main() {
             );
             println!("{}", r.phases);
             println!("{}", r.writes);
+            if let Some(t) = r.timeline {
+                println!("{t}");
+            }
         }
         SCALE_DIRS.lock().unwrap().clear();
         return;

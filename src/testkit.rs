@@ -704,3 +704,73 @@ pub mod ec2 {
         ips
     }
 }
+
+/// The engine's `lifeboat::timeline` steps (a link of the critical path:
+/// health gate, `Healthy` at the loop, its write prepared and made, the
+/// cutover, the dependent's task and launch call), recorded with when each
+/// happened: what the benchmark harness's `--timeline` reads.
+pub mod timeline {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use tracing::field::{Field, Visit};
+    use tracing::subscriber::Interest;
+    use tracing_subscriber::layer::{Context, Layer};
+
+    const TARGET: &str = "lifeboat::timeline";
+
+    /// One step: the service, the step's name, when.
+    #[derive(Debug, Clone)]
+    pub struct Step {
+        pub service: String,
+        pub step: String,
+        pub at: Instant,
+    }
+
+    /// A tracing layer that keeps every timeline step (and listens to nothing else).
+    #[derive(Clone, Default)]
+    pub struct Recorder(Arc<Mutex<Vec<Step>>>);
+
+    impl Recorder {
+        /// The steps recorded so far, in order; the recorder starts over.
+        pub fn take(&self) -> Vec<Step> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for Recorder {
+        fn register_callsite(&self, m: &'static tracing::Metadata<'static>) -> Interest {
+            if m.target() == TARGET { Interest::always() } else { Interest::never() }
+        }
+        fn enabled(&self, m: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+            m.target() == TARGET
+        }
+        fn on_event(&self, e: &tracing::Event<'_>, _: Context<'_, S>) {
+            let at = Instant::now();
+            let mut fields = Fields::default();
+            e.record(&mut fields);
+            self.0.lock().unwrap().push(Step { service: fields.service, step: fields.step, at });
+        }
+    }
+
+    #[derive(Default)]
+    struct Fields {
+        service: String,
+        step: String,
+    }
+
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "step" {
+                self.step = value.to_string();
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            match field.name() {
+                "service" => self.service = format!("{value:?}"),
+                "step" => self.step = format!("{value:?}").trim_matches('"').to_string(),
+                _ => {}
+            }
+        }
+    }
+}

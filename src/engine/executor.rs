@@ -41,6 +41,21 @@ struct Msg {
 
 /// A journal write in flight: its entries, or why it failed, and how long it took.
 type Made = (Result<Vec<Entry>>, Duration);
+
+/// A step of a link of the critical path (one service's health gate to its
+/// dependent's launch) as a TRACE event of target `lifeboat::timeline`, for
+/// the benchmark harness's `--timeline`, which shows where each link's time
+/// goes. Unless a subscriber asks for them, each costs an atomic load.
+macro_rules! timeline {
+    ($service:expr, $step:literal) => {
+        tracing::trace!(target: "lifeboat::timeline", service = %$service, step = $step)
+    };
+}
+
+/// Whether anyone listens to `timeline!` (the loop's steps look through a batch).
+fn timeline_on() -> bool {
+    tracing::enabled!(target: "lifeboat::timeline", tracing::Level::TRACE)
+}
 /// A new run's record being written, which its first journal write waits for.
 pub type Registration = tokio::task::JoinHandle<Result<()>>;
 
@@ -325,6 +340,11 @@ impl Executor {
         // The tasks hear first: their events are durable, and what they do
         // next (a cutover, a launch) reaches this loop only after it has
         // absorbed the write.
+        if timeline_on() {
+            entries.iter().filter(|e| matches!(e.event, Event::Healthy { .. })).for_each(|e| {
+                timeline!(e.event.service().unwrap_or_default(), "write made");
+            });
+        }
         done.acks.into_iter().for_each(|a| {
             let _ = a.send(true);
         });
@@ -519,6 +539,7 @@ impl Executor {
                 continue;
             }
             self.announced.remove(&i);
+            timeline!(name, "task started");
             let task = self.task(&name, tx.clone(), approvals.clone());
             tasks.spawn(async move { (name, task.run().await) });
         }
@@ -864,6 +885,15 @@ impl Executor {
                             Err(_) => break,
                         }
                     }
+                    if timeline_on() {
+                        for m in &batch {
+                            match &m.event {
+                                Event::Healthy { service, .. } => timeline!(service, "healthy received"),
+                                Event::CutOver { service, .. } => timeline!(service, "cutover received"),
+                                _ => {}
+                            }
+                        }
+                    }
                     if !self.cancel.is_cancelled() {
                         self.start_early(&batch);
                         self.join_finished(&mut tasks, &mut decommissions, &tx).await?;
@@ -1015,6 +1045,11 @@ impl Executor {
                 _ => None,
             })
             .collect();
+        if timeline_on() {
+            events.iter().filter(|e| matches!(e, Event::Healthy { .. })).for_each(|e| {
+                timeline!(e.service().unwrap_or_default(), "write prepared");
+            });
+        }
         let passed: Vec<usize> = events.iter().filter_map(|e| self.past_gate_in(e)).collect();
         let announced = self.announce_launches(&events, slots);
         let announced_services: Vec<usize> =
@@ -1271,6 +1306,7 @@ impl ServiceTask {
             launch_key: format!("{}/{}/{}", self.run_id, name, attempt),
             fingerprint: self.step.fingerprint.clone(),
         };
+        timeline!(name, "launch called");
         let launched = tokio::time::timeout(budget, self.provider.launch(&spec, &self.cancel)).await;
         let instances = match launched {
             Ok(Ok(ids)) => ids,
@@ -1308,11 +1344,14 @@ impl ServiceTask {
             }
             Err(e) => return self.fail(attempt, e.to_string(), e.is_retryable(), &instances).await,
         }
+        timeline!(name, "gate passed");
         self.emit(Event::Healthy { service: name.clone(), attempt }).await.map_err(AttemptError::Stop)?;
+        timeline!(name, "healthy durable");
         let cutover = self.provider.cutover(&self.target, &instances);
         if let Err(e) = bounded("cutover", CALL_LIMIT, &self.abort, cutover).await {
             return self.fail(attempt, format!("cutover failed: {e}"), e.is_retryable(), &instances).await;
         }
+        timeline!(name, "cut over");
         Ok(instances)
     }
 

@@ -1580,3 +1580,41 @@ fn promote_on_pass_loses_to_a_promotion_made_while_the_drill_ran() {
         assert_eq!(repo.get_by_ref("shop", "known-good").await.unwrap().version, v3, "the newer promotion stands");
     });
 }
+
+/// The steps a link of the critical path reports (`lifeboat::timeline`, what
+/// the benchmark harness's `--timeline` sums) come in the order it reads them.
+#[test]
+fn a_link_reports_its_timeline_steps_in_order() {
+    use tracing_subscriber::prelude::*;
+    let recorder = crate::testkit::timeline::Recorder::default();
+    let _listening = tracing::subscriber::set_default(tracing_subscriber::registry().with(recorder.clone()));
+    paused_runtime().block_on(async {
+        let mut services = BTreeMap::new();
+        services.insert("db".to_string(), service(&[], 1, false));
+        services.insert("api".to_string(), service(&["db".to_string()], 1, false));
+        let h = harness(manifest(services.clone()), timed(&services, 50, 50)).await;
+        let id = h.start(4).await;
+        let (view, _) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+    });
+    let steps = recorder.take();
+    let of = |service: &str| steps.iter().filter(|s| s.service == service).map(|s| s.step.as_str()).collect::<Vec<_>>();
+    let link = [
+        "task started",
+        "launch called",
+        "gate passed",
+        "healthy received",
+        "write prepared",
+        "write made",
+        "healthy durable",
+        "cut over",
+        "cutover received",
+    ];
+    assert_eq!(of("db"), link);
+    assert_eq!(of("api"), link);
+    let at = |service: &str, step: &str| {
+        steps.iter().position(|s| s.service == service && s.step == step).expect("every step is reported")
+    };
+    assert!(at("db", "cutover received") < at("api", "task started"), "{steps:#?}");
+    assert!(steps.windows(2).all(|w| w[0].at <= w[1].at));
+}
