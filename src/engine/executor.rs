@@ -42,6 +42,12 @@ struct Msg {
 /// A journal write in flight: its entries, or why it failed, and how long it took.
 type Made = (Result<Vec<Entry>>, Duration);
 
+/// How long events nobody waits for (`ServiceTask::record`: the instances a
+/// launch made) may wait to share the write of an event somebody waits for.
+/// The journal then makes fewer writes (each a file, or a request), and is
+/// free more often when a health gate passes.
+const LINGER: Duration = Duration::from_millis(20);
+
 /// A step of a link of the critical path (one service's health gate to its
 /// dependent's launch) as a TRACE event of target `lifeboat::timeline`, for
 /// the benchmark harness's `--timeline`, which shows where each link's time
@@ -118,6 +124,8 @@ pub struct Executor {
     to_skip: Vec<String>,
     /// Events received while the journal was busy, for the next write.
     pending: Vec<Msg>,
+    /// When the oldest of `pending` arrived.
+    pending_since: Option<tokio::time::Instant>,
     /// When the region lease was last taken or renewed: while it surely
     /// holds, store hiccups are waited out instead of ending the run.
     last_renewal: tokio::time::Instant,
@@ -184,6 +192,7 @@ impl Executor {
             in_flight: VecDeque::new(),
             to_skip: Vec::new(),
             pending: Vec::new(),
+            pending_since: None,
             last_renewal: tokio::time::Instant::now(),
             spans: std::collections::HashMap::new(),
             held: VecDeque::new(),
@@ -310,7 +319,7 @@ impl Executor {
     /// acting on each.
     async fn drain(&mut self) -> Result<()> {
         loop {
-            self.flush(0);
+            self.flush_now(0);
             let Some(result) = self.writes.next().await else { return Ok(()) };
             self.written(result)?;
         }
@@ -869,8 +878,8 @@ impl Executor {
                     continue;
                 }
                 if let Ok(msg) = rx.try_recv() {
-                    self.pending.push(msg);
-                    self.flush(0);
+                    self.hold(vec![msg]);
+                    self.flush_now(0);
                     continue;
                 }
                 break;
@@ -899,7 +908,7 @@ impl Executor {
                         self.join_finished(&mut tasks, &mut decommissions, &tx).await?;
                         self.fill(&mut tasks, &mut started, &tx, &approvals_rx);
                     }
-                    self.pending.extend(batch);
+                    self.hold(batch);
                     self.flush(tasks.len());
                 }
                 Some(result) = self.writes.next(), if !self.writes.is_empty() => {
@@ -910,6 +919,10 @@ impl Executor {
                     self.on_joined(joined, &mut decommissions, &tx).await?;
                 }
                 Some(_) = decommissions.join_next(), if !decommissions.is_empty() => {}
+                _ = tokio::time::sleep_until(self.pending_since.unwrap_or_else(tokio::time::Instant::now) + LINGER),
+                    if !self.pending.is_empty() && self.writes.len() < self.depth.limit() => {
+                    self.flush(tasks.len());
+                }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() && !timed_out => {
                     timed_out = true;
                     let limit = crate::domain::duration::human(drill_timeout.unwrap_or_default());
@@ -1010,20 +1023,48 @@ impl Executor {
     }
 
     /// Starts journal writes for the events received, while fewer than the
-    /// depth (`depth.rs`) are in flight; the rest wait, gathering into the
-    /// next write. The loop never waits for a write to take a message, so a
+    /// depth (`depth.rs`) are in flight and someone waits for one of them
+    /// (events nobody waits for linger up to `LINGER` for one that somebody
+    /// does); the rest wait, gathering into the next write. The loop never waits for a write to take a message, so a
     /// reported cutover starts its announced dependents at once, whatever
     /// the journal is doing. `running`: service tasks running now.
     fn flush(&mut self, running: usize) {
+        self.flush_if(running, false)
+    }
+
+    /// `flush`, also of events nobody waits for that have not lingered yet.
+    fn flush_now(&mut self, running: usize) {
+        self.flush_if(running, true)
+    }
+
+    /// Events received, to be written (as soon as the journal can take them).
+    fn hold(&mut self, msgs: Vec<Msg>) {
+        if self.pending.is_empty() {
+            self.pending_since = Some(tokio::time::Instant::now());
+        }
+        self.pending.extend(msgs);
+    }
+
+    /// Whether the events received should be written now: someone waits for
+    /// one of them, or the oldest has lingered long enough (`LINGER`).
+    fn due(&self) -> bool {
+        self.pending.iter().any(|m| !m.ack.is_closed()) || self.pending_since.is_some_and(|t| t.elapsed() >= LINGER)
+    }
+
+    fn flush_if(&mut self, running: usize, now: bool) {
         if self.abort.is_cancelled() {
             self.pending.drain(..).for_each(|m| {
                 let _ = m.ack.send(false);
             });
+            self.pending_since = None;
             return;
         }
-        while !self.pending.is_empty() && self.writes.len() < self.depth.limit() {
+        while !self.pending.is_empty() && self.writes.len() < self.depth.limit() && (now || self.due()) {
             let n = self.pending.len().min(super::journal::MAX_BATCH);
             let msgs: Vec<Msg> = self.pending.drain(..n).collect();
+            if self.pending.is_empty() {
+                self.pending_since = None;
+            }
             let announcing: usize = self.in_flight.iter().map(|w| w.announced.len()).sum();
             let held = running + self.ready.len() + self.announced.len() + announcing;
             let slots = self.view.spec.parallelism.max(1).saturating_sub(held);

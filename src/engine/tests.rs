@@ -1623,3 +1623,41 @@ fn a_link_reports_its_timeline_steps_in_order() {
     assert!(at("db", "cutover received") < at("api", "task started"), "{steps:#?}");
     assert!(steps.windows(2).all(|w| w[0].at <= w[1].at));
 }
+
+/// The instances a launch made are recorded without anyone waiting for them:
+/// they share the write of the `Healthy` that follows soon enough, and are
+/// written on their own once they have lingered `LINGER` (20 ms) without one.
+#[test]
+fn instances_launched_linger_for_a_write_somebody_waits_for() {
+    paused_runtime().block_on(async {
+        let mut services = BTreeMap::new();
+        services.insert("quick".to_string(), service(&[], 1, false));
+        services.insert("slow".to_string(), service(&[], 1, false));
+        let mut script = timed(&services, 50, 10);
+        script.get_mut("slow").unwrap().launch_ms = 100;
+        script.get_mut("slow").unwrap().healthy_ms = 500;
+        let h = harness(manifest(services), script).await;
+        let id = h.start(4).await;
+        let (view, _) = h.finish(&id).await;
+        assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+        let mut objects = Vec::new();
+        for key in h.store.list(&layout::journal_prefix(&id)).await.unwrap() {
+            let o = h.store.get(&key).await.unwrap().unwrap();
+            objects.push(String::from_utf8(o.bytes.to_vec()).unwrap());
+        }
+        let holding = |service: &str, kind: &str| {
+            let needle = format!("\"type\":\"{kind}\",\"service\":\"{service}\"");
+            objects
+                .iter()
+                .find(|o| o.contains(&needle))
+                .unwrap_or_else(|| panic!("no {kind} of {service}: {objects:#?}"))
+        };
+        // quick: launched at 50 ms, healthy at 60 ms: one write.
+        let launched = holding("quick", "instances_launched");
+        assert!(launched.contains("\"type\":\"healthy\",\"service\":\"quick\""), "{launched}");
+        // slow: launched at 100 ms, nothing else until 600 ms: written at 120 ms.
+        let launched = holding("slow", "instances_launched");
+        assert!(!launched.contains("\"type\":\"healthy\""), "{launched}");
+        assert!(launched.contains("\"elapsed_ms\":120"), "{launched}");
+    });
+}
