@@ -1003,7 +1003,15 @@ fn main() {
         } else {
             "directory"
         };
-        for r in rt.block_on(scale(n, store, &["lifeboat"])) {
+        // `--schedule waves` or `--schedule parallelism-10`: that schedule instead of Lifeboat's own.
+        let schedule =
+            match args.iter().position(|a| a == "--schedule").and_then(|i| args.get(i + 1)).map(String::as_str) {
+                Some("waves") => "waves",
+                Some("parallelism-10") => "parallelism 10",
+                None => "lifeboat",
+                Some(other) => panic!("--schedule {other}: waves or parallelism-10"),
+            };
+        for r in rt.block_on(scale(n, store, &[schedule])) {
             println!(
                 "{} services: {:.2} s (of which start {:.0} ms; bound {:.2} s), CPU {:.1} s, {:.2} store requests and {:.1} KiB per service, peak RSS {:.0} MiB",
                 r.n,
