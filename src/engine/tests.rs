@@ -1005,6 +1005,11 @@ mod faults {
             let script = random_timed(&services, 11, 100, 200);
             let h = harness_on(store, manifest(services), script).await;
             faulty.add(Rule::puts("/journal/").fault(Fault::Serial(Duration::from_millis(30))));
+            // The server's debug log names each change of depth (README).
+            use tracing_subscriber::prelude::*;
+            let changes = DepthChanges::default();
+            let _listening = tracing::subscriber::set_default(tracing_subscriber::registry().with(changes.clone()));
+            tracing::callsite::rebuild_interest_cache();
             let id = h.start(64).await;
             let (view, _) = h.finish(&id).await;
             assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
@@ -1012,7 +1017,41 @@ mod faults {
             let queued = faulty.queued();
             assert!(writes > 100, "{writes} writes: the journal was not kept busy");
             assert!(queued * 4 < writes, "{queued} of {writes} journal writes queued behind another");
+            let logged = changes.0.lock().unwrap().clone();
+            assert_eq!(logged.first(), Some(&1), "the change to one write in flight is logged: {logged:?}");
         });
+    }
+
+    /// The depths that the executor's debug events "journal writes in flight
+    /// changed" name, in order.
+    #[derive(Clone, Default)]
+    struct DepthChanges(Arc<std::sync::Mutex<Vec<u64>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DepthChanges {
+        fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            #[derive(Default)]
+            struct Change {
+                depth: Option<u64>,
+                named: bool,
+            }
+            impl tracing::field::Visit for Change {
+                fn record_u64(&mut self, f: &tracing::field::Field, v: u64) {
+                    if f.name() == "depth" {
+                        self.depth = Some(v);
+                    }
+                }
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    if f.name() == "message" && format!("{v:?}").starts_with("journal writes in flight changed") {
+                        self.named = true;
+                    }
+                }
+            }
+            let mut change = Change::default();
+            e.record(&mut change);
+            if let (true, Some(depth)) = (change.named, change.depth) {
+                self.0.lock().unwrap().push(depth);
+            }
+        }
     }
 
     /// A finished service task gives its slot back as soon as the loop
