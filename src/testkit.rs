@@ -714,7 +714,6 @@ pub mod timeline {
     use std::time::Instant;
 
     use tracing::field::{Field, Visit};
-    use tracing::subscriber::Interest;
     use tracing_subscriber::layer::{Context, Layer};
 
     const TARGET: &str = "lifeboat::timeline";
@@ -738,14 +737,13 @@ pub mod timeline {
         }
     }
 
+    /// It filters in `on_event`, not by interest, so that it can sit beside
+    /// other layers in one subscriber.
     impl<S: tracing::Subscriber> Layer<S> for Recorder {
-        fn register_callsite(&self, m: &'static tracing::Metadata<'static>) -> Interest {
-            if m.target() == TARGET { Interest::always() } else { Interest::never() }
-        }
-        fn enabled(&self, m: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
-            m.target() == TARGET
-        }
         fn on_event(&self, e: &tracing::Event<'_>, _: Context<'_, S>) {
+            if e.metadata().target() != TARGET {
+                return;
+            }
             let at = Instant::now();
             let mut fields = Fields::default();
             e.record(&mut fields);

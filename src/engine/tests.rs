@@ -1006,10 +1006,7 @@ mod faults {
             let h = harness_on(store, manifest(services), script).await;
             faulty.add(Rule::puts("/journal/").fault(Fault::Serial(Duration::from_millis(30))));
             // The server's debug log names each change of depth (README).
-            use tracing_subscriber::prelude::*;
-            let changes = DepthChanges::default();
-            let _listening = tracing::subscriber::set_default(tracing_subscriber::registry().with(changes.clone()));
-            tracing::callsite::rebuild_interest_cache();
+            let changes = &listening().1;
             let id = h.start(64).await;
             let (view, _) = h.finish(&id).await;
             assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
@@ -1017,41 +1014,9 @@ mod faults {
             let queued = faulty.queued();
             assert!(writes > 100, "{writes} writes: the journal was not kept busy");
             assert!(queued * 4 < writes, "{queued} of {writes} journal writes queued behind another");
-            let logged = changes.0.lock().unwrap().clone();
+            let logged = changes.of(&id);
             assert_eq!(logged.first(), Some(&1), "the change to one write in flight is logged: {logged:?}");
         });
-    }
-
-    /// The depths that the executor's debug events "journal writes in flight
-    /// changed" name, in order.
-    #[derive(Clone, Default)]
-    struct DepthChanges(Arc<std::sync::Mutex<Vec<u64>>>);
-
-    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DepthChanges {
-        fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-            #[derive(Default)]
-            struct Change {
-                depth: Option<u64>,
-                named: bool,
-            }
-            impl tracing::field::Visit for Change {
-                fn record_u64(&mut self, f: &tracing::field::Field, v: u64) {
-                    if f.name() == "depth" {
-                        self.depth = Some(v);
-                    }
-                }
-                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                    if f.name() == "message" && format!("{v:?}").starts_with("journal writes in flight changed") {
-                        self.named = true;
-                    }
-                }
-            }
-            let mut change = Change::default();
-            e.record(&mut change);
-            if let (true, Some(depth)) = (change.named, change.depth) {
-                self.0.lock().unwrap().push(depth);
-            }
-        }
     }
 
     /// A finished service task gives its slot back as soon as the loop
@@ -1624,24 +1589,18 @@ fn promote_on_pass_loses_to_a_promotion_made_while_the_drill_ran() {
 /// the benchmark harness's `--timeline` sums) come in the order it reads them.
 #[test]
 fn a_link_reports_its_timeline_steps_in_order() {
-    use tracing_subscriber::prelude::*;
-    let recorder = crate::testkit::timeline::Recorder::default();
-    let _listening = tracing::subscriber::set_default(tracing_subscriber::registry().with(recorder.clone()));
+    let recorder = &listening().0;
     paused_runtime().block_on(async {
         let mut services = BTreeMap::new();
-        services.insert("db".to_string(), service(&[], 1, false));
-        services.insert("api".to_string(), service(&["db".to_string()], 1, false));
+        services.insert("timeline-db".to_string(), service(&[], 1, false));
+        services.insert("timeline-api".to_string(), service(&["timeline-db".to_string()], 1, false));
         let h = harness(manifest(services.clone()), timed(&services, 50, 50)).await;
-        // A callsite that another test's thread hit first, while the
-        // subscriber above was being registered, can keep the interest it
-        // computed without it (tracing registers a callsite after computing
-        // its interest); by now every such registration is over.
-        tracing::callsite::rebuild_interest_cache();
         let id = h.start(4).await;
         let (view, _) = h.finish(&id).await;
         assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
     });
-    let steps = recorder.take();
+    // Other tests' steps are recorded too: only this run's services count.
+    let steps: Vec<_> = recorder.take().into_iter().filter(|s| s.service.starts_with("timeline-")).collect();
     let of = |service: &str| steps.iter().filter(|s| s.service == service).map(|s| s.step.as_str()).collect::<Vec<_>>();
     let link = [
         "task started",
@@ -1654,12 +1613,12 @@ fn a_link_reports_its_timeline_steps_in_order() {
         "cut over",
         "cutover received",
     ];
-    assert_eq!(of("db"), link);
-    assert_eq!(of("api"), link);
+    assert_eq!(of("timeline-db"), link);
+    assert_eq!(of("timeline-api"), link);
     let at = |service: &str, step: &str| {
         steps.iter().position(|s| s.service == service && s.step == step).expect("every step is reported")
     };
-    assert!(at("db", "cutover received") < at("api", "task started"), "{steps:#?}");
+    assert!(at("timeline-db", "cutover received") < at("timeline-api", "task started"), "{steps:#?}");
     assert!(steps.windows(2).all(|w| w[0].at <= w[1].at));
 }
 
@@ -1699,4 +1658,65 @@ fn instances_launched_linger_for_a_write_somebody_waits_for() {
         assert!(!launched.contains("\"type\":\"healthy\""), "{launched}");
         assert!(launched.contains("\"elapsed_ms\":120"), "{launched}");
     });
+}
+
+/// One subscriber for the whole test process, set as the global default
+/// once: what the tests that read the engine's tracing events listen with. A
+/// subscriber set per test (thread-local) missed events when other tests'
+/// threads registered callsites meanwhile (tracing caches each callsite's
+/// interest, computed without it).
+fn listening() -> &'static (crate::testkit::timeline::Recorder, DepthChanges) {
+    static LISTENING: std::sync::OnceLock<(crate::testkit::timeline::Recorder, DepthChanges)> =
+        std::sync::OnceLock::new();
+    LISTENING.get_or_init(|| {
+        use tracing_subscriber::prelude::*;
+        let (recorder, depth) = (crate::testkit::timeline::Recorder::default(), DepthChanges::default());
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(recorder.clone()).with(depth.clone()),
+        )
+        .expect("no other global subscriber in the tests");
+        tracing::callsite::rebuild_interest_cache();
+        (recorder, depth)
+    })
+}
+
+/// The depths that the executor's debug events "journal writes in flight
+/// changed" name, per run, in order.
+#[derive(Clone, Default)]
+struct DepthChanges(Arc<std::sync::Mutex<Vec<(String, u64)>>>);
+
+impl DepthChanges {
+    fn of(&self, run_id: &str) -> Vec<u64> {
+        self.0.lock().unwrap().iter().filter(|(r, _)| r == run_id).map(|(_, d)| *d).collect()
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DepthChanges {
+    fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Change {
+            run_id: String,
+            depth: Option<u64>,
+            named: bool,
+        }
+        impl tracing::field::Visit for Change {
+            fn record_u64(&mut self, f: &tracing::field::Field, v: u64) {
+                if f.name() == "depth" {
+                    self.depth = Some(v);
+                }
+            }
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                match f.name() {
+                    "message" => self.named = format!("{v:?}").starts_with("journal writes in flight changed"),
+                    "run_id" => self.run_id = format!("{v:?}"),
+                    _ => {}
+                }
+            }
+        }
+        let mut change = Change::default();
+        e.record(&mut change);
+        if let (true, Some(depth)) = (change.named, change.depth) {
+            self.0.lock().unwrap().push((change.run_id, depth));
+        }
+    }
 }
