@@ -663,6 +663,36 @@ struct ScaleRow {
     writes: String,
     /// `timeline::links` of the run, with `--timeline`.
     timeline: Option<String>,
+    /// `read_costs` of a Lifeboat-scheduled run.
+    read: Option<String>,
+}
+
+/// Reading the finished run as `lifeboat run show` does on a server that did
+/// not run it (`Engine::get` from its compacted journal, once the executor has
+/// written it), against reading it from its journal objects (a listing and a
+/// read per object, as every read did before compaction).
+async fn read_costs(store: &DynStore, engine: &Arc<Engine>, view: &RunView) -> String {
+    let id = &view.spec.id;
+    let key = lifeboat::store::layout::journal_compacted(id);
+    let waiting = Instant::now();
+    while store.get(&key).await.unwrap().is_none() {
+        assert!(waiting.elapsed() < Duration::from_secs(60), "run {id} was not compacted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t = Instant::now();
+    let got = engine.get(id).await.unwrap();
+    let compacted = t.elapsed();
+    let t = Instant::now();
+    let entries = lifeboat::engine::journal::read_from(store, id, 0).await.unwrap();
+    let replayed = RunView::replay(view.spec.clone(), &entries);
+    let objects = t.elapsed();
+    assert_eq!(got.last_seq, replayed.last_seq);
+    let count = store.list(&lifeboat::store::layout::journal_prefix(id)).await.unwrap().len();
+    format!(
+        "reading the finished run (`run show`): {:.0} ms from its compacted journal, {:.0} ms from its {count} journal objects",
+        ms(compacted),
+        ms(objects)
+    )
 }
 
 /// Times a store's journal writes (puts under `/journal/`). Each link of the
@@ -800,19 +830,28 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
         let (cpu, requests, bytes) = (cpu_seconds(), store_requests(), store_bytes());
         let (wall, start, view) = recover(&e, &env, parallelism).await;
         let links = view.measured_critical_path().0.len();
+        let (cpu, requests, bytes) = (cpu_seconds() - cpu, store_requests() - requests, store_bytes() - bytes);
+        let read = match schedule {
+            "lifeboat" => {
+                let other = engine(&store, Arc::new(Timed { times: times.clone(), next: Default::default() }));
+                Some(read_costs(&store, &other, &view).await)
+            }
+            _ => None,
+        };
         rows.push(ScaleRow {
             n,
             store: store_kind,
             schedule,
             wall,
             bound_ms,
-            cpu: cpu_seconds() - cpu,
-            requests_per_service: (store_requests() - requests) / n as f64,
-            bytes_per_service: (store_bytes() - bytes) / n as f64,
+            cpu,
+            requests_per_service: requests / n as f64,
+            bytes_per_service: bytes / n as f64,
             phases: critical_path_phases(&view),
             start,
             writes: writes.summary(links, bound_ms),
             timeline: timeline::on().then(|| timeline::links(&view.measured_critical_path().0, &times)),
+            read,
         });
         SCALE_DIRS.lock().unwrap().push(dir);
     }
@@ -1028,6 +1067,9 @@ fn main() {
             if let Some(t) = r.timeline {
                 println!("{t}");
             }
+            if let Some(t) = r.read {
+                println!("{t}");
+            }
         }
         SCALE_DIRS.lock().unwrap().clear();
         return;
@@ -1133,7 +1175,10 @@ fn main() {
                 .iter()
                 .chain(&others)
                 .filter(|r| r.schedule == "lifeboat")
-                .map(|r| format!("- {} services, {}: {}; {}.", r.n, r.store, r.phases, r.writes))
+                .map(|r| {
+                    let read = r.read.as_deref().map(|t| format!("; {t}")).unwrap_or_default();
+                    format!("- {} services, {}: {}; {}{read}.", r.n, r.store, r.phases, r.writes)
+                })
                 .collect();
         }
         rows.retain(|r| r.store == "directory");

@@ -68,14 +68,15 @@ fn recover_plan_keep_and_force() {
     let show = server.run(&["run", "show", &id]).ok().stdout;
     assert!(show.contains("state SUCCEEDED"), "{show}");
 
-    // The object layout (README): a run's record and journal objects are
-    // compact JSON, other records indented.
+    // The object layout (README): a run's record, its journal objects and
+    // (once it finished) its compacted journal are compact JSON, other
+    // records indented.
     let store = std::path::Path::new(&server.store);
     let text = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
     let run_dir = store.join("runs").join(&id);
     let journal: Vec<_> = std::fs::read_dir(run_dir.join("journal")).unwrap().map(|e| e.unwrap().path()).collect();
     assert!(!journal.is_empty());
-    for p in journal.iter().chain([&run_dir.join("run.json")]) {
+    for p in journal.iter().chain([&run_dir.join("run.json"), &run_dir.join("journal.json")]) {
         let t = text(p);
         assert!(!t.contains('\n') && t.starts_with("{\"format_version\":"), "{}: {t:.200}", p.display());
     }
@@ -625,7 +626,8 @@ fn health_commands_run_only_in_the_gate_with_a_clean_environment() {
 
 /// A missing journal object with more than one after it (more than the one
 /// write that can be in flight) is an integrity error naming the run and the
-/// object; nothing is ever written into the gap.
+/// object; nothing is ever written into the gap. (A finished run reads from
+/// its compacted journal, `journal.json`, while it has one.)
 #[test]
 fn a_gap_in_a_journal_is_reported_and_never_filled() {
     let server = Server::start(Backend::Fs);
@@ -643,6 +645,10 @@ fn a_gap_in_a_journal_is_reported_and_never_filled() {
     let second = objects[1].clone();
     std::fs::remove_file(journal.join(&second)).unwrap();
     let slot: u64 = second.trim_end_matches(".json").parse().unwrap();
+    let show = server.run(&["run", "show", &id]).ok().stdout;
+    assert!(show.contains("state SUCCEEDED"), "read from the compacted journal: {show}");
+    let compacted = journal.with_file_name("journal.json");
+    std::fs::remove_file(&compacted).unwrap();
     let out = server.run(&["run", "show", &id]);
     assert_eq!(out.code, 1, "{out:?}");
     let missing = format!("object {slot} is missing");
@@ -652,6 +658,7 @@ fn a_gap_in_a_journal_is_reported_and_never_filled() {
     let out = server.run(&["run", "cancel", &id]);
     assert_ne!(out.code, 0, "{out:?}");
     assert!(!journal.join(&second).exists(), "nothing was written into the gap");
+    assert!(!compacted.exists(), "a journal with a gap is not compacted");
     assert_eq!(std::fs::read_dir(&journal).unwrap().count(), entries - 1);
 }
 

@@ -137,6 +137,12 @@ pub struct Executor {
     timed_out: Option<String>,
     /// Counted in `lifeboat_runs_active` (until the run finishes).
     counted_active: bool,
+    /// Every durable entry of the run, for its compacted journal.
+    record: Vec<Entry>,
+    /// The run's final view, set before watchers hear that it finished:
+    /// until the executor ends (its compacted journal written), `Engine::get`
+    /// answers from it instead of reading the journal objects.
+    finished: Arc<std::sync::OnceLock<RunView>>,
 }
 
 impl Executor {
@@ -198,6 +204,8 @@ impl Executor {
             held: VecDeque::new(),
             timed_out: None,
             counted_active: false,
+            record: entries.to_vec(),
+            finished: Default::default(),
         };
         ex.gated = vec![false; ex.dag.len()];
         ex.cut = vec![false; ex.dag.len()];
@@ -257,6 +265,11 @@ impl Executor {
 
     pub fn view(&self) -> &RunView {
         &self.view
+    }
+
+    /// Where the run's final view appears once it has finished.
+    pub fn finished(&self) -> Arc<std::sync::OnceLock<RunView>> {
+        self.finished.clone()
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -384,6 +397,7 @@ impl Executor {
         };
         self.observe(&entry);
         self.view.apply(&entry);
+        self.record.push(entry.clone());
         if let Some(i) = entry.event.service().and_then(|s| self.dag.index_of(s)) {
             match &entry.event {
                 Event::Healthy { .. } => self.gated[i] = true,
@@ -396,6 +410,9 @@ impl Executor {
             }
         }
         self.ctx.notifier.event(&self.view, &entry.event);
+        if matches!(entry.event, Event::RunFinished { .. }) {
+            let _ = self.finished.set(self.view.clone());
+        }
         let _ = self.events.send(entry);
         // Dependents whose last dependency this was become ready.
         if let Some(i) = turned_healthy {
@@ -961,6 +978,11 @@ impl Executor {
             && let Err(e) = lease.release().await
         {
             tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot release the region lease; it will expire");
+        }
+        // Reading the finished run is then one request (the first reader
+        // compacts it if this fails).
+        if let Err(e) = super::journal::compact(&self.ctx.store, &self.view.spec.id, &self.record).await {
+            tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot write the compacted journal of the run");
         }
         if outcome == RunState::Succeeded {
             super::record_timings(&self.ctx.store, &self.view).await;

@@ -84,6 +84,8 @@ struct Active {
     control: mpsc::Sender<Control>,
     events: broadcast::Sender<Entry>,
     task: Option<tokio::task::AbortHandle>,
+    /// The run's final view, once it finished (`Executor::finished`).
+    finished: Arc<std::sync::OnceLock<RunView>>,
 }
 
 pub struct Engine {
@@ -474,7 +476,7 @@ impl Engine {
         .await?;
         let view = ex.view().clone();
         let mut active = self.active.lock().expect("lock");
-        active.insert(id.clone(), Active { control: control_tx, events, task: None });
+        active.insert(id.clone(), Active { control: control_tx, events, task: None, finished: ex.finished() });
         let registry = self.active.clone();
         let run_id = id.clone();
         let handle = tokio::spawn(async move {
@@ -593,9 +595,17 @@ impl Engine {
         codec::decode(&obj.bytes, &layout::run_spec(id), &self.ctx.store.describe())
     }
 
+    /// A run's state: the fold of its journal (a finished run's compacted
+    /// journal is one read).
     pub async fn get(&self, id: &str) -> Result<RunView> {
+        // A run that just finished here: its executor is still writing the
+        // compacted journal, and has the final view.
+        let finished = self.active.lock().expect("lock").get(id).and_then(|a| a.finished.get().cloned());
+        if let Some(view) = finished {
+            return Ok(view);
+        }
         let spec = self.spec(id).await?;
-        let entries = journal::read_from(&self.ctx.store, id, 0).await?;
+        let entries = journal::read_run(&self.ctx.store, id).await?;
         Ok(RunView::replay(spec, &entries))
     }
 
@@ -659,7 +669,7 @@ impl Engine {
             if environment.is_some_and(|e| e != spec.environment) || kind.is_some_and(|k| k != spec.kind) {
                 continue;
             }
-            let entries = journal::read_from(&self.ctx.store, id, 0).await?;
+            let entries = journal::read_run(&self.ctx.store, id).await?;
             let view = RunView::replay(spec, &entries);
             if awaiting_approval && !view.needs_approval() {
                 continue;
@@ -756,7 +766,7 @@ impl Engine {
             ))
         })?;
         self.spec(id).await?;
-        let so_far = journal::read_from(&self.ctx.store, id, 0).await?;
+        let so_far = journal::read_run(&self.ctx.store, id).await?;
         let last = so_far.last().map(|e| e.seq);
         if from_seq > last.map_or(0, |l| l + 1) {
             return Err(Error::InvalidArgument(format!(

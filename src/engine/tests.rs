@@ -19,7 +19,7 @@ use crate::domain::plan::LiveInstance;
 use crate::domain::run::{RunState, ServiceState};
 use crate::provider::{ComputeProvider, LaunchSpec, ProviderError, ProviderResult, ServiceRef};
 use crate::store::memory::MemStore;
-use crate::store::{DynStore, NewSnapshot};
+use crate::store::{DynStore, NewSnapshot, layout};
 
 /// How one service behaves.
 #[derive(Clone, Copy, Default)]
@@ -348,7 +348,31 @@ impl Harness {
 
 async fn finish_on(engine: &Arc<Engine>, id: &str) -> (RunView, Vec<Entry>) {
     let entries: Vec<Entry> = engine.watch(id, 0).await.unwrap().map(|e| e.unwrap()).collect().await;
-    (engine.get(id).await.unwrap(), entries)
+    // Read at once (from the executor's final view, or the compacted journal
+    // if the executor has ended), it is the fold of the journal objects.
+    let view = engine.get(id).await.unwrap();
+    let journal = super::journal::read_from(&engine.ctx.store, id, 0).await.unwrap();
+    assert_eq!(view, RunView::replay(engine.spec(id).await.unwrap(), &journal));
+    assert_compacted(engine, id).await;
+    (view, entries)
+}
+
+/// The executor wrote the finished run's compacted journal (nobody has read
+/// the run since it finished), and it holds exactly the journal's entries.
+async fn assert_compacted(engine: &Arc<Engine>, id: &str) {
+    let store = &engine.ctx.store;
+    let key = layout::journal_compacted(id);
+    let mut waited = Duration::ZERO;
+    let obj = loop {
+        if let Some(obj) = store.get(&key).await.unwrap() {
+            break obj;
+        }
+        assert!(waited < Duration::from_secs(10), "run {id} finished and its journal was not compacted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        waited += Duration::from_millis(5);
+    };
+    let compacted: super::journal::Compacted = crate::store::codec::decode(&obj.bytes, &key, "test").unwrap();
+    assert_eq!(compacted.entries, super::journal::read_from(store, id, 0).await.unwrap());
 }
 
 impl Harness {}
@@ -1279,7 +1303,10 @@ mod faults {
                         "/refs/known-good" => repo.get_by_ref("shop", "known-good").await.unwrap_err(),
                         "/rejections/" => repo.rejection("shop", 2).await.unwrap_err(),
                         "leases/" => lease::read(&store, "r1").await.unwrap_err(),
-                        "/journal/" | "/run.json" => h.engine.get(&id).await.unwrap_err(),
+                        // A finished run reads from its compacted journal (one
+                        // that fails its checks is passed over for this read).
+                        "/journal/" => super::journal::read_from(&store, &id, 0).await.unwrap_err(),
+                        "/run.json" => h.engine.get(&id).await.unwrap_err(),
                         "/requests/" => read_requests(&store, &id).await.unwrap_err(),
                         _ => crate::store::ImageRepo::new(store.clone()).meta(&image).await.unwrap_err(),
                     };

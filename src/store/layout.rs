@@ -101,6 +101,11 @@ pub fn journal_object(run_id: &str, slot: u64) -> String {
     format!("runs/{run_id}/journal/{slot:010}.json")
 }
 
+/// A finished run's whole journal in one object (see `engine::journal::Compacted`).
+pub fn journal_compacted(run_id: &str) -> String {
+    format!("runs/{run_id}/journal.json")
+}
+
 pub fn journal_slot(key: &str) -> Option<u64> {
     key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
 }
