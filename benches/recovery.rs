@@ -665,6 +665,8 @@ struct ScaleRow {
     timeline: Option<String>,
     /// `read_costs` of a Lifeboat-scheduled run.
     read: Option<String>,
+    /// The process's peak RSS when the run finished (before `read_costs`).
+    rss_mib: f64,
 }
 
 /// Reading the finished run as `lifeboat run show` does on a server that did
@@ -831,6 +833,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
         let (wall, start, view) = recover(&e, &env, parallelism).await;
         let links = view.measured_critical_path().0.len();
         let (cpu, requests, bytes) = (cpu_seconds() - cpu, store_requests() - requests, store_bytes() - bytes);
+        let rss_mib = lifeboat::testkit::peak_rss_mib();
         let read = match schedule {
             "lifeboat" => {
                 let other = engine(&store, Arc::new(Timed { times: times.clone(), next: Default::default() }));
@@ -852,6 +855,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
             writes: writes.summary(links, bound_ms),
             timeline: timeline::on().then(|| timeline::links(&view.measured_critical_path().0, &times)),
             read,
+            rss_mib,
         });
         SCALE_DIRS.lock().unwrap().push(dir);
     }
@@ -1052,7 +1056,7 @@ fn main() {
             };
         for r in rt.block_on(scale(n, store, &[schedule])) {
             println!(
-                "{} services: {:.2} s (of which start {:.0} ms; bound {:.2} s), CPU {:.1} s, {:.2} store requests and {:.1} KiB per service, peak RSS {:.0} MiB",
+                "{} services: {:.2} s (of which start {:.0} ms; bound {:.2} s), CPU {:.1} s, {:.2} store requests and {:.1} KiB per service, peak RSS {:.0} MiB (at the run's end; {:.0} MiB after reading it back)",
                 r.n,
                 r.wall.as_secs_f64(),
                 ms(r.start),
@@ -1060,6 +1064,7 @@ fn main() {
                 r.cpu,
                 r.requests_per_service,
                 r.bytes_per_service / 1024.0,
+                r.rss_mib,
                 lifeboat::testkit::peak_rss_mib()
             );
             println!("{}", r.phases);
@@ -1177,7 +1182,10 @@ fn main() {
                 .filter(|r| r.schedule == "lifeboat")
                 .map(|r| {
                     let read = r.read.as_deref().map(|t| format!("; {t}")).unwrap_or_default();
-                    format!("- {} services, {}: {}; {}{read}.", r.n, r.store, r.phases, r.writes)
+                    format!(
+                        "- {} services, {}: {}; {}{read}; the harness's peak RSS when it finished {:.0} MiB.",
+                        r.n, r.store, r.phases, r.writes, r.rss_mib
+                    )
                 })
                 .collect();
         }

@@ -981,7 +981,9 @@ impl Executor {
         }
         // Reading the finished run is then one request (the first reader
         // compacts it if this fails).
-        if let Err(e) = super::journal::compact(&self.ctx.store, &self.view.spec.id, &self.record).await {
+        if let Err(e) =
+            super::journal::compact(&self.ctx.store, &self.view.spec.id, std::mem::take(&mut self.record)).await
+        {
             tracing::warn!(run_id = %self.view.spec.id, error = %e, "cannot write the compacted journal of the run");
         }
         if outcome == RunState::Succeeded {

@@ -257,7 +257,7 @@ pub async fn read_run(store: &DynStore, run_id: &str) -> Result<Vec<Entry>> {
     }
     let entries = read_from(store, run_id, 0).await?;
     if finishes(&entries)
-        && let Err(e) = compact(store, run_id, &entries).await
+        && let Err(e) = compact(store, run_id, entries.clone()).await
     {
         tracing::debug!(run_id, error = %e, "cannot compact the journal of a finished run");
     }
@@ -271,13 +271,10 @@ fn finishes(entries: &[Entry]) -> bool {
 
 /// Writes a finished run's compacted journal (create-if-absent: one already
 /// there is left as it is).
-pub async fn compact(store: &DynStore, run_id: &str, entries: &[Entry]) -> Result<()> {
-    debug_assert!(finishes(entries), "only a finished run's journal is compacted");
-    let bytes = codec::encode_compact(&Compacted {
-        format_version: Compacted::FORMAT,
-        run_id: run_id.to_string(),
-        entries: entries.to_vec(),
-    });
+pub async fn compact(store: &DynStore, run_id: &str, entries: Vec<Entry>) -> Result<()> {
+    debug_assert!(finishes(&entries), "only a finished run's journal is compacted");
+    let bytes =
+        codec::encode_compact(&Compacted { format_version: Compacted::FORMAT, run_id: run_id.to_string(), entries });
     match store.put(&layout::journal_compacted(run_id), bytes, PutOptions::create()).await {
         Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e.into()),
