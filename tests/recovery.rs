@@ -647,6 +647,8 @@ fn a_gap_in_a_journal_is_reported_and_never_filled() {
     let slot: u64 = second.trim_end_matches(".json").parse().unwrap();
     let show = server.run(&["run", "show", &id]).ok().stdout;
     assert!(show.contains("state SUCCEEDED"), "read from the compacted journal: {show}");
+    let watched = server.run(&["run", "watch", &id]).ok().stdout;
+    assert!(watched.contains("run succeeded"), "watched from the compacted journal: {watched}");
     let compacted = journal.with_file_name("journal.json");
     std::fs::remove_file(&compacted).unwrap();
     let out = server.run(&["run", "show", &id]);
