@@ -212,17 +212,12 @@ pub(crate) fn decode_object(bytes: &[u8], key: &str, store: &str) -> Result<Vec<
 fn decode_at(bytes: &[u8], slot: u64, key: &str, store: &str) -> Result<Object> {
     let value = codec::parse(bytes).map_err(|e| codec::integrity::<Entry>(key, store, e))?;
     let has = |field: &str| value.get(field).is_some();
-    let malformed = |what: &str, why: &str| Error::Integrity {
-        what: what.into(),
-        key: key.to_string(),
-        store: store.to_string(),
-        source: Box::new(IntegrityError::Malformed(why.into())),
-    };
     let (entries, next_slot, is_fence) = if has("fenced") {
         let f: Fence = codec::decode_value(value, key, store)?;
         let least = slot + f.fenced.len() as u64;
         if f.next_slot < least || f.next_slot > slot + MAX_BATCH as u64 + 1 {
-            return Err(malformed("journal fence", &format!("its next slot {} is out of range", f.next_slot)));
+            let why = format!("its next slot {} is out of range", f.next_slot);
+            return Err(codec::integrity::<Fence>(key, store, IntegrityError::Malformed(why)));
         }
         (f.fenced, f.next_slot, true)
     } else if has("entries") && !has("event") {
@@ -233,7 +228,8 @@ fn decode_at(bytes: &[u8], slot: u64, key: &str, store: &str) -> Result<Object> 
         (vec![codec::decode_value::<Entry>(value, key, store)?], slot + 1, false)
     };
     if entries.is_empty() {
-        return Err(malformed("journal batch", "the batch has no entries"));
+        let why = "the batch has no entries".into();
+        return Err(codec::integrity::<Batch>(key, store, IntegrityError::Malformed(why)));
     }
     Ok(Object { slot, entries, next_slot, is_fence })
 }
@@ -285,12 +281,7 @@ pub async fn compact(store: &DynStore, run_id: &str, entries: Vec<Entry>) -> Res
 /// 0 without a gap, and finishing the run.
 fn check_compacted(bytes: &[u8], run_id: &str, key: &str, store: &str) -> Result<Vec<Entry>> {
     let c: Compacted = codec::decode(bytes, key, store)?;
-    let malformed = |why: String| Error::Integrity {
-        what: "compacted journal".into(),
-        key: key.to_string(),
-        store: store.to_string(),
-        source: Box::new(IntegrityError::Malformed(why)),
-    };
+    let malformed = |why: String| codec::integrity::<Compacted>(key, store, IntegrityError::Malformed(why));
     if c.run_id != run_id {
         return Err(malformed(format!("it is the journal of run {}", c.run_id)));
     }
