@@ -632,7 +632,8 @@ fn health_commands_run_only_in_the_gate_with_a_clean_environment() {
 fn a_gap_in_a_journal_is_reported_and_never_filled() {
     let server = Server::start(Backend::Fs);
     let _cleanup = Instances(server.local_dir());
-    Region::setup(&server, "gap", &[Svc::new("db", &[])]);
+    // Two services: their journal has more than one object after the second.
+    Region::setup(&server, "gap", &[Svc::new("db", &[]), Svc::new("api", &["db"])]);
     server.run(&["recover", "gap", "--yes"]).ok();
     let runs = server.run(&["--output", "json", "run", "list"]).ok().json();
     let id = runs[0]["id"].as_str().unwrap().to_string();
@@ -641,6 +642,7 @@ fn a_gap_in_a_journal_is_reported_and_never_filled() {
         std::fs::read_dir(&journal).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     objects.sort();
     let entries = objects.len();
+    assert!(entries >= 4, "{objects:?}");
     // The second object: the first holds the run's start and its first launches.
     let second = objects[1].clone();
     std::fs::remove_file(journal.join(&second)).unwrap();

@@ -133,7 +133,7 @@ pub fn run(v: &crate::domain::run::RunView) -> pb::Run {
                 pb::ServiceRun {
                     name: s.name.clone(),
                     action: crate::domain::plan::action_name(s.action).into(),
-                    state: s.state.as_str().into(),
+                    state: v.shown_state(step).as_str().into(),
                     attempts: s.attempts,
                     queued_ms: v.queued_ms_of(step),
                     launched_ms: v.launch_began_ms(step),

@@ -617,11 +617,24 @@ impl RunView {
     }
 
     /// When a service's launch began: its `LaunchStarted`, or, when that was
-    /// written ahead with its last dependency's health gate, the moment that
-    /// dependency was cut over (the launch waits for it).
+    /// written ahead of its dependencies' cutovers, the moment the last of
+    /// them was cut over (the launch waits for it). None while it waits.
     pub fn launch_began_ms(&self, step: &PlannedStep) -> Option<u64> {
         let launched = self.services.get(&step.service)?.launched_ms?;
-        Some(self.queued_ms_of(step).map_or(launched, |ready| launched.max(ready)))
+        self.queued_ms_of(step).map(|ready| launched.max(ready))
+    }
+
+    /// A service's state as people see it: a launch announced ahead of its
+    /// dependencies' cutovers (`launching` in the journal, so that a resumed
+    /// run knows it may have begun) is `pending` until they are all cut over,
+    /// as it does not begin before.
+    pub fn shown_state(&self, step: &PlannedStep) -> ServiceState {
+        let state = self.services.get(&step.service).map_or(ServiceState::Pending, |s| s.state);
+        if state == ServiceState::Launching && self.queued_ms_of(step).is_none() {
+            ServiceState::Pending
+        } else {
+            state
+        }
     }
 
     /// The critical path over the step times this run measured (launch to

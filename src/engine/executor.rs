@@ -114,6 +114,14 @@ pub struct Executor {
     /// Services whose launch is announced in the journal and whose task has
     /// not started (they hold a parallelism slot).
     announced: BTreeSet<usize>,
+    /// Per service: its task was started.
+    running: Vec<bool>,
+    /// Dependents to announce in the next write, ahead of their
+    /// dependencies' health gates (`queue_ahead`).
+    ahead: Vec<usize>,
+    /// Until when the region lease surely holds (`last_renewal` plus the TTL
+    /// less the margin), for tasks that act without a write first.
+    holds: watch::Sender<tokio::time::Instant>,
     /// Journal writes in flight, oldest first, and what each is for: up to
     /// two (the journal's readers and fences allow for exactly one write
     /// past a lost one), as many as the store is seen to make in parallel.
@@ -193,6 +201,9 @@ impl Executor {
             gated: Vec::new(),
             cut: Vec::new(),
             announced: BTreeSet::new(),
+            running: Vec::new(),
+            ahead: Vec::new(),
+            holds: watch::channel(tokio::time::Instant::now()).0,
             writes: FuturesOrdered::new(),
             depth: Default::default(),
             in_flight: VecDeque::new(),
@@ -209,6 +220,8 @@ impl Executor {
         };
         ex.gated = vec![false; ex.dag.len()];
         ex.cut = vec![false; ex.dag.len()];
+        ex.running = vec![false; ex.dag.len()];
+        ex.holds.send_replace(ex.holds_until());
         let states: Vec<ServiceState> = (0..ex.dag.len()).map(|i| ex.state_of(i)).collect();
         ex.waiting_on = (0..ex.dag.len())
             .map(|i| ex.dag.deps(i).iter().filter(|&&d| states[d] != ServiceState::Healthy).count())
@@ -285,6 +298,11 @@ impl Executor {
         (self.ctx.lease_ttl / 3).max(Duration::from_millis(100))
     }
 
+    /// Until when the region lease surely holds: past it, this owner stops acting.
+    fn holds_until(&self) -> tokio::time::Instant {
+        self.last_renewal + self.ctx.lease_ttl.saturating_sub(self.lease_margin())
+    }
+
     /// The next journal write (events that arrived together as one write),
     /// made as a future that waits out a store unavailable for a while,
     /// bounded by the lease: past the time it surely holds, this owner stops
@@ -293,7 +311,7 @@ impl Executor {
         let at = rfc3339(self.ctx.clock.now());
         let elapsed = self.elapsed_ms().max(self.view.elapsed_ms);
         let write = self.journal.prepare(at, elapsed, events);
-        let holds_until = self.last_renewal + self.ctx.lease_ttl.saturating_sub(self.lease_margin());
+        let holds_until = self.holds_until();
         let run_id = self.view.spec.id.clone();
         // On a task of its own, so the request goes out now, while this loop
         // absorbs the write before it and starts tasks (polled only by the
@@ -363,9 +381,7 @@ impl Executor {
         // next (a cutover, a launch) reaches this loop only after it has
         // absorbed the write.
         if timeline_on() {
-            entries.iter().filter(|e| matches!(e.event, Event::Healthy { .. })).for_each(|e| {
-                timeline!(e.event.service().unwrap_or_default(), "write made");
-            });
+            done.announced.iter().for_each(|&i| timeline!(self.dag.name(i), "launch durable"));
         }
         done.acks.into_iter().for_each(|a| {
             let _ = a.send(true);
@@ -402,6 +418,7 @@ impl Executor {
             match &entry.event {
                 Event::Healthy { .. } => self.gated[i] = true,
                 Event::AttemptFailed { .. } | Event::CutOver { .. } => self.gated[i] = false,
+                Event::LaunchStarted { .. } if self.running[i] => self.queue_ahead(i),
                 _ => {}
             }
             if self.state_of(i).is_terminal() {
@@ -477,49 +494,76 @@ impl Executor {
         &self.view.spec.steps[self.dag.index_of(name).expect("every service has a step")]
     }
 
-    /// The launches that `events` make possible, announced in the same
-    /// journal write, so that each link of the critical path waits for one
-    /// write only. A dependent's `LaunchStarted` goes with the `Healthy` of
-    /// its last dependency to pass its health gate: that write is the fence
-    /// before the dependency's cutover, and once the cutover is done the
-    /// dependent launches at once (`start_early`), while the `CutOver` is
-    /// being written. A `CutOver` or `Kept` announces what an earlier write
-    /// could not (no free slot then). Only a fresh first attempt that can
-    /// start at once (no approval to wait for, a free slot) is announced; its
-    /// task then carries on with the launch in flight, as a resumed one does.
-    /// A launch is never announced before every dependency passed its gate.
-    fn announce_launches(&self, events: &[Event], slots: usize) -> Vec<Event> {
+    /// The launches to announce in the write of `events`: those queued
+    /// ahead of their dependencies' health gates (`queue_ahead`), then those
+    /// that `events` make possible (a dependent of a service they record past
+    /// its gate, announced with it: when it was not announced ahead, each
+    /// link of the critical path then waits for this one write). A `CutOver`
+    /// or `Kept` announces what an earlier write could not (no free slot
+    /// then). Only a fresh first attempt that can start at once (no approval
+    /// to wait for, a free slot) is announced; its task then carries on with
+    /// the launch in flight, as a resumed one does. A launch is never
+    /// announced before every dependency is under way, and a service launches
+    /// only once every dependency is cut over (`start_early`, `absorb`).
+    fn announce_launches(&mut self, events: &[Event], slots: usize) -> Vec<Event> {
+        let ahead = std::mem::take(&mut self.ahead);
         if slots == 0 || self.cancel.is_cancelled() || self.view.awaiting_approval() {
             return Vec::new();
         }
         let room = slots.min(super::journal::MAX_BATCH.saturating_sub(events.len()));
         // Services of this batch past their health gate, in order.
         let passed: Vec<usize> = events.iter().filter_map(|e| self.past_gate_in(e)).collect();
-        // A gate in a write still in flight counts: this write is acted on after it.
-        let past_gate = |x: usize| {
-            self.state_of(x) == ServiceState::Healthy
-                || self.gated[x]
-                || passed.contains(&x)
-                || self.in_flight.iter().any(|w| w.passed.contains(&x))
-        };
+        let candidates = ahead.into_iter().chain(passed.iter().flat_map(|&i| self.dag.dependents(i).iter().copied()));
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
-        for &i in &passed {
-            for &d in self.dag.dependents(i) {
-                if out.len() >= room {
-                    return out;
-                }
-                if seen.insert(d)
-                    && !self.announced.contains(&d)
-                    && !self.announcing(d)
-                    && self.starts_with_a_launch(d)
-                    && self.dag.deps(d).iter().all(|&x| past_gate(x))
-                {
-                    out.push(Event::LaunchStarted { service: self.dag.name(d).to_string(), attempt: 1 });
-                }
+        for d in candidates {
+            if out.len() >= room {
+                break;
+            }
+            if seen.insert(d) && self.may_announce(d, &passed) {
+                out.push(Event::LaunchStarted { service: self.dag.name(d).to_string(), attempt: 1 });
             }
         }
         out
+    }
+
+    /// Whether a service's health gate is under way: its task runs and its
+    /// launch is durable (the attempt it records includes the cutover).
+    fn launching(&self, i: usize) -> bool {
+        self.running[i] && matches!(self.state_of(i), ServiceState::Launching | ServiceState::HealthGate)
+    }
+
+    /// A service's launch became durable with its task running: its
+    /// dependents whose other dependencies are under way too (or past their
+    /// gates) are announced in the next write, ahead of those gates, so that
+    /// when the last gate passes and its cutover is done they launch at once,
+    /// with no write in between (`ServiceTask::attempt`). Only the next level
+    /// is announced: an announced service's own dependents wait for its task.
+    fn queue_ahead(&mut self, i: usize) {
+        for k in 0..self.dag.dependents(i).len() {
+            let d = self.dag.dependents(i)[k];
+            if !self.ahead.contains(&d) && self.may_announce(d, &[]) {
+                self.ahead.push(d);
+            }
+        }
+    }
+
+    /// Whether a service's first launch may be announced now: it would start
+    /// with a launch, nothing announces it yet, and every dependency is past
+    /// its health gate (`passed`: in the write being prepared) or under way.
+    fn may_announce(&self, d: usize, passed: &[usize]) -> bool {
+        let under_way = |x: usize| {
+            self.state_of(x) == ServiceState::Healthy
+                || self.gated[x]
+                || self.cut[x]
+                || passed.contains(&x)
+                || self.in_flight.iter().any(|w| w.passed.contains(&x))
+                || self.launching(x)
+        };
+        !self.announced.contains(&d)
+            && !self.announcing(d)
+            && self.starts_with_a_launch(d)
+            && self.dag.deps(d).iter().all(|&x| under_way(x))
     }
 
     /// Announced dependents of services whose cutover their tasks just
@@ -565,9 +609,13 @@ impl Executor {
                 continue;
             }
             self.announced.remove(&i);
+            self.running[i] = true;
             timeline!(name, "task started");
             let task = self.task(&name, tx.clone(), approvals.clone());
             tasks.spawn(async move { (name, task.run().await) });
+            if self.launching(i) {
+                self.queue_ahead(i);
+            }
         }
         for i in not_yet.into_iter().rev() {
             self.ready.push_front(i);
@@ -651,6 +699,7 @@ impl Executor {
             approvals,
             cancel: self.cancel.clone(),
             abort: self.abort.clone(),
+            holds: self.holds.subscribe(),
         }
     }
 
@@ -913,10 +962,8 @@ impl Executor {
                     }
                     if timeline_on() {
                         for m in &batch {
-                            match &m.event {
-                                Event::Healthy { service, .. } => timeline!(service, "healthy received"),
-                                Event::CutOver { service, .. } => timeline!(service, "cutover received"),
-                                _ => {}
+                            if let Event::CutOver { service, .. } = &m.event {
+                                timeline!(service, "cutover received");
                             }
                         }
                     }
@@ -948,10 +995,14 @@ impl Executor {
                 }
                 Some(c) = self.control.recv() => self.handle_control(c, &approvals_tx).await?,
                 _ = renew.tick() => {
-                    let now = self.ctx.clock.now();
+                    // The lease runs from before the request (its expiry is counted from `now`).
+                    let (now, asked) = (self.ctx.clock.now(), tokio::time::Instant::now());
                     if let Some(lease) = self.lease.as_mut() {
                         match lease.renew(now).await {
-                            Ok(()) => self.last_renewal = tokio::time::Instant::now(),
+                            Ok(()) => {
+                                self.last_renewal = asked;
+                                self.holds.send_replace(self.holds_until());
+                            }
                             // Another server owns the region now: stop at once.
                             Err(e @ Error::Conflict(_)) => return Err(e),
                             // A store hiccup: keep going while the lease surely
@@ -1072,7 +1123,9 @@ impl Executor {
     /// Whether the events received should be written now: someone waits for
     /// one of them, or the oldest has lingered long enough (`LINGER`).
     fn due(&self) -> bool {
-        self.pending.iter().any(|m| !m.ack.is_closed()) || self.pending_since.is_some_and(|t| t.elapsed() >= LINGER)
+        self.pending.iter().any(|m| !m.ack.is_closed())
+            || self.pending_since.is_some_and(|t| t.elapsed() >= LINGER)
+            || !self.ahead.is_empty()
     }
 
     fn flush_if(&mut self, running: usize, now: bool) {
@@ -1083,7 +1136,11 @@ impl Executor {
             self.pending_since = None;
             return;
         }
-        while !self.pending.is_empty() && self.writes.len() < self.depth.limit() && (now || self.due()) {
+        // Launches queued ahead are written at once, with what is pending or alone.
+        while (!self.pending.is_empty() || !self.ahead.is_empty())
+            && self.writes.len() < self.depth.limit()
+            && (now || self.due())
+        {
             let n = self.pending.len().min(super::journal::MAX_BATCH);
             let msgs: Vec<Msg> = self.pending.drain(..n).collect();
             if self.pending.is_empty() {
@@ -1110,17 +1167,16 @@ impl Executor {
                 _ => None,
             })
             .collect();
-        if timeline_on() {
-            events.iter().filter(|e| matches!(e, Event::Healthy { .. })).for_each(|e| {
-                timeline!(e.service().unwrap_or_default(), "write prepared");
-            });
-        }
         let passed: Vec<usize> = events.iter().filter_map(|e| self.past_gate_in(e)).collect();
         let announced = self.announce_launches(&events, slots);
         let announced_services: Vec<usize> =
             announced.iter().filter_map(|e| e.service().and_then(|s| self.dag.index_of(s))).collect();
         let mut events = events;
         events.extend(announced);
+        if events.is_empty() {
+            // Only launches queued ahead, none of which may be announced now.
+            return;
+        }
         let write = self.write(events);
         self.writes.push_back(write);
         let beside = !self.in_flight.is_empty();
@@ -1232,6 +1288,8 @@ struct ServiceTask {
     approvals: watch::Receiver<BTreeSet<String>>,
     cancel: CancellationToken,
     abort: CancellationToken,
+    /// Until when the run's lease surely holds (`Executor::holds_until`).
+    holds: watch::Receiver<tokio::time::Instant>,
 }
 
 enum Stop {
@@ -1403,21 +1461,53 @@ impl ServiceTask {
             Ok(()) => {}
             Err(ProviderError::Cancelled) => {
                 if !self.abort.is_cancelled() {
+                    self.point_back(resumed).await;
                     let _ = bounded("terminate", CALL_LIMIT, &self.abort, self.provider.terminate(&instances)).await;
                 }
                 return Err(AttemptError::Stop(self.stop()));
             }
-            Err(e) => return self.fail(attempt, e.to_string(), e.is_retryable(), &instances).await,
+            Err(e) => {
+                self.point_back(resumed).await;
+                return self.fail(attempt, e.to_string(), e.is_retryable(), &instances).await;
+            }
         }
         timeline!(name, "gate passed");
-        self.emit(Event::Healthy { service: name.clone(), attempt }).await.map_err(AttemptError::Stop)?;
-        timeline!(name, "healthy durable");
+        // The attempt's `LaunchStarted`, durable before the launch, announced
+        // this cutover too: while the lease surely holds (no other server can
+        // have taken the run over), `Healthy` is recorded without waiting for
+        // it, and the cutover (and the dependents' launches it releases) do
+        // not wait for a journal write. A run resumed before `CutOver` is
+        // durable treats the attempt as possibly cut over (`point_back`).
+        // Past that time the write is the fence: a lost ownership stops here.
+        let healthy = Event::Healthy { service: name.clone(), attempt };
+        if tokio::time::Instant::now() < *self.holds.borrow() {
+            self.record(healthy).await.map_err(AttemptError::Stop)?;
+        } else {
+            self.emit(healthy).await.map_err(AttemptError::Stop)?;
+        }
         let cutover = self.provider.cutover(&self.target, &instances);
         if let Err(e) = bounded("cutover", CALL_LIMIT, &self.abort, cutover).await {
+            // It may have moved part of the traffic.
+            self.point_back(true).await;
             return self.fail(attempt, format!("cutover failed: {e}"), e.is_retryable(), &instances).await;
         }
         timeline!(name, "cut over");
         Ok(instances)
+    }
+
+    /// An attempt that may have been cut over (resumed: the server that ran
+    /// it before may have cut over without `CutOver` being durable; or its
+    /// cutover failed part way): before its new instances are removed,
+    /// traffic goes back to the instances it replaced, which are still there
+    /// (they go only after a durable `CutOver`).
+    async fn point_back(&self, maybe_cut: bool) {
+        let old = &self.step.current;
+        if !maybe_cut || old.is_empty() || self.abort.is_cancelled() {
+            return;
+        }
+        if let Err(e) = bounded("cutover", CALL_LIMIT, &self.abort, self.provider.cutover(&self.target, old)).await {
+            tracing::error!(service = %self.step.service, error = %e, "cannot point traffic back to the instances a resumed attempt was to replace");
+        }
     }
 
     async fn fail(
