@@ -862,6 +862,8 @@ impl Executor {
                 self.ready.clear();
             } else {
                 self.fill(&mut tasks, &mut started, &tx, &approvals_rx);
+                // Launches the started tasks let it announce ahead go out now.
+                self.flush(tasks.len());
             }
             // Once every service is healthy, the manifest's smoke checks run
             // (those a resumed run has not recorded yet).
