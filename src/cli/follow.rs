@@ -32,8 +32,9 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
         .map_err(|e| client.fail(e))?
         .into_inner();
     let mut done = 0u64;
+    let mut waiting = Waiting::new(&run);
     loop {
-        let event = match stream.message().await {
+        let mut event = match stream.message().await {
             Ok(Some(e)) => e,
             Ok(None) => break,
             Err(e) => {
@@ -46,8 +47,9 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
         if TERMINAL_EVENTS.contains(&event.r#type.as_str()) || event.r#type == "service_cancelled" {
             done += 1;
         }
+        let queued = waiting.see(&mut event);
         match &mut progress {
-            Some(p) => p.update(&event, done),
+            Some(p) => p.update(&event, done, queued),
             None => {
                 let line = format!("{:>8}  {}", format!("+{}", secs(event.elapsed_ms)), event.message);
                 // With --output json, stdout is for the final JSON document.
@@ -61,6 +63,46 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
     let run =
         svc.get(client.request(pb::GetRunRequest { id: id.into() })).await.map_err(|e| client.fail(e))?.into_inner();
     Ok(run)
+}
+
+/// Which services each one waits for, and which are cut over (or kept), to
+/// tell a launch announced ahead of its dependencies' cutovers (the engine
+/// writes it while their health gates run) from one that begins now.
+struct Waiting {
+    deps: BTreeMap<String, Vec<String>>,
+    done: std::collections::BTreeSet<String>,
+}
+
+impl Waiting {
+    fn new(run: &pb::Run) -> Waiting {
+        let deps = run.services.iter().map(|s| (s.name.clone(), s.depends_on.clone())).collect();
+        Waiting { deps, done: Default::default() }
+    }
+
+    /// Notes the event; a launch announced ahead gets a message saying what
+    /// it waits for (true then).
+    fn see(&mut self, e: &mut pb::RunEvent) -> bool {
+        if matches!(e.r#type.as_str(), "cut_over" | "kept") {
+            self.done.insert(e.service.clone());
+        }
+        if e.r#type != "launch_started" {
+            return false;
+        }
+        let waits: Vec<&str> = self
+            .deps
+            .get(&e.service)
+            .into_iter()
+            .flatten()
+            .filter(|d| !self.done.contains(*d))
+            .map(String::as_str)
+            .collect();
+        if waits.is_empty() {
+            return false;
+        }
+        let verb = if waits.len() == 1 { "is" } else { "are" };
+        e.message = format!("{}: launch announced: it begins once {} {verb} cut over", e.service, waits.join(", "));
+        true
+    }
 }
 
 struct Bars {
@@ -126,7 +168,8 @@ impl Bars {
         self.services.get(service)
     }
 
-    fn update(&mut self, e: &pb::RunEvent, done: u64) {
+    /// `queued`: a launch announced ahead of its dependencies' cutovers.
+    fn update(&mut self, e: &pb::RunEvent, done: u64, queued: bool) {
         self.overall.set_position(done);
         if e.service.is_empty() {
             if e.r#type != "run_finished" {
@@ -135,6 +178,7 @@ impl Bars {
             return;
         }
         let state = match e.r#type.as_str() {
+            "launch_started" if queued => Some("queued (launch announced)"),
             "launch_started" => Some("launching"),
             "instances_launched" => Some("health gate"),
             "healthy" => Some("healthy, cutting over"),
@@ -311,6 +355,41 @@ mod tests {
         pb::RunEvent { r#type: kind.into(), service: service.into(), ..Default::default() }
     }
 
+    /// A launch written ahead of its dependencies' cutovers says what it
+    /// waits for; once they are cut over (or kept), a launch is a launch.
+    #[test]
+    fn a_launch_announced_ahead_says_what_it_waits_for() {
+        let svc = |name: &str, deps: &[&str]| pb::ServiceRun {
+            name: name.into(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        };
+        let run = pb::Run {
+            services: vec![svc("db", &[]), svc("cache", &[]), svc("api", &["db", "cache"]), svc("web", &["api"])],
+            ..Default::default()
+        };
+        let mut waiting = Waiting::new(&run);
+        let mut seen = |kind: &str, service: &str| {
+            let mut e = event(kind, service);
+            e.message = format!("{service}: launching");
+            let queued = waiting.see(&mut e);
+            (queued, e.message)
+        };
+        assert_eq!(seen("launch_started", "db"), (false, "db: launching".into()));
+        assert_eq!(
+            seen("launch_started", "api"),
+            (true, "api: launch announced: it begins once db, cache are cut over".into())
+        );
+        seen("cut_over", "db");
+        assert_eq!(
+            seen("launch_started", "api"),
+            (true, "api: launch announced: it begins once cache is cut over".into())
+        );
+        seen("kept", "cache");
+        assert_eq!(seen("launch_started", "api"), (false, "api: launching".into()));
+        assert!(seen("launch_started", "web").0, "web waits for api");
+    }
+
     /// A wide region does not get a line per service in progress: a dozen
     /// lines, and the rest counted on the overall bar.
     #[test]
@@ -322,21 +401,21 @@ mod tests {
         };
         let mut bars = Bars::new(&run, ProgressDrawTarget::hidden());
         for n in &names {
-            bars.update(&event("launch_started", n), 0);
+            bars.update(&event("launch_started", n), 0, false);
         }
         assert_eq!(bars.services.len(), SERVICE_LINES);
         assert!(bars.overall.message().ends_with("(+18 more in progress)"), "{}", bars.overall.message());
         // One shown and one counted service finish: a line frees, the count drops.
-        bars.update(&event("cut_over", "s00"), 1);
-        bars.update(&event("cut_over", "s29"), 2);
+        bars.update(&event("cut_over", "s00"), 1, false);
+        bars.update(&event("cut_over", "s29"), 2, false);
         assert_eq!(bars.services.len(), SERVICE_LINES - 1);
         assert!(bars.overall.message().ends_with("(+17 more in progress)"), "{}", bars.overall.message());
         // The next event of a counted service takes the free line.
-        bars.update(&event("instances_launched", "s20"), 2);
+        bars.update(&event("instances_launched", "s20"), 2, false);
         assert!(bars.services.contains_key("s20"));
         assert!(bars.overall.message().ends_with("(+16 more in progress)"), "{}", bars.overall.message());
         for n in &names[1..29] {
-            bars.update(&event("cut_over", n), 3);
+            bars.update(&event("cut_over", n), 3, false);
         }
         assert!(bars.services.is_empty() && bars.unshown.is_empty());
         assert!(!bars.overall.message().contains("more in progress"), "{}", bars.overall.message());
