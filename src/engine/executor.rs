@@ -114,7 +114,7 @@ pub struct Executor {
     /// Services whose launch is announced in the journal and whose task has
     /// not started (they hold a parallelism slot).
     announced: BTreeSet<usize>,
-    /// Per service: its task was started.
+    /// Per service (DAG index): its task (or, for a deletion, its removal) was started.
     running: Vec<bool>,
     /// Dependents to announce in the next write, ahead of their
     /// dependencies' health gates (`queue_ahead`).
@@ -527,6 +527,11 @@ impl Executor {
         out
     }
 
+    /// Whether a service's task (or removal) was started.
+    fn task_started(&self, name: &str) -> bool {
+        self.dag.index_of(name).is_some_and(|i| self.running[i])
+    }
+
     /// Whether a service's health gate is under way: its task runs and its
     /// launch is durable (the attempt it records includes the cutover).
     fn launching(&self, i: usize) -> bool {
@@ -591,7 +596,6 @@ impl Executor {
     fn fill(
         &mut self,
         tasks: &mut JoinSet<(String, Outcome)>,
-        started: &mut BTreeSet<String>,
         tx: &mpsc::Sender<Msg>,
         approvals: &watch::Receiver<BTreeSet<String>>,
     ) {
@@ -605,7 +609,7 @@ impl Executor {
                 continue;
             }
             let name = self.dag.name(i).to_string();
-            if self.state_of(i).is_terminal() || !started.insert(name.clone()) {
+            if self.state_of(i).is_terminal() || self.running[i] {
                 continue;
             }
             self.announced.remove(&i);
@@ -815,7 +819,6 @@ impl Executor {
         let (approvals_tx, approvals_rx) = watch::channel(approved);
         let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
         let mut decommissions: JoinSet<()> = JoinSet::new();
-        let mut started: BTreeSet<String> = BTreeSet::new();
         let mut verify_started = false;
 
         // Resumed: cut-over services whose old instances were not yet removed.
@@ -853,7 +856,7 @@ impl Executor {
                     .view
                     .services
                     .values()
-                    .filter(|s| !s.state.is_terminal() && !started.contains(&s.name))
+                    .filter(|s| !s.state.is_terminal() && !self.task_started(&s.name))
                     .map(|s| s.name.clone())
                     .collect();
                 for service in pending {
@@ -861,7 +864,7 @@ impl Executor {
                 }
                 self.ready.clear();
             } else {
-                self.fill(&mut tasks, &mut started, &tx, &approvals_rx);
+                self.fill(&mut tasks, &tx, &approvals_rx);
                 // Launches the started tasks let it announce ahead go out now.
                 self.flush(tasks.len());
             }
@@ -896,7 +899,7 @@ impl Executor {
                     .steps
                     .iter()
                     .filter(|s| s.action == Action::Delete)
-                    .filter(|s| !self.view.services[&s.service].state.is_terminal() && !started.contains(&s.service))
+                    .filter(|s| !self.view.services[&s.service].state.is_terminal() && !self.task_started(&s.service))
                     .cloned()
                     .collect();
                 if !deletions.is_empty() {
@@ -916,7 +919,9 @@ impl Executor {
                                 self.persist(Event::Skipped { service: step.service.clone(), upstream }).await?;
                             }
                             None => {
-                                started.insert(step.service.clone());
+                                if let Some(i) = self.dag.index_of(&step.service) {
+                                    self.running[i] = true;
+                                }
                                 let target = self.retired_ref(&step.service);
                                 tasks.spawn(remove_service(
                                     self.provider.clone(),
@@ -972,7 +977,7 @@ impl Executor {
                     if !self.cancel.is_cancelled() {
                         self.start_early(&batch);
                         self.join_finished(&mut tasks, &mut decommissions, &tx).await?;
-                        self.fill(&mut tasks, &mut started, &tx, &approvals_rx);
+                        self.fill(&mut tasks, &tx, &approvals_rx);
                     }
                     self.hold(batch);
                     self.flush(tasks.len());
@@ -1508,7 +1513,7 @@ impl ServiceTask {
             return;
         }
         if let Err(e) = bounded("cutover", CALL_LIMIT, &self.abort, self.provider.cutover(&self.target, old)).await {
-            tracing::error!(service = %self.step.service, error = %e, "cannot point traffic back to the instances a resumed attempt was to replace");
+            tracing::error!(service = %self.step.service, error = %e, "cannot point traffic back to the instances this attempt was to replace");
         }
     }
 
