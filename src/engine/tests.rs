@@ -34,6 +34,8 @@ struct Behaviour {
     transient_launch_errors: u32,
     /// How long its cutover takes.
     cutover_ms: u64,
+    /// Its cutover to new instances fails (after moving them in: part way).
+    cutover_fails: bool,
 }
 
 #[derive(Default)]
@@ -162,6 +164,10 @@ impl ComputeProvider for Scripted {
         tokio::time::sleep(Duration::from_millis(self.script[&t.service].cutover_ms)).await;
         let mut w = self.world();
         w.cutovers.push((t.service.clone(), ids.to_vec()));
+        if self.script[&t.service].cutover_fails && ids.iter().all(|id| w.launches.values().flatten().any(|n| n == id))
+        {
+            return Err(ProviderError::Backend { message: "target group update half done".into(), retryable: false });
+        }
         w.in_flight.remove(&t.service);
         w.cut_over += 1;
         w.calls.push(("cutover", t.service.clone()));
@@ -1161,6 +1167,31 @@ mod faults {
             assert!(w.alive.contains_key("db-old"), "the old instance stays: {:?}", w.alive);
             assert!(new.iter().all(|i| !w.alive.contains_key(i)), "the new ones are removed: {:?}", w.alive);
             assert_eq!(w.launches.len(), 1, "the resumed attempt relaunched under its key: {:?}", w.launches);
+        });
+    }
+
+    /// A cutover that fails part way is undone: traffic goes back to the
+    /// instance being replaced before the new ones are removed.
+    #[test]
+    fn a_cutover_that_fails_part_way_points_traffic_back() {
+        paused_runtime().block_on(async {
+            let services = BTreeMap::from([("db".to_string(), service(&[], 1, false))]);
+            let mut script = timed(&services, 100, 100);
+            script.get_mut("db").unwrap().cutover_fails = true;
+            let h = harness(manifest(services), script).await;
+            {
+                let mut w = h.provider.world();
+                w.inventory = vec![stray("db", "db-old")];
+                w.alive.insert("db-old".into(), "db".into());
+            }
+            let id = h.start(4).await;
+            let (view, _) = h.finish(&id).await;
+            assert_eq!(view.state, RunState::Failed, "{view:#?}");
+            assert!(view.services["db"].error.as_deref().unwrap_or_default().contains("cutover failed"), "{view:#?}");
+            let w = h.provider.world();
+            let new = w.launches.values().next().cloned().unwrap();
+            assert_eq!(w.cutovers, [("db".to_string(), new.clone()), ("db".to_string(), vec!["db-old".to_string()])]);
+            assert!(w.alive.contains_key("db-old") && new.iter().all(|i| !w.alive.contains_key(i)), "{:?}", w.alive);
         });
     }
 
