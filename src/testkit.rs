@@ -280,12 +280,16 @@ fn start_ceph(dir: &Path) -> String {
     let run_dir = dir.join("cluster");
     let users = dir.join("users");
     let _ = std::fs::remove_dir_all(&users);
+    // The daemons' logs of this start's failed attempts, kept for the panic
+    // message to point at (each attempt clears the cluster directory).
+    let failed_logs = dir.join("failed-starts");
+    let _ = std::fs::remove_dir_all(&failed_logs);
     // An earlier cluster's watchdog stops once the endpoint is no longer its own.
     let _ = std::fs::remove_file(dir.join("endpoint"));
     // Stop what an earlier cluster may have left behind.
-    let mut last = stop_ceph(&run_dir).err().unwrap_or_default();
+    let mut failures: Vec<String> = stop_ceph(&run_dir).err().into_iter().collect();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/start-ceph.sh");
-    for _ in 0..3 {
+    for attempt in 1..=3 {
         let port = free_port();
         let out = Command::new("bash")
             .arg(&script)
@@ -323,12 +327,19 @@ fn start_ceph(dir: &Path) -> String {
             std::mem::forget(child);
             return endpoint;
         }
-        last = format!("{} {}", tail_of(&out.stdout), tail_of(&out.stderr));
+        let kept = failed_logs.join(attempt.to_string());
+        let _ = std::fs::create_dir_all(&kept);
+        let _ = Command::new("cp").arg("-r").arg(run_dir.join("log")).arg(&kept).status();
+        failures.push(format!("attempt {attempt}: {} {}", tail_of(&out.stdout), tail_of(&out.stderr)));
         if let Err(e) = stop_ceph(&run_dir) {
-            last = format!("{last}; {e}");
+            failures.push(e);
         }
     }
-    panic!("cannot start Ceph RGW with tests/tools/start-ceph.sh (tried three times): {last}");
+    panic!(
+        "cannot start Ceph RGW with tests/tools/start-ceph.sh (tried three times; the daemons' logs are in {}):\n{}",
+        failed_logs.display(),
+        failures.join("\n")
+    );
 }
 
 /// Test credentials for an S3-API server.
