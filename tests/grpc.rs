@@ -413,3 +413,33 @@ fn status_and_logs_through_grpcurl() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"inSync\": true") && out.contains("\"state\": \"in_sync\""), "{out}");
 }
+
+/// A launch announced while its dependency's health gate runs reads the same
+/// through gRPC `Watch` (its `waits_for` and `message`) as in the CLI's
+/// one line per event.
+#[test]
+fn a_launch_announced_ahead_reads_the_same_in_grpc_and_the_cli() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = common::Instances(server.local_dir());
+    let svcs = [common::Svc::new("db", &[]).args(&["--boot-delay", "1s"]), common::Svc::new("api", &["db"])];
+    common::Region::setup(&server, "shop", &svcs);
+    let out = server.run(&["recover", "shop", "--yes"]).ok();
+    let said = "api: launch announced: it begins once db is cut over";
+    assert!(out.stdout.contains(said), "{}", out.stdout);
+    let launching = out.stdout.find("db: launching").expect("db launches");
+    assert!(launching < out.stdout.find(said).unwrap(), "{}", out.stdout);
+
+    let id = server.run(&["run", "list", "-q"]).ok().stdout.trim().to_string();
+    let body = serde_json::json!({ "id": id }).to_string();
+    let (code, out, err) = grpcurl_run(&["-d", &body, server.addr(), "lifeboat.v1.RecoveryService/Watch"]);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<serde_json::Value> =
+        serde_json::Deserializer::from_str(&out).into_iter().collect::<Result<_, _>>().expect("a stream of JSON");
+    let launch = |service: &str| {
+        events.iter().find(|e| e["type"] == "launch_started" && e["service"] == service).cloned().unwrap()
+    };
+    assert_eq!(launch("api")["waitsFor"], serde_json::json!(["db"]), "{out}");
+    assert_eq!(launch("api")["message"], said, "{out}");
+    assert_eq!(launch("db")["waitsFor"], serde_json::Value::Null, "nothing to wait for: {out}");
+    assert_eq!(launch("db")["message"], "db: launching", "{out}");
+}

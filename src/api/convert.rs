@@ -172,15 +172,17 @@ pub fn run(v: &crate::domain::run::RunView) -> pb::Run {
     }
 }
 
-pub fn event(run_id: &str, e: &crate::domain::run::Entry) -> pb::RunEvent {
+pub fn event(n: crate::domain::run::Narrated) -> pb::RunEvent {
+    let e = n.entry;
     pb::RunEvent {
         seq: e.seq,
-        at: e.at.clone(),
-        elapsed_ms: e.elapsed_ms,
         r#type: e.event.kind(),
         service: e.event.service().unwrap_or_default().to_string(),
         detail_json: serde_json::to_string(&e.event).unwrap_or_default(),
-        message: e.event.describe(run_id),
+        at: e.at,
+        elapsed_ms: e.elapsed_ms,
+        message: n.message,
+        waits_for: n.waits_for,
     }
 }
 

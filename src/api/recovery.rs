@@ -95,7 +95,7 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
             .watch(&run_id, r.from_seq)
             .await
             .map_err(to_status)?
-            .map(move |item| item.map(|e| convert::event(&run_id, &e)).map_err(to_status));
+            .map(|item| item.map(convert::event).map_err(to_status));
         Ok(Response::new(Box::pin(stream)))
     }
 

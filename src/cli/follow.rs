@@ -32,9 +32,8 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
         .map_err(|e| client.fail(e))?
         .into_inner();
     let mut done = 0u64;
-    let mut waiting = Waiting::new(&run);
     loop {
-        let mut event = match stream.message().await {
+        let event = match stream.message().await {
             Ok(Some(e)) => e,
             Ok(None) => break,
             Err(e) => {
@@ -47,7 +46,8 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
         if TERMINAL_EVENTS.contains(&event.r#type.as_str()) || event.r#type == "service_cancelled" {
             done += 1;
         }
-        let queued = waiting.see(&mut event);
+        // A launch announced ahead of its dependencies' cutovers.
+        let queued = !event.waits_for.is_empty();
         match &mut progress {
             Some(p) => p.update(&event, done, queued),
             None => {
@@ -63,46 +63,6 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
     let run =
         svc.get(client.request(pb::GetRunRequest { id: id.into() })).await.map_err(|e| client.fail(e))?.into_inner();
     Ok(run)
-}
-
-/// Which services each one waits for, and which are cut over (or kept), to
-/// tell a launch announced ahead of its dependencies' cutovers (the engine
-/// writes it while their health gates run) from one that begins now.
-struct Waiting {
-    deps: BTreeMap<String, Vec<String>>,
-    done: std::collections::BTreeSet<String>,
-}
-
-impl Waiting {
-    fn new(run: &pb::Run) -> Waiting {
-        let deps = run.services.iter().map(|s| (s.name.clone(), s.depends_on.clone())).collect();
-        Waiting { deps, done: Default::default() }
-    }
-
-    /// Notes the event; a launch announced ahead gets a message saying what
-    /// it waits for (true then).
-    fn see(&mut self, e: &mut pb::RunEvent) -> bool {
-        if matches!(e.r#type.as_str(), "cut_over" | "kept") {
-            self.done.insert(e.service.clone());
-        }
-        if e.r#type != "launch_started" {
-            return false;
-        }
-        let waits: Vec<&str> = self
-            .deps
-            .get(&e.service)
-            .into_iter()
-            .flatten()
-            .filter(|d| !self.done.contains(*d))
-            .map(String::as_str)
-            .collect();
-        if waits.is_empty() {
-            return false;
-        }
-        let verb = if waits.len() == 1 { "is" } else { "are" };
-        e.message = format!("{}: launch announced: it begins once {} {verb} cut over", e.service, waits.join(", "));
-        true
-    }
 }
 
 struct Bars {
@@ -353,41 +313,6 @@ mod tests {
 
     fn event(kind: &str, service: &str) -> pb::RunEvent {
         pb::RunEvent { r#type: kind.into(), service: service.into(), ..Default::default() }
-    }
-
-    /// A launch written ahead of its dependencies' cutovers says what it
-    /// waits for; once they are cut over (or kept), a launch is a launch.
-    #[test]
-    fn a_launch_announced_ahead_says_what_it_waits_for() {
-        let svc = |name: &str, deps: &[&str]| pb::ServiceRun {
-            name: name.into(),
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            ..Default::default()
-        };
-        let run = pb::Run {
-            services: vec![svc("db", &[]), svc("cache", &[]), svc("api", &["db", "cache"]), svc("web", &["api"])],
-            ..Default::default()
-        };
-        let mut waiting = Waiting::new(&run);
-        let mut seen = |kind: &str, service: &str| {
-            let mut e = event(kind, service);
-            e.message = format!("{service}: launching");
-            let queued = waiting.see(&mut e);
-            (queued, e.message)
-        };
-        assert_eq!(seen("launch_started", "db"), (false, "db: launching".into()));
-        assert_eq!(
-            seen("launch_started", "api"),
-            (true, "api: launch announced: it begins once db, cache are cut over".into())
-        );
-        seen("cut_over", "db");
-        assert_eq!(
-            seen("launch_started", "api"),
-            (true, "api: launch announced: it begins once cache is cut over".into())
-        );
-        seen("kept", "cache");
-        assert_eq!(seen("launch_started", "api"), (false, "api: launching".into()));
-        assert!(seen("launch_started", "web").0, "web waits for api");
     }
 
     /// A wide region does not get a line per service in progress: a dozen

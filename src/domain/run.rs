@@ -320,6 +320,57 @@ impl Event {
     }
 }
 
+/// Words a run's events, in order, for people following it. A launch the
+/// engine announced ahead of its dependencies' cutovers (it writes it while
+/// their health gates run) begins only once they are cut over; its line says
+/// what it waits for instead of "launching".
+pub struct Narrator {
+    deps: BTreeMap<String, Vec<String>>,
+    done: std::collections::BTreeSet<String>,
+}
+
+/// An entry with its line for people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Narrated {
+    pub entry: Entry,
+    pub message: String,
+    /// For a launch announced ahead: the dependencies not cut over (or kept) yet.
+    pub waits_for: Vec<String>,
+}
+
+impl Narrator {
+    pub fn new(spec: &RunSpec) -> Narrator {
+        let deps = spec.steps.iter().map(|s| (s.service.clone(), s.depends_on.clone())).collect();
+        Narrator { deps, done: Default::default() }
+    }
+
+    /// Notes an entry that is not shown (before a watcher's `from_seq`).
+    pub fn note(&mut self, e: &Entry) {
+        if let Event::CutOver { service, .. } | Event::Kept { service } = &e.event {
+            self.done.insert(service.clone());
+        }
+    }
+
+    pub fn tell(&mut self, e: Entry, run_id: &str) -> Narrated {
+        self.note(&e);
+        let waits_for: Vec<String> = match &e.event {
+            Event::LaunchStarted { service, .. } => {
+                self.deps.get(service).into_iter().flatten().filter(|d| !self.done.contains(*d)).cloned().collect()
+            }
+            _ => vec![],
+        };
+        let message = match &e.event {
+            Event::LaunchStarted { service, .. } if !waits_for.is_empty() => format!(
+                "{service}: launch announced: it begins once {} {} cut over",
+                waits_for.join(", "),
+                if waits_for.len() == 1 { "is" } else { "are" }
+            ),
+            event => event.describe(run_id),
+        };
+        Narrated { entry: e, message, waits_for }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
@@ -718,6 +769,41 @@ mod tests {
 
     fn entry(seq: u64, event: Event) -> Entry {
         Entry { format_version: ENTRY_FORMAT, seq, at: format!("t{seq}"), elapsed_ms: seq * 10, event }
+    }
+
+    /// A launch written ahead of its dependencies' cutovers says what it
+    /// waits for; once they are cut over (or kept), a launch is a launch.
+    /// Entries a watcher skips (before its `from_seq`) still count.
+    #[test]
+    fn a_launch_announced_ahead_says_what_it_waits_for() {
+        let mut spec = spec();
+        let step = |name: &str, deps: &[&str]| PlannedStep {
+            service: name.into(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..spec.steps[0].clone()
+        };
+        spec.steps = vec![step("db", &[]), step("cache", &[]), step("api", &["db", "cache"]), step("web", &["api"])];
+        let mut narrator = Narrator::new(&spec);
+        let launch = |s: &str| entry(1, Event::LaunchStarted { service: s.into(), attempt: 1 });
+        let mut told = |e: Entry| {
+            let n = narrator.tell(e, "r1");
+            (n.message, n.waits_for)
+        };
+        assert_eq!(told(launch("db")), ("db: launching".into(), vec![]));
+        assert_eq!(
+            told(launch("api")),
+            ("api: launch announced: it begins once db, cache are cut over".into(), vec!["db".into(), "cache".into()])
+        );
+        told(entry(2, Event::CutOver { service: "db".into(), instances: vec![] }));
+        assert_eq!(told(launch("api")).0, "api: launch announced: it begins once cache is cut over");
+        told(entry(3, Event::Kept { service: "cache".into() }));
+        assert_eq!(told(launch("api")), ("api: launching".into(), vec![]));
+        assert_eq!(told(launch("web")).1, vec!["api"], "web waits for api");
+
+        let mut late = Narrator::new(&spec);
+        late.note(&entry(2, Event::CutOver { service: "db".into(), instances: vec![] }));
+        late.note(&entry(3, Event::Kept { service: "cache".into() }));
+        assert_eq!(late.tell(launch("api"), "r1").message, "api: launching");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use self::lease::Lease;
 use crate::domain::duration::human;
 use crate::domain::manifest;
 use crate::domain::plan::{self, Check, LiveInstance, Plan, PlanInput, StepChanges};
-use crate::domain::run::{Action, Entry, Event, RUN_FORMAT, RunKind, RunSpec, RunView};
+use crate::domain::run::{Action, Entry, Event, Narrated, Narrator, RUN_FORMAT, RunKind, RunSpec, RunView};
 use crate::domain::snapshot::Snapshot;
 use crate::error::{Error, Result};
 use crate::provider::{CALL_LIMIT, Providers, bounded};
@@ -749,9 +749,9 @@ impl Engine {
         self.get(id).await
     }
 
-    /// The run's entries from `from_seq` on, then new ones as they happen,
-    /// ending after the run finishes.
-    /// The run's events from `from_seq` on. A finished run's stream ends
+    /// The run's entries from `from_seq` on, each with its line for people
+    /// (`Narrator`), then new ones as they happen, ending after the run
+    /// finishes. A finished run's stream ends
     /// after its last entry; a `from_seq` past the end is refused. The work
     /// behind a stream stops when its client goes away, and at most
     /// `MAX_WATCHES` streams run at once.
@@ -759,13 +759,13 @@ impl Engine {
         self: &Arc<Self>,
         id: &str,
         from_seq: u64,
-    ) -> Result<impl Stream<Item = Result<Entry>> + Send + 'static> {
+    ) -> Result<impl Stream<Item = Result<Narrated>> + Send + 'static> {
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             Error::ResourceExhausted(format!(
                 "this server already streams {MAX_WATCHES} runs to watchers; try again later or use `lifeboat run show {id}`"
             ))
         })?;
-        self.spec(id).await?;
+        let mut narrator = Narrator::new(&self.spec(id).await?);
         let so_far = journal::read_run(&self.ctx.store, id).await?;
         let last = so_far.last().map(|e| e.seq);
         if from_seq > last.map_or(0, |l| l + 1) {
@@ -777,11 +777,13 @@ impl Engine {
         let finished = so_far.iter().any(|e| matches!(e.event, Event::RunFinished { .. }));
         let engine = self.clone();
         let id = id.to_string();
-        Ok(async_stream(move |tx: mpsc::Sender<Result<Entry>>| async move {
+        Ok(async_stream(move |tx: mpsc::Sender<Result<Narrated>>| async move {
             let _permit = permit;
+            let (before, shown): (Vec<Entry>, Vec<Entry>) = so_far.into_iter().partition(|e| e.seq < from_seq);
+            before.iter().for_each(|e| narrator.note(e));
             if finished {
-                for e in so_far.into_iter().filter(|e| e.seq >= from_seq) {
-                    if tx.send(Ok(e)).await.is_err() {
+                for e in shown {
+                    if tx.send(Ok(narrator.tell(e, &id))).await.is_err() {
                         return;
                     }
                 }
@@ -800,7 +802,7 @@ impl Engine {
                 for e in entries {
                     next = e.seq + 1;
                     let done = matches!(e.event, Event::RunFinished { .. });
-                    if tx.send(Ok(e)).await.is_err() || done {
+                    if tx.send(Ok(narrator.tell(e, &id))).await.is_err() || done {
                         return;
                     }
                 }
@@ -815,7 +817,7 @@ impl Engine {
                             Ok(e) if e.seq == next => {
                                 next += 1;
                                 let done = matches!(e.event, Event::RunFinished { .. });
-                                if tx.send(Ok(e)).await.is_err() || done {
+                                if tx.send(Ok(narrator.tell(e, &id))).await.is_err() || done {
                                     return;
                                 }
                             }
