@@ -465,6 +465,15 @@ pub struct ServiceProgress {
     pub logs: Vec<String>,
 }
 
+impl ServiceProgress {
+    /// An attempt is under way (announced, not failed, not cut over): a
+    /// resumed run carries it on under its launch key.
+    pub fn attempt_in_flight(&self) -> bool {
+        let current_failed = self.attempts > 0 && self.failed_attempt == self.attempts;
+        !current_failed && matches!(self.state, ServiceState::Launching | ServiceState::HealthGate)
+    }
+}
+
 /// A run's whole state: its spec plus the fold of its journal.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunView {

@@ -116,6 +116,9 @@ pub struct Executor {
     announced: BTreeSet<usize>,
     /// Per service (DAG index): its task (or, for a deletion, its removal) was started.
     running: Vec<bool>,
+    /// Per service: an attempt in flight when this owner took the run over,
+    /// which the owner before may have launched, even cut over.
+    inherited: Vec<bool>,
     /// Dependents to announce in the next write, ahead of their
     /// dependencies' health gates (`queue_ahead`).
     ahead: Vec<usize>,
@@ -202,6 +205,7 @@ impl Executor {
             cut: Vec::new(),
             announced: BTreeSet::new(),
             running: Vec::new(),
+            inherited: Vec::new(),
             ahead: Vec::new(),
             holds: watch::channel(tokio::time::Instant::now()).0,
             writes: FuturesOrdered::new(),
@@ -221,6 +225,7 @@ impl Executor {
         ex.gated = vec![false; ex.dag.len()];
         ex.cut = vec![false; ex.dag.len()];
         ex.running = vec![false; ex.dag.len()];
+        ex.inherited = ex.view.spec.steps.iter().map(|s| ex.view.services[&s.service].attempt_in_flight()).collect();
         ex.holds.send_replace(ex.holds_until());
         let states: Vec<ServiceState> = (0..ex.dag.len()).map(|i| ex.state_of(i)).collect();
         ex.waiting_on = (0..ex.dag.len())
@@ -680,19 +685,68 @@ impl Executor {
         }
     }
 
+    /// Where a service of the snapshot runs, for the provider.
+    fn target(&self, name: &str) -> ServiceRef {
+        let svc = &self.manifest.services[name];
+        ServiceRef {
+            environment: self.view.spec.target_environment().to_string(),
+            region: self.view.spec.region.clone(),
+            service: name.to_string(),
+            settings: svc.launch.clone(),
+            health: svc.health.clone(),
+            tags: svc.tags.clone(),
+        }
+    }
+
+    /// A cancelled service whose attempt the owner before may have launched
+    /// (even cut over) and this owner never carried on: its instances, found
+    /// by the run's tag (and those recorded), are removed, traffic pointed
+    /// back first to the instances they were to replace. A step that
+    /// fails is logged and the cancel goes on; what stays, `lifeboat status`
+    /// lists with its run.
+    async fn withdraw(&mut self, name: &str) {
+        let target = self.target(name);
+        let old = &self.step(name).current;
+        let mut theirs = self.view.services[name].instances.clone();
+        let found =
+            bounded("inventory", CALL_LIMIT, &self.abort, self.provider.inventory(&target.environment, &target.region))
+                .await;
+        let found = found.unwrap_or_else(|e| {
+            tracing::error!(run_id = %self.view.spec.id, service = name, error = %e, "cannot list the instances a cancelled attempt may have launched");
+            Vec::new()
+        });
+        let ours = |i: &&crate::domain::plan::LiveInstance| {
+            i.service == name && i.run_id == self.view.spec.id && !old.contains(&i.id)
+        };
+        for i in found.iter().filter(ours) {
+            if !theirs.contains(&i.id) {
+                theirs.push(i.id.clone());
+            }
+        }
+        if theirs.is_empty() {
+            return;
+        }
+        let serving = found.iter().filter(ours).any(|i| i.serving);
+        let back = match (serving, old.is_empty()) {
+            (false, _) => Ok(()),
+            (true, false) => bounded("cutover", CALL_LIMIT, &self.abort, self.provider.cutover(&target, old)).await,
+            (true, true) => bounded("retire", CALL_LIMIT, &self.abort, self.provider.retire(&target)).await,
+        };
+        if let Err(e) = back {
+            tracing::error!(run_id = %self.view.spec.id, service = name, error = %e, "cannot point traffic back before removing a cancelled attempt's instances; they stay");
+            return;
+        }
+        if let Err(e) = bounded("terminate", CALL_LIMIT, &self.abort, self.provider.terminate(&theirs)).await {
+            tracing::error!(run_id = %self.view.spec.id, service = name, error = %e, "cannot remove a cancelled attempt's instances");
+        }
+    }
+
     fn task(&self, name: &str, tx: mpsc::Sender<Msg>, approvals: watch::Receiver<BTreeSet<String>>) -> ServiceTask {
         let step = self.step(name).clone();
         let svc = self.manifest.services[name].clone();
         ServiceTask {
             provider: self.provider.clone(),
-            target: ServiceRef {
-                environment: self.view.spec.target_environment().to_string(),
-                region: self.view.spec.region.clone(),
-                service: name.to_string(),
-                settings: svc.launch.clone(),
-                health: svc.health.clone(),
-                tags: svc.tags.clone(),
-            },
+            target: self.target(name),
             progress: self.view.services[name].clone(),
             elapsed_ms: self.elapsed_ms(),
             step,
@@ -860,6 +914,9 @@ impl Executor {
                     .map(|s| s.name.clone())
                     .collect();
                 for service in pending {
+                    if self.dag.index_of(&service).is_some_and(|i| self.inherited[i]) {
+                        self.withdraw(&service).await;
+                    }
                     self.persist(Event::ServiceCancelled { service }).await?;
                 }
                 self.ready.clear();
@@ -1370,8 +1427,7 @@ impl ServiceTask {
         // Resumed: carry on with the attempt in flight (its launch is
         // idempotent), or start the one after the last failed attempt.
         let current_failed = self.progress.attempts > 0 && self.progress.failed_attempt == self.progress.attempts;
-        let resume_in_flight =
-            !current_failed && matches!(self.progress.state, ServiceState::Launching | ServiceState::HealthGate);
+        let resume_in_flight = self.progress.attempt_in_flight();
         let first = if current_failed { self.progress.attempts + 1 } else { self.progress.attempts.max(1) };
         let mut last_error = self.progress.error.clone().unwrap_or_default();
         let mut delays = backon::ExponentialBuilder::default()

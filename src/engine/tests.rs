@@ -59,6 +59,9 @@ struct World {
     cutovers: Vec<(String, Vec<String>)>,
     /// Services whose health gates fail from now on.
     failing_gates: BTreeSet<String>,
+    /// `inventory` also lists the launched instances still alive, tagged
+    /// with their run, serving when the service's last cutover points at them.
+    live_inventory: bool,
 }
 
 /// A provider whose steps take known times (on tokio's clock).
@@ -92,7 +95,20 @@ impl ComputeProvider for Scripted {
         vec![Check::pass("scripted", "ok")]
     }
     async fn inventory(&self, _: &str, _: &str) -> ProviderResult<Vec<LiveInstance>> {
-        Ok(self.world().inventory.clone())
+        let w = self.world();
+        let mut all = w.inventory.clone();
+        if w.live_inventory {
+            for (key, ids) in &w.launches {
+                let run = key.split('/').next().unwrap_or_default();
+                for id in ids.iter().filter(|id| w.alive.contains_key(*id)) {
+                    let service = &w.alive[id];
+                    let last = w.cutovers.iter().rev().find(|(s, _)| s == service);
+                    let serving = last.is_some_and(|(_, to)| to.contains(id));
+                    all.push(LiveInstance { run_id: run.into(), serving, ..stray(service, id) });
+                }
+            }
+        }
+        Ok(all)
     }
     async fn retire(&self, t: &ServiceRef) -> ProviderResult<()> {
         let mut w = self.world();
@@ -1167,6 +1183,60 @@ mod faults {
             assert!(w.alive.contains_key("db-old"), "the old instance stays: {:?}", w.alive);
             assert!(new.iter().all(|i| !w.alive.contains_key(i)), "the new ones are removed: {:?}", w.alive);
             assert_eq!(w.launches.len(), 1, "the resumed attempt relaunched under its key: {:?}", w.launches);
+        });
+    }
+
+    /// A server dies after its dependent's launch was durable and both
+    /// services were launched and cut over (no `CutOver` durable). The next
+    /// owner is cancelled before the dependent's task resumes: the
+    /// dependent's instances, found by the run's tag, are removed too,
+    /// traffic pointed back first. Nothing of the run is left.
+    #[test]
+    fn a_cancelled_resumed_run_removes_what_the_owner_before_launched() {
+        paused_runtime().block_on(async {
+            let shared: DynStore = Arc::new(MemStore::new());
+            let faulty = Arc::new(FaultyStore::new(shared.clone()));
+            let services = BTreeMap::from([
+                ("db".to_string(), service(&[], 1, false)),
+                ("api".to_string(), service(&["db".to_string()], 1, false)),
+            ]);
+            let h = harness_on(faulty.clone(), manifest(services.clone()), timed(&services, 100, 100)).await;
+            {
+                let mut w = h.provider.world();
+                w.inventory = vec![stray("db", "db-old"), stray("api", "api-old")];
+                w.alive.insert("db-old".into(), "db".into());
+                w.alive.insert("api-old".into(), "api".into());
+                w.live_inventory = true;
+            }
+            let second = h.second_engine_on(shared.clone());
+            let id = h.start(4).await;
+            // db's launch and api's, announced ahead, are durable; then writes are slow.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let launches = journal::read_from(&shared, &id, 0).await.unwrap();
+            let launched = |s: &str| {
+                launches.iter().any(|e| matches!(&e.event, Event::LaunchStarted { service, .. } if service == s))
+            };
+            assert!(launched("db") && launched("api"), "{launches:#?}");
+            faulty.add(Rule::puts("/journal/").fault(Fault::Latency(Duration::from_secs(5))));
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let new: Vec<String> = h.provider.world().launches.values().flatten().cloned().collect();
+            assert_eq!(new.len(), 2, "db and api launched: {new:?}");
+            assert_eq!(h.provider.world().cutovers.len(), 2, "both cut over");
+            h.engine.abort_all();
+
+            tokio::time::sleep(Duration::from_secs(16)).await;
+            second.resume(&id).await.unwrap();
+            second.cancel(&id, "alice").await.unwrap();
+            let (view, _) = finish_on(&second, &id).await;
+            assert_eq!(view.state, RunState::Cancelled, "{view:#?}");
+            assert_eq!(view.services["api"].state, ServiceState::Cancelled);
+            let w = h.provider.world();
+            assert!(new.iter().all(|i| !w.alive.contains_key(i)), "the run's instances are removed: {:?}", w.alive);
+            assert!(w.alive.contains_key("db-old") && w.alive.contains_key("api-old"), "{:?}", w.alive);
+            for s in ["db", "api"] {
+                let last = w.cutovers.iter().rev().find(|(c, _)| c == s).map(|(_, to)| to.clone());
+                assert_eq!(last, Some(vec![format!("{s}-old")]), "{s}'s traffic is back: {:?}", w.cutovers);
+            }
         });
     }
 
