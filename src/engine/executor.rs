@@ -705,6 +705,10 @@ impl Executor {
     /// fails is logged and the cancel goes on; what stays, `lifeboat status`
     /// lists with its run.
     async fn withdraw(&mut self, name: &str) {
+        // A server that lost the run touches nothing.
+        if self.abort.is_cancelled() {
+            return;
+        }
         let target = self.target(name);
         let old = &self.step(name).current;
         let mut theirs = self.view.services[name].instances.clone();
