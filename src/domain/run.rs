@@ -469,8 +469,12 @@ impl ServiceProgress {
     /// An attempt is under way (announced, not failed, not cut over): a
     /// resumed run carries it on under its launch key.
     pub fn attempt_in_flight(&self) -> bool {
-        let current_failed = self.attempts > 0 && self.failed_attempt == self.attempts;
-        !current_failed && matches!(self.state, ServiceState::Launching | ServiceState::HealthGate)
+        !self.current_attempt_failed() && matches!(self.state, ServiceState::Launching | ServiceState::HealthGate)
+    }
+
+    /// The latest attempt is recorded as failed (the next one is due).
+    pub fn current_attempt_failed(&self) -> bool {
+        self.attempts > 0 && self.failed_attempt == self.attempts
     }
 }
 

@@ -711,7 +711,6 @@ impl Executor {
         }
         let target = self.target(name);
         let old = &self.step(name).current;
-        let mut theirs = self.view.services[name].instances.clone();
         let found =
             bounded("inventory", CALL_LIMIT, &self.abort, self.provider.inventory(&target.environment, &target.region))
                 .await;
@@ -719,18 +718,17 @@ impl Executor {
             tracing::error!(run_id = %self.view.spec.id, service = name, error = %e, "cannot list the instances a cancelled attempt may have launched");
             Vec::new()
         });
-        let ours = |i: &&crate::domain::plan::LiveInstance| {
-            i.service == name && i.run_id == self.view.spec.id && !old.contains(&i.id)
-        };
-        for i in found.iter().filter(ours) {
-            if !theirs.contains(&i.id) {
-                theirs.push(i.id.clone());
-            }
-        }
+        let ours: Vec<_> = found
+            .iter()
+            .filter(|i| i.service == name && i.run_id == self.view.spec.id && !old.contains(&i.id))
+            .collect();
+        let recorded = self.view.services[name].instances.iter();
+        let theirs: BTreeSet<&String> = recorded.chain(ours.iter().map(|i| &i.id)).collect();
+        let theirs: Vec<String> = theirs.into_iter().cloned().collect();
         if theirs.is_empty() {
             return;
         }
-        let serving = found.iter().filter(ours).any(|i| i.serving);
+        let serving = ours.iter().any(|i| i.serving);
         let back = match (serving, old.is_empty()) {
             (false, _) => Ok(()),
             (true, false) => bounded("cutover", CALL_LIMIT, &self.abort, self.provider.cutover(&target, old)).await,
@@ -1430,7 +1428,7 @@ impl ServiceTask {
         }
         // Resumed: carry on with the attempt in flight (its launch is
         // idempotent), or start the one after the last failed attempt.
-        let current_failed = self.progress.attempts > 0 && self.progress.failed_attempt == self.progress.attempts;
+        let current_failed = self.progress.current_attempt_failed();
         let resume_in_flight = self.progress.attempt_in_flight();
         let first = if current_failed { self.progress.attempts + 1 } else { self.progress.attempts.max(1) };
         let mut last_error = self.progress.error.clone().unwrap_or_default();
