@@ -41,6 +41,7 @@ async fn recovery(store: DynStore, text: &str, parallelism: usize) -> (Duration,
         owner: "bench".into(),
         lease_ttl: Duration::from_secs(60),
         notifier: Default::default(),
+        proposal_timeout: lifeboat::engine::DEFAULT_PROPOSAL_TIMEOUT,
     });
     let t = Instant::now();
     let req = StartRequest {

@@ -94,6 +94,7 @@ fn engine(store: &DynStore, provider: Arc<dyn ComputeProvider>) -> Arc<Engine> {
         owner: "bench".into(),
         lease_ttl: Duration::from_secs(60),
         notifier: Default::default(),
+        proposal_timeout: lifeboat::engine::DEFAULT_PROPOSAL_TIMEOUT,
     })
 }
 
@@ -428,6 +429,7 @@ mod precise {
 struct Timed {
     times: BTreeMap<String, (u64, u64)>,
     next: std::sync::atomic::AtomicU64,
+    live: lifeboat::testkit::Live,
 }
 
 #[async_trait]
@@ -439,13 +441,15 @@ impl ComputeProvider for Timed {
         Vec::new()
     }
     async fn inventory(&self, _: &str, _: &str) -> ProviderResult<Vec<LiveInstance>> {
-        Ok(Vec::new())
+        Ok(self.live.inventory())
     }
     async fn launch(&self, spec: &LaunchSpec, _: &CancellationToken) -> ProviderResult<Vec<String>> {
         let (l, _) = self.times.get(&spec.target.service).copied().unwrap_or((0, 0));
         precise::sleep(Duration::from_millis(l)).await;
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(vec![format!("{}-{n}", spec.target.service)])
+        let ids = vec![format!("{}-{n}", spec.target.service)];
+        self.live.launched(spec, &ids);
+        Ok(ids)
     }
     async fn wait_healthy(
         &self,
@@ -458,13 +462,15 @@ impl ComputeProvider for Timed {
         precise::sleep(Duration::from_millis(h)).await;
         Ok(())
     }
-    async fn cutover(&self, _: &ServiceRef, _: &[String]) -> ProviderResult<()> {
+    async fn cutover(&self, _: &ServiceRef, ids: &[String]) -> ProviderResult<()> {
+        self.live.cut_over(ids);
         Ok(())
     }
     async fn retire(&self, _: &ServiceRef) -> ProviderResult<()> {
         Ok(())
     }
-    async fn terminate(&self, _: &[String]) -> ProviderResult<()> {
+    async fn terminate(&self, ids: &[String]) -> ProviderResult<()> {
+        self.live.terminated(ids);
         Ok(())
     }
     async fn logs(&self, _: &str, _: usize) -> Vec<String> {
@@ -826,7 +832,7 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
         let env = format!("scale{n}");
         let (text, times) = region.manifest(&env, schedule == "waves");
         push(&store, &text).await;
-        let provider = Arc::new(Timed { times: times.clone(), next: Default::default() });
+        let provider = Arc::new(Timed { times: times.clone(), next: Default::default(), live: Default::default() });
         let e = engine(&store, provider);
         let parallelism = if schedule == "parallelism 10" { 10 } else { lifeboat::engine::MAX_PARALLELISM };
         let (cpu, requests, bytes) = (cpu_seconds(), store_requests(), store_bytes());
@@ -835,7 +841,10 @@ async fn scale(n: usize, store_kind: &'static str, schedules: &[&'static str]) -
         let rss_mib = lifeboat::testkit::peak_rss_mib();
         let read = match schedule {
             "lifeboat" => {
-                let other = engine(&store, Arc::new(Timed { times: times.clone(), next: Default::default() }));
+                let other = engine(
+                    &store,
+                    Arc::new(Timed { times: times.clone(), next: Default::default(), live: Default::default() }),
+                );
                 Some(read_costs(&store, &other, &view).await)
             }
             _ => None,
@@ -905,7 +914,7 @@ async fn api_throughput(clients: usize, run: Duration) -> (f64, Duration, Durati
     push(&store, &lifeboat::testkit::random_manifest_toml(20, 2, 3)).await;
     SnapshotRepo::new(store.clone()).promote("bench", "latest", "bench", "bench", None).await.unwrap();
     // The gRPC API as a server assembles it (no local provider: nothing is launched).
-    let provider = Arc::new(Timed { times: BTreeMap::new(), next: Default::default() });
+    let provider = Arc::new(Timed { times: BTreeMap::new(), next: Default::default(), live: Default::default() });
     let ctx = lifeboat::api::Ctx::new(store.clone(), engine(&store, provider), Default::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -113,6 +113,9 @@ pub struct EngineSection {
     /// How long a region lease lasts without renewal (a crashed server's runs
     /// are taken over after this), default 15s.
     pub lease_ttl: Option<crate::domain::duration::Dur>,
+    /// How long a proposed run (`recover --propose`, a pager rule with
+    /// policy `propose`) waits for its approval before it expires (default 1h).
+    pub proposal_timeout: Option<crate::domain::duration::Dur>,
     /// How often the server checks every environment for drift from
     /// known-good (default 5m).
     pub drift_interval: Option<crate::domain::duration::Dur>,

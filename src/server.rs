@@ -22,6 +22,8 @@ pub struct Options {
     pub local_dir: PathBuf,
     pub listen: String,
     pub lease_ttl: Duration,
+    /// How long a proposed run waits for approval before it expires.
+    pub proposal_timeout: Duration,
     /// Let the local provider serve stable addresses on non-loopback interfaces.
     pub allow_public_listen: bool,
     /// How many bytes one tarball artifact may unpack to.
@@ -85,6 +87,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         clock: Arc::new(SystemClock),
         owner: owner_name(),
         lease_ttl: opts.lease_ttl,
+        proposal_timeout: opts.proposal_timeout,
         notifier: crate::engine::notify::Notifier::start(opts.notify.clone()).map_err(|e| anyhow::anyhow!(e))?,
     });
     let listener =

@@ -422,11 +422,56 @@ pub fn s3_env_vars() -> Vec<(&'static str, String)> {
 /// engine's own overhead (scheduling, journal, store). Not a product provider.
 pub struct InstantProvider {
     next: std::sync::atomic::AtomicU64,
+    /// Launched and not terminated (the inventory), by ID.
+    live: Live,
 }
 
 impl InstantProvider {
     pub fn new() -> std::sync::Arc<InstantProvider> {
-        std::sync::Arc::new(InstantProvider { next: std::sync::atomic::AtomicU64::new(0) })
+        std::sync::Arc::new(InstantProvider { next: std::sync::atomic::AtomicU64::new(0), live: Live::default() })
+    }
+}
+
+/// What a fake provider launched and has not terminated: its inventory
+/// (every instance healthy, serving once cut over).
+#[derive(Default)]
+pub struct Live(std::sync::Mutex<std::collections::BTreeMap<String, crate::domain::plan::LiveInstance>>);
+
+impl Live {
+    pub fn launched(&self, spec: &crate::provider::LaunchSpec, ids: &[String]) {
+        let mut live = self.0.lock().expect("lock");
+        for id in ids {
+            live.insert(
+                id.clone(),
+                crate::domain::plan::LiveInstance {
+                    id: id.clone(),
+                    service: spec.target.service.clone(),
+                    image: spec.image.clone(),
+                    healthy: true,
+                    serving: false,
+                    run_id: spec.run_id.clone(),
+                    fingerprint: spec.fingerprint.clone(),
+                    address: String::new(),
+                },
+            );
+        }
+    }
+    pub fn cut_over(&self, ids: &[String]) {
+        let mut live = self.0.lock().expect("lock");
+        for id in ids {
+            if let Some(i) = live.get_mut(id) {
+                i.serving = true;
+            }
+        }
+    }
+    pub fn terminated(&self, ids: &[String]) {
+        let mut live = self.0.lock().expect("lock");
+        for id in ids {
+            live.remove(id);
+        }
+    }
+    pub fn inventory(&self) -> Vec<crate::domain::plan::LiveInstance> {
+        self.0.lock().expect("lock").values().cloned().collect()
     }
 }
 
@@ -448,7 +493,7 @@ impl crate::provider::ComputeProvider for InstantProvider {
         _: &str,
         _: &str,
     ) -> crate::provider::ProviderResult<Vec<crate::domain::plan::LiveInstance>> {
-        Ok(Vec::new())
+        Ok(self.live.inventory())
     }
     async fn launch(
         &self,
@@ -456,7 +501,9 @@ impl crate::provider::ComputeProvider for InstantProvider {
         _: &tokio_util::sync::CancellationToken,
     ) -> crate::provider::ProviderResult<Vec<String>> {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok((0..spec.replicas).map(|r| format!("{}-{n}-{r}", spec.target.service)).collect())
+        let ids: Vec<String> = (0..spec.replicas).map(|r| format!("{}-{n}-{r}", spec.target.service)).collect();
+        self.live.launched(spec, &ids);
+        Ok(ids)
     }
     async fn wait_healthy(
         &self,
@@ -467,7 +514,8 @@ impl crate::provider::ComputeProvider for InstantProvider {
     ) -> crate::provider::ProviderResult<()> {
         Ok(())
     }
-    async fn cutover(&self, _: &crate::provider::ServiceRef, _: &[String]) -> crate::provider::ProviderResult<()> {
+    async fn cutover(&self, _: &crate::provider::ServiceRef, ids: &[String]) -> crate::provider::ProviderResult<()> {
+        self.live.cut_over(ids);
         Ok(())
     }
     async fn retire(&self, _: &crate::provider::ServiceRef) -> crate::provider::ProviderResult<()> {
@@ -480,7 +528,8 @@ impl crate::provider::ComputeProvider for InstantProvider {
     ) -> crate::provider::ProviderResult<Option<crate::provider::LogRead>> {
         Ok(None)
     }
-    async fn terminate(&self, _: &[String]) -> crate::provider::ProviderResult<()> {
+    async fn terminate(&self, ids: &[String]) -> crate::provider::ProviderResult<()> {
+        self.live.terminated(ids);
         Ok(())
     }
     async fn logs(&self, _: &str, _: usize) -> Vec<String> {

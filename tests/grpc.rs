@@ -317,6 +317,7 @@ fn a_retried_push_with_the_same_key_creates_one_version() {
                 source_name: "shop.toml".into(),
                 message: "once".into(),
                 labels: Default::default(),
+                force: false,
             });
             req.metadata_mut().insert(lifeboat::api::REQUEST_ID_HEADER, key.parse().unwrap());
             req

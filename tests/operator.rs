@@ -553,38 +553,72 @@ fn verify_checks_run_after_the_services_are_healthy() {
     assert!(out.stderr.contains("verify[0].service: no service \"nosuch\" in this manifest"), "{out:?}");
 }
 
-/// `recover --propose` plans a run that launches nothing until the whole
-/// run is approved; a cancelled proposal launches nothing at all.
+/// `recover --propose` records a run that launches nothing and holds no
+/// lease until the whole run is approved. Approved, it plans again against
+/// what runs then: a service killed while the proposal waited is relaunched,
+/// not "kept", and the run ends with every service probed answering. A
+/// cancelled proposal launches nothing at all.
 #[test]
-fn a_proposed_run_waits_for_approval_of_the_whole_run() {
+fn a_proposed_run_plans_again_when_approved_and_relaunches_what_died() {
     let server = Server::start(Backend::Fs);
     let _cleanup = Instances(server.local_dir());
     let region = Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
+    server.run(&["recover", "shop", "--yes"]).ok();
+    assert!(region.answers("db") && region.answers("web"));
     let out = server.run(&["recover", "shop", "--yes", "--detach", "--propose"]).ok();
     let id = out.stdout.trim().to_string();
     assert!(
         out.stderr.contains(&format!("nothing launches until it is approved with: lifeboat run approve {id}")),
         "{out:?}"
     );
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(instance_processes(&server.local_dir()).is_empty(), "nothing launched before approval");
     let shown = server.run(&["run", "show", &id]).ok().stdout;
     assert!(
         shown.contains(&format!("proposed: nothing launches until approved: lifeboat run approve {id}")),
         "{shown}"
     );
+    assert!(shown.contains("unapproved, it expires at "), "{shown}");
+    let proposed = server.run(&["--output", "json", "run", "show", &id]).ok().json();
+    let actions: Vec<&str> =
+        proposed["services"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["keep", "keep"], "{proposed}");
+    // The proposal holds no lease: the region plans as free.
+    let plan = server.run(&["plan", "shop"]).ok().stdout;
+    assert!(plan.contains("region local-1 is free"), "{plan}");
+
+    // db dies while the proposal waits.
+    let db: Vec<u32> =
+        instance_processes(&server.local_dir()).into_iter().filter(|(_, s)| s == "db").map(|(p, _)| p).collect();
+    assert_eq!(db.len(), 1);
+    std::process::Command::new("kill").args(["-9", &db[0].to_string()]).status().unwrap();
+    common::wait_until(std::time::Duration::from_secs(10), "db to be down", || !region.answers("db"));
+
     let out = server.run(&["run", "approve", &id, "db"]);
     assert_eq!(out.code, 1, "db has no approval gate: {out:?}");
     server.run(&["run", "approve", &id]).ok();
     let out = server.run(&["run", "approve", &id]);
     assert!(out.code == 1 && out.stderr.contains("is already approved (by tester"), "{out:?}");
-    server.run(&["run", "watch", &id]).ok();
-    assert!(region.answers("web"));
+    let watched = server.run(&["run", "watch", &id]).ok().stdout;
+    assert!(
+        watched.contains("planned again at approval against what runs now: db: keep -> create (not running)"),
+        "{watched}"
+    );
+    assert!(watched.contains("final probe: all 2 services answer their health checks"), "{watched}");
+    assert!(region.answers("db") && region.answers("web"));
     let run = server.run(&["--output", "json", "run", "show", &id]).ok().json();
     assert_eq!((run["state"].as_str(), run["awaiting_approval"].as_bool()), (Some("succeeded"), Some(false)));
     assert!(run["approved_by"].as_str().unwrap().starts_with("tester"), "{run}");
+    assert_eq!(run["replans"][0]["changes"][0], "db: keep -> create (not running)", "{run}");
+    assert_eq!(run["final_probe"]["healthy"], 2, "{run}");
+    let db = run["services"].as_array().unwrap().iter().find(|s| s["name"] == "db").unwrap().clone();
+    assert_eq!((db["action"].as_str(), db["state"].as_str()), (Some("create"), Some("healthy")), "{run}");
+    let shown = server.run(&["run", "show", &id]).ok().stdout;
+    assert!(
+        shown.contains("planned again at approval against what runs now:\n    db: keep -> create (not running)"),
+        "{shown}"
+    );
 
     // A proposal that is cancelled launches nothing; a run not proposed cannot be approved whole.
+    let before = instance_processes(&server.local_dir()).len();
     let id =
         server.run(&["recover", "shop", "--yes", "--detach", "--propose", "--force"]).ok().stdout.trim().to_string();
     server.run(&["run", "cancel", &id]).ok();
@@ -593,6 +627,7 @@ fn a_proposed_run_waits_for_approval_of_the_whole_run() {
     let run = server.run(&["--output", "json", "run", "show", &id]).ok().json();
     assert_eq!(run["state"], "cancelled");
     assert!(run["services"].as_array().unwrap().iter().all(|s| s["instances"].as_array().unwrap().is_empty()), "{run}");
+    assert_eq!(instance_processes(&server.local_dir()).len(), before);
     let plain = server.run(&["recover", "shop", "--yes", "--detach", "--force"]).ok().stdout.trim().to_string();
     server.run(&["run", "watch", &plain]).ok();
     let out = server.run(&["run", "approve", &plain]);

@@ -226,17 +226,18 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
     assert!(reply.contains(&format!("lifeboat run approve {id}")), "{reply}");
     let shown = server.run(&["--output", "json", "run", "show", &id]).ok().json();
     assert_eq!(shown["awaiting_approval"], true, "{shown}");
-    // Another incident for the same region while that run holds it: 409, and
-    // its claim is given up (a later delivery may try again).
+    // A proposal holds no lease: another incident for the same region is
+    // proposed too, and waits beside it.
     let other = incident("incident.triggered", "QPROP2", "PPROP01");
     let (status, reply) = pagerduty(&server, PD_SECRET, &other);
-    assert_eq!(status, 409, "{reply}");
-    assert!(reply.contains(&id), "names the run that holds the region: {reply}");
+    assert_eq!(status, 202, "{reply}");
+    let second = run_id(&reply);
+    assert_ne!(second, id);
     let claims = walk(&store.join("webhooks"));
-    assert_eq!(claims.len(), 2, "only the two started incidents keep a claim: {claims:?}");
+    assert_eq!(claims.len(), 3, "each incident keeps its claim: {claims:?}");
     std::thread::sleep(Duration::from_millis(1500));
     let launched = || instance_processes(&server.local_dir()).len();
-    assert!(!prop.answers("db") && !prop.answers("api"), "nothing of the proposed run is serving");
+    assert!(!prop.answers("db") && !prop.answers("api"), "nothing of the proposed runs is serving");
     assert_eq!(launched(), 2, "only the first region's instances run");
     server.run(&["run", "approve", &id]).ok();
     server.run(&["run", "watch", &id]).ok();
@@ -244,6 +245,23 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
     assert_eq!(launched(), 4);
     let shown = server.run(&["--output", "json", "run", "show", &id]).ok().json();
     assert_eq!(shown["state"], "succeeded", "{shown}");
+    // Cancelling the second proposal gives its incident's claim up: the
+    // incident firing again proposes anew instead of answering `duplicate`.
+    let (_, reply) = pagerduty(&server, PD_SECRET, &other);
+    assert!(reply.starts_with(&format!("duplicate: run {second} (running)")), "{reply}");
+    server.run(&["run", "cancel", &second]).ok();
+    let (status, reply) = pagerduty(&server, PD_SECRET, &other);
+    assert_eq!(status, 202, "{reply}");
+    assert!(reply.starts_with("proposed run"), "{reply}");
+    let third = run_id(&reply);
+    assert_ne!(third, second);
+    // Approved now, it plans again against the recovered region: nothing to launch.
+    server.run(&["run", "approve", &third]).ok();
+    server.run(&["run", "watch", &third]).ok();
+    let shown = server.run(&["--output", "json", "run", "show", &third]).ok().json();
+    assert_eq!(shown["state"], "succeeded", "{shown}");
+    assert!(shown["services"].as_array().unwrap().iter().all(|s| s["action"] == "keep"), "{shown}");
+    assert_eq!(launched(), 4);
 
     // Alertmanager: a firing group the same way; resolved starts nothing.
     let firing = alert_group("firing", "amenv");
@@ -272,7 +290,7 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
     let metrics = get(&server, "/metrics");
     for (source, outcome, n) in [
         ("pagerduty", "started", 1),
-        ("pagerduty", "duplicate", 5),
+        ("pagerduty", "duplicate", 6),
         ("pagerduty", "unauthorized", 4),
         ("alertmanager", "started", 2),
     ] {

@@ -58,7 +58,7 @@ pub fn required(path: &str) -> Option<Role> {
     }
     let service = service.strip_prefix("lifeboat.v1.").unwrap_or(service);
     Some(match (service, method) {
-        ("SnapshotService", "Get" | "List" | "Diff" | "Validate") => Role::Viewer,
+        ("SnapshotService", "Get" | "List" | "Diff" | "Validate" | "GetPolicy") => Role::Viewer,
         ("SnapshotService", "Create") => Role::Operator,
         ("SnapshotService", "Promote" | "Reject" | "Tag") => Role::Admin,
         ("RecoveryService", "Plan" | "Get" | "List" | "Watch" | "Logs" | "Status") => Role::Viewer,

@@ -25,6 +25,7 @@ pub fn snapshot(s: &Snapshot, refs: Vec<String>, rejection: Option<Rejection>, w
         region: s.manifest.region.clone(),
         provider: s.manifest.provider.as_str().to_string(),
         corruption: None,
+        warnings: Vec::new(),
     }
 }
 
@@ -41,6 +42,7 @@ pub fn corrupt_snapshot(
         refs,
         rejection: rejection.map(|r| pb::Rejection { by: r.by, at: r.at, reason: r.reason }),
         corruption: Some(pb::Corruption { key: c.key.clone(), problem: c.problem.clone() }),
+        warnings: Vec::new(),
         ..Default::default()
     }
 }
@@ -156,6 +158,26 @@ pub fn run(v: &crate::domain::run::RunView) -> pb::Run {
         stopped_ms: v.stopped_ms,
         awaiting_approval: v.awaiting_approval(),
         approved_by: v.run_approved_by.clone().unwrap_or_default(),
+        replans: v
+            .replans
+            .iter()
+            .map(|r| pb::Replan {
+                at: match r.at {
+                    crate::domain::run::ReplanAt::Approval => "approval".into(),
+                    crate::domain::run::ReplanAt::Resume => "resume".into(),
+                },
+                changes: r.changes.clone(),
+                failed: r.failed.clone(),
+            })
+            .collect(),
+        probed: v.probed.is_some(),
+        probed_healthy: v.probed.map_or(0, |p| p.0 as u32),
+        probed_unhealthy: v.probed.map_or(0, |p| p.1 as u32),
+        proposal_expires_at: if v.awaiting_approval() {
+            v.proposal_expires_at.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
         verify: v
             .verify
             .iter()
@@ -243,5 +265,17 @@ pub fn drift(d: &crate::engine::drift::DriftReport) -> pb::DriftReport {
                 instances: s.instances.clone(),
             })
             .collect(),
+    }
+}
+
+pub fn policy(p: &crate::store::policy::Policy) -> pb::EnvironmentPolicy {
+    pb::EnvironmentPolicy {
+        environment: p.environment.clone(),
+        promotion: match p.promotion {
+            crate::domain::manifest::Promotion::Manual => "manual".into(),
+            crate::domain::manifest::Promotion::Drill => "drill".into(),
+        },
+        updated_by: p.updated_by.clone(),
+        updated_at: p.updated_at.clone(),
     }
 }

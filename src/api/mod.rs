@@ -93,7 +93,25 @@ impl Ctx {
         target: &str,
         op: impl Future<Output = crate::error::Result<T>>,
     ) -> crate::error::Result<T> {
+        self.audited_as(actor, action, target, |_| target.to_string(), op).await
+    }
+
+    /// The same, recording the target as what the operation acted on once
+    /// it succeeded (`shop@v3`, not the `shop@latest` it was asked for).
+    pub(crate) async fn audited_as<T>(
+        &self,
+        actor: &str,
+        action: &str,
+        asked: &str,
+        acted_on: impl FnOnce(&T) -> String,
+        op: impl Future<Output = crate::error::Result<T>>,
+    ) -> crate::error::Result<T> {
         let result = op.await;
+        let target = match &result {
+            Ok(t) => acted_on(t),
+            Err(_) => asked.to_string(),
+        };
+        let target = target.as_str();
         let outcome = match &result {
             Ok(_) => "ok".to_string(),
             Err(e) => format!("error: {e}"),

@@ -10,6 +10,7 @@ use super::{Ctx, actor, convert, pb};
 use crate::domain::manifest;
 use crate::domain::snapshot::{self, Snapshot};
 use crate::domain::source::Format;
+use crate::engine::{PromoteRequest, Promoted};
 use crate::error::{Error, Result};
 use crate::store::check_environment;
 use crate::store::snapshots::Listed;
@@ -60,6 +61,11 @@ fn require(field: &str, value: &str) -> Result<()> {
     if value.trim().is_empty() { Err(Error::InvalidArgument(format!("{field} is required"))) } else { Ok(()) }
 }
 
+/// How an audit record names a snapshot acted on: `shop@v3`.
+pub(super) fn snapshot_target(s: &Snapshot) -> String {
+    format!("{}@v{}", s.environment, s.version)
+}
+
 fn ok<T>(r: Result<T>) -> Result<Response<T>, Status> {
     r.map(Response::new).map_err(to_status)
 }
@@ -81,6 +87,14 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
                 }
             }
             let env = m.environment.clone();
+            if !r.force
+                && let Some((v, rej)) = self.ctx.repo.rejected_twin(&m).await?
+            {
+                return Err(Error::FailedPrecondition(format!(
+                    "this manifest is exactly snapshot {v} of {env}, which {} rejected at {}: {}; push it again anyway with --force",
+                    rej.by, rej.at, rej.reason
+                )));
+            }
             let new = NewSnapshot {
                 manifest: m,
                 author: who.clone(),
@@ -88,7 +102,7 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
                 labels: r.labels.into_iter().collect::<BTreeMap<_, _>>(),
             };
             let push = self.ctx.repo.push_once(new, request_id.as_deref());
-            let snap = self.ctx.audited(&who, "snapshot.push", &env, push).await?;
+            let snap = self.ctx.audited_as(&who, "snapshot.push", &env, snapshot_target, push).await?;
             self.view(&snap, false).await
         };
         ok(result.await)
@@ -145,11 +159,24 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
         let who = actor(&req);
         let r = req.into_inner();
         ok(async {
-            require("reason", &r.reason)?;
-            let target = format!("{}@{}", r.environment, r.r#ref);
-            let op = self.ctx.repo.promote(&r.environment, &r.r#ref, &who, &r.reason, r.expected_version);
-            let snap = self.ctx.audited(&who, "snapshot.promote", &target, op).await?;
-            self.view(&snap, false).await
+            let named = if r.from_drill.is_empty() { r.r#ref.clone() } else { format!("drill {}", r.from_drill) };
+            let target = format!("{}@{named}", r.environment);
+            let op = self.ctx.engine.promote(PromoteRequest {
+                environment: r.environment.clone(),
+                reference: r.r#ref,
+                from_drill: r.from_drill,
+                reason: r.reason,
+                expected: r.expected_version,
+                force: r.force,
+                actor: who.clone(),
+            });
+            let done = self
+                .ctx
+                .audited_as(&who, "snapshot.promote", &target, |p: &Promoted| snapshot_target(&p.snapshot), op)
+                .await?;
+            let mut view = self.view(&done.snapshot, false).await?;
+            view.warnings = done.notes;
+            Ok(view)
         }
         .await)
     }
@@ -161,7 +188,16 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
             require("reason", &r.reason)?;
             let target = format!("{}@{}", r.environment, r.r#ref);
             let op = self.ctx.repo.reject(&r.environment, &r.r#ref, &who, &r.reason);
-            let snap = self.ctx.audited(&who, "snapshot.reject", &target, op).await?;
+            let snap = self
+                .ctx
+                .audited_as(
+                    &who,
+                    "snapshot.reject",
+                    &target,
+                    |l: &Listed| format!("{}@v{}", r.environment, l.version()),
+                    op,
+                )
+                .await?;
             self.listed_view(&r.environment, &snap, &self.ctx.repo.refs(&r.environment).await?).await
         }
         .await)
@@ -173,7 +209,7 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
         ok(async {
             let target = format!("{}@{} as {}", r.environment, r.r#ref, r.tag);
             let op = self.ctx.repo.tag(&r.environment, &r.r#ref, &r.tag, &who, r.expected_version, r.force);
-            let snap = self.ctx.audited(&who, "snapshot.tag", &target, op).await?;
+            let snap = self.ctx.audited_as(&who, "snapshot.tag", &target, snapshot_target, op).await?;
             self.view(&snap, false).await
         }
         .await)
@@ -199,6 +235,34 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
                     })
                     .collect(),
             })
+        }
+        .await)
+    }
+
+    async fn get_policy(&self, req: Request<pb::GetPolicyRequest>) -> Result<Response<pb::EnvironmentPolicy>, Status> {
+        let r = req.into_inner();
+        ok(async { Ok(convert::policy(&self.ctx.engine.policy(&r.environment).await?)) }.await)
+    }
+
+    async fn set_policy(&self, req: Request<pb::SetPolicyRequest>) -> Result<Response<pb::EnvironmentPolicy>, Status> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        ok(async {
+            let promotion = match r.promotion.as_str() {
+                "manual" => manifest::Promotion::Manual,
+                "drill" => manifest::Promotion::Drill,
+                other => {
+                    return Err(Error::InvalidArgument(format!(
+                        "promotion \"{}\" is not a policy; expected manual or drill",
+                        crate::error::shown(other)
+                    )));
+                }
+            };
+            let target = r.environment.clone();
+            let outcome_target = format!("{target} promotion={}", r.promotion);
+            let op = self.ctx.engine.set_policy(&r.environment, promotion, &who);
+            let p = self.ctx.audited_as(&who, "env.policy", &target, |_| outcome_target.clone(), op).await?;
+            Ok(convert::policy(&p))
         }
         .await)
     }

@@ -18,6 +18,7 @@ use hmac::{Hmac, KeyInit, Mac};
 
 use crate::config::{Secret, WebhookSource, WebhooksSection};
 use crate::domain::alert::{self, Alert, Policy, Routes, Rule, Source};
+use crate::domain::run::RunState;
 use crate::engine::{Engine, StartRequest};
 use crate::error::Error;
 use crate::store::webhooks::{Claim, Claims};
@@ -219,15 +220,24 @@ impl Webhooks {
             Some((held, etag)) => match &held.run_id {
                 Some(run) => {
                     let state = match self.engine.get(run).await {
+                        // A proposal cancelled (or expired) unapproved handled
+                        // nothing: the alert firing again proposes anew.
+                        Ok(v) if v.state == RunState::Cancelled && v.spec.proposed && v.run_approved_by.is_none() => {
+                            String::new()
+                        }
                         Ok(v) => v.state.as_str().to_string(),
                         Err(Error::NotFound(_)) => "gone".into(),
                         Err(e) => return Err(failed(e)),
                     };
-                    let m = format!(
-                        "duplicate: run {run} ({state}) already handles {what} (rule {}); until it is resolved, start another with the CLI",
-                        held.rule
-                    );
-                    return Ok((Reply::accepted("duplicate", m), Some(run.clone())));
+                    if state.is_empty() {
+                        Some(etag)
+                    } else {
+                        let m = format!(
+                            "duplicate: run {run} ({state}) already handles {what} (rule {}); until it is resolved, start another with the CLI",
+                            held.rule
+                        );
+                        return Ok((Reply::accepted("duplicate", m), Some(run.clone())));
+                    }
                 }
                 None if !claim_expired(&held.claimed_at) => {
                     let m = format!("duplicate: another delivery of {what} is starting its run (rule {})", held.rule);

@@ -134,6 +134,7 @@ pub async fn run() -> Result<(), Failure> {
         local_dir: dir.join("local"),
         listen: "127.0.0.1:0".into(),
         lease_ttl: Duration::from_secs(15),
+        proposal_timeout: crate::engine::DEFAULT_PROPOSAL_TIMEOUT,
         allow_public_listen: false,
         max_unpacked_bytes: None,
         import_idle_timeout: None,
@@ -192,6 +193,7 @@ async fn demo(client: &Client, running: &server::Running, dir: &Path) -> Result<
         source_name: "shop.toml".into(),
         message: "demo region".into(),
         labels: [("source".to_string(), "lifeboat demo".to_string())].into(),
+        force: false,
     };
     let snap = snapshots.create(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
     println!("  snapshot {} of shop: {} services, {}", snap.version, snap.service_count, snap.digest);
@@ -200,6 +202,7 @@ async fn demo(client: &Client, running: &server::Running, dir: &Path) -> Result<
         r#ref: snap.version.to_string(),
         reason: "demo baseline".into(),
         expected_version: Some(0),
+        ..Default::default()
     };
     snapshots.promote(client.request(req)).await.map_err(|e| client.fail(e))?;
     println!("  known-good -> {}", snap.version);

@@ -197,6 +197,30 @@ impl Bars {
 
 pub fn run_json(r: &pb::Run) -> Value {
     let ms = |v: Option<u64>| v.map_or(Value::Null, |x| json!(x));
+    let services: Vec<Value> = r
+        .services
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "action": s.action,
+                "state": s.state,
+                "attempts": s.attempts,
+                "depends_on": s.depends_on,
+                "queued_ms": ms(s.queued_ms),
+                "launched_ms": ms(s.launched_ms),
+                "healthy_ms": ms(s.healthy_ms),
+                "cutover_ms": ms(s.cutover_ms),
+                "finished_ms": ms(s.finished_ms),
+                "expected_ms": s.expected_ms,
+                "instances": s.instances,
+                "error": if s.error.is_empty() { Value::Null } else { json!(s.error) },
+                "upstream": if s.upstream.is_empty() { Value::Null } else { json!(s.upstream) },
+                "approved_by": if s.approved_by.is_empty() { Value::Null } else { json!(s.approved_by) },
+                "logs": s.logs,
+            })
+        })
+        .collect();
     json!({
         "id": r.id,
         "kind": r.kind,
@@ -219,25 +243,11 @@ pub fn run_json(r: &pb::Run) -> Value {
         "awaiting_approval": r.awaiting_approval,
         "approved_by": if r.approved_by.is_empty() { Value::Null } else { json!(r.approved_by) },
         "verify": r.verify.iter().map(|v| json!({"check": v.check, "passed": v.passed, "detail": v.detail})).collect::<Vec<_>>(),
+        "replans": r.replans.iter().map(|p| json!({"at": p.at, "changes": p.changes, "failed": p.failed})).collect::<Vec<_>>(),
+        "final_probe": if r.probed { json!({"healthy": r.probed_healthy, "unhealthy": r.probed_unhealthy}) } else { Value::Null },
+        "proposal_expires_at": if r.proposal_expires_at.is_empty() { Value::Null } else { json!(r.proposal_expires_at) },
         "owners": r.owners,
-        "services": r.services.iter().map(|s| json!({
-            "name": s.name,
-            "action": s.action,
-            "state": s.state,
-            "attempts": s.attempts,
-            "depends_on": s.depends_on,
-            "queued_ms": ms(s.queued_ms),
-            "launched_ms": ms(s.launched_ms),
-            "healthy_ms": ms(s.healthy_ms),
-            "cutover_ms": ms(s.cutover_ms),
-            "finished_ms": ms(s.finished_ms),
-            "expected_ms": s.expected_ms,
-            "instances": s.instances,
-            "error": if s.error.is_empty() { Value::Null } else { json!(s.error) },
-            "upstream": if s.upstream.is_empty() { Value::Null } else { json!(s.upstream) },
-            "approved_by": if s.approved_by.is_empty() { Value::Null } else { json!(s.approved_by) },
-            "logs": s.logs,
-        })).collect::<Vec<_>>(),
+        "services": services,
     })
 }
 
@@ -246,6 +256,21 @@ pub fn print_run(r: &pb::Run) {
     println!("run {}  {} of {} in {} from snapshot {}", r.id, r.kind, r.environment, r.region, r.snapshot_version);
     let finished = if r.finished_at.is_empty() { "-".to_string() } else { r.finished_at.clone() };
     println!("state {}  started {}  finished {}  by {}", r.state.to_uppercase(), r.started_at, finished, r.created_by);
+    for p in &r.replans {
+        let what = if p.failed.is_empty() { "" } else { " (preflight FAILED: nothing launched)" };
+        match p.changes.as_slice() {
+            [] if p.failed.is_empty() => println!("planned again at {} against what runs now: the same steps", p.at),
+            changes => {
+                println!("planned again at {} against what runs now{what}:", p.at);
+                for c in changes {
+                    println!("    {c}");
+                }
+            }
+        }
+        for f in &p.failed {
+            println!("    preflight FAILED: {f}");
+        }
+    }
     let t = |v: Option<u64>| v.map_or("-".to_string(), |x| format!("+{}", secs(x)));
     let rows: Vec<Vec<String>> = r
         .services
@@ -277,6 +302,16 @@ pub fn print_run(r: &pb::Run) {
             println!("    | {l}");
         }
     }
+    if r.probed {
+        match r.probed_unhealthy {
+            0 => {
+                println!("final probe: all {} services answered their health checks as the run ended", r.probed_healthy)
+            }
+            n => {
+                println!("final probe: {n} service(s) did NOT answer their health checks as the run ended (see ERROR)")
+            }
+        }
+    }
     for v in &r.verify {
         let verdict = if v.passed { "passed" } else { "FAILED" };
         println!("verify {}: {verdict}: {}", v.check, v.detail);
@@ -287,6 +322,10 @@ pub fn print_run(r: &pb::Run) {
     }
     if r.awaiting_approval {
         println!("proposed: nothing launches until approved: lifeboat run approve {}", r.id);
+        println!("(approving it plans again against what runs then; cancel it with: lifeboat run cancel {})", r.id);
+        if !r.proposal_expires_at.is_empty() {
+            println!("unapproved, it expires at {}", r.proposal_expires_at);
+        }
     }
     for s in r.services.iter().filter(|s| s.state == "awaiting_approval") {
         println!("waiting for approval: lifeboat run approve {} {}", r.id, s.name);

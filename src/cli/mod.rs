@@ -6,6 +6,7 @@ mod demo;
 mod demo_service;
 mod drift;
 mod drill;
+mod env;
 mod follow;
 mod image;
 mod logs;
@@ -132,6 +133,9 @@ pub enum Command {
     /// Read the audit records: who did what, when, with what outcome.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// What the server keeps per environment: its promotion policy.
+    #[command(subcommand)]
+    Env(env::EnvCmd),
     /// DR drills: isolated test recoveries judged against the RTO objective, torn down after.
     #[command(subcommand)]
     Drill(drill::DrillCmd),
@@ -365,6 +369,9 @@ pub enum SnapshotCmd {
         /// A label, KEY=VALUE (repeatable).
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// Store it even though a rejected snapshot has exactly this manifest.
+        #[arg(long)]
+        force: bool,
     },
     /// List an environment's snapshots, oldest first.
     List { environment: String },
@@ -385,15 +392,25 @@ pub enum SnapshotCmd {
         #[arg(long)]
         exit_code: bool,
     },
-    /// Make a snapshot the environment's known-good one.
+    /// Make a snapshot the environment's known-good one. Refused when one of
+    /// its images is missing, or when the environment's drill gate is not met.
     Promote {
         environment: String,
-        reference: String,
-        #[arg(long)]
-        reason: String,
+        /// A version, tag, `latest` or digest (leave it out with --from-drill).
+        #[arg(required_unless_present = "from_drill")]
+        reference: Option<String>,
+        /// Why (required, unless --from-drill, whose reason names the drill).
+        #[arg(long, required_unless_present = "from_drill")]
+        reason: Option<String>,
+        /// Promote exactly the snapshot this drill restored, and only if it passed.
+        #[arg(long, value_name = "RUN_ID")]
+        from_drill: Option<String>,
         /// Only if known-good points at this version now (0: not set yet).
         #[arg(long)]
         expect: Option<u64>,
+        /// Promote even though an image of the snapshot cannot be found (recorded with the promotion).
+        #[arg(long)]
+        force: bool,
     },
     /// Mark a snapshot bad so it is never promoted or recovered.
     Reject {
@@ -558,6 +575,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 "Give the token to its holder (it is shown once), and add this to the server's configuration:\n\n[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{digest}\""
             );
             Ok(())
+        }
+        Command::Env(cmd) => {
+            let client = client::Client::connect(&cli.server).await?;
+            env::run(&client, cmd, output).await
         }
         Command::Audit(cmd) => {
             let client = client::Client::connect(&cli.server).await?;

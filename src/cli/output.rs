@@ -26,6 +26,9 @@ pub fn snapshot_json(s: &pb::Snapshot) -> Value {
         "rejection": s.rejection.as_ref().map(|r| json!({"by": r.by, "at": r.at, "reason": r.reason})),
         "corruption": s.corruption.as_ref().map(|c| json!({"key": c.key, "problem": c.problem})),
     });
+    if !s.warnings.is_empty() {
+        v["warnings"] = json!(s.warnings);
+    }
     if !s.manifest_json.is_empty() {
         v["manifest"] = serde_json::from_str(&s.manifest_json).unwrap_or(Value::Null);
     }

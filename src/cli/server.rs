@@ -40,6 +40,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         local_dir,
         listen,
         lease_ttl,
+        proposal_timeout: config.engine.proposal_timeout.map_or(crate::engine::DEFAULT_PROPOSAL_TIMEOUT, |d| d.0),
         allow_public_listen,
         max_unpacked_bytes: config.provider.local.max_unpacked_bytes,
         import_idle_timeout: config.server.import_idle_timeout.map(|d| d.0),

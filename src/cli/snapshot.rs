@@ -16,7 +16,7 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
     let client = Client::connect(server).await?;
     let mut svc = client.snapshots().max_encoding_message_size(crate::domain::manifest::MAX_MANIFEST_BYTES + 64 * 1024);
     match cmd {
-        SnapshotCmd::Push { file, message, labels } => {
+        SnapshotCmd::Push { file, message, labels, force } => {
             let (_, text) = push_text.expect("loaded above");
             let req = pb::CreateSnapshotRequest {
                 manifest: text,
@@ -24,6 +24,7 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
                 source_name: file.display().to_string(),
                 message,
                 labels: labels.into_iter().collect(),
+                force,
             };
             // A push whose reply is lost (the connection dropped, the server
             // restarted) is retried with the same idempotency key: the server
@@ -118,9 +119,19 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
                 return Err(Failure::new(super::exit::CHANGES, ""));
             }
         }
-        SnapshotCmd::Promote { environment, reference, reason, expect } => {
-            let req = pb::PromoteSnapshotRequest { environment, r#ref: reference, reason, expected_version: expect };
+        SnapshotCmd::Promote { environment, reference, reason, from_drill, expect, force } => {
+            let req = pb::PromoteSnapshotRequest {
+                environment,
+                r#ref: reference.unwrap_or_default(),
+                reason: reason.unwrap_or_default(),
+                expected_version: expect,
+                from_drill: from_drill.unwrap_or_default(),
+                force,
+            };
             let s = svc.promote(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            for w in &s.warnings {
+                eprintln!("warning: {}", safe(w));
+            }
             match output {
                 Output::Json => print_json(&snapshot_json(&s)),
                 Output::Text => println!("{}: known-good is now version {} ({})", s.environment, s.version, s.digest),

@@ -295,6 +295,87 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     }
 }
 
+/// The services of `expected` (each with the instances that should serve
+/// it) that the live inventory does not show healthy, with why.
+pub fn unanswered(expected: &[(String, Vec<String>)], live: &[LiveInstance]) -> BTreeMap<String, String> {
+    let by_id: BTreeMap<&str, &LiveInstance> = live.iter().map(|i| (i.id.as_str(), i)).collect();
+    let mut out = BTreeMap::new();
+    for (service, ids) in expected {
+        let mut problems = Vec::new();
+        if ids.is_empty() {
+            problems.push("no instance serves it".to_string());
+        }
+        for id in ids {
+            match by_id.get(id.as_str()) {
+                None => problems.push(format!("instance {id} is not running")),
+                Some(i) if !i.healthy => problems.push(format!("instance {id} does not pass its health check")),
+                Some(_) => {}
+            }
+        }
+        if !problems.is_empty() {
+            out.insert(service.clone(), problems.join(", "));
+        }
+    }
+    out
+}
+
+/// A run's steps planned again (`fresh`, made against the live inventory
+/// now): services the run has not acted on (`untouched`) take their fresh
+/// step, the others keep the one they had. Returns the steps the run
+/// executes from now on and one line per step that changed.
+pub fn refresh(
+    old: &[PlannedStep],
+    untouched: impl Fn(&str) -> bool,
+    fresh: Vec<PlannedStep>,
+) -> (Vec<PlannedStep>, Vec<String>) {
+    let before: BTreeMap<&str, &PlannedStep> = old.iter().map(|s| (s.service.as_str(), s)).collect();
+    let mut changes = Vec::new();
+    let mut steps = Vec::with_capacity(fresh.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for step in fresh {
+        seen.insert(step.service.clone());
+        match before.get(step.service.as_str()) {
+            Some(had) if !untouched(&step.service) => steps.push((*had).clone()),
+            Some(had) => {
+                if had.action != step.action {
+                    changes.push(format!(
+                        "{}: {} -> {} ({})",
+                        step.service,
+                        action_name(had.action),
+                        action_name(step.action),
+                        step.reason
+                    ));
+                } else if had.current != step.current && step.action != Action::Create {
+                    changes.push(format!(
+                        "{}: {} now of {} ({})",
+                        step.service,
+                        action_name(step.action),
+                        listed_or_none(&step.current),
+                        step.reason
+                    ));
+                }
+                steps.push(step);
+            }
+            None => {
+                changes.push(format!("{}: {} ({}), new", step.service, action_name(step.action), step.reason));
+                steps.push(step);
+            }
+        }
+    }
+    for had in old.iter().filter(|s| !seen.contains(&s.service)) {
+        if untouched(&had.service) {
+            changes.push(format!("{}: {} dropped (no longer running)", had.service, action_name(had.action)));
+        } else {
+            steps.push(had.clone());
+        }
+    }
+    (steps, changes)
+}
+
+fn listed_or_none(ids: &[String]) -> String {
+    if ids.is_empty() { "no instances".into() } else { super::listed(ids) }
+}
+
 /// Said wherever a `promotion = "drill"` environment shows up, until drills exist.
 pub const DRILL_PROMOTION_NOTE: &str = "promotion = \"drill\": a snapshot becomes known-good only after a DR drill of it passed: `lifeboat drill run ENV --snapshot N --promote-on-pass` (a manual `snapshot promote` of an undrilled snapshot is refused)";
 

@@ -50,6 +50,12 @@ pub struct RunSpec {
     /// Proposed: nothing launches until the whole run is approved.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub proposed: bool,
+    /// Asked with `--force` (replace even what matches): a plan made again keeps it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+    /// Asked to prune (delete running services absent from the snapshot).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune: bool,
     /// A drill: where it runs apart from production, and what it was asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<crate::domain::drill::DrillSpec>,
@@ -173,13 +179,27 @@ pub enum Event {
     CancelRequested {
         by: String,
     },
-    /// A proposed run waits for `lifeboat run approve ID` before anything launches.
-    RunApprovalRequested,
+    /// A proposed run waits for `lifeboat run approve ID` before anything
+    /// launches, until `expires_at` (RFC 3339; older runs did not say).
+    RunApprovalRequested {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<String>,
+    },
     RunApproved {
         by: String,
     },
+    /// The plan made again against the live inventory as the run starts
+    /// executing (after its approval, or on resume): the run executes it.
+    Replanned(Replan),
     ServiceCancelled {
         service: String,
+    },
+    /// Every service the run saw healthy, probed once more as it ends (kept
+    /// ones included): `unhealthy` names those that did not answer, which
+    /// fail the run.
+    Probed {
+        confirmed: usize,
+        unhealthy: BTreeMap<String, String>,
     },
     /// One `[[verify]]` check, once every service was healthy.
     Verified {
@@ -238,8 +258,10 @@ impl Event {
             | RunResumed { .. }
             | CancelRequested { .. }
             | RunFinished { .. }
-            | RunApprovalRequested
+            | RunApprovalRequested { .. }
             | RunApproved { .. }
+            | Replanned(_)
+            | Probed { .. }
             | DrillJudged { .. }
             | DrillTornDown { .. }
             | DrillKept { .. }
@@ -277,10 +299,24 @@ impl Event {
             ServiceFailed { service, reason } => format!("{service}: FAILED: {reason}"),
             Skipped { service, upstream } => format!("{service}: skipped (upstream {upstream} failed)"),
             CancelRequested { by } => format!("cancel requested by {by}"),
-            RunApprovalRequested => {
-                format!("proposed: nothing launches until approved: lifeboat run approve {run_id}")
+            RunApprovalRequested { expires_at } => {
+                let mut line = format!(
+                    "proposed: nothing launches until approved: lifeboat run approve {run_id} (or cancel it: lifeboat run cancel {run_id})"
+                );
+                if let Some(at) = expires_at {
+                    line.push_str(&format!("; unapproved, it expires at {at}"));
+                }
+                line
             }
             RunApproved { by } => format!("run approved by {by}"),
+            Replanned(r) => r.describe(),
+            Probed { confirmed, unhealthy } if unhealthy.is_empty() => {
+                format!("final probe: all {confirmed} services answer their health checks")
+            }
+            Probed { unhealthy, .. } => {
+                let each: Vec<String> = unhealthy.iter().map(|(s, why)| format!("{s}: {why}")).collect();
+                format!("final probe: NOT healthy as the run ends: {}", each.join("; "))
+            }
             Verified { check, passed: true, detail } => format!("verify {check}: passed ({detail})"),
             Verified { check, passed: false, detail } => format!("verify {check}: FAILED: {detail}"),
             ServiceCancelled { service } => format!("{service}: cancelled"),
@@ -317,6 +353,57 @@ impl Event {
             .ok()
             .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
             .unwrap_or_default()
+    }
+}
+
+/// When a run's plan was made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplanAt {
+    /// A proposed run, approved: its proposal may be hours old.
+    Approval,
+    /// A run taken over by a server: the region may have changed meanwhile.
+    Resume,
+}
+
+/// A run's plan made again against the live inventory when it starts
+/// executing: the steps it executes, and how they differ from those it had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replan {
+    pub at: ReplanAt,
+    /// Every step of the run from now on (services the run already acted
+    /// on keep theirs).
+    pub steps: Vec<PlannedStep>,
+    pub critical_path: Vec<String>,
+    pub critical_path_ms: u64,
+    /// One line per step that changed: `db: keep -> create (not running)`.
+    pub changes: Vec<String>,
+    /// Preflight checks the fresh plan failed: the run ends, launching nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+}
+
+impl Replan {
+    pub fn describe(&self) -> String {
+        let when = match self.at {
+            ReplanAt::Approval => "at approval",
+            ReplanAt::Resume => "on resume",
+        };
+        if !self.failed.is_empty() {
+            return format!(
+                "planned again {when} against what runs now: preflight FAILED ({}): nothing launches",
+                self.failed.join("; ")
+            );
+        }
+        match self.changes.as_slice() {
+            [] => format!("planned again {when} against what runs now: the same steps as before"),
+            changes => format!("planned again {when} against what runs now: {}", changes.join("; ")),
+        }
+    }
+
+    /// The same, without the steps (what a view keeps).
+    pub fn summary(&self) -> Replan {
+        Replan { steps: Vec::new(), ..self.clone() }
     }
 }
 
@@ -472,6 +559,12 @@ impl ServiceProgress {
         !self.current_attempt_failed() && matches!(self.state, ServiceState::Launching | ServiceState::HealthGate)
     }
 
+    /// The run has not acted on it yet (nothing launched, kept, asked or
+    /// decided): a plan made again may give it another step.
+    pub fn untouched(&self) -> bool {
+        self.state == ServiceState::Pending && self.attempts == 0 && self.approval_requested_ms.is_none()
+    }
+
     /// The latest attempt is recorded as failed (the next one is due).
     pub fn current_attempt_failed(&self) -> bool {
         self.attempts > 0 && self.failed_attempt == self.attempts
@@ -506,6 +599,12 @@ pub struct RunView {
     pub torn_down: Option<(Vec<String>, Vec<String>)>,
     pub kept_until: Option<String>,
     pub promotion: Option<(bool, String)>,
+    /// Each time the plan was made again (without its steps: `spec` has them).
+    pub replans: Vec<Replan>,
+    /// The final probe: (services confirmed healthy, services that were not).
+    pub probed: Option<(usize, usize)>,
+    /// When a proposal expires unless approved.
+    pub proposal_expires_at: Option<String>,
 }
 
 impl RunView {
@@ -558,6 +657,9 @@ impl RunView {
             torn_down: None,
             kept_until: None,
             promotion: None,
+            replans: Vec::new(),
+            probed: None,
+            proposal_expires_at: None,
         }
     }
 
@@ -653,6 +755,17 @@ impl RunView {
             RunStarted { owner } | RunResumed { owner } => self.owners.push(owner.clone()),
             CancelRequested { .. } => self.cancel_requested = true,
             RunApproved { by } => self.run_approved_by = Some(by.clone()),
+            RunApprovalRequested { expires_at } => self.proposal_expires_at = expires_at.clone(),
+            Replanned(r) => self.replan(r),
+            Probed { confirmed, unhealthy } => {
+                for (name, why) in unhealthy {
+                    if let Some(s) = self.services.get_mut(name) {
+                        s.state = ServiceState::Failed;
+                        s.error = Some(format!("not healthy when the run ended: {why}"));
+                    }
+                }
+                self.probed = Some((*confirmed, unhealthy.len()));
+            }
             Verified { check, passed, detail } => {
                 self.verify.push((check.clone(), *passed, detail.clone()));
                 self.verified_ms = Some(t);
@@ -667,6 +780,28 @@ impl RunView {
             }
             _ => {}
         }
+    }
+
+    /// The run executes `r`'s steps from now on: services it already acted
+    /// on keep their progress, the others start afresh with their new action.
+    fn replan(&mut self, r: &Replan) {
+        let spec = RunSpec {
+            steps: r.steps.clone(),
+            critical_path: r.critical_path.clone(),
+            critical_path_ms: r.critical_path_ms,
+            ..(*self.spec).clone()
+        };
+        let mut before = std::mem::take(&mut self.services);
+        let fresh = RunView::new(spec);
+        for (name, mut p) in fresh.services {
+            if let Some(mut old) = before.remove(&name) {
+                old.action = p.action;
+                p = old;
+            }
+            self.services.insert(name, p);
+        }
+        self.spec = fresh.spec;
+        self.replans.push(r.summary());
     }
 
     /// When a service became ready to launch: the moment its last dependency
@@ -717,6 +852,24 @@ impl RunView {
         };
         let (path, total) = dag.critical_path(took);
         (path.iter().map(|i| dag.name(*i).to_string()).collect(), total.as_millis() as u64)
+    }
+
+    /// What the final probe checks: every service the run holds healthy
+    /// (cut over or kept), with the instances that should serve it.
+    pub fn to_probe(&self) -> Vec<(String, Vec<String>)> {
+        self.spec
+            .steps
+            .iter()
+            .filter(|s| s.action != Action::Delete)
+            .filter_map(|step| {
+                let p = self.services.get(&step.service)?;
+                if p.state != ServiceState::Healthy {
+                    return None;
+                }
+                let serving = if p.cutover_ms.is_some() { &p.instances } else { &step.current };
+                Some((step.service.clone(), serving.clone()))
+            })
+            .collect()
     }
 
     /// A proposed run not approved yet: nothing launches.
@@ -776,6 +929,8 @@ mod tests {
             critical_path: vec![],
             critical_path_ms: 0,
             proposed: false,
+            force: false,
+            prune: false,
             drill: None,
         }
     }

@@ -6,7 +6,7 @@
 //! crash at any point leaves a journal from which the run can resume without
 //! launching anything twice (launches are idempotent per attempt key).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,8 +142,6 @@ pub struct Executor {
     last_renewal: tokio::time::Instant,
     /// Per service: the step in progress and when it began (for metrics).
     spans: std::collections::HashMap<String, (&'static str, u64)>,
-    /// A proposed run's ready services, released when it is approved.
-    held: VecDeque<usize>,
     /// Why a drill was stopped at its timeout.
     timed_out: Option<String>,
     /// Counted in `lifeboat_runs_active` (until the run finishes).
@@ -216,7 +214,6 @@ impl Executor {
             pending_since: None,
             last_renewal: tokio::time::Instant::now(),
             spans: std::collections::HashMap::new(),
-            held: VecDeque::new(),
             timed_out: None,
             counted_active: false,
             record: entries.to_vec(),
@@ -250,10 +247,14 @@ impl Executor {
                 return Err(e);
             }
         }
-        if entries.is_empty() {
-            // A new run announces the launches it can start at once in its
-            // first write, so the first launches wait for one write, not two.
-            let roots: Vec<usize> = if ex.view.awaiting_approval() || ex.view.cancel_requested {
+        let started = entries.iter().any(|e| matches!(e.event, Event::RunStarted { .. }));
+        let resumed_here =
+            entries.last().is_some_and(|e| matches!(&e.event, Event::RunResumed { owner: o } if *o == owner));
+        if !started {
+            // A new run (or an approved proposal) announces the launches it
+            // can start at once in its first write, so the first launches
+            // wait for one write, not two.
+            let roots: Vec<usize> = if ex.view.cancel_requested {
                 Vec::new()
             } else {
                 let room = ex.view.spec.parallelism.clamp(1, super::journal::MAX_BATCH - 1);
@@ -265,15 +266,8 @@ impl Executor {
             );
             ex.persist_all(first).await?;
             ex.announced.extend(roots);
-        } else {
+        } else if !resumed_here {
             ex.persist(Event::RunResumed { owner }).await?;
-        }
-        // A proposed run launches nothing until it is approved as a whole.
-        if ex.view.awaiting_approval() {
-            if !entries.iter().any(|e| matches!(e.event, Event::RunApprovalRequested)) {
-                ex.persist(Event::RunApprovalRequested).await?;
-            }
-            ex.held = std::mem::take(&mut ex.ready);
         }
         if ex.view.cancel_requested {
             ex.cancel.cancel();
@@ -512,7 +506,7 @@ impl Executor {
     /// only once every dependency is cut over (`start_early`, `absorb`).
     fn announce_launches(&mut self, events: &[Event], slots: usize) -> Vec<Event> {
         let ahead = std::mem::take(&mut self.ahead);
-        if slots == 0 || self.cancel.is_cancelled() || self.view.awaiting_approval() {
+        if slots == 0 || self.cancel.is_cancelled() {
             return Vec::new();
         }
         let room = slots.min(super::journal::MAX_BATCH.saturating_sub(events.len()));
@@ -771,12 +765,8 @@ impl Executor {
                 }
                 self.cancel.cancel();
             }
-            Control::Approve { service, by } if service.is_empty() => {
-                if self.view.awaiting_approval() {
-                    self.persist(Event::RunApproved { by }).await?;
-                    self.ready.append(&mut self.held);
-                }
-            }
+            // A whole run is approved before it runs (`Engine::approve_proposal`).
+            Control::Approve { service, .. } if service.is_empty() => {}
             Control::Approve { service, by } => {
                 let waiting = self.view.services.get(&service).is_some_and(|s| s.approved_by.is_none());
                 if waiting {
@@ -876,6 +866,8 @@ impl Executor {
         let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
         let mut decommissions: JoinSet<()> = JoinSet::new();
         let mut verify_started = false;
+        // A resumed run that probed already does not probe again.
+        let mut probe_started = self.view.probed.is_some();
 
         // Resumed: cut-over services whose old instances were not yet removed.
         for s in self.view.spec.steps.clone() {
@@ -927,10 +919,29 @@ impl Executor {
                 // Launches the started tasks let it announce ahead go out now.
                 self.flush(tasks.len());
             }
+            // Every service the run holds healthy is probed once more as it
+            // ends, kept ones included: a run never reports healthy what is
+            // not healthy now.
+            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() && !probe_started {
+                probe_started = true;
+                let expected = self.view.to_probe();
+                if !expected.is_empty() {
+                    let (env, region) =
+                        (self.view.spec.target_environment().to_string(), self.view.spec.region.clone());
+                    tasks.spawn(final_probe(
+                        self.provider.clone(),
+                        env,
+                        region,
+                        expected,
+                        tx.clone(),
+                        self.abort.clone(),
+                    ));
+                    continue;
+                }
+            }
             // Once every service is healthy, the manifest's smoke checks run
             // (those a resumed run has not recorded yet).
-            let waiting = self.view.awaiting_approval();
-            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() && !verify_started && !waiting {
+            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() && !verify_started {
                 let all_healthy = self
                     .view
                     .spec
@@ -951,7 +962,7 @@ impl Executor {
             // Services absent from the snapshot go once everything else is
             // healthy (and verified); if anything did not make it, they stay.
             let verify_failed = self.view.verify.iter().any(|(_, passed, _)| !passed);
-            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() && !waiting {
+            if tasks.is_empty() && self.ready.is_empty() && !self.cancel.is_cancelled() {
                 let deletions: Vec<PlannedStep> = self
                     .view
                     .spec
@@ -995,14 +1006,12 @@ impl Executor {
                     continue;
                 }
             }
-            // With no task in flight the fill above emptied `ready`; a
-            // proposed run waits for its approval (or a cancel).
+            // With no task in flight the fill above emptied `ready`.
             if tasks.is_empty()
                 && decommissions.is_empty()
                 && self.writes.is_empty()
                 && self.pending.is_empty()
                 && self.ready.is_empty()
-                && (!self.view.awaiting_approval() || self.cancel.is_cancelled())
             {
                 // Nothing in flight and nothing can start: skip what failures
                 // left behind (the loop's top), drain late messages, then finish.
@@ -1299,6 +1308,44 @@ async fn decommission(
 async fn emit(tx: &mpsc::Sender<Msg>, event: Event) -> bool {
     let (ack, done) = oneshot::channel();
     tx.send(Msg { event, ack }).await.is_ok() && matches!(done.await, Ok(true))
+}
+
+/// How many times the final probe looks before it calls a service unhealthy
+/// (a single failed probe may be a blip), and how long it waits between.
+const PROBE_ROUNDS: u32 = 3;
+const PROBE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Probes every service the run holds healthy through the provider's
+/// inventory (which checks each instance's health now), and records what
+/// does not answer.
+async fn final_probe(
+    provider: Arc<dyn ComputeProvider>,
+    env: String,
+    region: String,
+    expected: Vec<(String, Vec<String>)>,
+    tx: mpsc::Sender<Msg>,
+    abort: CancellationToken,
+) -> (String, Outcome) {
+    let mut unhealthy = BTreeMap::new();
+    for round in 0..PROBE_ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(PROBE_PAUSE).await;
+        }
+        unhealthy = match bounded("inventory", CALL_LIMIT, &abort, provider.inventory(&env, &region)).await {
+            Ok(live) => crate::domain::plan::unanswered(&expected, &live),
+            Err(ProviderError::Cancelled) => return ("probe".into(), Outcome::Done),
+            Err(e) => expected
+                .iter()
+                .map(|(s, _)| (s.clone(), format!("it cannot be probed: the provider's inventory failed: {e}")))
+                .collect(),
+        };
+        if unhealthy.is_empty() {
+            break;
+        }
+    }
+    let confirmed = expected.len() - unhealthy.len();
+    emit(&tx, Event::Probed { confirmed, unhealthy }).await;
+    ("probe".into(), Outcome::Done)
 }
 
 /// Runs smoke checks one after the other, recording each result.

@@ -11,6 +11,10 @@ pub mod journal;
 pub mod lease;
 pub mod logs;
 pub mod notify;
+mod promotion;
+mod proposal;
+pub use promotion::{PromoteRequest, Promoted};
+pub use proposal::DEFAULT_PROPOSAL_TIMEOUT;
 pub mod report;
 pub mod schedule;
 pub mod status;
@@ -35,7 +39,7 @@ use self::lease::Lease;
 use crate::domain::duration::human;
 use crate::domain::manifest;
 use crate::domain::plan::{self, Check, LiveInstance, Plan, PlanInput, StepChanges};
-use crate::domain::run::{Action, Entry, Event, Narrated, Narrator, RUN_FORMAT, RunKind, RunSpec, RunView};
+use crate::domain::run::{Action, Entry, Event, Narrated, Narrator, RUN_FORMAT, ReplanAt, RunKind, RunSpec, RunView};
 use crate::domain::snapshot::Snapshot;
 use crate::error::{Error, Result};
 use crate::provider::{CALL_LIMIT, Providers, bounded};
@@ -54,6 +58,8 @@ pub struct RunContext {
     pub lease_ttl: Duration,
     /// Where run notifications go (`[[notify]]`); the default sends none.
     pub notifier: notify::Notifier,
+    /// How long a proposed run waits for its approval before it expires.
+    pub proposal_timeout: Duration,
 }
 
 /// A request to a running executor.
@@ -364,7 +370,7 @@ impl Engine {
                 "region-lease",
                 format!("region {region} is leased by run {} until {}", r.run_id, r.expires_at),
             ),
-            Some((r, _)) if !r.released && !self.is_finished(&r.run_id).await? => Check::fail(
+            Some((r, _)) if !r.released && !self.is_finished_or_waiting(&r.run_id).await? => Check::fail(
                 "region-lease",
                 format!(
                     "run {} on region {region} did not finish (its server stopped): resume it with `lifeboat run resume {}` or cancel it with `lifeboat run cancel {}`",
@@ -381,6 +387,32 @@ impl Engine {
             Err(Error::NotFound(_)) => Ok(true),
             Err(e) => Err(e),
         }
+    }
+
+    /// Finished, or a proposal waiting for approval (which runs nowhere and
+    /// needs no lease: one left by an older server's waiting proposal is free).
+    async fn is_finished_or_waiting(&self, run_id: &str) -> Result<bool> {
+        match self.get(run_id).await {
+            Ok(v) => Ok(v.state.is_finished() || v.awaiting_approval()),
+            Err(Error::NotFound(_)) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The snapshot a run deploys (a drill's isolated), checked against the
+    /// digest the run was planned with.
+    async fn run_snapshot(&self, spec: &RunSpec) -> Result<Snapshot> {
+        let mut snap = self.repo.get(&spec.environment, spec.snapshot_version).await?;
+        if snap.digest != spec.snapshot_digest {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {} of {} no longer has the digest run {} started with",
+                spec.snapshot_version, spec.environment, spec.id
+            )));
+        }
+        if let Some(d) = &spec.drill {
+            snap.manifest = crate::domain::drill::isolate(&snap.manifest, d, &spec.id).into();
+        }
+        Ok(snap)
     }
 
     /// Plans, takes the region's lease, records the run and starts it.
@@ -425,8 +457,14 @@ impl Engine {
             critical_path: plan.critical_path,
             critical_path_ms: plan.critical_path_ms,
             proposed: req.propose,
+            force: req.force,
+            prune: req.prune,
             drill,
         };
+        if spec.proposed {
+            // It waits without the lease; approving it plans again.
+            return self.propose(spec).await;
+        }
         let lease =
             Lease::acquire(&self.ctx.store, &spec.lease_key(), &id, &self.ctx.owner, self.ctx.lease_ttl, now).await?;
         let spec = Arc::new(spec);
@@ -505,40 +543,60 @@ impl Engine {
     }
 
     /// Takes over a run that is not running anywhere (its server stopped).
+    /// The services it has not acted on yet are planned again against what
+    /// runs now (the region may have changed while nobody ran it). A
+    /// proposal waiting for approval is left waiting: it runs nowhere.
     pub async fn resume(self: &Arc<Self>, id: &str) -> Result<RunView> {
         check_run_id(id)?;
         if self.active.lock().expect("lock").contains_key(id) {
             return self.get(id).await;
         }
         let spec = self.spec(id).await?;
-        let (journal, entries) = Journal::open(self.ctx.store.clone(), id).await?;
+        let (_, entries) = Journal::open(self.ctx.store.clone(), id).await?;
         let view = RunView::replay(spec.clone(), &entries);
         if view.state.is_finished() {
             return Err(Error::FailedPrecondition(format!("run {id} already finished ({})", view.state.as_str())));
         }
-        let mut snap = self.repo.get(&spec.environment, spec.snapshot_version).await?;
-        if let Some(d) = &spec.drill {
-            snap.manifest = crate::domain::drill::isolate(&snap.manifest, d, &spec.id).into();
-        }
-        if snap.digest != spec.snapshot_digest {
-            return Err(Error::FailedPrecondition(format!(
-                "snapshot {} of {} no longer has the digest run {id} started with",
-                spec.snapshot_version, spec.environment
-            )));
+        if view.awaiting_approval() && !view.cancel_requested {
+            return Ok(view);
         }
         let now = self.ctx.clock.now();
         let lease =
             Lease::acquire(&self.ctx.store, &spec.lease_key(), id, &self.ctx.owner, self.ctx.lease_ttl, now).await?;
-        // Re-open after taking the lease, so no entry written meanwhile is missed.
-        let (journal, entries) =
-            if entries.is_empty() { (journal, entries) } else { Journal::open(self.ctx.store.clone(), id).await? };
-        self.launch(snap, spec.into(), journal, entries, lease, None).await
+        // Read after taking the lease, so no entry written meanwhile is missed.
+        let resumed = async {
+            let (mut journal, mut entries) = Journal::open(self.ctx.store.clone(), id).await?;
+            let view = RunView::replay(spec.clone(), &entries);
+            if !view.cancel_requested && !view.awaiting_approval() {
+                let replan = self.replan(&view, ReplanAt::Resume).await?;
+                if !replan.changes.is_empty() && replan.failed.is_empty() {
+                    let (at, elapsed) = (rfc3339(self.ctx.clock.now()), self.elapsed_since_created(&spec));
+                    let owner = self.ctx.owner.clone();
+                    let events = vec![Event::RunResumed { owner }, Event::Replanned(replan)];
+                    entries.extend(journal.append_all(at, elapsed, events).await?);
+                }
+            }
+            let spec = RunView::replay(spec.clone(), &entries).spec;
+            let snap = self.run_snapshot(&spec).await?;
+            Ok::<_, Error>((snap, spec, journal, entries))
+        }
+        .await;
+        match resumed {
+            Ok((snap, spec, journal, entries)) => self.launch(snap, spec, journal, entries, lease, None).await,
+            Err(e) => {
+                let _ = lease.release().await;
+                Err(e)
+            }
+        }
     }
 
     /// Takes over every unfinished run whose region lease has lapsed (its
     /// server stopped): at start-up and then periodically, so that any live
     /// replica picks up the runs of one that died.
     pub async fn sweep(self: &Arc<Self>) -> Result<()> {
+        if let Err(e) = self.expire_proposals().await {
+            tracing::warn!(error = %e, "cannot look for proposals to expire");
+        }
         for key in self.ctx.store.list(&layout::leases_prefix()).await? {
             let region = key.trim_start_matches(&layout::leases_prefix()).to_string();
             let Some((rec, _)) = lease::read(&self.ctx.store, &region).await? else { continue };
@@ -703,6 +761,10 @@ impl Engine {
         if view.state.is_finished() {
             return Err(Error::FailedPrecondition(format!("run {id} already finished ({})", view.state.as_str())));
         }
+        if view.awaiting_approval() && !self.active.lock().expect("lock").contains_key(id) {
+            self.cancel_proposal(&view, by).await?;
+            return self.get(id).await;
+        }
         self.request(id, Control::Cancel { by: by.into() }).await?;
         if !self.active.lock().expect("lock").contains_key(id) {
             // Not running here: take it over if nobody runs it, so the cancel happens.
@@ -729,8 +791,7 @@ impl Engine {
             if let Some(by) = &view.run_approved_by {
                 return Err(Error::FailedPrecondition(format!("run {id} is already approved (by {by})")));
             }
-            self.request(id, Control::Approve { service: String::new(), by: by.into() }).await?;
-            return self.get(id).await;
+            return self.approve_proposal(view, by).await;
         }
         let snap = self.repo.get(&view.spec.environment, view.spec.snapshot_version).await?;
         match snap.manifest.services.get(service) {

@@ -58,7 +58,7 @@ impl Notifier {
         let (kind, service) = match event {
             Event::RunStarted { .. } => ("started", None),
             Event::ApprovalRequested { service } => ("awaiting_approval", Some(service.as_str())),
-            Event::RunApprovalRequested => ("awaiting_approval", None),
+            Event::RunApprovalRequested { .. } => ("awaiting_approval", None),
             Event::RunFinished { state } => (state.as_str(), None),
             _ => return,
         };

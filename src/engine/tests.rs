@@ -59,9 +59,8 @@ struct World {
     cutovers: Vec<(String, Vec<String>)>,
     /// Services whose health gates fail from now on.
     failing_gates: BTreeSet<String>,
-    /// `inventory` also lists the launched instances still alive, tagged
-    /// with their run, serving when the service's last cutover points at them.
-    live_inventory: bool,
+    /// Launched instances `inventory` reports unhealthy (a crash after cutover).
+    unhealthy: BTreeSet<String>,
 }
 
 /// A provider whose steps take known times (on tokio's clock).
@@ -96,16 +95,18 @@ impl ComputeProvider for Scripted {
     }
     async fn inventory(&self, _: &str, _: &str) -> ProviderResult<Vec<LiveInstance>> {
         let w = self.world();
+        // What the test set up, then the launched instances still alive,
+        // tagged with their run, serving when the service's last cutover
+        // points at them.
         let mut all = w.inventory.clone();
-        if w.live_inventory {
-            for (key, ids) in &w.launches {
-                let run = key.split('/').next().unwrap_or_default();
-                for id in ids.iter().filter(|id| w.alive.contains_key(*id)) {
-                    let service = &w.alive[id];
-                    let last = w.cutovers.iter().rev().find(|(s, _)| s == service);
-                    let serving = last.is_some_and(|(_, to)| to.contains(id));
-                    all.push(LiveInstance { run_id: run.into(), serving, ..stray(service, id) });
-                }
+        for (key, ids) in &w.launches {
+            let run = key.split('/').next().unwrap_or_default();
+            for id in ids.iter().filter(|id| w.alive.contains_key(*id)) {
+                let service = &w.alive[id];
+                let last = w.cutovers.iter().rev().find(|(s, _)| s == service);
+                let serving = last.is_some_and(|(_, to)| to.contains(id));
+                let healthy = !w.unhealthy.contains(id);
+                all.push(LiveInstance { run_id: run.into(), serving, healthy, ..stray(service, id) });
             }
         }
         Ok(all)
@@ -294,6 +295,7 @@ async fn harness_on(store: DynStore, m: Manifest, script: BTreeMap<String, Behav
         owner: "test-server".into(),
         lease_ttl: Duration::from_secs(15),
         notifier: Default::default(),
+        proposal_timeout: crate::engine::DEFAULT_PROPOSAL_TIMEOUT,
     });
     Harness { engine, provider, store }
 }
@@ -332,6 +334,7 @@ impl Harness {
             owner: "second-server".into(),
             lease_ttl: Duration::from_secs(15),
             notifier: Default::default(),
+            proposal_timeout: crate::engine::DEFAULT_PROPOSAL_TIMEOUT,
         })
     }
 
@@ -1206,7 +1209,6 @@ mod faults {
                 w.inventory = vec![stray("db", "db-old"), stray("api", "api-old")];
                 w.alive.insert("db-old".into(), "db".into());
                 w.alive.insert("api-old".into(), "api".into());
-                w.live_inventory = true;
             }
             let second = h.second_engine_on(shared.clone());
             let id = h.start(4).await;
@@ -1912,3 +1914,5 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DepthChanges {
         }
     }
 }
+
+mod proposals;

@@ -137,6 +137,10 @@ impl ProviderError {
 
 pub type ProviderResult<T> = Result<T, ProviderError>;
 
+/// The preflight checks (by name) that say whether a snapshot's images can
+/// be launched: promotion requires them to pass.
+pub const IMAGE_CHECKS: [&str; 3] = ["images-for-region", "images-in-store", "ec2-images"];
+
 /// How long one provider call may take before the engine gives up on it
 /// (launches and health gates have their own, per-service limits).
 pub const CALL_LIMIT: Duration = Duration::from_secs(120);

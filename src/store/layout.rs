@@ -69,6 +69,15 @@ pub fn rejection(env: &str, version: u64) -> String {
     format!("environments/{env}/rejections/{version:010}.json")
 }
 
+pub fn rejections_prefix(env: &str) -> String {
+    format!("environments/{env}/rejections/")
+}
+
+/// The version a rejection key is about.
+pub fn rejected_version(key: &str) -> Option<u64> {
+    key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
+}
+
 /// One day's audit records.
 pub fn audit_day(date: &str) -> String {
     format!("audit/{date}/")
@@ -76,6 +85,11 @@ pub fn audit_day(date: &str) -> String {
 
 pub fn audit(date: &str, stamp: &str, id: &str) -> String {
     format!("audit/{date}/{stamp}-{id}.json")
+}
+
+/// The server's policy for an environment (its promotion gate).
+pub fn policy(env: &str) -> String {
+    format!("environments/{env}/policy.json")
 }
 
 /// Measured launch-to-healthy times per service, for plan estimates.
@@ -140,6 +154,20 @@ pub fn run_index(run_id: &str) -> String {
 
 pub fn run_id_from_index(key: &str) -> Option<&str> {
     key.strip_prefix("run-index/")
+}
+
+/// One marker per proposed run that waits for approval (removed once it
+/// is approved, cancelled or expired), so the sweep finds them cheaply.
+pub fn proposals_prefix() -> String {
+    "proposals/".into()
+}
+
+pub fn proposal(run_id: &str) -> String {
+    format!("proposals/{run_id}")
+}
+
+pub fn run_id_from_proposal(key: &str) -> Option<&str> {
+    key.strip_prefix("proposals/")
 }
 
 pub fn leases_prefix() -> String {

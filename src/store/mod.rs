@@ -9,6 +9,7 @@ pub mod codec;
 mod fs;
 pub mod images;
 pub mod layout;
+pub mod policy;
 mod retry;
 mod s3;
 pub mod selftest;

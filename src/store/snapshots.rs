@@ -447,6 +447,23 @@ impl SnapshotRepo {
         Ok(out)
     }
 
+    /// A rejected snapshot of the same environment with exactly this
+    /// manifest: pushing it again would bring back what someone rejected.
+    /// Unreadable rejected snapshots are passed over (they cannot match).
+    pub async fn rejected_twin(&self, m: &Manifest) -> Result<Option<(u64, Rejection)>> {
+        let env = &m.environment;
+        for key in self.store.list(&layout::rejections_prefix(env)).await? {
+            let Some(version) = layout::rejected_version(&key) else { continue };
+            let Ok(snap) = self.get(env, version).await else { continue };
+            if *snap.manifest == *m
+                && let Some(r) = self.rejection(env, version).await?
+            {
+                return Ok(Some((version, r)));
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn rejection(&self, env: &str, version: u64) -> Result<Option<Rejection>> {
         let key = layout::rejection(env, version);
         match self.store.get(&key).await? {
@@ -457,7 +474,21 @@ impl SnapshotRepo {
 
     /// Points `known-good` at a snapshot. With `expected`, only if it points
     /// at that version now (0: not set); either way the write is a
-    /// compare-and-swap, so of two concurrent promotions one fails.
+    /// compare-and-swap, so of two concurrent promotions one fails. The
+    /// guards (images, the drill gate) are `Engine::promote`'s.
+    pub async fn promote_snapshot(
+        &self,
+        snap: &Snapshot,
+        actor: &str,
+        reason: &str,
+        expected: Option<u64>,
+    ) -> Result<()> {
+        self.move_ref(snap, KNOWN_GOOD, actor, reason, expected).await
+    }
+
+    /// A promotion by reference with only the manifest's drill gate: test
+    /// and benchmark set-up (the product promotes through `Engine::promote`).
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn promote(
         &self,
         env: &str,
