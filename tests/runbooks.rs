@@ -39,10 +39,22 @@ fn paste(server: &Server, runbook: &str, cwd: &Path) -> Out {
 }
 
 fn paste_to(url: &str, runbook: &str, cwd: &Path) -> Out {
+    paste_as(url, runbook, cwd, true)
+}
+
+/// As pasted into an interactive shell, which goes on after a command
+/// fails (no `set -e`).
+fn paste_interactively(server: &Server, runbook: &str, cwd: &Path) -> Out {
+    paste_as(&server.url, runbook, cwd, false)
+}
+
+fn paste_as(url: &str, runbook: &str, cwd: &Path, errexit: bool) -> Out {
     let bin_dir = Path::new(common::BIN).parent().unwrap();
     let script = script(runbook).replacen(SERVER_LINE, &format!("export LIFEBOAT_SERVER={url}"), 1);
+    let flags: &[&str] = if errexit { &["-e", "-x", "-c"] } else { &["-x", "-c"] };
     let out = Command::new("sh")
-        .args(["-e", "-x", "-c", &script])
+        .args(flags)
+        .arg(&script)
         .current_dir(cwd)
         .env_clear()
         .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
@@ -192,6 +204,19 @@ fn snapshot_promotion_runbook() {
     let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
     assert_eq!(kg["version"], 2);
     assert_eq!(kg["labels"]["ticket"], "CHG-1234");
+
+    // Pasted into an interactive shell with a manifest that does not
+    // validate, every step fails and known-good stays: nothing promotes
+    // whatever `latest` happens to be.
+    let v3 = region.manifest.with_file_name("v3.toml");
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    std::fs::write(&v3, text.replacen("rto_objective = \"2m\"", "rto_objective = \"3m\"", 1)).unwrap();
+    server.run(&["snapshot", "push", v3.to_str().unwrap()]).ok(); // latest: pushed by someone else, unreviewed
+    std::fs::write(&region.manifest, "this is not TOML = = =").unwrap();
+    let out = paste_interactively(&server, "snapshot-promotion.md", region.manifest.parent().unwrap());
+    assert!(out.stderr.contains("lifeboat: name the snapshot to promote, or --from-drill RUN_ID"), "{}", out.stderr);
+    let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
+    assert_eq!(kg["version"], 2, "{}", out.stderr);
 }
 
 /// The AWS failover runbook, pasted as written, moves a 6-service
@@ -293,6 +318,35 @@ fn dr_drill_runbook() {
     // Production never noticed.
     let now: Vec<u32> = instance_processes(&server.local_dir()).iter().map(|(p, _)| *p).collect();
     assert_eq!(now, production);
+}
+
+/// The drill runbook pasted into an interactive shell (no `set -e`) for a
+/// release that fails its drill: `run watch` exits 1, the shell goes on,
+/// and the promotion step refuses the failed drill: known-good stays. Pasted
+/// again, it adds no second schedule.
+#[test]
+fn dr_drill_runbook_pasted_after_a_failed_drill_promotes_nothing() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    let broken = region.manifest.with_file_name("broken.toml");
+    std::fs::write(
+        &broken,
+        text.replace("\"--name\", \"web\"", "\"--name\", \"web\", \"--broken\"")
+            .replace("timeout = \"20s\"", "timeout = \"2s\""),
+    )
+    .unwrap();
+    server.run(&["snapshot", "push", broken.to_str().unwrap(), "-m", "release 2"]).ok();
+    let cwd = server.dir.as_ref().unwrap().path();
+    for _ in 0..2 {
+        let out = paste_interactively(&server, "dr-drill.md", cwd);
+        assert!(out.stderr.contains("did not pass (failed: web failed"), "{}", out.stderr);
+        let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
+        assert_eq!(kg["version"], 1, "the failed drill's snapshot was not promoted: {}", out.stderr);
+    }
+    let schedules = server.run(&["--output", "json", "drill", "schedule", "list"]).ok().json();
+    assert_eq!(schedules.as_array().unwrap().len(), 1, "{schedules}");
 }
 
 /// Release 2 pushed as `latest`, not promoted, not deployed.

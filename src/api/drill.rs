@@ -93,6 +93,7 @@ fn schedule(v: &ScheduleView) -> pb::Schedule {
         last_fired_at,
         last_run_id,
         region: s.region.clone().unwrap_or_default(),
+        already_existed: v.existed,
     }
 }
 
@@ -193,7 +194,13 @@ impl pb::drill_service_server::DrillService for Drill {
         };
         let v = self
             .ctx
-            .audited(&who, "drill.schedule.create", &target, self.ctx.engine.create_schedule(n))
+            .audited_as(
+                &who,
+                "drill.schedule.create",
+                &target,
+                |v: &ScheduleView| format!("{}/{}", v.schedule.environment, v.schedule.id),
+                self.ctx.engine.create_schedule(n),
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(schedule(&v)))

@@ -301,6 +301,7 @@ fn schedule_json(s: &pb::Schedule) -> Value {
         "created_by": s.created_by, "created_at": s.created_at, "next_fire_at": s.next_fire_at,
         "last_fired_at": (!s.last_fired_at.is_empty()).then_some(&s.last_fired_at),
         "last_run_id": (!s.last_run_id.is_empty()).then_some(&s.last_run_id),
+        "already_existed": s.already_existed,
     })
 }
 
@@ -323,6 +324,10 @@ async fn schedule(
             let s = svc.create_schedule(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
             match output {
                 Output::Json => print_json(&schedule_json(&s)),
+                Output::Text if s.already_existed => println!(
+                    "schedule {} already does this (drill {} ({}) at \"{}\" {}); nothing added; next at {}",
+                    s.id, s.environment, s.snapshot, s.cron, s.timezone, s.next_fire_at
+                ),
                 Output::Text => println!(
                     "schedule {}: drill {} ({}) at \"{}\" {}; next at {}",
                     s.id, s.environment, s.snapshot, s.cron, s.timezone, s.next_fire_at

@@ -372,6 +372,9 @@ pub enum SnapshotCmd {
         /// Store it even though a rejected snapshot has exactly this manifest.
         #[arg(long)]
         force: bool,
+        /// Print only the new version (`V=$(lifeboat snapshot push shop.toml -q)`).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// List an environment's snapshots, oldest first.
     List { environment: String },

@@ -16,7 +16,7 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
     let client = Client::connect(server).await?;
     let mut svc = client.snapshots().max_encoding_message_size(crate::domain::manifest::MAX_MANIFEST_BYTES + 64 * 1024);
     match cmd {
-        SnapshotCmd::Push { file, message, labels, force } => {
+        SnapshotCmd::Push { file, message, labels, force, quiet } => {
             let (_, text) = push_text.expect("loaded above");
             let req = pb::CreateSnapshotRequest {
                 manifest: text,
@@ -42,6 +42,7 @@ pub async fn run(server: &str, output: Output, cmd: SnapshotCmd) -> Result<(), F
             };
             match output {
                 Output::Json => print_json(&snapshot_json(&s)),
+                Output::Text if quiet => println!("{}", s.version),
                 Output::Text => println!("pushed {} version {} ({})", s.environment, s.version, s.digest),
             }
         }

@@ -24,6 +24,24 @@ pub struct Schedule {
     pub created_at: String,
 }
 
+impl Schedule {
+    /// What makes two schedules the same: they would start the same drills.
+    fn identity(&self) -> (&str, &str, &str, &str, Option<&str>, bool) {
+        (&self.environment, &self.cron, &self.timezone, &self.snapshot, self.region.as_deref(), self.promote_on_pass)
+    }
+
+    pub fn same_as(&self, other: &Schedule) -> bool {
+        self.identity() == other.identity()
+    }
+
+    /// `s-` and 8 hex digits of the SHA-256 of what the schedule does.
+    pub fn derived_id(&self) -> String {
+        let (env, cron, tz, snapshot, region, promote) = self.identity();
+        let key = format!("{env}\n{cron}\n{tz}\n{snapshot}\n{}\n{promote}", region.unwrap_or(""));
+        format!("s-{}", &super::snapshot::sha256_hex(key.as_bytes())[..8])
+    }
+}
+
 /// A parsed cron expression with its zone.
 pub struct Timetable {
     cron: croner::Cron,

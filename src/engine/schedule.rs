@@ -37,6 +37,8 @@ pub struct NewSchedule {
 /// A schedule with when it fires next and what it fired last.
 pub struct ScheduleView {
     pub schedule: Schedule,
+    /// `create_schedule` found the same schedule and added nothing.
+    pub existed: bool,
     pub next: Option<DateTime<Utc>>,
     /// (tick, the run it started or why none).
     pub last: Option<(String, String)>,
@@ -55,9 +57,9 @@ impl Engine {
         // The environment and snapshot must exist now: a typo is an error, not a drill that fails at 3 a.m.
         self.repo.get_by_ref(&n.environment, &snapshot).await?;
         let now = self.ctx.clock.now();
-        let s = Schedule {
+        let mut s = Schedule {
             format_version: 1,
-            id: format!("s-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            id: String::new(),
             environment: n.environment,
             cron: n.cron.split_whitespace().collect::<Vec<_>>().join(" "),
             timezone,
@@ -67,8 +69,24 @@ impl Engine {
             created_by: n.actor,
             created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         };
-        self.ctx.store.put(&layout::schedule(&s.id), codec::encode(&s), PutOptions::create()).await?;
-        Ok(ScheduleView { next: table.next_after(now), schedule: s, last: None })
+        // The same schedule added again (a runbook pasted twice) is the one
+        // there: its ID is derived from what it does, and an older one with
+        // another ID is found by comparing.
+        s.id = s.derived_id();
+        let same = self.schedules().await?.into_iter().find(|old| old.same_as(&s));
+        if let Some(old) = same {
+            return Ok(ScheduleView { existed: true, ..self.schedule_view(old).await? });
+        }
+        match self.ctx.store.put(&layout::schedule(&s.id), codec::encode(&s), PutOptions::create()).await {
+            Ok(_) => Ok(ScheduleView { next: table.next_after(now), schedule: s, last: None, existed: false }),
+            Err(crate::store::StoreError::AlreadyExists { .. }) => match self.schedule(&s.id).await? {
+                Some(old) => Ok(ScheduleView { existed: true, ..self.schedule_view(old).await? }),
+                None => {
+                    Err(Error::Conflict(format!("schedule {} was added and removed meanwhile; add it again", s.id)))
+                }
+            },
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn list_schedules(&self, environment: Option<&str>) -> Result<Vec<ScheduleView>> {
@@ -115,7 +133,7 @@ impl Engine {
     async fn schedule_view(&self, s: Schedule) -> Result<ScheduleView> {
         let next = Timetable::parse(&s.cron, &s.timezone).ok().and_then(|t| t.next_after(self.ctx.clock.now()));
         let last = self.last_tick(&s.id).await?;
-        Ok(ScheduleView { schedule: s, next, last })
+        Ok(ScheduleView { schedule: s, next, last, existed: false })
     }
 
     async fn last_tick(&self, id: &str) -> Result<Option<(String, String)>> {
