@@ -118,7 +118,7 @@ fn every_rpc_needs_its_role() {
     );
     server.run(&["--token", &tokens[1], "snapshot", "push", shop.to_str().unwrap()]).ok();
     let out = Command::new(common::BIN)
-        .args(["--server", &server.url, "snapshot", "promote", "shop", "1", "--reason", "t"])
+        .args(["--server", &server.url, "snapshot", "promote", "shop", "1", "--reason", "t", "--force"])
         .env("LIFEBOAT_TOKEN", &tokens[2])
         .output()
         .unwrap();

@@ -171,7 +171,7 @@ async fn missing_amis_and_permanent_errors_are_named() {
             }
         }),
     );
-    server.run(&["snapshot", "promote", &w.env, "1", "--reason", "t"]).ok();
+    server.run(&["snapshot", "promote", &w.env, "1", "--reason", "t", "--force"]).ok();
     let out = server.run(&["recover", &w.env, "--yes"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("AMIs missing in eu-west-1: cache (ami-0123abcd: InvalidAMIID.NotFound)"), "{out:?}");

@@ -71,7 +71,7 @@ fn grpc_clients_get_proper_status_codes() {
     assert!(out.contains("Code: InvalidArgument") && out.contains("expected a string"), "{out}");
     let out = call("Get", r#"{"environment":"shop","ref":"7"}"#);
     assert!(out.contains("Code: NotFound"), "{out}");
-    let out = call("Promote", r#"{"environment":"shop","ref":"1","reason":"r","expected_version":"5"}"#);
+    let out = call("Promote", r#"{"environment":"shop","ref":"1","reason":"r","expected_version":"5","force":true}"#);
     assert!(out.contains("Code: Aborted"), "{out}");
     let out = call("Validate", r#"{"manifest":"environment = \"x\""}"#);
     assert!(out.contains("missing required field `region`"), "{out}");

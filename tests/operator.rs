@@ -301,7 +301,8 @@ fn failure_reports_collapse_repeated_lines() {
     assert_eq!(out.code, 1, "{out:?}");
     let fatal = out.stdout.lines().filter(|l| l.contains("fatal: DATABASE_URL is not set")).count();
     assert_eq!(fatal, 1, "said once: {}", out.stdout);
-    assert!(out.stdout.contains("    | … 2 more like this (api-"), "{}", out.stdout);
+    // Every attempt's lines are kept (3 attempts of 3 replicas), each distinct line shown once.
+    assert!(out.stdout.contains("    | … 8 more like this (api-"), "{}", out.stdout);
     // `run logs` shows the failed attempts' instances in full.
     let id = server.run(&["run", "list", "--limit", "1", "--quiet"]).ok().stdout.trim().to_string();
     let logs = server.run(&["run", "logs", &id[..id.len() - 3], "api"]).ok().stdout;
@@ -429,7 +430,12 @@ fn status_shows_what_runs_and_whether_it_matches_known_good() {
     let after = server.run(&["status", "shop"]).ok().stdout;
     assert!(after.contains("deployed  snapshot 1 (known-good)"), "{after}");
     assert!(after.contains("sync      SYNCED: every service runs known-good, healthy"), "{after}");
-    assert!(after.contains(&format!("last run  {id} recovery succeeded at")), "{after}");
+    assert!(after.contains(&format!("last run  {id} recovery succeeded, finished at")), "{after}");
+    // Drift is checked again once a run ends: the status never shows a check from before it.
+    common::wait_until(std::time::Duration::from_secs(10), "a drift check after the run", || {
+        server.run(&["status", "shop"]).ok().stdout.contains("drift     in sync (checked at")
+    });
+    assert!(!server.run(&["status", "shop"]).ok().stdout.contains("BEFORE the last run"));
     let db = after.lines().find(|l| l.trim_start().starts_with("db ")).unwrap();
     assert!(
         db.contains("HEALTHY") && db.contains("1/1") && db.contains(&format!("127.0.0.1:{}", shop.ports["db"])),
@@ -455,6 +461,19 @@ fn status_shows_what_runs_and_whether_it_matches_known_good() {
     let out = server.run(&["status", "nosuch"]);
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.contains("environment nosuch has no snapshots"), "{out:?}");
+
+    // More healthy instances than known-good wants is over-provisioned, not degraded.
+    let wide = Region::setup(&server, "wide", &[Svc::new("api", &[]).extra("replicas = 2")]);
+    server.run(&["recover", "wide", "--yes"]).ok();
+    let text = std::fs::read_to_string(&wide.manifest).unwrap();
+    let one = wide.manifest.with_file_name("wide-1.toml");
+    std::fs::write(&one, text.replace("replicas = 2", "replicas = 1")).unwrap();
+    server.run(&["snapshot", "push", one.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "wide", "2", "--reason", "scale down"]).ok();
+    let status = server.run(&["status", "wide"]).ok().stdout;
+    let api = status.lines().find(|l| l.trim_start().starts_with("api ")).unwrap();
+    assert!(api.contains("OVER-PROVISIONED") && api.contains("2/1"), "{status}");
+    assert!(api.contains("replace (2 instances, want 1)"), "{status}");
 }
 
 /// `lifeboat audit list` reads who did what, newest first, filtered by
@@ -490,7 +509,7 @@ fn audit_list_answers_who_did_what() {
 
     let promotes = server.run(&["--output", "json", "audit", "list", "--action", "promote"]).ok().json();
     assert_eq!(promotes.as_array().unwrap().len(), 1, "{promotes}");
-    assert_eq!(promotes[0]["target"], "shop@latest");
+    assert_eq!(promotes[0]["target"], "shop@v1");
     let text = server.run(&["audit", "list", "--environment", "shop", "--action", "start"]).ok().stdout;
     assert!(text.starts_with("AT ") && text.contains("recovery.start") && text.contains("shop@known-good"), "{text}");
     assert_eq!(
@@ -538,7 +557,8 @@ fn verify_checks_run_after_the_services_are_healthy() {
     let out = server.run(&["recover", "shop", "--snapshot", "3", "--yes"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stderr.contains(&format!("verify teapot (GET http://127.0.0.1:{port}/healthz: HTTP 200, want 418)")),
+        out.stderr
+            .contains(&format!("verify teapot (GET http://127.0.0.1:{port}/healthz: HTTP 200, want 418: web healthy)")),
         "{out:?}"
     );
     let run = server.run(&["--output", "json", "run", "show", "--latest", "shop"]).ok().json();
@@ -616,6 +636,14 @@ fn a_proposed_run_plans_again_when_approved_and_relaunches_what_died() {
         shown.contains("planned again at approval against what runs now:\n    db: keep -> create (not running)"),
         "{shown}"
     );
+    // Its report measures the recovery against the manifest's objective,
+    // from its approval: the wait for it is not recovery time.
+    let report = server.run(&["run", "report", &id, "--json"]).ok().json();
+    assert_eq!(report["rto_objective_seconds"], 60.0, "{report}");
+    let took = run["elapsed_ms"].as_f64().unwrap() / 1000.0;
+    assert!(report["rto_seconds"].as_f64().unwrap() < took, "{report} vs {took}s since the proposal");
+    let text = server.run(&["run", "report", &id]).ok().stdout;
+    assert!(text.contains("(objective 60s)"), "{text}");
 
     // A proposal that is cancelled launches nothing; a run not proposed cannot be approved whole.
     let before = instance_processes(&server.local_dir()).len();

@@ -49,7 +49,7 @@ fn round_trip(server: &Server) {
     assert_eq!(diff_json["services"][0]["fields"][0]["path"], "replicas");
     assert_eq!(diff_json["services"][0]["fields"][0]["after"], 4);
 
-    server.run(&["snapshot", "promote", "shop", "2", "--reason", "drill passed"]).ok();
+    server.run(&["snapshot", "promote", "shop", "2", "--reason", "drill passed", "--force"]).ok();
     let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
     assert_eq!(kg["version"], 2);
     let refs: BTreeSet<&str> = kg["refs"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
@@ -61,7 +61,7 @@ fn round_trip(server: &Server) {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("promote another snapshot first"), "{}", out.stderr);
     server.run(&["snapshot", "reject", "shop", "1", "--reason", "leaks memory"]).ok();
-    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "rollback"]);
+    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "rollback", "--force"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("was rejected by tester"), "{}", out.stderr);
 
@@ -144,14 +144,17 @@ fn concurrent_promotes(server: &Server) {
     for _ in 0..3 {
         server.run(&["snapshot", "push", &shop()]).ok();
     }
-    server.run(&["snapshot", "promote", "shop", "1", "--reason", "baseline"]).ok();
+    server.run(&["snapshot", "promote", "shop", "1", "--reason", "baseline", "--force"]).ok();
     // Both saw known-good at 1; exactly one may move it.
     let handles: Vec<_> = ["2", "3"]
         .into_iter()
         .map(|v| {
             let url = server.url.clone();
             std::thread::spawn(move || {
-                lifeboat(Some(&url), &["snapshot", "promote", "shop", v, "--reason", "race", "--expect", "1"])
+                lifeboat(
+                    Some(&url),
+                    &["snapshot", "promote", "shop", v, "--reason", "race", "--expect", "1", "--force"],
+                )
             })
         })
         .collect();
@@ -161,7 +164,7 @@ fn concurrent_promotes(server: &Server) {
     let loser = outs.iter().find(|o| o.code == 4).unwrap();
     assert!(loser.stderr.contains("known-good of shop"), "{}", loser.stderr);
     // A stale expectation is refused too.
-    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "x", "--expect", "1"]);
+    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "x", "--expect", "1", "--force"]);
     assert_eq!(out.code, 4, "{out:?}");
 }
 
@@ -191,7 +194,7 @@ fn a_flipped_byte_is_refused_and_never_returned() {
         assert!(out.stderr.contains("environments/shop/snapshots/0000000001.json"), "{}", out.stderr);
         assert!(!out.stdout.contains("Payments") && !out.stderr.contains("Payments"), "bad data leaked");
     }
-    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "x"]);
+    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "x", "--force"]);
     assert_eq!(out.code, 1, "{out:?}");
     // The list marks it and goes on, so an earlier snapshot can be chosen.
     let out = server.run(&["snapshot", "list", "shop"]).ok();
@@ -259,8 +262,8 @@ fn text_output_escapes_control_characters() {
 fn messages_say_what_to_do_next() {
     let server = Server::start(Backend::Fs);
     server.run(&["snapshot", "push", &shop()]).ok();
-    server.run(&["snapshot", "promote", "shop", "1", "--reason", "t"]).ok();
-    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "t", "--expect", "0"]);
+    server.run(&["snapshot", "promote", "shop", "1", "--reason", "t", "--force"]).ok();
+    let out = server.run(&["snapshot", "promote", "shop", "1", "--reason", "t", "--expect", "0", "--force"]);
     assert_eq!(out.code, 4, "{out:?}");
     assert!(
         out.stderr.contains("known-good of shop points at version 1, but --expect said to be unset (--expect 0)")
@@ -373,7 +376,7 @@ fn a_region_at_the_service_limit_pushes_shows_and_plans() {
     server.run(&["snapshot", "push", path.to_str().unwrap()]).ok();
     let shown = server.run(&["--output", "json", "snapshot", "show", "huge", "latest"]).ok().json();
     assert_eq!(shown["manifest"]["services"].as_object().unwrap().len(), n, "the whole manifest is shown");
-    server.run(&["snapshot", "promote", "huge", "latest", "--reason", "test"]).ok();
+    server.run(&["snapshot", "promote", "huge", "latest", "--reason", "test", "--force"]).ok();
     // Its images were never imported: the plan shows, preflight fails (exit 1),
     // and says so in a message a person can read, not one naming 20,000 services.
     let out = server.run(&["--output", "json", "plan", "huge"]);

@@ -141,6 +141,21 @@ impl Tokens {
     }
 }
 
+/// For a part of a request that needs more than the RPC does (`drill run
+/// --promote-on-pass` moves known-good, which is admin's): refused when the
+/// caller's token has a lower role. Without tokens there is no role to check.
+pub fn require<T>(req: &tonic::Request<T>, need: Role, what: &str) -> Result<(), Status> {
+    match req.extensions().get::<Caller>() {
+        Some(c) if c.role < need => Err(Status::permission_denied(format!(
+            "token {} has the {} role; {what} needs {}",
+            c.name,
+            c.role.as_str(),
+            need.as_str()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The tower layer that checks every gRPC request before it is routed.
 #[derive(Clone)]
 pub struct AuthLayer {

@@ -101,6 +101,13 @@ fn schedule(v: &ScheduleView) -> pb::Schedule {
 impl pb::drill_service_server::DrillService for Drill {
     async fn start(&self, req: Request<pb::StartDrillRequest>) -> Result<Response<pb::Drill>, Status> {
         let who = actor(&req);
+        if req.get_ref().promote_on_pass {
+            super::auth::require(
+                &req,
+                super::auth::Role::Admin,
+                "moving known-good when the drill passes (--promote-on-pass)",
+            )?;
+        }
         let r = req.into_inner();
         check_environment(&r.environment).map_err(to_status)?;
         let reference = if r.snapshot.trim().is_empty() { "latest".to_string() } else { r.snapshot.clone() };
@@ -123,8 +130,12 @@ impl pb::drill_service_server::DrillService for Drill {
             drill: Some(opts),
         };
         let target = format!("{}@{reference}", r.environment);
-        let view =
-            self.ctx.audited(&who, "drill.start", &target, self.ctx.engine.start(start)).await.map_err(to_status)?;
+        let acted_on = |v: &RunView| format!("{}@v{}/{}", v.spec.environment, v.spec.snapshot_version, v.spec.id);
+        let view = self
+            .ctx
+            .audited_as(&who, "drill.start", &target, acted_on, self.ctx.engine.start(start))
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(self.drill(&view).await?))
     }
 

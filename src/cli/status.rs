@@ -77,15 +77,32 @@ fn print_status(e: &pb::EnvironmentStatus) {
         _ => "UNKNOWN",
     };
     println!("  sync      {sync}: {}", e.sync_detail);
+    // A drift check from before the last run finished says nothing about now.
+    let stale =
+        e.last_run.as_ref().is_some_and(|r| !e.drift_checked_at.is_empty() && e.drift_checked_at < r.finished_at);
     if e.drift.is_empty() {
         println!("  drift     not checked yet (`lifeboat drift {}` checks now)", e.environment);
+    } else if stale {
+        println!(
+            "  drift     {} (checked at {}, BEFORE the last run ended; `lifeboat drift {}` checks now)",
+            e.drift, e.drift_checked_at, e.environment
+        );
     } else {
         println!("  drift     {} (checked at {})", e.drift, e.drift_checked_at);
     }
     if let Some(r) = &e.last_run {
-        let took =
-            if r.finished_at.is_empty() { "still running".to_string() } else { format!("took {}", secs(r.elapsed_ms)) };
-        println!("  last run  {} {} {} at {}, {took}", r.id, r.kind, r.state, r.started_at);
+        if r.finished_at.is_empty() {
+            println!("  last run  {} {} {}, started at {}", r.id, r.kind, r.state, r.started_at);
+        } else {
+            println!(
+                "  last run  {} {} {}, finished at {} (took {})",
+                r.id,
+                r.kind,
+                r.state,
+                r.finished_at,
+                secs(r.elapsed_ms)
+            );
+        }
     }
     if let Some(d) = &e.last_drill {
         println!(
@@ -110,7 +127,7 @@ fn print_status(e: &pb::EnvironmentStatus) {
             };
             vec![
                 s.name.clone(),
-                s.state.to_uppercase(),
+                s.state.to_uppercase().replace('_', "-"),
                 format!("{healthy}/{}", s.desired_replicas),
                 if s.address.is_empty() { "-".into() } else { s.address.clone() },
                 if ids.is_empty() { "-".into() } else { ids.join(",") },

@@ -50,6 +50,9 @@ pub struct RunSpec {
     /// Proposed: nothing launches until the whole run is approved.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub proposed: bool,
+    /// The manifest's `rto_objective`, which reports measure the run against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_objective_ms: Option<u64>,
     /// Asked with `--force` (replace even what matches): a plan made again keeps it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
@@ -605,6 +608,8 @@ pub struct RunView {
     pub probed: Option<(usize, usize)>,
     /// When a proposal expires unless approved.
     pub proposal_expires_at: Option<String>,
+    /// When the run began executing (a proposal waits for approval before).
+    pub executing_from_ms: Option<u64>,
 }
 
 impl RunView {
@@ -660,6 +665,7 @@ impl RunView {
             replans: Vec::new(),
             probed: None,
             proposal_expires_at: None,
+            executing_from_ms: None,
         }
     }
 
@@ -713,7 +719,8 @@ impl RunView {
                     s.failed_attempt = s.failed_attempt.max(*attempt);
                     s.failed_instances.append(&mut s.instances);
                     s.error = Some(reason.clone());
-                    s.logs = logs.clone();
+                    // Every attempt's lines: the first failure often says most.
+                    s.logs.extend(logs.iter().cloned());
                 }
                 CutOver { instances, .. } => {
                     s.state = ServiceState::Healthy;
@@ -752,7 +759,11 @@ impl RunView {
             return;
         }
         match &e.event {
-            RunStarted { owner } | RunResumed { owner } => self.owners.push(owner.clone()),
+            RunStarted { owner } => {
+                self.owners.push(owner.clone());
+                self.executing_from_ms.get_or_insert(t);
+            }
+            RunResumed { owner } => self.owners.push(owner.clone()),
             CancelRequested { .. } => self.cancel_requested = true,
             RunApproved { by } => self.run_approved_by = Some(by.clone()),
             RunApprovalRequested { expires_at } => self.proposal_expires_at = expires_at.clone(),
@@ -872,6 +883,12 @@ impl RunView {
             .collect()
     }
 
+    /// How long the run took from when it began executing (a proposal's
+    /// wait for approval is not recovery time).
+    pub fn executing_ms(&self) -> u64 {
+        self.elapsed_ms.saturating_sub(self.executing_from_ms.unwrap_or(0))
+    }
+
     /// A proposed run not approved yet: nothing launches.
     pub fn awaiting_approval(&self) -> bool {
         self.spec.proposed && self.run_approved_by.is_none() && !self.state.is_finished()
@@ -929,6 +946,7 @@ mod tests {
             critical_path: vec![],
             critical_path_ms: 0,
             proposed: false,
+            rto_objective_ms: None,
             force: false,
             prune: false,
             drill: None,

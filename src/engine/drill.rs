@@ -262,7 +262,19 @@ pub(super) async fn after_pass(store: &DynStore, view: &RunView, j: &Judgement) 
     if d.known_good_at_start == Some(v) {
         return Some((false, format!("known-good already is snapshot {v}")));
     }
-    Some(match repo.promote_drilled(&spec.environment, v, &spec.id, d.known_good_at_start).await {
+    let moved = repo.promote_drilled(&spec.environment, v, &spec.id, d.known_good_at_start).await;
+    // A promotion like any other: its audit record names who asked for it
+    // (who started the drill, or its schedule) and the version.
+    let outcome = match &moved {
+        Ok(_) => format!("ok (drill {} passed, --promote-on-pass)", spec.id),
+        Err(e) => format!("error: {e}"),
+    };
+    let audit = crate::store::AuditLog::new(store.clone());
+    let target = format!("{}@v{v}", spec.environment);
+    if let Err(e) = audit.record(&spec.created_by, "snapshot.promote", &target, &outcome).await {
+        tracing::error!(run_id = %spec.id, error = %e, "cannot write the audit record of a promotion on pass");
+    }
+    Some(match moved {
         Ok(_) => (true, format!("known-good moved to snapshot {v} (drill {} passed)", spec.id)),
         Err(e) => (false, format!("known-good not moved to snapshot {v}: {e}")),
     })

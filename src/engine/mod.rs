@@ -457,6 +457,7 @@ impl Engine {
             critical_path: plan.critical_path,
             critical_path_ms: plan.critical_path_ms,
             proposed: req.propose,
+            rto_objective_ms: snap.manifest.rto_objective.map(|d| d.0.as_millis() as u64),
             force: req.force,
             prune: req.prune,
             drill,
@@ -517,12 +518,24 @@ impl Engine {
         active.insert(id.clone(), Active { control: control_tx, events, task: None, finished: ex.finished() });
         let registry = self.active.clone();
         let run_id = id.clone();
+        let engine = self.clone();
         let handle = tokio::spawn(async move {
             match ex.run().await {
-                Ok(v) => tracing::info!(run_id = %run_id, state = v.state.as_str(), "run finished"),
-                Err(e) => tracing::error!(run_id = %run_id, error = %e, "run stopped; it can be resumed"),
+                Ok(v) => {
+                    tracing::info!(run_id = %run_id, state = v.state.as_str(), "run finished");
+                    registry.lock().expect("lock").remove(&run_id);
+                    // What `status` says about drift must not predate the run.
+                    if v.spec.kind == RunKind::Recovery
+                        && let Err(e) = engine.drift(&v.spec.environment, Some(&v.spec.region)).await
+                    {
+                        tracing::debug!(run_id = %run_id, error = %e, "no drift check after the run");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(run_id = %run_id, error = %e, "run stopped; it can be resumed");
+                    registry.lock().expect("lock").remove(&run_id);
+                }
             }
-            registry.lock().expect("lock").remove(&run_id);
         });
         if let Some(a) = active.get_mut(&id) {
             a.task = Some(handle.abort_handle());

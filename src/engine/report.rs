@@ -114,9 +114,10 @@ pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
     instances.dedup();
     let rto_ms = match j {
         Some(j) => (j.root_cause.is_none()).then_some(j.rto_ms),
-        None => (view.state == crate::domain::run::RunState::Succeeded).then_some(view.elapsed_ms),
+        None => (view.state == crate::domain::run::RunState::Succeeded).then_some(view.executing_ms()),
     };
-    let objective = spec.drill.as_ref().and_then(|d| d.rto_objective_ms).map(|o| o as f64 / 1000.0);
+    let objective =
+        spec.drill.as_ref().and_then(|d| d.rto_objective_ms).or(spec.rto_objective_ms).map(|o| o as f64 / 1000.0);
     Report {
         format_version: 1,
         run_id: spec.id.clone(),

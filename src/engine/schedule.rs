@@ -174,24 +174,30 @@ impl Engine {
                 prune: false,
                 propose: false,
                 kind: RunKind::Drill,
-                actor: format!("schedule {} ({} {})", s.id, s.cron, s.timezone),
+                actor: format!("schedule:{}", s.id),
                 drill: Some(DrillOptions {
                     promote_on_pass: s.promote_on_pass,
                     schedule: Some(s.id.clone()),
                     ..Default::default()
                 }),
             };
-            let outcome = match self.start(req).await {
+            let (outcome, target, audited) = match self.start(req).await {
                 Ok(view) => {
                     tracing::info!(schedule = %s.id, run_id = %view.spec.id, tick = %rfc3339(due), "schedule fired a drill");
                     started.push(view.spec.id.clone());
-                    view.spec.id.clone()
+                    let target = format!("{}@v{}/{}", s.environment, view.spec.snapshot_version, view.spec.id);
+                    (view.spec.id.clone(), target, "ok".to_string())
                 }
                 Err(e) => {
                     tracing::error!(schedule = %s.id, tick = %rfc3339(due), error = %e, "schedule could not start its drill");
-                    format!("not started: {e}")
+                    (format!("not started: {e}"), format!("{}@{}", s.environment, s.snapshot), format!("error: {e}"))
                 }
             };
+            // Who started it is the schedule, as `drill run` is its caller.
+            let audit = crate::store::AuditLog::new(self.ctx.store.clone());
+            if let Err(e) = audit.record(&format!("schedule:{}", s.id), "drill.start", &target, &audited).await {
+                tracing::error!(schedule = %s.id, error = %e, "cannot write the audit record of a scheduled drill");
+            }
             if let Err(e) = self.ctx.store.put(&key, Bytes::from(outcome), PutOptions::overwrite()).await {
                 tracing::warn!(schedule = %s.id, error = %e, "cannot record what a schedule tick started");
             }

@@ -37,7 +37,8 @@ impl Sync {
 #[derive(Debug, Clone)]
 pub struct ServiceStatus {
     pub name: String,
-    /// healthy, degraded, down, unmanaged (running, not in known-good)
+    /// healthy, over_provisioned (every instance healthy, more than wanted),
+    /// degraded, down, unmanaged (running, not in known-good)
     pub state: &'static str,
     pub desired_replicas: u32,
     /// The service's stable address, if it has one.
@@ -176,6 +177,7 @@ impl Engine {
                         None => "unmanaged",
                         Some(_) if instances.is_empty() => "down",
                         Some(_) if healthy == instances.len() && healthy == desired as usize => "healthy",
+                        Some(_) if healthy == instances.len() && healthy > desired as usize => "over_provisioned",
                         Some(_) => "degraded",
                     };
                     let address = svc

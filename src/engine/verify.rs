@@ -20,6 +20,9 @@ pub fn url(m: &Manifest, region: &str, check: &VerifyCheck) -> Option<String> {
     Some(format!("http://{host}{http}"))
 }
 
+/// How much of a check's answer is read (for `body_contains`).
+const MAX_BODY: usize = 1 << 20;
+
 /// One attempt: `Err` says what was wrong.
 async fn attempt(m: &Manifest, region: &str, check: &VerifyCheck) -> Result<String, String> {
     match &check.probe {
@@ -32,9 +35,12 @@ async fn attempt(m: &Manifest, region: &str, check: &VerifyCheck) -> Result<Stri
                 .map_err(|e| e.to_string())?;
             let resp = client.get(&url).send().await.map_err(|e| format!("GET {url}: {}", e.without_url()))?;
             let got = resp.status().as_u16();
-            let body = resp.text().await.unwrap_or_default();
+            // Bounded: a check answered with gigabytes reads no more than this.
+            let body = crate::provider::health::body_start(resp, MAX_BODY).await;
             if got != *status {
-                return Err(format!("GET {url}: HTTP {got}, want {status}"));
+                let start = crate::provider::health::one_line(&body);
+                let said = if start.is_empty() { String::new() } else { format!(": {start}") };
+                return Err(format!("GET {url}: HTTP {got}, want {status}{said}"));
             }
             if let Some(want) = body_contains
                 && !body.contains(want.as_str())

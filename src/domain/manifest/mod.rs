@@ -337,6 +337,7 @@ impl Validator {
         self.finish(f, &["environment", "region", "provider", "rto_objective", "promotion", "services", "verify"]);
 
         let mut services = BTreeMap::new();
+        let mut declared = BTreeSet::new();
         let mut services_ok = true;
         if let Some(node) = services_node {
             if let Some(mut sf) = self.table(node, "services") {
@@ -352,6 +353,7 @@ impl Validator {
                     );
                     services_ok = false;
                 }
+                declared = sf.entries.iter().map(|e| e.key.clone()).collect();
                 for i in 0..sf.entries.len() {
                     sf.used[i] = true;
                     let e = &sf.entries[i];
@@ -384,7 +386,7 @@ impl Validator {
         }
         let verify = match verify_node {
             None => Some(Vec::new()),
-            Some(n) => self.verify(n, &services, provider),
+            Some(n) => self.verify(n, &services, &declared, provider),
         };
         Some(Manifest {
             verify: verify?,
@@ -402,25 +404,43 @@ impl Validator {
     fn dependencies(&mut self, entries: &[Entry], services: &BTreeMap<String, Service>, complete: bool) {
         let declared: BTreeSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
         for e in entries {
-            let Some(s) = services.get(&e.key) else { continue };
             let deps_node = match &e.node.value {
                 Value::Table(t) => t.iter().find(|x| x.key == "depends_on").map(|x| &x.node),
                 _ => None,
+            };
+            // A service with a problem elsewhere (a bad image) still has its
+            // dependencies checked: every problem is reported at once.
+            let raw: Vec<String>;
+            let depends_on = match services.get(&e.key) {
+                Some(s) => &s.depends_on,
+                None => {
+                    raw = match deps_node.map(|n| &n.value) {
+                        Some(Value::Array(items)) => items
+                            .iter()
+                            .filter_map(|n| match &n.value {
+                                Value::Str(d) => Some(d.clone()),
+                                _ => None,
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    &raw
+                }
             };
             let item_pos = |i: usize| match deps_node.map(|n| &n.value) {
                 Some(Value::Array(items)) => items.get(i).and_then(|n| n.pos),
                 _ => None,
             };
             let path = join(&join("services", &e.key), "depends_on");
-            if s.depends_on.len() > MAX_DEPENDENCIES {
+            if depends_on.len() > MAX_DEPENDENCIES {
                 self.problem(
                     deps_node.and_then(|n| n.pos),
                     &path,
-                    format!("{} dependencies is more than the limit of {MAX_DEPENDENCIES}", s.depends_on.len()),
+                    format!("{} dependencies is more than the limit of {MAX_DEPENDENCIES}", depends_on.len()),
                 );
             }
             let mut seen = BTreeSet::new();
-            for (i, d) in s.depends_on.iter().enumerate() {
+            for (i, d) in depends_on.iter().enumerate() {
                 if !declared.contains(d.as_str()) {
                     self.problem(
                         item_pos(i),
@@ -743,6 +763,20 @@ health = { http = "/healthz", interval = "1s" }
             p.iter().any(|m| m.contains("depends on \"cache\", which is not defined") && m.starts_with("13:15:")),
             "{p:?}"
         );
+    }
+
+    /// A service with a bad image still has its dependencies checked, and a
+    /// `[[verify]]` naming it is not told the service does not exist.
+    #[test]
+    fn a_service_with_one_problem_is_checked_for_the_others() {
+        let text =
+            GOOD.replace("sha256:bbbb", "nginx:latest#").replace("depends_on = [\"db\"]", "depends_on = [\"cache\"]")
+                + "\n[[verify]]\nservice = \"api\"\nhttp = \"http://127.0.0.1:7801/\"\n";
+        let p = problems(&text);
+        assert!(p.iter().any(|m| m.contains("services.api.image")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("depends on \"cache\", which is not defined")), "{p:?}");
+        assert!(!p.iter().any(|m| m.contains("no service \"api\"")), "{p:?}");
+        assert_eq!(p.len(), 2, "{p:?}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (an HTTP request to a service, or a command). A run whose check fails
 //! fails, even though every service was healthy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -37,10 +37,13 @@ pub enum VerifyProbe {
 }
 
 impl Validator {
+    /// `declared`: every service name of the manifest, including those that
+    /// have problems of their own (and so are not in `services`).
     pub(crate) fn verify(
         &mut self,
         node: &Node,
         services: &BTreeMap<String, Service>,
+        declared: &BTreeSet<String>,
         provider: Option<Provider>,
     ) -> Option<Vec<VerifyCheck>> {
         let Value::Array(items) = &node.value else {
@@ -50,7 +53,7 @@ impl Validator {
         let mut out = Vec::new();
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
-            match self.check(item, &format!("verify[{i}]"), services, provider) {
+            match self.check(item, &format!("verify[{i}]"), services, declared, provider) {
                 Some(c) => out.push(c),
                 None => ok = false,
             }
@@ -63,6 +66,7 @@ impl Validator {
         node: &Node,
         path: &str,
         services: &BTreeMap<String, Service>,
+        declared: &BTreeSet<String>,
         provider: Option<Provider>,
     ) -> Option<VerifyCheck> {
         let mut f = self.table(node, path)?;
@@ -74,7 +78,7 @@ impl Validator {
         let service = match f.take("service") {
             Some(n) => {
                 let s = self.string(n, &join(path, "service"))?;
-                if !services.contains_key(&s) {
+                if !declared.contains(&s) {
                     self.problem(n.pos, &join(path, "service"), format!("no service \"{s}\" in this manifest"));
                     return None;
                 }
@@ -97,10 +101,12 @@ impl Validator {
                     self.problem(h.pos, &p, "a path needs `service`, whose address it is requested on".into());
                     return None;
                 }
-                if let (false, Some(s)) = (absolute, &service) {
+                // A service with problems of its own has them reported there.
+                if let (false, Some(svc)) = (absolute, service.as_ref().and_then(|s| services.get(s))) {
+                    let s = service.as_deref().unwrap_or_default();
                     let has_address = match provider {
-                        Some(Provider::Local) => services[s].launch.contains_key("listen"),
-                        Some(Provider::Ec2) => services[s].launch.contains_key("dns"),
+                        Some(Provider::Local) => svc.launch.contains_key("listen"),
+                        Some(Provider::Ec2) => svc.launch.contains_key("dns"),
                         None => true,
                     };
                     if !has_address {

@@ -256,8 +256,10 @@ impl ComputeProvider for Ec2Provider {
                 )),
             }
         }
-        checks.push(if missing.is_empty() {
-            Check::pass("ec2-images", format!("{} AMIs exist in {region}", amis.len()))
+        checks.push(if amis.is_empty() {
+            Check::pass("ec2-images", "no service is launched: no AMI to check")
+        } else if missing.is_empty() {
+            Check::pass("ec2-images", format!("all {} AMIs exist in {region}", amis.len()))
         } else {
             Check::fail("ec2-images", format!("AMIs missing in {region}: {}", missing.join("; ")))
         });
