@@ -117,6 +117,13 @@ fn every_rpc_needs_its_role() {
         "{out:?}"
     );
     server.run(&["--token", &tokens[1], "snapshot", "push", shop.to_str().unwrap()]).ok();
+    // An operator may drill, but moving known-good on a pass is admin's.
+    let out = server.run(&["--token", &tokens[1], "drill", "run", "shop", "--promote-on-pass"]);
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(
+        out.stderr.contains("token oncall has the operator role; moving known-good when the drill passes (--promote-on-pass) needs admin"),
+        "{out:?}"
+    );
     let out = Command::new(common::BIN)
         .args(["--server", &server.url, "snapshot", "promote", "shop", "1", "--reason", "t", "--force"])
         .env("LIFEBOAT_TOKEN", &tokens[2])

@@ -268,6 +268,12 @@ fn promote_on_pass_moves_known_good_only_on_a_pass_and_drill_promotion_refuses_a
         server.run(&["--output", "json", "drill", "run", "gated", "--snapshot", "2", "--promote-on-pass"]).ok().json();
     assert_eq!(d["verdict"], "passed");
     assert!(d["promotion"].as_str().unwrap().starts_with("known-good moved to snapshot 2"), "{d}");
+    // Audited like any promotion: who started the drill, the version, the drill.
+    let audit = server.run(&["--output", "json", "audit", "list", "--action", "snapshot.promote"]).ok().json();
+    let on_pass = &audit[0];
+    assert_eq!(on_pass["target"], "gated@v2", "{audit}");
+    let outcome = on_pass["outcome"].as_str().unwrap();
+    assert_eq!(outcome, format!("ok (drill {} passed, --promote-on-pass)", d["id"].as_str().unwrap()));
     let kg = server.run(&["--output", "json", "snapshot", "show", "gated", "known-good"]).ok().json();
     assert_eq!(kg["version"], 2);
     // Drills never count as deployed: production still runs v1, and status shows the drill beside it.
@@ -390,6 +396,20 @@ fn two_servers_sharing_a_store_fire_each_schedule_tick_once() {
     }
     assert!(drills.iter().all(|d| d["schedule"] == sid.as_str()));
     assert!(started.len() >= 2, "{ticks:?}");
+    // Each start is audited, the schedule as its actor, with the version it drilled.
+    let actor = format!("schedule:{sid}");
+    let audit = a.run(&["--output", "json", "audit", "list", "--actor", &actor, "--action", "drill.start"]).ok().json();
+    let audited: Vec<&serde_json::Value> = audit.as_array().unwrap().iter().collect();
+    assert_eq!(audited.len(), started.len(), "{audit}");
+    assert!(audited.iter().all(|r| r["target"].as_str().unwrap().starts_with("tick@v1/r-")), "{audit}");
+    // Adding the same schedule again adds nothing: it is the one there.
+    let again = a.run(&["--output", "json", "drill", "schedule", "add", "tick", "--cron", "0 3 * * SUN"]).ok().json();
+    let same = a.run(&["drill", "schedule", "add", "tick", "--cron", "0  3 * * SUN"]).ok().stdout;
+    assert!(same.starts_with(&format!("schedule {} already does this", again["id"].as_str().unwrap())), "{same}");
+    let other = a.run(&["--output", "json", "drill", "schedule", "add", "tick", "--cron", "0 4 * * SUN"]).ok().json();
+    assert_ne!(other["id"], again["id"]);
+    b.run(&["drill", "schedule", "remove", again["id"].as_str().unwrap()]).ok();
+    b.run(&["drill", "schedule", "remove", other["id"].as_str().unwrap()]).ok();
     let list = a.run(&["drill", "schedule", "list"]).ok().stdout;
     assert!(list.contains("no schedules"), "{list}");
 }
