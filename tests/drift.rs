@@ -81,5 +81,10 @@ fn drift_names_each_service_that_differs_from_known_good() {
     // Nothing to compare against: not found.
     let out = server.run(&["drift", "nosuch"]);
     assert_eq!(out.code, 3, "{out:?}");
-    assert!(out.stderr.contains("environment nosuch has no known-good snapshot yet"), "{out:?}");
+    assert!(out.stderr.contains("environment nosuch has no snapshots; check the name"), "{out:?}");
+    // `plan` of an environment nobody pushed says so, not "promote one".
+    let out = server.run(&["plan", "nosuch"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("environment nosuch has no snapshots; push its manifest first"), "{out:?}");
+    assert!(!out.stderr.contains("promote"), "{out:?}");
 }

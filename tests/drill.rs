@@ -333,6 +333,8 @@ fn bad_drill_input_is_refused_naming_it_and_creates_nothing() {
         (&["drill", "run", "shop", "--keep-for", "soon"][..], 2, "--keep-for \"soon\" is not a duration"),
         (&["drill", "run", "nowhere"][..], 3, "nowhere"),
         (&["drill", "schedule", "add", "shop", "--cron", "0 3 * *"][..], 2, "has 4 fields"),
+        (&["drill", "schedule", "add", "shop", "--cron", "0 3 * * SUNDAY"][..], 2, "field 5 (day-of-week) \"SUNDAY\""),
+        (&["drill", "schedule", "add", "shop", "--cron", "0 0 31 2 *"][..], 2, "never fires"),
         (
             &["drill", "schedule", "add", "shop", "--cron", "0 3 * * *", "--timezone", "Mars/Base"][..],
             2,

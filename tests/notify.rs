@@ -40,6 +40,13 @@ fn receivers_get_each_message_in_order_even_after_failures() {
         assert!(approval["text"].as_str().unwrap().contains("api waits for approval"), "{approval}");
         assert_eq!((got[2].1["run_id"].as_str(), got[2].1["state"].as_str()), (Some(id.as_str()), Some("succeeded")));
         assert_eq!(got[0].1["environment"], "gate");
+        // The end says how long, what changed and (here) that nothing failed.
+        let done = &got[2].1;
+        assert_eq!(done["changes"]["create"], 2, "{done}");
+        assert!(done["took_seconds"].as_f64().unwrap() > 0.0, "{done}");
+        assert!(done["root_cause"].is_null() && done["failed_services"].as_array().unwrap().is_empty(), "{done}");
+        let text = done["text"].as_str().unwrap();
+        assert!(text.contains(" after ") && text.contains("(2 to create)"), "{text}");
     }
     assert!(flaky_got.lock().unwrap().iter().all(|(auth, _)| auth == "Bearer s3cret-bearer"));
     assert!(plain_got.lock().unwrap().iter().all(|(auth, _)| auth.is_empty()));

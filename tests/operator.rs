@@ -271,6 +271,8 @@ fn prune_removes_services_absent_from_the_snapshot() {
     let run = server.run(&["--output", "json", "run", "show", "--latest", "shop"]).ok().json();
     let state = run["services"].as_array().unwrap().iter().find(|s| s["name"] == "legacy").unwrap()["state"].clone();
     assert_eq!(state, "removed");
+    let listed = server.run(&["run", "list", "--environment", "shop", "--limit", "1"]).ok().stdout;
+    assert!(listed.contains("2/2 (1 removed)"), "a pruned service is not an unhealthy one: {listed}");
     let plan = server.run(&["plan", "shop", "--detailed-exitcode"]).ok().stdout;
     assert!(!plan.contains("legacy"), "{plan}");
 }
@@ -660,4 +662,28 @@ fn a_proposed_run_plans_again_when_approved_and_relaunches_what_died() {
     server.run(&["run", "watch", &plain]).ok();
     let out = server.run(&["run", "approve", &plain]);
     assert_eq!(out.code, 1, "{out:?}");
+}
+
+/// Who acted is never `unknown`: without `$USER` (cron, a container) the
+/// name comes from the process's user ID; `--author` names someone else.
+#[test]
+fn the_actor_is_named_without_user_and_by_author() {
+    let server = Server::start(Backend::Fs);
+    let file = common::manifests().join("good/shop.toml");
+    let bare = std::process::Command::new(common::BIN)
+        .args(["--server", &server.url, "--output", "json", "snapshot", "push", file.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(bare.status.success(), "{bare:?}");
+    let pushed: serde_json::Value = serde_json::from_slice(&bare.stdout).unwrap();
+    let author = pushed["author"].as_str().unwrap();
+    assert!(!author.starts_with("unknown"), "{author}");
+    let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+    let name = if uid == 0 { "root".to_string() } else { author.split(['@', ' ']).next().unwrap().to_string() };
+    assert!(author.starts_with(&name), "{author}");
+    let by =
+        server.run(&["--author", "alice", "--output", "json", "snapshot", "push", file.to_str().unwrap()]).ok().json();
+    assert!(by["author"].as_str().unwrap().starts_with("alice"), "{by}");
 }

@@ -188,14 +188,39 @@ pub fn set_token(token: &str) {
     let _ = TOKEN.set(token.to_string());
 }
 
-/// `LIFEBOAT_ACTOR`, else `user@host`.
+static AUTHOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `--author` (or `LIFEBOAT_ACTOR`): who this invocation acts for, in audit records.
+pub fn set_author(name: &str) {
+    let _ = AUTHOR.set(name.to_string());
+}
+
+/// `--author`, else `user@host`, the user from `$USER`, `$LOGNAME` or this
+/// process's user ID in /etc/passwd (a cron job or a container has no `$USER`).
 fn actor_name() -> String {
-    if let Ok(a) = std::env::var("LIFEBOAT_ACTOR") {
-        return a;
+    if let Some(a) = AUTHOR.get().filter(|a| !a.trim().is_empty()) {
+        return a.clone();
     }
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .or_else(user_of_this_process)
+        .unwrap_or_else(|| "unknown".into());
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     if host.is_empty() { user } else { format!("{user}@{host}") }
+}
+
+/// The name /etc/passwd gives this process's user ID (`uid:1000` without one).
+fn user_of_this_process() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    });
+    Some(name.unwrap_or_else(|| format!("uid:{uid}")))
 }
 
 #[cfg(test)]

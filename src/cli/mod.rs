@@ -64,6 +64,9 @@ pub struct Cli {
     /// The client certificate's private key (PEM).
     #[arg(long, global = true, env = "LIFEBOAT_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Who you act for, in audit records and snapshot authors [default: user@host].
+    #[arg(long, global = true, env = "LIFEBOAT_ACTOR")]
+    pub author: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -528,6 +531,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let output = cli.output;
     if let Some(t) = &cli.token {
         client::set_token(t);
+    }
+    if let Some(a) = &cli.author {
+        client::set_author(a);
     }
     client::set_tls(client::TlsFiles { ca: cli.ca.clone(), cert: cli.cert.clone(), key: cli.key.clone() });
     match cli.command {

@@ -325,7 +325,14 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
                     let rows: Vec<Vec<String>> = runs
                         .iter()
                         .map(|r| {
+                            // Services the snapshot has; a pruned one is removed, not unhealthy.
+                            let wanted = r.services.iter().filter(|s| s.action != "delete").count();
                             let healthy = r.services.iter().filter(|s| s.state == "healthy").count();
+                            let removed = r.services.iter().filter(|s| s.state == "removed").count();
+                            let health = match removed {
+                                0 => format!("{healthy}/{wanted}"),
+                                n => format!("{healthy}/{wanted} ({n} removed)"),
+                            };
                             let finished = !r.finished_at.is_empty();
                             // A run still going shows the time so far, from its start.
                             let time = if finished {
@@ -350,7 +357,7 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
                                 r.state.clone(),
                                 r.started_at.clone(),
                                 time,
-                                format!("{healthy}/{}", r.services.len()),
+                                health,
                             ]
                         })
                         .collect();

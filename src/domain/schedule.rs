@@ -58,7 +58,8 @@ impl Timetable {
                 "cron expression {cron:?} has {fields} fields; use 5 (minute hour day-of-month month day-of-week), or 6 with seconds first"
             ));
         }
-        let parsed = croner::Cron::from_str(cron).map_err(|e| format!("cron expression {cron:?} is not valid: {e}"))?;
+        let parsed = croner::Cron::from_str(cron)
+            .map_err(|e| bad_field(cron).unwrap_or_else(|| format!("cron expression {cron:?} is not valid: {e}")))?;
         let tz = chrono_tz::Tz::from_str(if timezone.is_empty() { "UTC" } else { timezone })
             .map_err(|_| format!("unknown time zone {timezone:?}: use an IANA name such as Europe/Berlin or UTC"))?;
         Ok(Timetable { cron: parsed, tz })
@@ -73,6 +74,36 @@ impl Timetable {
     pub fn due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.find_previous_occurrence(&now.with_timezone(&self.tz), true).ok().map(|d| d.with_timezone(&Utc))
     }
+}
+
+/// Which field of a cron expression is wrong, in the user's own words (the
+/// parser's message quotes text it rewrote: `SUN` becomes `0`).
+fn bad_field(cron: &str) -> Option<String> {
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    let names: &[&str] = if fields.len() == 6 {
+        &["second", "minute", "hour", "day-of-month", "month", "day-of-week"]
+    } else {
+        &["minute", "hour", "day-of-month", "month", "day-of-week"]
+    };
+    let hint = |name: &str| match name {
+        "second" | "minute" => "0-59",
+        "hour" => "0-23",
+        "day-of-month" => "1-31 (or L)",
+        "month" => "1-12 or JAN-DEC",
+        _ => "0-7 or SUN-SAT",
+    };
+    (0..fields.len()).find_map(|i| {
+        let alone: Vec<&str> = (0..fields.len()).map(|j| if i == j { fields[j] } else { "*" }).collect();
+        croner::Cron::from_str(&alone.join(" ")).is_err().then(|| {
+            format!(
+                "cron expression {cron:?}: field {} ({}) {:?} is not valid; use {}, ranges (1-5), lists (1,3) or steps (*/2)",
+                i + 1,
+                names[i],
+                fields[i],
+                hint(names[i])
+            )
+        })
+    })
 }
 
 /// The name of one tick (its UTC time to the second), for its once-only key.
@@ -101,7 +132,13 @@ mod tests {
         let e = Timetable::parse("0 3 * *", "UTC").err().unwrap();
         assert!(e.contains("has 4 fields"), "{e}");
         let e = Timetable::parse("61 3 * * *", "UTC").err().unwrap();
-        assert!(e.contains("is not valid"), "{e}");
+        assert!(e.contains("field 1 (minute) \"61\" is not valid; use 0-59"), "{e}");
+        // The field named is the one typed, not what the parser rewrote it to.
+        let e = Timetable::parse("0 3 * * SUNDAY", "UTC").err().unwrap();
+        assert_eq!(
+            e,
+            "cron expression \"0 3 * * SUNDAY\": field 5 (day-of-week) \"SUNDAY\" is not valid; use 0-7 or SUN-SAT, ranges (1-5), lists (1,3) or steps (*/2)"
+        );
         let e = Timetable::parse("0 3 * * *", "Mars/Olympus").err().unwrap();
         assert!(e.contains("unknown time zone \"Mars/Olympus\""), "{e}");
     }

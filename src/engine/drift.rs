@@ -49,6 +49,11 @@ impl Engine {
     /// Compares what runs in `region` (default: known-good's) with known-good.
     pub async fn drift(&self, env: &str, region: Option<&str>) -> Result<DriftReport> {
         let Some(kg) = self.repo.get_ref(env, KNOWN_GOOD).await? else {
+            if self.repo.latest_version(env).await?.is_none() {
+                return Err(Error::NotFound(format!(
+                    "environment {env} has no snapshots; check the name (`lifeboat status` lists every environment)"
+                )));
+            }
             return Err(Error::NotFound(format!(
                 "environment {env} has no known-good snapshot yet; drift is measured against known-good"
             )));

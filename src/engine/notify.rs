@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::domain::run::{Event, RunView};
+use crate::domain::run::{Action, Event, RunView, ServiceState};
 
 /// `[[notify]]` in the server's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,9 +74,14 @@ impl Notifier {
                 let cmd = format!("lifeboat run approve {}", s.id);
                 (format!("Run {} proposed: {what}: it waits for approval: `{cmd}`", s.id), Some(cmd))
             }
-            ("started", _) => (format!("Run {} started: {what}", s.id), None),
-            (state, _) => (format!("Run {} {state}: {what}", s.id), None),
+            ("started", _) => (format!("Run {} started: {what}: {}", s.id, changes_line(view)), None),
+            (state, _) => {
+                let took = crate::domain::duration::human(Duration::from_millis(view.executing_ms()));
+                let cause = root_cause(view).map(|c| format!(": {c}")).unwrap_or_default();
+                (format!("Run {} {state}: {what} after {took} ({}){cause}", s.id, changes_line(view)), None)
+            }
         };
+        let finished = !matches!(kind, "started" | "awaiting_approval");
         let message = json!({
             "text": text,
             "event": kind,
@@ -87,12 +92,53 @@ impl Notifier {
             "state": if kind == "started" || kind == "awaiting_approval" { "running" } else { kind },
             "service": service,
             "approve_command": approve,
+            "changes": changes(view),
+            "took_seconds": if finished { json!(view.executing_ms() as f64 / 1000.0) } else { Value::Null },
+            "root_cause": if finished { json!(root_cause(view)) } else { Value::Null },
+            "failed_services": view.services.values().filter(|p| p.state == ServiceState::Failed).map(|p| p.name.clone()).collect::<Vec<_>>(),
         });
         for (r, tx) in &self.queues {
             if r.events.is_empty() || r.events.iter().any(|e| e == kind) {
                 let _ = tx.send(message.clone());
             }
         }
+    }
+}
+
+/// How many services a run creates, replaces, keeps and deletes.
+fn changes(view: &RunView) -> Value {
+    let count = |a: Action| view.spec.steps.iter().filter(|s| s.action == a).count();
+    json!({
+        "create": count(Action::Create),
+        "replace": count(Action::Replace),
+        "keep": count(Action::Keep),
+        "delete": count(Action::Delete),
+    })
+}
+
+/// `2 to create, 1 to replace, 5 kept`.
+fn changes_line(view: &RunView) -> String {
+    let count = |a: Action| view.spec.steps.iter().filter(|s| s.action == a).count();
+    let parts: Vec<String> = [
+        (Action::Create, "to create"),
+        (Action::Replace, "to replace"),
+        (Action::Keep, "kept"),
+        (Action::Delete, "to delete"),
+    ]
+    .iter()
+    .filter(|(a, _)| count(*a) > 0)
+    .map(|(a, what)| format!("{} {what}", count(*a)))
+    .collect();
+    if parts.is_empty() { "nothing to do".into() } else { parts.join(", ") }
+}
+
+/// The first failed service and why (or the failed `[[verify]]` check).
+fn root_cause(view: &RunView) -> Option<String> {
+    let failed =
+        view.spec.steps.iter().filter_map(|s| view.services.get(&s.service)).find(|p| p.state == ServiceState::Failed);
+    match failed {
+        Some(p) => Some(format!("{} failed: {}", p.name, p.error.clone().unwrap_or_default())),
+        None => view.verify.iter().find(|(_, passed, _)| !passed).map(|(c, _, d)| format!("verify {c} failed: {d}")),
     }
 }
 

@@ -57,6 +57,12 @@ impl Engine {
         // The environment and snapshot must exist now: a typo is an error, not a drill that fails at 3 a.m.
         self.repo.get_by_ref(&n.environment, &snapshot).await?;
         let now = self.ctx.clock.now();
+        let Some(next) = table.next_after(now) else {
+            return Err(Error::InvalidArgument(format!(
+                "cron expression {:?} never fires (in {timezone}): check its day and month (February has no 30th or 31st)",
+                n.cron
+            )));
+        };
         let mut s = Schedule {
             format_version: 1,
             id: String::new(),
@@ -78,7 +84,7 @@ impl Engine {
             return Ok(ScheduleView { existed: true, ..self.schedule_view(old).await? });
         }
         match self.ctx.store.put(&layout::schedule(&s.id), codec::encode(&s), PutOptions::create()).await {
-            Ok(_) => Ok(ScheduleView { next: table.next_after(now), schedule: s, last: None, existed: false }),
+            Ok(_) => Ok(ScheduleView { next: Some(next), schedule: s, last: None, existed: false }),
             Err(crate::store::StoreError::AlreadyExists { .. }) => match self.schedule(&s.id).await? {
                 Some(old) => Ok(ScheduleView { existed: true, ..self.schedule_view(old).await? }),
                 None => {

@@ -374,6 +374,10 @@ impl SnapshotRepo {
         }
         match self.get_ref(env, r).await? {
             Some(rec) => Ok(rec.version),
+            // An environment nobody pushed is not one with a snapshot to promote.
+            None if r == KNOWN_GOOD && self.latest_version(env).await?.is_none() => Err(Error::NotFound(format!(
+                "environment {env} has no snapshots; push its manifest first (`lifeboat snapshot push FILE`), or check the name (`lifeboat status` lists every environment)"
+            ))),
             None if r == KNOWN_GOOD => Err(Error::NotFound(format!(
                 "environment {env} has no known-good snapshot yet; promote one with `lifeboat snapshot promote {env} VERSION --reason ...`"
             ))),
