@@ -47,6 +47,7 @@ async fn recovery(store: DynStore, text: &str, parallelism: usize) -> (Duration,
     let req = StartRequest {
         prune: true,
         propose: false,
+        decommission: false,
         environment: "bench".into(),
         reference: "latest".into(),
         region: None,
@@ -85,6 +86,7 @@ fn main() {
                 force: false,
                 prune: true,
                 history: &history,
+                traffic: &[],
             })
         });
         println!("| plan (DAG, critical path) | {n} | {:.1} ms | {:.1} µs |", ms(t), us(t, n));

@@ -111,6 +111,7 @@ async fn recover(engine: &Arc<Engine>, env: &str, parallelism: usize) -> (Durati
         force: true,
         prune: false,
         propose: false,
+        decommission: false,
         kind: RunKind::Recovery,
         actor: "bench".into(),
         drill: None,

@@ -13,8 +13,19 @@ use common::{Backend, Instances, Out, Region, Server, Svc, instance_processes};
 const SERVER_LINE: &str = "export LIFEBOAT_SERVER=http://127.0.0.1:7700";
 
 /// The runbook's sh blocks up to "When things go wrong", as one script.
+/// `NAME.md#part2` is its "# Part 2" (a runbook whose second part is done
+/// later, as a fail-back is); `NAME.md` stops before it.
 fn script(runbook: &str) -> String {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks").join(runbook)).unwrap();
+    let (file, part2) = match runbook.split_once('#') {
+        Some((f, _)) => (f, true),
+        None => (runbook, false),
+    };
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks").join(file)).unwrap();
+    let text = match (text.split_once("\n# Part 2"), part2) {
+        (Some((_, second)), true) => second.to_string(),
+        (Some((first, _)), false) => first.to_string(),
+        (None, _) => text,
+    };
     let text = text.split("## When things go wrong").next().unwrap();
     let mut out = Vec::new();
     let mut in_sh = false;
@@ -253,6 +264,83 @@ async fn region_failover_aws_runbook() {
     }
     central_web_ips.sort();
     assert_eq!(lifeboat::testkit::ec2::a_record(&w.zone, &w.dns_name).await, central_web_ips);
+    // After the failover, eu-west-1 sees its traffic elsewhere: a plan there
+    // moves it back (a change), its status says so.
+    let west_before = w.all_ids("eu-west-1").await;
+    let plan = server.run(&["plan", "shop", "--region", "eu-west-1", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "moving traffic back is a change: {plan:?}");
+    assert!(plan.stdout.contains("traffic points elsewhere: dns web.shop.example.com ->"), "{}", plan.stdout);
+    let status = server.run(&["--output", "json", "status", "shop"]).ok().json();
+    let west = status.as_array().unwrap().iter().find(|e| e["region"] == "eu-west-1").unwrap().clone();
+    let dns =
+        west["traffic"].as_array().unwrap().iter().find(|t| t["via"].as_str().unwrap().starts_with("dns ")).unwrap();
+    assert_eq!(dns["here"], false, "{west}");
+
+    // Part 2, pasted later: fail back, then decommission eu-central-1.
+    let cwd = server.dir.as_ref().unwrap().path().to_path_buf();
+    let out = tokio::task::spawn_blocking({
+        let server_url = server.url.clone();
+        move || paste_to(&server_url, "region-failover-aws.md#part2", &cwd)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "part 2 failed when pasted:\n{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("web: dns web.shop.example.com -> "), "the plan shows the traffic: {}", out.stdout);
+    // The DNS record points at eu-west-1's web instances again, which were not relaunched.
+    assert_eq!(w.all_ids("eu-west-1").await, west_before, "fail-back moved traffic, it launched nothing");
+    let mut west_web_ips: Vec<String> = w
+        .instances("eu-west-1", "web")
+        .await
+        .iter()
+        .filter_map(|i| i.private_ip_address().map(str::to_string))
+        .collect();
+    west_web_ips.sort();
+    assert_eq!(lifeboat::testkit::ec2::a_record(&w.zone, &w.dns_name).await, west_web_ips);
+    for (s, _) in common::ec2::SERVICES {
+        let west_ids: Vec<String> =
+            w.instances("eu-west-1", s).await.iter().filter_map(|i| i.instance_id().map(str::to_string)).collect();
+        let west_tg = &w.target_groups[&("eu-west-1".to_string(), s.to_string())];
+        let mut members = w.west.targets(west_tg).await;
+        members.sort();
+        let mut want = west_ids.clone();
+        want.sort();
+        assert_eq!(members, want, "{s}: eu-west-1's target group holds its instances");
+        let central_tg = &w.target_groups[&("eu-central-1".to_string(), s.to_string())];
+        assert!(w.central.targets(central_tg).await.is_empty(), "{s}: eu-central-1's target group is empty");
+    }
+    assert!(w.all_ids("eu-central-1").await.is_empty(), "eu-central-1 has no instance left");
+    let decommission = latest_run(&server);
+    assert_eq!(
+        (decommission["kind"].as_str(), decommission["state"].as_str()),
+        (Some("decommission"), Some("succeeded"))
+    );
+    let audit = server.run(&["--output", "json", "audit", "list", "--action", "recovery.decommission"]).ok().json();
+    assert!(audit[0]["target"].as_str().unwrap().contains(" in eu-central-1/"), "{audit}");
+}
+
+/// Decommissioning a region that still serves traffic is refused, naming
+/// it; `--force` removes it all the same.
+#[test]
+fn decommission_is_refused_while_the_region_serves_traffic() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
+    server.run(&["recover", "shop", "--yes"]).ok();
+    let out = server.run(&["decommission", "shop", "--region", "local-1", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("local-1 still serves traffic: ") && out.stderr.contains("db (address 127.0.0.1:"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("fail over (or back) first, or decommission with --force"), "{out:?}");
+    assert!(region.answers("web"), "nothing was touched");
+    let plan = server.run(&["decommission", "shop", "--region", "local-1", "--dry-run", "--force"]).ok().stdout;
+    assert!(plan.contains("2 to delete"), "{plan}");
+    server.run(&["decommission", "shop", "--region", "local-1", "--yes", "--force"]).ok();
+    assert!(!region.answers("web") && !region.answers("db"));
+    assert!(instance_processes(&server.local_dir()).is_empty());
+    let status = server.run(&["status", "shop"]).ok().stdout;
+    assert!(status.contains("deployed  no run has succeeded here"), "{status}");
 }
 
 #[test]

@@ -108,12 +108,23 @@ pub fn plan(p: &crate::domain::plan::Plan) -> pb::PlanResponse {
         rto_objective_ms: p.rto_objective_ms,
         warnings: p.warnings.clone(),
         preflight_ok: p.preflight_ok(),
+        traffic: p.traffic.iter().map(traffic).collect(),
+    }
+}
+
+pub fn traffic(t: &crate::domain::plan::Traffic) -> pb::TrafficPath {
+    pb::TrafficPath {
+        service: t.service.clone(),
+        via: t.via.clone(),
+        points_to: t.points_to.clone(),
+        here: t.here,
+        decides: t.decides,
     }
 }
 
 pub fn run(v: &crate::domain::run::RunView) -> pb::Run {
     let (measured_path, measured_ms) = v.measured_critical_path();
-    let kind = serde_json::to_value(v.spec.kind).ok().and_then(|k| k.as_str().map(str::to_string)).unwrap_or_default();
+    let kind = v.spec.kind_name().to_string();
     pb::Run {
         id: v.spec.id.clone(),
         kind,
@@ -245,6 +256,8 @@ pub fn environment_status(s: &crate::engine::status::EnvironmentStatus) -> pb::E
         last_drill: s.last_drill.as_ref().map(run),
         drift: s.drift.as_ref().map(|d| d.summary()).unwrap_or_default(),
         drift_checked_at: s.drift.as_ref().map(|d| d.checked_at.clone()).unwrap_or_default(),
+        traffic: s.traffic.as_ref().map(|t| t.iter().map(traffic).collect()).unwrap_or_default(),
+        traffic_error: s.traffic.as_ref().err().cloned().unwrap_or_default(),
     }
 }
 

@@ -125,6 +125,7 @@ impl pb::drill_service_server::DrillService for Drill {
             force: false,
             prune: false,
             propose: false,
+            decommission: false,
             kind: RunKind::Drill,
             actor: who.clone(),
             drill: Some(opts),

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::status::to_status;
 use super::{Ctx, actor, convert, pb};
-use crate::domain::run::RunKind;
+use crate::domain::run::{RunKind, RunView};
 use crate::engine::StartRequest;
 use crate::engine::logs::LogsRequest;
 use crate::error::Error;
@@ -35,12 +35,14 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
     async fn plan(&self, req: Request<pb::PlanRequest>) -> Result<Response<pb::PlanResponse>, Status> {
         let r = req.into_inner();
         check_environment(&r.environment).map_err(to_status)?;
-        let (_, plan) = self
-            .ctx
-            .engine
-            .plan(&r.environment, snapshot_ref(&r.snapshot), Some(&r.region), r.force, !r.no_prune)
-            .await
-            .map_err(to_status)?;
+        let engine = &self.ctx.engine;
+        let (_, plan) = match r.decommission {
+            true => engine.plan_decommission(&r.environment, snapshot_ref(&r.snapshot), Some(&r.region), r.force).await,
+            false => {
+                engine.plan(&r.environment, snapshot_ref(&r.snapshot), Some(&r.region), r.force, !r.no_prune).await
+            }
+        }
+        .map_err(to_status)?;
         Ok(Response::new(convert::plan(&plan)))
     }
 
@@ -56,13 +58,21 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
             force: r.force,
             prune: !r.no_prune,
             propose: r.propose,
+            decommission: r.decommission,
             kind: RunKind::Recovery,
             actor: who.clone(),
             drill: None,
         };
         let target = format!("{}@{}", r.environment, snapshot_ref(&r.snapshot));
-        let view =
-            self.ctx.audited(&who, "recovery.start", &target, self.ctx.engine.start(start)).await.map_err(to_status)?;
+        let action = if r.decommission { "recovery.decommission" } else { "recovery.start" };
+        let acted_on = |v: &RunView| {
+            format!("{}@v{} in {}/{}", v.spec.environment, v.spec.snapshot_version, v.spec.region, v.spec.id)
+        };
+        let view = self
+            .ctx
+            .audited_as(&who, action, &target, acted_on, self.ctx.engine.start(start))
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::run(&view)))
     }
 

@@ -259,6 +259,7 @@ impl Webhooks {
             force: false,
             prune: true,
             propose,
+            decommission: false,
             kind: crate::domain::run::RunKind::Recovery,
             actor: format!("webhook:{source} (rule {}, {what})", rule.name),
             drill: None,

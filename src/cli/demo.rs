@@ -109,6 +109,7 @@ async fn recover_region(client: &Client) -> Result<pb::Run, Failure> {
         region: None,
         force: false,
         no_prune: false,
+        decommission: false,
     };
     let run = start(client, target, None, false).await?;
     println!("run {} started", run.id);

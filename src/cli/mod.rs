@@ -101,6 +101,28 @@ pub enum Command {
         #[arg(long)]
         detailed_exitcode: bool,
     },
+    /// Remove every instance of an environment in a region (the old region
+    /// after a fail-back, or an environment being retired): planned,
+    /// confirmed, audited and followed like a recovery. Refused while the
+    /// region serves traffic, unless --force.
+    Decommission {
+        environment: String,
+        /// The region to empty.
+        #[arg(long)]
+        region: String,
+        /// Remove it even though traffic still reaches it.
+        #[arg(long)]
+        force: bool,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Print the run ID and return instead of following it.
+        #[arg(long)]
+        detach: bool,
+    },
     /// Redeploy an environment from a snapshot, in dependency order, blue-green.
     Recover {
         #[command(flatten)]
@@ -193,6 +215,9 @@ pub struct TargetArgs {
     /// (by default they are deleted once every other service is healthy).
     #[arg(long)]
     pub no_prune: bool,
+    /// Plan (and run) the region's decommission instead (`lifeboat decommission`).
+    #[arg(skip)]
+    pub decommission: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -566,6 +591,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Recover { target, parallelism, dry_run, yes, detach, propose } => {
             let client = client::Client::connect(&cli.server).await?;
             let options = recovery::RecoverOptions { parallelism, dry_run, yes, detach, propose };
+            recovery::recover(&client, target, options, output).await
+        }
+        Command::Decommission { environment, region, force, dry_run, yes, detach } => {
+            let client = client::Client::connect(&cli.server).await?;
+            let target = TargetArgs {
+                environment,
+                snapshot: "known-good".into(),
+                region: Some(region),
+                force,
+                no_prune: false,
+                decommission: true,
+            };
+            let options = recovery::RecoverOptions { parallelism: None, dry_run, yes, detach, propose: false };
             recovery::recover(&client, target, options, output).await
         }
         Command::Run(cmd) => {

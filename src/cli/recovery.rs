@@ -23,6 +23,7 @@ async fn get_plan(client: &Client, t: &Target) -> Result<pb::PlanResponse, Failu
         region: t.region.clone().unwrap_or_default(),
         force: t.force,
         no_prune: t.no_prune,
+        decommission: t.decommission,
     };
     Ok(svc.plan(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner())
 }
@@ -46,6 +47,7 @@ fn plan_json(p: &pb::PlanResponse) -> Value {
         "preflight_ok": p.preflight_ok,
         "rto_objective_ms": p.rto_objective_ms,
         "warnings": p.warnings,
+        "traffic": p.traffic.iter().map(|t| json!({"service": t.service, "via": t.via, "points_to": t.points_to, "here": t.here})).collect::<Vec<_>>(),
     })
 }
 
@@ -58,7 +60,11 @@ fn print_plan(p: &pb::PlanResponse) {
         .steps
         .iter()
         .map(|s| {
-            let image = if s.image.len() > 19 { format!("{}…", &s.image[..19]) } else { s.image.clone() };
+            // A digest is long; an AMI ID is shown whole.
+            let image = match s.image.strip_prefix("sha256:") {
+                Some(_) if s.image.len() > 19 => format!("{}…", &s.image[..19]),
+                _ => s.image.clone(),
+            };
             let deps = if s.depends_on.is_empty() { "-".to_string() } else { s.depends_on.join(",") };
             let expected = if s.action == "keep" { "-".to_string() } else { secs(s.expected_ms) };
             let action = if s.approval { format!("{} (approval)", s.action) } else { s.action.clone() };
@@ -67,6 +73,20 @@ fn print_plan(p: &pb::PlanResponse) {
         .collect();
     println!("{}", table(&["SERVICE", "ACTION", "REPLICAS", "IMAGE", "DEPENDS ON", "EXPECTED", "WHY"], &rows));
     let n = |a: &str| p.steps.iter().filter(|s| s.action == a).count();
+    let moved: Vec<&pb::TrafficPath> = p.traffic.iter().filter(|t| !t.here).collect();
+    if !moved.is_empty() {
+        println!("\nTraffic that does not reach {} now:", p.region);
+        for t in moved {
+            let to = if t.points_to.is_empty() { "nothing".to_string() } else { t.points_to.join(", ") };
+            println!("  {}: {} -> {to}", t.service, t.via);
+        }
+    }
+    if n("cutover") > 0 {
+        println!(
+            "\n{} to move traffic here (cutover: health gate, then traffic moves to the running instances).",
+            n("cutover")
+        );
+    }
     if n("delete") > 0 {
         println!(
             "\n{} to create, {} to replace, {} to keep, {} to delete (not in the snapshot; removed after the rest is healthy; --no-prune keeps them).",
@@ -113,6 +133,7 @@ fn print_plan(p: &pb::PlanResponse) {
 fn to_domain(p: &pb::PlanResponse) -> Plan {
     let action = |a: &str| match a {
         "keep" => Action::Keep,
+        "cutover" => Action::Cutover,
         "replace" => Action::Replace,
         "delete" => Action::Delete,
         _ => Action::Create,
@@ -148,6 +169,7 @@ fn to_domain(p: &pb::PlanResponse) -> Plan {
         warnings: p.warnings.clone(),
         approval_gates: p.steps.iter().filter(|s| s.approval).map(|s| s.service.clone()).collect(),
         changes: Default::default(),
+        traffic: Vec::new(),
     }
 }
 
@@ -189,6 +211,7 @@ pub async fn start(client: &Client, t: Target, parallelism: Option<u32>, propose
         force: t.force,
         no_prune: t.no_prune,
         propose,
+        decommission: t.decommission,
     };
     Ok(svc.start(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner())
 }
@@ -217,12 +240,19 @@ pub async fn recover(client: &Client, t: Target, o: RecoverOptions, output: Outp
         if !p.preflight_ok {
             return Err(Failure::new(exit::FAILED, "preflight failed; nothing was changed"));
         }
-        print!("\nRecover {} in {} from snapshot {} now? [y/N] ", p.environment, p.region, p.snapshot_version);
+        match t.decommission {
+            true => {
+                print!("\nDecommission {} in {} (remove every instance listed) now? [y/N] ", p.environment, p.region)
+            }
+            false => {
+                print!("\nRecover {} in {} from snapshot {} now? [y/N] ", p.environment, p.region, p.snapshot_version)
+            }
+        }
         std::io::stdout().flush().ok();
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer).ok();
         if !matches!(answer.trim(), "y" | "yes" | "Y") {
-            return Err(Failure::new(exit::FAILED, "recovery not started"));
+            return Err(Failure::new(exit::FAILED, "nothing started"));
         }
     }
     let run = start(client, t, o.parallelism, o.propose).await?;

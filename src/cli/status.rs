@@ -58,6 +58,8 @@ fn status_json(e: &pb::EnvironmentStatus) -> Value {
         "last_run": e.last_run.as_ref().map(run_json),
         "last_drill": e.last_drill.as_ref().map(run_json),
         "drift": if e.drift.is_empty() { Value::Null } else { json!({"summary": e.drift, "checked_at": e.drift_checked_at}) },
+        "traffic": e.traffic.iter().map(|t| json!({"service": t.service, "via": t.via, "points_to": t.points_to, "here": t.here, "decides": t.decides})).collect::<Vec<_>>(),
+        "traffic_error": if e.traffic_error.is_empty() { Value::Null } else { json!(e.traffic_error) },
     })
 }
 
@@ -77,6 +79,26 @@ fn print_status(e: &pb::EnvironmentStatus) {
         _ => "UNKNOWN",
     };
     println!("  sync      {sync}: {}", e.sync_detail);
+    if !e.traffic_error.is_empty() {
+        println!("  traffic   UNKNOWN: {}", e.traffic_error);
+    } else if !e.traffic.is_empty() {
+        let elsewhere: Vec<&str> =
+            e.traffic.iter().filter(|t| t.decides && !t.here).map(|t| t.service.as_str()).collect();
+        if elsewhere.is_empty() {
+            println!("  traffic   HERE: every service is served from this region's instances");
+        } else {
+            println!("  traffic   NOT HERE for {}: clients reach other instances", elsewhere.join(", "));
+        }
+        for t in &e.traffic {
+            let to = if t.points_to.is_empty() { "nothing".to_string() } else { t.points_to.join(", ") };
+            let mark = match (t.here, t.decides) {
+                (true, _) => "here",
+                (false, true) => "NOT HERE",
+                (false, false) => "not here",
+            };
+            println!("            {:<9} {}: {} -> {to}", mark, t.service, t.via);
+        }
+    }
     // A drift check from before the last run finished says nothing about now.
     let stale =
         e.last_run.as_ref().is_some_and(|r| !e.drift_checked_at.is_empty() && e.drift_checked_at < r.finished_at);

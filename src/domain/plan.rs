@@ -26,6 +26,32 @@ pub struct LiveInstance {
     pub address: String,
 }
 
+/// Where one of a service's traffic paths points, as the provider sees it
+/// from one region: a DNS record, a target group, a stable address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    pub service: String,
+    /// What carries it: `dns web.shop.internal`, `target group tg-web`, `address 127.0.0.1:18001`.
+    pub via: String,
+    /// Where it points now: addresses or instances.
+    pub points_to: Vec<String>,
+    /// It reaches this region's instances of the service.
+    pub here: bool,
+    /// What clients use to reach the service (its DNS record; a target
+    /// group or stable address when it has none): where these point is
+    /// where the service is served from. A region's target group behind a
+    /// DNS record that points elsewhere serves nobody.
+    pub decides: bool,
+}
+
+impl Traffic {
+    /// `dns web.shop.internal -> 10.0.1.5, 10.0.1.6`.
+    pub fn describe(&self) -> String {
+        let to = if self.points_to.is_empty() { "nothing".to_string() } else { super::listed(&self.points_to) };
+        format!("{} -> {to}", self.via)
+    }
+}
+
 /// A digest of everything an instance is launched with (image, launch
 /// settings, health check): instances whose fingerprint differs from the
 /// snapshot's are replaced, never patched.
@@ -129,6 +155,8 @@ pub struct Plan {
     /// What changed, setting by setting, for services replaced because
     /// their image or settings differ from the snapshot they run now.
     pub changes: BTreeMap<String, StepChanges>,
+    /// Where each service's traffic points now, seen from the region.
+    pub traffic: Vec<Traffic>,
 }
 
 /// A replaced service's changed settings, against the snapshot its
@@ -151,6 +179,10 @@ pub struct PlanInput<'a> {
     pub prune: bool,
     /// Launch-to-healthy times measured by earlier runs.
     pub history: &'a BTreeMap<String, u64>,
+    /// Where each service's traffic points now (empty: not known, or the
+    /// provider has no traffic paths): a service whose traffic goes
+    /// elsewhere has it moved back (`cutover`).
+    pub traffic: &'a [Traffic],
 }
 
 /// A first guess at launch-to-healthy time when no run has measured it.
@@ -202,9 +234,14 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             None if input.force => Some("forced".to_string()),
             None => None,
         };
+        let elsewhere: Vec<String> =
+            input.traffic.iter().filter(|t| t.service == name && t.decides && !t.here).map(Traffic::describe).collect();
         let (action, reason) = match (live.is_empty(), why_replace) {
             (true, _) => (Action::Create, "not running".to_string()),
             (false, Some(why)) => (Action::Replace, why),
+            (false, None) if !elsewhere.is_empty() => {
+                (Action::Cutover, format!("traffic points elsewhere: {}", elsewhere.join("; ")))
+            }
             (false, None) => (Action::Keep, "healthy on the snapshot's image and settings".to_string()),
         };
         let expected_ms = match action {
@@ -292,6 +329,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         warnings,
         approval_gates: m.services.iter().filter(|(_, s)| s.approval).map(|(n, _)| n.clone()).collect(),
         changes: BTreeMap::new(),
+        traffic: input.traffic.to_vec(),
     }
 }
 
@@ -428,6 +466,7 @@ pub fn action_name(a: Action) -> &'static str {
         Action::Create => "create",
         Action::Replace => "replace",
         Action::Keep => "keep",
+        Action::Cutover => "cutover",
         Action::Delete => "delete",
     }
 }
@@ -516,6 +555,7 @@ mod tests {
             force: false,
             prune: true,
             history: &history,
+            traffic: &[],
         });
         let action = |s: &str| p.steps.iter().find(|x| x.service == s).unwrap().action;
         assert_eq!(action("db"), Action::Keep);
@@ -537,6 +577,44 @@ mod tests {
         assert!(p.to_mermaid().contains("api --> gateway"));
     }
 
+    /// A service that runs the snapshot here but whose deciding traffic
+    /// path (its DNS record) points elsewhere is moved back (`cutover`); a
+    /// path that does not decide (a target group behind DNS) moves nothing.
+    #[test]
+    fn traffic_elsewhere_is_moved_back_without_a_launch() {
+        let m = shop();
+        let inv = vec![live(&m, "db", m.image_for("db", "eu-west-1").unwrap(), true)];
+        let history = BTreeMap::new();
+        let path = |decides: bool, here: bool| Traffic {
+            service: "db".into(),
+            via: if decides { "dns db.shop.internal".into() } else { "target group tg-db".into() },
+            points_to: vec!["10.1.0.7".into()],
+            here,
+            decides,
+        };
+        let action_with = |traffic: &[Traffic]| {
+            let p = plan(PlanInput {
+                manifest: &m,
+                snapshot_version: 1,
+                snapshot_digest: "d",
+                region: "eu-west-1",
+                inventory: &inv,
+                force: false,
+                prune: true,
+                history: &history,
+                traffic,
+            });
+            let db = p.steps.iter().find(|x| x.service == "db").unwrap().clone();
+            (db.action, db.reason)
+        };
+        assert_eq!(action_with(&[path(true, true)]).0, Action::Keep);
+        assert_eq!(action_with(&[path(false, false), path(true, true)]).0, Action::Keep);
+        assert_eq!(
+            action_with(&[path(true, false)]),
+            (Action::Cutover, "traffic points elsewhere: dns db.shop.internal -> 10.1.0.7".to_string())
+        );
+    }
+
     #[test]
     fn force_replaces_and_missing_region_fails_preflight() {
         let m = shop();
@@ -551,6 +629,7 @@ mod tests {
             force: true,
             prune: true,
             history: &history,
+            traffic: &[],
         });
         assert_eq!(p.steps[0].action, Action::Replace);
         let mut m2 = m.clone();
@@ -565,6 +644,7 @@ mod tests {
             force: false,
             prune: true,
             history: &history,
+            traffic: &[],
         });
         assert!(!p.preflight_ok());
         assert!(p.preflight.iter().any(|c| !c.ok && c.message.contains("db")));
@@ -584,6 +664,7 @@ mod tests {
                 force: false,
                 prune: true,
                 history: &history,
+                traffic: &[],
             })
         };
         m.rto_objective = Some(crate::domain::duration::Dur::secs(3600));

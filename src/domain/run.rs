@@ -25,6 +25,10 @@ pub enum Action {
     Replace,
     /// Already running the snapshot's image, healthy: leave alone.
     Keep,
+    /// Running the snapshot's image, healthy, but its traffic points
+    /// elsewhere (another region after a failover): move it back here,
+    /// after a health gate, launching nothing.
+    Cutover,
     /// Running but absent from the snapshot: once every other service is
     /// healthy, its traffic stops and its instances are removed.
     Delete,
@@ -59,6 +63,10 @@ pub struct RunSpec {
     /// Asked to prune (delete running services absent from the snapshot).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prune: bool,
+    /// A decommission: every instance of the environment in the region is
+    /// removed, nothing launched (planned against a manifest with no services).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decommission: bool,
     /// A drill: where it runs apart from production, and what it was asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<crate::domain::drill::DrillSpec>,
@@ -68,6 +76,7 @@ impl RunSpec {
     /// "recovery" or "drill".
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
+            RunKind::Recovery if self.decommission => "decommission",
             RunKind::Recovery => "recovery",
             RunKind::Drill => "drill",
         }
@@ -949,6 +958,7 @@ mod tests {
             rto_objective_ms: None,
             force: false,
             prune: false,
+            decommission: false,
             drill: None,
         }
     }

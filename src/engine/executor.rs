@@ -639,8 +639,7 @@ impl Executor {
         p.state == ServiceState::Pending
             && p.attempts == 0
             && !approval
-            && step.action != Action::Keep
-            && step.action != Action::Delete
+            && matches!(step.action, Action::Create | Action::Replace)
     }
 
     /// Marks every not-yet-finished transitive dependent of a failed service skipped.
@@ -873,7 +872,7 @@ impl Executor {
         for s in self.view.spec.steps.clone() {
             let p = &self.view.services[&s.service];
             if p.state == ServiceState::Healthy
-                && s.action != Action::Keep
+                && matches!(s.action, Action::Create | Action::Replace)
                 && !p.decommissioned
                 && !s.current.is_empty()
             {
@@ -1445,6 +1444,9 @@ impl ServiceTask {
             self.emit(Event::Kept { service: name }).await?;
             return Ok(Outcome::Done);
         }
+        if self.step.action == Action::Cutover {
+            return self.move_traffic_here().await;
+        }
         if self.svc.approval && self.progress.approved_by.is_none() {
             if self.progress.state != ServiceState::AwaitingApproval {
                 self.emit(Event::ApprovalRequested { service: name.clone() }).await?;
@@ -1523,6 +1525,36 @@ impl ServiceTask {
             last_error
         };
         self.emit(Event::ServiceFailed { service: name, reason }).await?;
+        Ok(Outcome::Done)
+    }
+
+    /// A service that runs the snapshot here but whose traffic goes
+    /// elsewhere (fail-back after a failover): its instances pass a health
+    /// gate, `Healthy` is written (the fence), then traffic moves to them.
+    /// Nothing is launched and nothing removed; a failure leaves the
+    /// traffic where it was.
+    async fn move_traffic_here(&self) -> Result<Outcome, Stop> {
+        let name = self.step.service.clone();
+        let here = self.step.current.clone();
+        let limit = self.svc.health.as_ref().map_or(self.svc.timeout.0, |h| h.timeout.0.min(self.svc.timeout.0));
+        let failed = |why: String| Event::ServiceFailed {
+            service: name.clone(),
+            reason: format!("traffic not moved here (it stays where it was): {why}"),
+        };
+        match self.provider.wait_healthy(&self.target, &here, limit, &self.cancel).await {
+            Ok(()) => {}
+            Err(ProviderError::Cancelled) => return Err(self.stop()),
+            Err(e) => {
+                self.emit(failed(e.to_string())).await?;
+                return Ok(Outcome::Done);
+            }
+        }
+        self.emit(Event::Healthy { service: name.clone(), attempt: 0 }).await?;
+        if let Err(e) = bounded("cutover", CALL_LIMIT, &self.abort, self.provider.cutover(&self.target, &here)).await {
+            self.emit(failed(format!("cutover failed: {e}"))).await?;
+            return Ok(Outcome::Done);
+        }
+        self.emit(Event::CutOver { service: name, instances: here }).await?;
         Ok(Outcome::Done)
     }
 

@@ -80,6 +80,8 @@ pub struct StartRequest {
     pub prune: bool,
     /// Wait for `run approve ID` before anything launches.
     pub propose: bool,
+    /// Remove every instance of the environment in the region, launching nothing.
+    pub decommission: bool,
     pub kind: RunKind,
     pub actor: String,
     /// For `kind: Drill`.
@@ -118,6 +120,16 @@ fn region_of(snap: &Snapshot, region: Option<&str>) -> Result<String> {
         return Err(Error::InvalidArgument(format!("\"{region}\" is not a valid region name")));
     }
     Ok(region)
+}
+
+/// The snapshot a decommission plans against: its manifest without
+/// services or checks, so every instance there is a `delete`.
+fn decommissioning(mut snap: Snapshot) -> Snapshot {
+    let mut m = (*snap.manifest).clone();
+    m.services.clear();
+    m.verify.clear();
+    snap.manifest = m.into();
+    snap
 }
 
 /// `r-<UTC time to the millisecond>-<random>`: IDs sort by start time.
@@ -247,6 +259,62 @@ impl Engine {
         self.plan_snapshot(snap, env, &region, &region, force, prune).await
     }
 
+    /// The plan of decommissioning an environment's region: every instance
+    /// there removed (`delete`), nothing launched. Refused by preflight while
+    /// the region serves traffic, unless `force`.
+    pub async fn plan_decommission(
+        &self,
+        env: &str,
+        reference: &str,
+        region: Option<&str>,
+        force: bool,
+    ) -> Result<(Snapshot, Plan)> {
+        let snap = self.repo.get_by_ref(env, reference).await?;
+        let region = region_of(&snap, region)?;
+        let full = snap.manifest.clone();
+        let (snap, mut plan) = self.plan_snapshot(decommissioning(snap), env, &region, &region, false, true).await?;
+        // Where traffic goes needs the services' settings, which the emptied manifest has not.
+        let traffic = match self.ctx.providers.get(full.provider) {
+            Ok(p) => {
+                let inventory =
+                    bounded("inventory", CALL_LIMIT, &CancellationToken::new(), p.inventory(env, &region)).await;
+                match inventory {
+                    Ok(inv) => {
+                        bounded("traffic", CALL_LIMIT, &CancellationToken::new(), p.traffic(env, &full, &region, &inv))
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(why) => Err(why),
+        };
+        let serving: Vec<String> = match &traffic {
+            Ok(t) => {
+                t.iter().filter(|t| t.here && t.decides).map(|t| format!("{} ({})", t.service, t.describe())).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        plan.preflight.push(match (&traffic, serving.is_empty(), force) {
+            (Err(e), _, false) => Check::fail(
+                "traffic",
+                format!("cannot tell whether {region} serves traffic ({e}); decommission with --force if you know it does not"),
+            ),
+            (_, false, false) => Check::fail(
+                "traffic",
+                format!(
+                    "{region} still serves traffic: {}; fail over (or back) first, or decommission with --force",
+                    crate::domain::listed(&serving)
+                ),
+            ),
+            (_, false, true) => Check::pass("traffic", format!("{region} serves traffic ({}); removed anyway: --force", crate::domain::listed(&serving))),
+            (Err(e), true, true) => Check::pass("traffic", format!("cannot tell whether {region} serves traffic ({e}); removed anyway: --force")),
+            (Ok(_), true, _) => Check::pass("traffic", format!("{region} serves no traffic of {env}")),
+        });
+        plan.traffic = traffic.unwrap_or_default();
+        Ok((snap, plan))
+    }
+
     /// The plan of a snapshot's manifest (a drill's is isolated) for what
     /// runs as `target` (the environment, or a drill's namespace) in a region.
     async fn plan_snapshot(
@@ -286,6 +354,21 @@ impl Engine {
             inventory_failure = Some(format!("cannot read what runs of {env} in {region}: {e}"));
             Vec::new()
         });
+        // Where traffic points is part of what runs: a service whose traffic
+        // goes elsewhere (after a failover) has it moved back.
+        let mut traffic_failure = None;
+        let traffic = match &provider {
+            Ok(p) => {
+                let read = p.traffic(target, m, &region, &inventory);
+                bounded("traffic", CALL_LIMIT, &CancellationToken::new(), read).await.unwrap_or_else(|e| {
+                    traffic_failure = Some(format!(
+                        "cannot read where the traffic of {env} in {region} points ({e}); the plan assumes it is here"
+                    ));
+                    Vec::new()
+                })
+            }
+            Err(_) => Vec::new(),
+        };
         let mut plan = plan::plan(PlanInput {
             manifest: m,
             snapshot_version: snap.version,
@@ -295,7 +378,10 @@ impl Engine {
             force,
             prune,
             history: &history,
+            traffic: &traffic,
         });
+        plan.warnings.extend(traffic_failure);
+        plan.traffic = traffic;
         let launching: Vec<String> = plan
             .steps
             .iter()
@@ -412,6 +498,9 @@ impl Engine {
         if let Some(d) = &spec.drill {
             snap.manifest = crate::domain::drill::isolate(&snap.manifest, d, &spec.id).into();
         }
+        if spec.decommission {
+            snap = decommissioning(snap);
+        }
         Ok(snap)
     }
 
@@ -429,6 +518,11 @@ impl Engine {
                 (snap, plan, Some(drill))
             }
             (RunKind::Drill, None) => return Err(Error::InvalidArgument("a drill needs its drill options".into())),
+            (RunKind::Recovery, _) if req.decommission => {
+                let (snap, plan) =
+                    self.plan_decommission(&req.environment, &req.reference, req.region.as_deref(), req.force).await?;
+                (snap, plan, None)
+            }
             (RunKind::Recovery, _) => {
                 let (snap, plan) =
                     self.plan(&req.environment, &req.reference, req.region.as_deref(), req.force, req.prune).await?;
@@ -459,7 +553,8 @@ impl Engine {
             proposed: req.propose,
             rto_objective_ms: snap.manifest.rto_objective.map(|d| d.0.as_millis() as u64),
             force: req.force,
-            prune: req.prune,
+            prune: req.prune || req.decommission,
+            decommission: req.decommission,
             drill,
         };
         if spec.proposed {

@@ -179,6 +179,7 @@ impl Engine {
                 force: false,
                 prune: false,
                 propose: false,
+                decommission: false,
                 kind: RunKind::Drill,
                 actor: format!("schedule:{}", s.id),
                 drill: Some(DrillOptions {

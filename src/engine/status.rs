@@ -66,6 +66,8 @@ pub struct EnvironmentStatus {
     pub last_drill: Option<RunView>,
     /// The server's latest drift check of this environment and region.
     pub drift: Option<super::drift::DriftReport>,
+    /// Where each service's traffic points, seen from this region, or why it cannot be told.
+    pub traffic: std::result::Result<Vec<crate::domain::plan::Traffic>, String>,
 }
 
 impl Engine {
@@ -110,11 +112,23 @@ impl Engine {
                 Some(p) => p.inventory(env, &region).await.map_err(|e| e.to_string()),
                 None => Ok(Vec::new()),
             };
+            // Where traffic points, seen from this region (after a failover: elsewhere).
+            let traffic = match (&provider, &home, &inventory) {
+                (Some(p), Ok(snap), Ok(inv)) => {
+                    p.traffic(env, &snap.manifest, &region, inv).await.map_err(|e| e.to_string())
+                }
+                _ => Ok(Vec::new()),
+            };
             let here: Vec<&RunView> = runs.iter().filter(|r| r.spec.region == region).collect();
             // A drill restores into its own namespace: it never deploys anything.
             let recoveries: Vec<&RunView> = here.iter().copied().filter(|r| r.spec.drill.is_none()).collect();
             let last_drill = here.iter().find(|r| r.spec.drill.is_some()).map(|r| (*r).clone());
-            let deployed = recoveries.iter().find(|r| r.state == RunState::Succeeded).map(|r| r.spec.snapshot_version);
+            // A decommission that succeeded last leaves nothing deployed.
+            let deployed = recoveries
+                .iter()
+                .find(|r| r.state == RunState::Succeeded)
+                .filter(|r| !r.spec.decommission)
+                .map(|r| r.spec.snapshot_version);
             // The planner's decisions over the inventory read once here (no
             // preflight: status changes nothing and probes nothing).
             let plan = match (known_good, &home, &inventory) {
@@ -127,6 +141,7 @@ impl Engine {
                     force: false,
                     prune: true,
                     history: &BTreeMap::new(),
+                    traffic: traffic.as_deref().unwrap_or_default(),
                 }))),
                 (Some(_), Ok(_), Err(e)) => Some(Err(format!("cannot read what runs of {env} in {region}: {e}"))),
                 _ => None,
@@ -198,6 +213,7 @@ impl Engine {
                 })
                 .collect();
             out.push(EnvironmentStatus {
+                traffic,
                 drift: self.latest_drift(env, &region),
                 environment: env.to_string(),
                 home_region: home_region.as_deref() == Some(region.as_str()),

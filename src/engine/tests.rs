@@ -168,7 +168,7 @@ impl ComputeProvider for Scripted {
             self.world().launches.iter().filter(|(k, _)| k.contains(&format!("/{}/", t.service))).count() as u32;
         let wait = Duration::from_millis(b.healthy_ms).min(within);
         sleep_or_cancel(wait.as_millis() as u64, cancel).await?;
-        if attempt <= b.failing_attempts || self.world().failing_gates.contains(&t.service) {
+        if (attempt > 0 && attempt <= b.failing_attempts) || self.world().failing_gates.contains(&t.service) {
             return Err(ProviderError::Unhealthy {
                 service: t.service.clone(),
                 after: wait,
@@ -305,6 +305,7 @@ fn recovery_of_latest(parallelism: Option<usize>) -> StartRequest {
     StartRequest {
         prune: true,
         propose: false,
+        decommission: false,
         environment: "shop".into(),
         reference: "latest".into(),
         region: None,

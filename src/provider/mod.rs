@@ -180,6 +180,19 @@ pub trait ComputeProvider: Send + Sync + 'static {
     /// Instances of an environment running in a region now.
     async fn inventory(&self, environment: &str, region: &str) -> ProviderResult<Vec<LiveInstance>>;
 
+    /// Where each service's traffic paths (DNS records, target groups,
+    /// stable addresses) point now, seen from `region`, given what runs
+    /// there (`inventory`). A provider without traffic paths has none.
+    async fn traffic(
+        &self,
+        _environment: &str,
+        _manifest: &Manifest,
+        _region: &str,
+        _inventory: &[LiveInstance],
+    ) -> ProviderResult<Vec<crate::domain::plan::Traffic>> {
+        Ok(Vec::new())
+    }
+
     /// Starts `replicas` new instances; returns their IDs. Idempotent per `launch_key`.
     async fn launch(&self, spec: &LaunchSpec, cancel: &CancellationToken) -> ProviderResult<Vec<String>>;
 

@@ -200,3 +200,59 @@ fn a_resumed_run_plans_again_what_it_had_not_acted_on() {
         assert_eq!(launched, BTreeSet::from(["db", "api"]));
     });
 }
+
+/// A `cutover` step (traffic elsewhere, instances here on the snapshot)
+/// launches nothing: its instances pass a health gate, traffic moves to
+/// them, and nothing is decommissioned.
+#[test]
+fn a_cutover_step_moves_traffic_to_what_runs_and_launches_nothing() {
+    paused_runtime().block_on(async {
+        let services = db_and_api();
+        let h = region_up(&services).await;
+        let id = h.start(4).await;
+        let mut view = h.engine.get(&id).await.unwrap();
+        // Planned as if db's traffic pointed elsewhere (the provider's
+        // traffic paths feed the planner; here the step is made so).
+        assert_eq!(view.services["db"].action, Action::Keep);
+        let (v, _) = h.finish(&id).await;
+        assert_eq!(v.state, RunState::Succeeded);
+
+        let mut spec = (*view.spec).clone();
+        spec.id = "r-cutover".into();
+        for s in spec.steps.iter_mut().filter(|s| s.service == "db") {
+            s.action = Action::Cutover;
+        }
+        view = RunView::new(spec.clone());
+        assert_eq!(view.services["db"].action, Action::Cutover);
+        let snap = h.engine.run_snapshot(&spec).await.unwrap();
+        h.store
+            .put(&layout::run_spec(&spec.id), crate::store::codec::encode(&spec), crate::store::PutOptions::create())
+            .await
+            .unwrap();
+        h.store
+            .put(&layout::run_index(&spec.id), bytes::Bytes::from_static(b"{}"), crate::store::PutOptions::create())
+            .await
+            .unwrap();
+        let lease = super::lease::Lease::acquire(
+            &h.store,
+            &spec.lease_key(),
+            &spec.id,
+            "test-server",
+            Duration::from_secs(15),
+            h.engine.ctx.clock.now(),
+        )
+        .await
+        .unwrap();
+        let journal = super::journal::Journal::new_run(h.store.clone(), &spec.id);
+        h.engine.launch(snap, spec.into(), journal, Vec::new(), lease, None).await.unwrap();
+        let (v, entries) = finish_on(&h.engine, "r-cutover").await;
+        assert_eq!(v.state, RunState::Succeeded, "{v:#?}");
+        let db = &v.services["db"];
+        assert_eq!((db.state, db.instances.clone()), (ServiceState::Healthy, vec!["db-old".to_string()]));
+        assert!(entries.iter().any(|e| matches!(&e.event, Event::Healthy { service, attempt: 0 } if service == "db")));
+        let w = h.provider.world();
+        assert!(w.launches.is_empty(), "nothing launched: {:?}", w.launches);
+        assert_eq!(w.cutovers, [("db".to_string(), vec!["db-old".to_string()])]);
+        assert!(w.alive.contains_key("db-old") || w.inventory.iter().any(|i| i.id == "db-old"), "nothing removed");
+    });
+}

@@ -343,6 +343,80 @@ impl ComputeProvider for Ec2Provider {
             .collect())
     }
 
+    async fn traffic(
+        &self,
+        _environment: &str,
+        m: &Manifest,
+        region: &str,
+        inventory: &[LiveInstance],
+    ) -> ProviderResult<Vec<crate::domain::plan::Traffic>> {
+        use crate::domain::plan::Traffic;
+        let c = self.clients(region).await;
+        let mut out = Vec::new();
+        // Clients come in through the environment's DNS records; services
+        // behind only a target group are reached from inside the region. With
+        // no DNS record at all, the target groups are the way in.
+        let has_dns = m.services.values().any(|s| resolve(&s.launch, region).is_ok_and(|x| x.dns.is_some()));
+        for (name, svc) in &m.services {
+            // A service without settings for this region has no paths here (preflight says so).
+            let Ok(settings) = resolve(&svc.launch, region) else { continue };
+            let mine: Vec<&LiveInstance> = inventory.iter().filter(|i| &i.service == name).collect();
+            let ids: Vec<&str> = mine.iter().filter_map(|i| split_id(&i.id).map(|(_, id)| id)).collect();
+            let ips: Vec<&str> = mine.iter().map(|i| i.address.as_str()).filter(|a| !a.is_empty()).collect();
+            for tg in &settings.target_groups {
+                let health = c
+                    .elb
+                    .describe_target_health()
+                    .target_group_arn(tg)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("DescribeTargetHealth", &e))?;
+                let members: Vec<String> = health
+                    .target_health_descriptions()
+                    .iter()
+                    .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
+                    .collect();
+                let here = !members.is_empty() && members.iter().all(|m| ids.contains(&m.as_str()));
+                let decides = !has_dns;
+                out.push(Traffic {
+                    service: name.clone(),
+                    via: format!("target group {tg}"),
+                    points_to: members,
+                    here,
+                    decides,
+                });
+            }
+            if let Some(dns) = &settings.dns {
+                let want = format!("{}.", dns.name.trim_end_matches('.'));
+                let found = c
+                    .dns
+                    .list_resource_record_sets()
+                    .hosted_zone_id(&dns.zone_id)
+                    .start_record_name(&want)
+                    .start_record_type(RrType::A)
+                    .max_items(1)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("ListResourceRecordSets", &e))?;
+                let values: Vec<String> = found
+                    .resource_record_sets()
+                    .iter()
+                    .filter(|r| r.name() == want && r.r#type() == &RrType::A)
+                    .flat_map(|r| r.resource_records().iter().map(|v| v.value().to_string()))
+                    .collect();
+                let here = !values.is_empty() && values.iter().all(|v| ips.contains(&v.as_str()));
+                out.push(Traffic {
+                    service: name.clone(),
+                    via: format!("dns {}", dns.name),
+                    points_to: values,
+                    here,
+                    decides: true,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     async fn launch(&self, spec: &LaunchSpec, cancel: &CancellationToken) -> ProviderResult<Vec<String>> {
         let t = &spec.target;
         let settings = self.settings(t)?;

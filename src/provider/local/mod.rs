@@ -680,6 +680,33 @@ impl ComputeProvider for LocalProvider {
             .collect())
     }
 
+    async fn traffic(
+        &self,
+        env: &str,
+        _m: &Manifest,
+        _region: &str,
+        inventory: &[LiveInstance],
+    ) -> ProviderResult<Vec<crate::domain::plan::Traffic>> {
+        // A stable address forwards to the instances its cutover record names.
+        Ok(self
+            .pointers(Some(env))
+            .await?
+            .into_iter()
+            .filter_map(|p| {
+                let listen = p.listen?;
+                let here = !p.targets.is_empty()
+                    && p.targets.iter().all(|t| inventory.iter().any(|i| &i.id == t && i.service == p.service));
+                Some(crate::domain::plan::Traffic {
+                    service: p.service,
+                    via: format!("address {listen}"),
+                    points_to: p.targets,
+                    here,
+                    decides: true,
+                })
+            })
+            .collect())
+    }
+
     async fn launch(&self, spec: &LaunchSpec, cancel: &CancellationToken) -> ProviderResult<Vec<String>> {
         if cancel.is_cancelled() {
             return Err(ProviderError::Cancelled);
