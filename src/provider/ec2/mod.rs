@@ -356,7 +356,7 @@ impl ComputeProvider for Ec2Provider {
         // Clients come in through the environment's DNS records; services
         // behind only a target group are reached from inside the region. With
         // no DNS record at all, the target groups are the way in.
-        let has_dns = m.services.values().any(|s| resolve(&s.launch, region).is_ok_and(|x| x.dns.is_some()));
+        let has_dns = m.services.values().any(|s| resolve(&s.launch, region).is_ok_and(|x| matches!(x.dns, Some(_))));
         for (name, svc) in &m.services {
             // A service without settings for this region has no paths here (preflight says so).
             let Ok(settings) = resolve(&svc.launch, region) else { continue };
