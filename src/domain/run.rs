@@ -562,6 +562,19 @@ pub struct ServiceProgress {
     /// The failed service that caused a skip.
     pub upstream: Option<String>,
     pub logs: Vec<String>,
+    /// Each attempt's times, for timelines.
+    pub attempt_spans: Vec<AttemptSpan>,
+}
+
+/// One attempt of a service: launched, running, and when its health gate
+/// ended (passed or failed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptSpan {
+    pub attempt: u32,
+    pub launched_ms: u64,
+    pub running_ms: Option<u64>,
+    pub ended_ms: Option<u64>,
+    pub failed: bool,
 }
 
 impl ServiceProgress {
@@ -600,6 +613,8 @@ pub struct RunView {
     /// Time with no server running the run (between a server stopping and
     /// another resuming it); part of `elapsed_ms`.
     pub stopped_ms: u64,
+    /// Each stretch with no server running the run: (from, to) in ms.
+    pub stopped: Vec<(u64, u64)>,
     /// `[[verify]]` results: (check, passed, detail).
     pub verify: Vec<(String, bool, String)>,
     /// Who approved a proposed run.
@@ -649,6 +664,7 @@ impl RunView {
                         error: None,
                         upstream: None,
                         logs: Vec::new(),
+                        attempt_spans: Vec::new(),
                     },
                 )
             })
@@ -664,6 +680,7 @@ impl RunView {
             last_seq: None,
             owners: Vec::new(),
             stopped_ms: 0,
+            stopped: Vec::new(),
             verify: Vec::new(),
             run_approved_by: None,
             verified_ms: None,
@@ -695,7 +712,11 @@ impl RunView {
         {
             // Times run on from the run's start: the gap before a resume is
             // time nobody was running it.
-            self.stopped_ms += e.elapsed_ms.saturating_sub(self.elapsed_ms);
+            let gap = e.elapsed_ms.saturating_sub(self.elapsed_ms);
+            self.stopped_ms += gap;
+            if gap > 0 {
+                self.stopped.push((self.elapsed_ms, e.elapsed_ms));
+            }
         }
         self.elapsed_ms = self.elapsed_ms.max(e.elapsed_ms);
         let t = e.elapsed_ms;
@@ -717,14 +738,36 @@ impl RunView {
                     s.attempts = s.attempts.max(*attempt);
                     s.launched_ms.get_or_insert(t);
                     s.instances.clear();
+                    if !s.attempt_spans.iter().any(|a| a.attempt == *attempt) {
+                        let span = AttemptSpan {
+                            attempt: *attempt,
+                            launched_ms: t,
+                            running_ms: None,
+                            ended_ms: None,
+                            failed: false,
+                        };
+                        s.attempt_spans.push(span);
+                    }
                 }
-                InstancesLaunched { instances, .. } => {
+                InstancesLaunched { instances, attempt, .. } => {
                     s.state = ServiceState::HealthGate;
                     s.instances = instances.clone();
                     s.running_ms = Some(t);
+                    if let Some(a) = s.attempt_spans.iter_mut().find(|a| a.attempt == *attempt) {
+                        a.running_ms.get_or_insert(t);
+                    }
                 }
-                Healthy { .. } => s.healthy_ms = Some(t),
+                Healthy { attempt, .. } => {
+                    s.healthy_ms = Some(t);
+                    if let Some(a) = s.attempt_spans.iter_mut().find(|a| a.attempt == *attempt) {
+                        a.ended_ms.get_or_insert(t);
+                    }
+                }
                 AttemptFailed { attempt, reason, logs, .. } => {
+                    if let Some(a) = s.attempt_spans.iter_mut().find(|a| a.attempt == *attempt) {
+                        a.ended_ms.get_or_insert(t);
+                        a.failed = true;
+                    }
                     s.failed_attempt = s.failed_attempt.max(*attempt);
                     s.failed_instances.append(&mut s.instances);
                     s.error = Some(reason.clone());

@@ -36,6 +36,10 @@ pub struct Report {
     /// Every instance the run created.
     pub instances_created: Vec<String>,
     pub teardown: Option<Teardown>,
+    /// Stretches with no server running the run (from, to ms): part of the
+    /// times above, not of any service's start-up.
+    #[serde(default)]
+    pub stopped: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +60,9 @@ pub struct ServiceRow {
     pub critical: bool,
     pub error: Option<String>,
     pub logs: Vec<String>,
+    /// Each attempt's launch and health gate (reports before this field had none).
+    #[serde(default)]
+    pub attempt_spans: Vec<crate::domain::run::AttemptSpan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +109,7 @@ pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
                 critical: critical_path.contains(&s.service),
                 error: p.error.clone(),
                 logs: p.logs.clone(),
+                attempt_spans: p.attempt_spans.clone(),
             }
         })
         .collect();
@@ -161,6 +169,7 @@ pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
         }),
         instances_created: instances,
         teardown,
+        stopped: view.stopped.clone(),
     }
 }
 
@@ -219,11 +228,26 @@ pub fn svg(r: &Report) -> String {
             if s.critical { " ★" } else { "" }
         ));
         let failed = s.state == "failed";
-        let spans = [
-            ("queued", s.queued_ms, s.launch_started_ms, "#d0d4da"),
-            ("launching", s.launch_started_ms, s.running_ms.or(s.finished_ms), "#4a7bd0"),
-            ("health gate", s.running_ms, s.healthy_ms.or(s.finished_ms), if failed { "#d04a4a" } else { "#3fa34d" }),
-        ];
+        let mut spans = vec![("queued", s.queued_ms, s.launch_started_ms, QUEUED)];
+        if s.attempt_spans.is_empty() {
+            // A report from before attempts were recorded: one span each.
+            spans.push(("launching", s.launch_started_ms, s.running_ms.or(s.finished_ms), LAUNCHING));
+            spans.push((
+                "health gate",
+                s.running_ms,
+                s.healthy_ms.or(s.finished_ms),
+                if failed { FAILED } else { GATE },
+            ));
+        }
+        // Each attempt apart: a failed gate in red, then the retry's launch.
+        for (k, a) in s.attempt_spans.iter().enumerate() {
+            let last = k + 1 == s.attempt_spans.len();
+            let end = a.ended_ms.or(if last { s.healthy_ms.or(s.finished_ms) } else { None });
+            spans.push(("launching", Some(a.launched_ms), a.running_ms.or(end), LAUNCHING));
+            let gate_failed = a.failed || (last && failed && a.ended_ms.is_none());
+            let (what, colour) = if gate_failed { ("failed health gate", FAILED) } else { ("health gate", GATE) };
+            spans.push((what, a.running_ms, end, colour));
+        }
         for (what, from, to, colour) in spans {
             let (Some(a), Some(b)) = (from, to) else { continue };
             let w = (x(b) - x(a)).max(1.5);
@@ -240,18 +264,42 @@ pub fn svg(r: &Report) -> String {
         }
         out.push_str("</g>\n");
     }
+    // Time with no server running the run: shaded, so it is not read as start-up.
+    for (from, to) in &r.stopped {
+        out.push_str(&format!(
+            "<rect class=\"stopped\" x=\"{:.1}\" y=\"4\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{STOPPED}\" fill-opacity=\"0.35\"><title>no server ran the run: {} → {}</title></rect>\n",
+            x(*from),
+            (x(*to) - x(*from)).max(1.5),
+            ROW * r.services.len() as f64 + 6.0,
+            secs(*from),
+            secs(*to)
+        ));
+    }
     let axis_y = 10.0 + r.services.len() as f64 * ROW + 14.0;
     for k in 0..=4 {
         let ms = end * k / 4;
+        // The first label starts at its tick, the last ends there: none is clipped.
+        let anchor = match k {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
         out.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{axis_y}\" font-size=\"11\" fill=\"#555\">{}</text>\n",
-            x(ms) - 8.0,
+            "<text x=\"{:.1}\" y=\"{axis_y}\" font-size=\"11\" fill=\"#555\" text-anchor=\"{anchor}\">{}</text>\n",
+            x(ms),
             secs(ms)
         ));
     }
     out.push_str("</svg>\n");
     out
 }
+
+/// The timeline's colours, shared by its bars and its legend.
+const QUEUED: &str = "#d0d4da";
+const LAUNCHING: &str = "#4a7bd0";
+const GATE: &str = "#3fa34d";
+const FAILED: &str = "#d04a4a";
+const STOPPED: &str = "#8a8f99";
 
 pub fn html(r: &Report) -> String {
     let title = format!("{} {} of {} — {}", r.kind, r.run_id, r.environment, r.verdict.as_deref().unwrap_or(&r.state));
@@ -358,7 +406,8 @@ pre {{ background: #f4f5f7; padding: 8px; font-size: 12px; overflow-x: auto; }}
 <p>{rto}. Critical path: {path} ({path_s}).</p>
 {cause}
 <h2>Timeline</h2>
-<p class="legend"><span style="background:#d0d4da"></span>queued<span style="background:#4a7bd0"></span>launching<span style="background:#3fa34d"></span>health gate<span style="background:#fff;border:2px solid #e07b00"></span>critical path ★</p>
+<p class="legend"><span style="background:{QUEUED}"></span>queued<span style="background:{LAUNCHING}"></span>launching<span style="background:{GATE}"></span>health gate<span style="background:{FAILED}"></span>failed health gate<span style="background:{STOPPED};opacity:0.35"></span>no server ran the run<span style="background:#fff;border:2px solid #e07b00"></span>critical path ★</p>
+{stopped_note}
 {svg}
 <h2>Services</h2>
 <table><tr><th>service</th><th>action</th><th>state</th><th>attempts</th><th>queued at</th><th>launch overhead</th><th>start-up</th><th>healthy at</th></tr>
@@ -369,6 +418,13 @@ pre {{ background: #f4f5f7; padding: 8px; font-size: 12px; overflow-x: auto; }}
 <h2>Instances created</h2><p>{instances}</p>
 </body></html>
 "#,
+        stopped_note = match r.stopped.iter().map(|(a, b)| b - a).sum::<u64>() {
+            0 => String::new(),
+            ms => format!(
+                "<p class=\"warn\">For {} no server ran this run (a server stopped and another took it over): the shaded time is part of the run's time, not of any service's start-up.</p>",
+                secs(ms)
+            ),
+        },
         kind = esc(&r.kind),
         env = esc(&r.environment),
         version = r.snapshot_version,
@@ -391,4 +447,89 @@ pre {{ background: #f4f5f7; padding: 8px; font-size: 12px; overflow-x: auto; }}
         instances =
             if r.instances_created.is_empty() { "none".to_string() } else { esc(&r.instances_created.join(", ")) },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::run::{Action, ENTRY_FORMAT, Entry, Event, PlannedStep, RUN_FORMAT, RunKind, RunSpec, RunState};
+
+    /// A service whose first attempt failed its gate, in a run a server
+    /// took over after a gap: the timeline draws each attempt (the failed
+    /// gate in red, which the legend names), shades the gap, and keeps its
+    /// last axis label inside the picture.
+    #[test]
+    fn the_timeline_draws_each_attempt_and_the_time_no_server_ran() {
+        let spec = RunSpec {
+            format_version: RUN_FORMAT,
+            id: "r-1".into(),
+            kind: RunKind::Recovery,
+            environment: "shop".into(),
+            region: "local-1".into(),
+            snapshot_version: 1,
+            snapshot_digest: "sha256:x".into(),
+            parallelism: 4,
+            created_at: "2026-12-07T00:00:00.000Z".into(),
+            created_by: "t".into(),
+            steps: vec![PlannedStep {
+                service: "db".into(),
+                action: Action::Create,
+                reason: String::new(),
+                fingerprint: String::new(),
+                image: "sha256:x".into(),
+                replicas: 1,
+                depends_on: vec![],
+                current: vec![],
+                expected_ms: 1000,
+            }],
+            critical_path: vec!["db".into()],
+            critical_path_ms: 1000,
+            proposed: false,
+            rto_objective_ms: Some(60_000),
+            force: false,
+            prune: false,
+            decommission: false,
+            drill: None,
+        };
+        let s = |x: &str| x.to_string();
+        let events = [
+            (0, Event::RunStarted { owner: s("a") }),
+            (0, Event::LaunchStarted { service: s("db"), attempt: 1 }),
+            (100, Event::InstancesLaunched { service: s("db"), attempt: 1, instances: vec![s("db-1")] }),
+            (2000, Event::AttemptFailed { service: s("db"), attempt: 1, reason: s("HTTP 503"), logs: vec![] }),
+            (3000, Event::LaunchStarted { service: s("db"), attempt: 2 }),
+            (3100, Event::InstancesLaunched { service: s("db"), attempt: 2, instances: vec![s("db-2")] }),
+            (20_000, Event::RunResumed { owner: s("b") }),
+            (20_500, Event::Healthy { service: s("db"), attempt: 2 }),
+            (20_600, Event::CutOver { service: s("db"), instances: vec![s("db-2")] }),
+            (20_700, Event::RunFinished { state: RunState::Succeeded }),
+        ];
+        let entries: Vec<Entry> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ms, event))| Entry {
+                format_version: ENTRY_FORMAT,
+                seq: i as u64,
+                at: s("t"),
+                elapsed_ms: ms,
+                event,
+            })
+            .collect();
+        let view = RunView::replay(spec, &entries);
+        assert_eq!(view.stopped, [(3100, 20_000)]);
+        let r = build(&view, None);
+        assert_eq!(r.rto_objective_seconds, Some(60.0));
+        let svg = svg(&r);
+        assert_eq!(svg.matches("class=\"span launching\"").count(), 2, "{svg}");
+        assert_eq!(svg.matches("class=\"span failed-health-gate\"").count(), 1, "{svg}");
+        assert_eq!(svg.matches("class=\"span health-gate\"").count(), 1, "{svg}");
+        assert!(svg.contains("class=\"stopped\""), "{svg}");
+        assert!(svg.contains(&format!("text-anchor=\"end\">{}</text>", secs(20_700))), "{svg}");
+        let page = html(&r);
+        assert!(
+            page.contains(&format!("background:{FAILED}\"></span>failed health gate")),
+            "every colour has its legend"
+        );
+        assert!(page.contains("no server ran this run"), "the gap is said");
+    }
 }
