@@ -228,6 +228,12 @@ impl Ec2Provider {
     }
 }
 
+/// Whether a service's settings name a DNS record.
+fn has_record(s: &Settings) -> bool {
+    let Settings { dns, .. } = s;
+    dns.is_some()
+}
+
 #[async_trait]
 impl ComputeProvider for Ec2Provider {
     fn name(&self) -> &'static str {
@@ -356,7 +362,7 @@ impl ComputeProvider for Ec2Provider {
         // Clients come in through the environment's DNS records; services
         // behind only a target group are reached from inside the region. With
         // no DNS record at all, the target groups are the way in.
-        let has_dns = m.services.values().any(|s| resolve(&s.launch, region).is_ok_and(|x| matches!(x.dns, Some(_))));
+        let has_dns = m.services.values().filter_map(|s| resolve(&s.launch, region).ok()).any(|x| has_record(&x));
         for (name, svc) in &m.services {
             // A service without settings for this region has no paths here (preflight says so).
             let Ok(settings) = resolve(&svc.launch, region) else { continue };
