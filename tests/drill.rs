@@ -66,6 +66,9 @@ fn a_drill_beside_production_passes_isolated_and_leaves_nothing() {
     let d = out.json();
     assert_eq!(d["verdict"], "passed", "{d}");
     assert_eq!(d["kind"], "drill");
+    // A drill moves no traffic, and its progress does not say it does.
+    assert!(!out.stderr.contains("traffic cut over"), "{}", out.stderr);
+    assert!(out.stderr.contains("production traffic is never touched"), "{}", out.stderr);
     assert!(d["rto_seconds"].as_f64().unwrap() > 0.0, "{d}");
     assert_eq!(d["rto_objective_seconds"], 60.0);
     let path: Vec<&str> = d["critical_path"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
@@ -121,6 +124,10 @@ fn a_drill_beside_production_passes_isolated_and_leaves_nothing() {
     assert!(text.contains("PASSED") && text.contains("6 instances removed by the run, none left"), "{text}");
     let doc = server.run(&["drill", "report", id2, "--json"]).ok().json();
     assert_eq!(doc["teardown"]["by"], "run");
+    // The address map has the shape `drill show --output json` gives it.
+    let shown = server.run(&["--output", "json", "drill", "show", id2]).ok().json();
+    assert_eq!(doc["drill"]["addresses"], shown["addresses"], "{doc} {shown}");
+    assert!(doc["drill"]["addresses"][0]["production"].is_string(), "{doc}");
     let dir = server.dir.as_ref().unwrap().path();
     let html = dir.join("report.html");
     server.run(&["drill", "report", id2, "--html", html.to_str().unwrap()]).ok();

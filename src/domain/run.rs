@@ -426,6 +426,8 @@ impl Replan {
 pub struct Narrator {
     deps: BTreeMap<String, Vec<String>>,
     done: std::collections::BTreeSet<String>,
+    /// A drill's cutover moves no production traffic: it is worded so.
+    drill: bool,
 }
 
 /// An entry with its line for people.
@@ -440,7 +442,7 @@ pub struct Narrated {
 impl Narrator {
     pub fn new(spec: &RunSpec) -> Narrator {
         let deps = spec.steps.iter().map(|s| (s.service.clone(), s.depends_on.clone())).collect();
-        Narrator { deps, done: Default::default() }
+        Narrator { deps, done: Default::default(), drill: spec.drill.is_some() }
     }
 
     /// Notes an entry that is not shown (before a watcher's `from_seq`).
@@ -463,6 +465,10 @@ impl Narrator {
                 "{service}: launch announced: it begins once {} {} cut over",
                 waits_for.join(", "),
                 if waits_for.len() == 1 { "is" } else { "are" }
+            ),
+            Event::CutOver { service, instances } if self.drill => format!(
+                "{service}: healthy; its drill address serves {} (production traffic is never touched)",
+                instances.join(", ")
             ),
             event => event.describe(run_id),
         };

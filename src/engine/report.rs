@@ -73,10 +73,18 @@ pub struct VerifyRow {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddressRow {
+    pub service: String,
+    pub production: String,
+    pub drill: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrillInfo {
     pub namespace: String,
-    /// service, production address, drill address.
-    pub addresses: Vec<(String, String, String)>,
+    /// Each production address and the drill address that replaced it (the
+    /// shape `drill show --output json` has too).
+    pub addresses: Vec<AddressRow>,
     pub kept_until: Option<String>,
     pub promotion: Option<String>,
     pub schedule: Option<String>,
@@ -161,7 +169,11 @@ pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
                 .isolation
                 .addresses
                 .iter()
-                .map(|a| (a.service.clone(), a.production.clone(), a.drill.clone()))
+                .map(|a| AddressRow {
+                    service: a.service.clone(),
+                    production: a.production.clone(),
+                    drill: a.drill.clone(),
+                })
                 .collect(),
             kept_until: view.kept_until.clone(),
             promotion: view.promotion.as_ref().map(|(_, d)| d.clone()),
@@ -357,7 +369,14 @@ pub fn html(r: &Report) -> String {
             let map: String = d
                 .addresses
                 .iter()
-                .map(|(s, p, x)| format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(s), esc(p), esc(x)))
+                .map(|a| {
+                    format!(
+                        "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(&a.service),
+                        esc(&a.production),
+                        esc(&a.drill)
+                    )
+                })
                 .collect();
             let teardown = match &r.teardown {
                 Some(t) if t.remaining.is_empty() => format!(
