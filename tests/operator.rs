@@ -513,7 +513,10 @@ fn audit_list_answers_who_did_what() {
     assert_eq!(promotes.as_array().unwrap().len(), 1, "{promotes}");
     assert_eq!(promotes[0]["target"], "shop@v1");
     let text = server.run(&["audit", "list", "--environment", "shop", "--action", "start"]).ok().stdout;
-    assert!(text.starts_with("AT ") && text.contains("recovery.start") && text.contains("shop@known-good"), "{text}");
+    assert!(
+        text.starts_with("AT ") && text.contains("recovery.start") && text.contains("shop@v1 in local-1/r-"),
+        "{text}"
+    );
     assert_eq!(
         server.run(&["--output", "json", "audit", "list", "--actor", "nobody"]).ok().json(),
         serde_json::json!([])

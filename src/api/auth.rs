@@ -80,6 +80,13 @@ pub fn sha256_hex(token: &str) -> String {
     crate::domain::snapshot::sha256_hex(token.as_bytes())
 }
 
+/// The credentials of an `authorization: Bearer …` value; the scheme is
+/// case-insensitive (RFC 9110), so `bearer …` is the same.
+pub(crate) fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+}
+
 /// Equal without an early exit, so timing tells nothing about a digest.
 pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -118,7 +125,7 @@ impl Tokens {
         if !self.enabled() {
             return Ok(None);
         }
-        let token = authorization.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).unwrap_or_default();
+        let token = authorization.and_then(bearer).map(str::trim).unwrap_or_default();
         if token.is_empty() {
             return Err(Status::unauthenticated(
                 "this server requires a token: pass --token or set LIFEBOAT_TOKEN (authorization: Bearer …)",
@@ -228,6 +235,11 @@ mod tests {
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
         assert!(denied.message().contains("token oncall has the operator role"), "{}", denied.message());
         assert_eq!(t.check(promote, Some("Bearer a")).unwrap().unwrap().name, "lead");
+        // The scheme is case-insensitive, as on the webhook port.
+        assert_eq!(t.check(promote, Some("bearer a")).unwrap().unwrap().name, "lead");
+        assert_eq!(t.check(promote, Some("BEARER a")).unwrap().unwrap().name, "lead");
+        assert_eq!(required("/lifeboat.v1.SnapshotService/SetPolicy"), Some(Role::Admin));
+        assert_eq!(required("/lifeboat.v1.SnapshotService/GetPolicy"), Some(Role::Viewer));
         assert!(t.check("/grpc.health.v1.Health/Check", None).unwrap().is_none(), "health is open");
         assert_eq!(required("/lifeboat.v1.SnapshotService/NewThing"), Some(Role::Admin));
         assert!(Tokens::default().check(promote, None).unwrap().is_none(), "no tokens: off");

@@ -130,8 +130,22 @@ impl Webhooks {
                 format!("{source} webhooks are not configured on this server (add [webhooks.{source}] secrets)"),
             );
         };
-        if let Err(why) = authenticate(source, &config.secrets, headers, &body) {
-            return Reply::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
+        // Hashing a body of up to a megabyte is CPU work: off the async
+        // workers, so a flood of deliveries cannot stall the API.
+        let checked = {
+            let (secrets, headers, body) = (config.secrets.clone(), headers.clone(), body.clone());
+            tokio::task::spawn_blocking(move || authenticate(source, &secrets, &headers, &body)).await
+        };
+        match checked {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Reply::new(StatusCode::UNAUTHORIZED, "unauthorized", why),
+            Err(e) => {
+                return Reply::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "failed",
+                    format!("cannot check the signature: {e}"),
+                );
+            }
         }
         let alert = match source {
             Source::Pagerduty => alert::parse_pagerduty(&body),
@@ -313,6 +327,9 @@ fn claim_expired(claimed_at: &str) -> bool {
         .map_or(true, |t| chrono::Utc::now().signed_duration_since(t).to_std().is_ok_and(|age| age > CLAIM_TTL))
 }
 
+/// The most `v1=` entries an `X-PagerDuty-Signature` header may carry.
+const MAX_SIGNATURES: usize = 8;
+
 /// PagerDuty: `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>…]`, an HMAC-SHA256
 /// of the raw body with one of the secrets. Alertmanager: `Authorization:
 /// Bearer <secret>`. The reason never contains a secret.
@@ -324,21 +341,27 @@ fn authenticate(source: Source, secrets: &[Secret], headers: &HeaderMap, body: &
                 .ok_or("no X-PagerDuty-Signature header")?
                 .to_str()
                 .map_err(|_| "the X-PagerDuty-Signature header is not text")?;
-            let signatures: Vec<Vec<u8>> = header
-                .split(',')
-                .filter_map(|s| s.trim().strip_prefix("v1="))
-                .filter_map(|h| hex::decode(h).ok())
-                .collect();
+            let entries: Vec<&str> = header.split(',').filter_map(|s| s.trim().strip_prefix("v1=")).collect();
+            // PagerDuty sends one signature per secret of the subscription:
+            // a few. Many more is an attack on the CPU, refused unread.
+            if entries.len() > MAX_SIGNATURES {
+                return Err(format!(
+                    "the X-PagerDuty-Signature header has {} v1= signatures; at most {MAX_SIGNATURES} are read",
+                    entries.len()
+                ));
+            }
+            let signatures: Vec<Vec<u8>> =
+                entries.iter().filter_map(|h| hex::decode(h).ok()).filter(|s| s.len() == 32).collect();
             if signatures.is_empty() {
                 return Err("the X-PagerDuty-Signature header has no v1= signature".into());
             }
+            // One HMAC of the body per secret, however many signatures.
             let valid = secrets.iter().any(|secret| {
-                signatures.iter().any(|sig| {
-                    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.0.as_bytes())
-                        .expect("HMAC takes keys of any length");
-                    mac.update(body);
-                    mac.verify_slice(sig).is_ok()
-                })
+                let mut mac =
+                    Hmac::<sha2::Sha256>::new_from_slice(secret.0.as_bytes()).expect("HMAC takes keys of any length");
+                mac.update(body);
+                let expected = mac.finalize().into_bytes();
+                signatures.iter().any(|sig| super::auth::same(sig, &expected))
             });
             if valid { Ok(()) } else { Err("the signature matches none of the configured secrets".into()) }
         }
@@ -347,7 +370,7 @@ fn authenticate(source: Source, secrets: &[Secret], headers: &HeaderMap, body: &
             let given = header
                 .to_str()
                 .ok()
-                .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+                .and_then(super::auth::bearer)
                 .ok_or("the Authorization header is not `Bearer <secret>`")?;
             let given = crate::domain::snapshot::sha256_hex(given.trim().as_bytes());
             let valid = secrets.iter().any(|s| {
@@ -417,6 +440,12 @@ mod tests {
             b"{}",
         );
         assert!(tampered.is_err());
+        // Thousands of entries (a CPU attack) are refused before any hashing.
+        let many = vec![sign("gone", body); MAX_SIGNATURES + 1].join(",");
+        let e = ok(&headers("x-pagerduty-signature", &many)).unwrap_err();
+        assert!(e.contains("has 9 v1= signatures; at most 8 are read"), "{e}");
+        let few = format!("{},{}", vec![sign("gone", body); MAX_SIGNATURES - 1].join(","), sign("new-secret", body));
+        assert!(ok(&headers("x-pagerduty-signature", &few)).is_ok());
     }
 
     #[test]
