@@ -592,6 +592,7 @@ fn a_proposed_run_plans_again_when_approved_and_relaunches_what_died() {
     assert!(region.answers("db") && region.answers("web"));
     let out = server.run(&["recover", "shop", "--yes", "--detach", "--propose"]).ok();
     let id = out.stdout.trim().to_string();
+    assert!(id.starts_with("r-") && !id.contains(' ') && out.stdout.lines().count() == 1, "only the ID: {out:?}");
     assert!(
         out.stderr.contains(&format!("nothing launches until it is approved with: lifeboat run approve {id}")),
         "{out:?}"

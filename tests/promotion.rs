@@ -84,13 +84,7 @@ fn the_servers_drill_gate_holds_and_from_drill_promotes_only_what_passed() {
     );
 
     // v3 is broken: its drill fails, and --from-drill refuses it.
-    let broken = region.manifest.with_file_name("broken.toml");
-    std::fs::write(
-        &broken,
-        text.replace("\"--name\", \"web\"", "\"--name\", \"web\", \"--broken\"")
-            .replace("timeout = \"20s\"", "timeout = \"2s\""),
-    )
-    .unwrap();
+    let broken = region.broken_variant("web");
     server.run(&["snapshot", "push", broken.to_str().unwrap()]).ok();
     let failed = server.run(&["--output", "json", "drill", "run", "shop", "--snapshot", "3"]);
     assert_eq!(failed.code, 1, "{failed:?}");

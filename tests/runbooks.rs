@@ -309,6 +309,11 @@ async fn region_failover_aws_runbook() {
         assert!(w.central.targets(central_tg).await.is_empty(), "{s}: eu-central-1's target group is empty");
     }
     assert!(w.all_ids("eu-central-1").await.is_empty(), "eu-central-1 has no instance left");
+    // With everything kept, the plan checks no AMI, and shows AMI IDs whole.
+    let plan = server.run(&["plan", "shop", "--region", "eu-west-1"]).ok().stdout;
+    assert!(plan.contains("ec2-images          no service is launched: no AMI to check"), "{plan}");
+    let ami = &w.amis[&("eu-west-1".to_string(), "web".to_string())];
+    assert!(plan.contains(&format!(" {ami} ")), "{ami} whole in {plan}");
     let decommission = latest_run(&server);
     assert_eq!(
         (decommission["kind"].as_str(), decommission["state"].as_str()),
@@ -417,14 +422,7 @@ fn dr_drill_runbook_pasted_after_a_failed_drill_promotes_nothing() {
     let server = Server::start(Backend::Fs);
     let _cleanup = Instances(server.local_dir());
     let region = Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &["db"])]);
-    let text = std::fs::read_to_string(&region.manifest).unwrap();
-    let broken = region.manifest.with_file_name("broken.toml");
-    std::fs::write(
-        &broken,
-        text.replace("\"--name\", \"web\"", "\"--name\", \"web\", \"--broken\"")
-            .replace("timeout = \"20s\"", "timeout = \"2s\""),
-    )
-    .unwrap();
+    let broken = region.broken_variant("web");
     server.run(&["snapshot", "push", broken.to_str().unwrap(), "-m", "release 2"]).ok();
     let cwd = server.dir.as_ref().unwrap().path();
     for _ in 0..2 {

@@ -331,6 +331,20 @@ impl Region {
         Region { env: env.to_string(), manifest, ports }
     }
 
+    /// The region's manifest with `service` never healthy (`--broken`, a
+    /// 2 s health gate), written beside it: a release whose drill fails.
+    pub fn broken_variant(&self, service: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.manifest).unwrap();
+        let path = self.manifest.with_file_name(format!("broken-{service}.toml"));
+        let name = format!("\"--name\", \"{service}\"");
+        std::fs::write(
+            &path,
+            text.replace(&name, &format!("{name}, \"--broken\"")).replace("timeout = \"20s\"", "timeout = \"2s\""),
+        )
+        .unwrap();
+        path
+    }
+
     /// `GET /healthz` through a service's stable address.
     pub fn answers(&self, service: &str) -> bool {
         http_ok(&format!("127.0.0.1:{}", self.ports[service]), "/healthz")

@@ -178,8 +178,8 @@ impl Ec2Provider {
         Ok(())
     }
 
-    /// Removes from a target group those of `ids` it holds (nothing else).
-    async fn deregister(&self, c: &Clients, tg: &str, ids: &[String], service: &str) -> ProviderResult<()> {
+    /// The instance IDs a target group holds.
+    async fn members(&self, c: &Clients, tg: &str) -> ProviderResult<Vec<String>> {
         let health = c
             .elb
             .describe_target_health()
@@ -187,11 +187,20 @@ impl Ec2Provider {
             .send()
             .await
             .map_err(|e| aws_error("DescribeTargetHealth", &e))?;
-        let held: Vec<TargetDescription> = health
+        Ok(health
             .target_health_descriptions()
             .iter()
-            .filter_map(|d| d.target().and_then(|t| t.id()))
-            .filter(|id| ids.iter().any(|m| m == id))
+            .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
+            .collect())
+    }
+
+    /// Removes from a target group those of `ids` it holds (nothing else).
+    async fn deregister(&self, c: &Clients, tg: &str, ids: &[String], service: &str) -> ProviderResult<()> {
+        let held: Vec<TargetDescription> = self
+            .members(c, tg)
+            .await?
+            .into_iter()
+            .filter(|id| ids.contains(id))
             .map(|id| TargetDescription::builder().id(id).build())
             .collect();
         if held.is_empty() {
@@ -370,18 +379,7 @@ impl ComputeProvider for Ec2Provider {
             let ids: Vec<&str> = mine.iter().filter_map(|i| split_id(&i.id).map(|(_, id)| id)).collect();
             let ips: Vec<&str> = mine.iter().map(|i| i.address.as_str()).filter(|a| !a.is_empty()).collect();
             for tg in &settings.target_groups {
-                let health = c
-                    .elb
-                    .describe_target_health()
-                    .target_group_arn(tg)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("DescribeTargetHealth", &e))?;
-                let members: Vec<String> = health
-                    .target_health_descriptions()
-                    .iter()
-                    .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_string))
-                    .collect();
+                let members = self.members(&c, tg).await?;
                 let here = !members.is_empty() && members.iter().all(|m| ids.contains(&m.as_str()));
                 let decides = !has_dns;
                 out.push(Traffic {
