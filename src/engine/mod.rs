@@ -3,6 +3,7 @@
 //! server can pick up a run another one started.
 
 pub mod clock;
+mod decommission;
 mod depth;
 pub mod drift;
 pub mod drill;
@@ -120,16 +121,6 @@ fn region_of(snap: &Snapshot, region: Option<&str>) -> Result<String> {
         return Err(Error::InvalidArgument(format!("\"{region}\" is not a valid region name")));
     }
     Ok(region)
-}
-
-/// The snapshot a decommission plans against: its manifest without
-/// services or checks, so every instance there is a `delete`.
-fn decommissioning(mut snap: Snapshot) -> Snapshot {
-    let mut m = (*snap.manifest).clone();
-    m.services.clear();
-    m.verify.clear();
-    snap.manifest = m.into();
-    snap
 }
 
 /// `r-<UTC time to the millisecond>-<random>`: IDs sort by start time.
@@ -257,62 +248,6 @@ impl Engine {
         let snap = self.repo.get_by_ref(env, reference).await?;
         let region = region_of(&snap, region)?;
         self.plan_snapshot(snap, env, &region, &region, force, prune).await
-    }
-
-    /// The plan of decommissioning an environment's region: every instance
-    /// there removed (`delete`), nothing launched. Refused by preflight while
-    /// the region serves traffic, unless `force`.
-    pub async fn plan_decommission(
-        &self,
-        env: &str,
-        reference: &str,
-        region: Option<&str>,
-        force: bool,
-    ) -> Result<(Snapshot, Plan)> {
-        let snap = self.repo.get_by_ref(env, reference).await?;
-        let region = region_of(&snap, region)?;
-        let full = snap.manifest.clone();
-        let (snap, mut plan) = self.plan_snapshot(decommissioning(snap), env, &region, &region, false, true).await?;
-        // Where traffic goes needs the services' settings, which the emptied manifest has not.
-        let traffic = match self.ctx.providers.get(full.provider) {
-            Ok(p) => {
-                let inventory =
-                    bounded("inventory", CALL_LIMIT, &CancellationToken::new(), p.inventory(env, &region)).await;
-                match inventory {
-                    Ok(inv) => {
-                        bounded("traffic", CALL_LIMIT, &CancellationToken::new(), p.traffic(env, &full, &region, &inv))
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            Err(why) => Err(why),
-        };
-        let serving: Vec<String> = match &traffic {
-            Ok(t) => {
-                t.iter().filter(|t| t.here && t.decides).map(|t| format!("{} ({})", t.service, t.describe())).collect()
-            }
-            Err(_) => Vec::new(),
-        };
-        plan.preflight.push(match (&traffic, serving.is_empty(), force) {
-            (Err(e), _, false) => Check::fail(
-                "traffic",
-                format!("cannot tell whether {region} serves traffic ({e}); decommission with --force if you know it does not"),
-            ),
-            (_, false, false) => Check::fail(
-                "traffic",
-                format!(
-                    "{region} still serves traffic: {}; fail over (or back) first, or decommission with --force",
-                    crate::domain::listed(&serving)
-                ),
-            ),
-            (_, false, true) => Check::pass("traffic", format!("{region} serves traffic ({}); removed anyway: --force", crate::domain::listed(&serving))),
-            (Err(e), true, true) => Check::pass("traffic", format!("cannot tell whether {region} serves traffic ({e}); removed anyway: --force")),
-            (Ok(_), true, _) => Check::pass("traffic", format!("{region} serves no traffic of {env}")),
-        });
-        plan.traffic = traffic.unwrap_or_default();
-        Ok((snap, plan))
     }
 
     /// The plan of a snapshot's manifest (a drill's is isolated) for what
@@ -499,7 +434,7 @@ impl Engine {
             snap.manifest = crate::domain::drill::isolate(&snap.manifest, d, &spec.id).into();
         }
         if spec.decommission {
-            snap = decommissioning(snap);
+            snap = decommission::decommissioning(snap);
         }
         Ok(snap)
     }
