@@ -83,6 +83,9 @@ fn a_drill_beside_production_passes_isolated_and_leaves_nothing() {
     }
     let drills = drill_processes(&local);
     assert_eq!(drills.len(), 6, "{drills:?}");
+    // A kept drill's instances' output, by its namespace.
+    let logs = server.run(&["logs", &format!("shop.drill.{id}"), "api", "-n", "5"]).ok().stdout;
+    assert!(logs.lines().all(|l| l.starts_with("api-")), "{logs}");
     for (_, env, argv) in &drills {
         assert!(env.starts_with("shop.drill.r-"), "{env}");
         for dep in argv.windows(2).filter(|w| w[0] == "--dep").map(|w| w[1].clone()) {

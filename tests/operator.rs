@@ -691,3 +691,36 @@ fn the_actor_is_named_without_user_and_by_author() {
         server.run(&["--author", "alice", "--output", "json", "snapshot", "push", file.to_str().unwrap()]).ok().json();
     assert!(by["author"].as_str().unwrap().starts_with("alice"), "{by}");
 }
+
+/// What instances print reaches the operator's terminal escaped: a failed
+/// service whose output holds terminal escapes (a title change, a screen
+/// clear) is reported by `recover` and `run show` with them made visible.
+#[test]
+fn instance_output_cannot_drive_the_operators_terminal() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let dir = server.dir.as_ref().unwrap().path();
+    let script = dir.join("hostile.sh");
+    std::fs::write(&script, "#!/bin/sh\nprintf 'boom \\033]0;pwned-title\\007\\033[2J\\n'\nexit 1\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let image = server.run(&["image", "import", script.to_str().unwrap()]).ok().stdout.trim().to_string();
+    let file = dir.join("hostile.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "environment = \"hostile\"\nregion = \"local-1\"\n[services.api]\nimage = \"{image}\"\nattempts = 1\n\
+             health = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"2s\" }}\n"
+        ),
+    )
+    .unwrap();
+    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "hostile", "1", "--reason", "t"]).ok();
+    let out = server.run(&["recover", "hostile", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let shown = server.run(&["run", "show", "--latest", "hostile"]);
+    for text in [&out.stdout, &shown.stdout] {
+        assert!(text.contains("boom"), "{text}");
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "raw escapes reached the terminal: {text:?}");
+        assert!(text.contains("\\u{1b}]0;pwned-title"), "{text}");
+    }
+}

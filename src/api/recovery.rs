@@ -147,7 +147,14 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         let r = req.into_inner();
         if r.run_id.is_empty() {
-            check_environment(&r.environment).map_err(to_status)?;
+            // An environment, or a kept drill's namespace (`shop.drill.r-…`).
+            match crate::domain::drill::parse_namespace(&r.environment) {
+                Some((base, run)) => {
+                    check_environment(base).map_err(to_status)?;
+                    self.ctx.engine.resolve(run).await.map_err(to_status)?;
+                }
+                None => check_environment(&r.environment).map_err(to_status)?,
+            }
         }
         if !crate::domain::manifest::is_valid_name(&r.service) {
             return Err(to_status(Error::InvalidArgument(format!(

@@ -9,6 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 use super::client::Client;
+use super::output::safe;
 use super::{Failure, Output};
 use crate::api::pb;
 
@@ -51,7 +52,8 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
         match &mut progress {
             Some(p) => p.update(&event, done, queued),
             None => {
-                let line = format!("{:>8}  {}", format!("+{}", secs(event.elapsed_ms)), event.message);
+                // Messages carry what instances and users wrote: never interpreted by the terminal.
+                let line = format!("{:>8}  {}", format!("+{}", secs(event.elapsed_ms)), safe(&event.message));
                 // With --output json, stdout is for the final JSON document.
                 if output == Output::Json { eprintln!("{line}") } else { println!("{line}") }
             }
@@ -133,7 +135,7 @@ impl Bars {
         self.overall.set_position(done);
         if e.service.is_empty() {
             if e.r#type != "run_finished" {
-                self.multi.println(format!("  {}", e.message)).ok();
+                self.multi.println(format!("  {}", safe(&e.message))).ok();
             }
             return;
         }
@@ -169,7 +171,7 @@ impl Bars {
         }
         self.overall.set_message(message);
         if matches!(e.r#type.as_str(), "attempt_failed" | "approval_requested") {
-            self.multi.println(format!("  {}", e.message)).ok();
+            self.multi.println(format!("  {}", safe(&e.message))).ok();
         }
         if TERMINAL_EVENTS.contains(&e.r#type.as_str()) || e.r#type == "service_cancelled" {
             if let Some(pb) = self.services.remove(&e.service) {
@@ -255,7 +257,13 @@ pub fn run_json(r: &pb::Run) -> Value {
 pub fn print_run(r: &pb::Run) {
     println!("run {}  {} of {} in {} from snapshot {}", r.id, r.kind, r.environment, r.region, r.snapshot_version);
     let finished = if r.finished_at.is_empty() { "-".to_string() } else { r.finished_at.clone() };
-    println!("state {}  started {}  finished {}  by {}", r.state.to_uppercase(), r.started_at, finished, r.created_by);
+    println!(
+        "state {}  started {}  finished {}  by {}",
+        r.state.to_uppercase(),
+        r.started_at,
+        finished,
+        safe(&r.created_by)
+    );
     for p in &r.replans {
         let what = if p.failed.is_empty() { "" } else { " (preflight FAILED: nothing launched)" };
         match p.changes.as_slice() {
@@ -297,9 +305,9 @@ pub fn print_run(r: &pb::Run) {
         )
     );
     for s in r.services.iter().filter(|s| s.state == "failed") {
-        println!("\nroot cause: {} failed: {}", s.name, s.error);
+        println!("\nroot cause: {} failed: {}", s.name, safe(&s.error));
         for l in super::output::collapse(&s.logs) {
-            println!("    | {l}");
+            println!("    | {}", safe(&l));
         }
     }
     if r.probed {
@@ -314,7 +322,7 @@ pub fn print_run(r: &pb::Run) {
     }
     for v in &r.verify {
         let verdict = if v.passed { "passed" } else { "FAILED" };
-        println!("verify {}: {verdict}: {}", v.check, v.detail);
+        println!("verify {}: {verdict}: {}", safe(&v.check), safe(&v.detail));
     }
     let skipped = r.services.iter().filter(|s| s.state == "skipped").count();
     if skipped > 0 {

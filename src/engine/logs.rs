@@ -123,10 +123,26 @@ impl Engine {
     /// The service's running instances in the region.
     async fn running_instances(&self, req: &LogsRequest) -> Result<(Arc<dyn ComputeProvider>, Vec<String>)> {
         let env = &req.environment;
-        let reference = if self.repo.get_ref(env, "known-good").await?.is_some() { "known-good" } else { "latest" };
-        let manifest = self.repo.get_by_ref(env, reference).await?.manifest;
+        let (manifest, home) = match crate::domain::drill::parse_namespace(env) {
+            // A kept drill's namespace (`shop.drill.r-…`): its instances run
+            // where the drill did, from the snapshot it restored.
+            Some((base, run_id)) => {
+                let spec = self.spec(run_id).await?;
+                if spec.drill.as_ref().is_none_or(|d| &d.namespace != env) {
+                    return Err(Error::NotFound(format!("run {run_id} is not a drill of {base} named {env}")));
+                }
+                (self.repo.get(base, spec.snapshot_version).await?.manifest, spec.region.clone())
+            }
+            None => {
+                let reference =
+                    if self.repo.get_ref(env, "known-good").await?.is_some() { "known-good" } else { "latest" };
+                let manifest = self.repo.get_by_ref(env, reference).await?.manifest;
+                let region = manifest.region.clone();
+                (manifest, region)
+            }
+        };
         let provider = self.ctx.providers.get(manifest.provider).map_err(Error::FailedPrecondition)?;
-        let region = req.region.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| manifest.region.clone());
+        let region = req.region.clone().filter(|r| !r.is_empty()).unwrap_or(home);
         let inventory = provider
             .inventory(env, &region)
             .await

@@ -142,6 +142,19 @@ fn root_cause(view: &RunView) -> Option<String> {
     }
 }
 
+/// A receiver's URL as logs show it: scheme and host only. A Slack webhook
+/// URL's path is its secret; user info and queries may be too.
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("?");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{host}{port}/…", u.scheme())
+        }
+        Err(_) => "(an unparsable URL)".into(),
+    }
+}
+
 /// Delivers one receiver's messages in order, each retried with backoff
 /// (about 10 attempts over a few minutes) before it is dropped.
 async fn deliver(r: Receiver, mut rx: mpsc::UnboundedReceiver<Value>) {
@@ -166,14 +179,27 @@ async fn deliver(r: Receiver, mut rx: mpsc::UnboundedReceiver<Value>) {
             };
             match delays.next() {
                 Some(d) => {
-                    tracing::warn!(url = %r.url, error = %failure, "notification not delivered; retrying");
+                    tracing::warn!(receiver = %shown_url(&r.url), error = %failure, "notification not delivered; retrying");
                     tokio::time::sleep(d).await;
                 }
                 None => {
-                    tracing::error!(url = %r.url, error = %failure, "notification dropped after retries");
+                    tracing::error!(receiver = %shown_url(&r.url), error = %failure, "notification dropped after retries");
                     break;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Slack webhook URL is a secret: logs show its host only.
+    #[test]
+    fn logs_show_a_receivers_host_not_its_secret_path() {
+        assert_eq!(shown_url("https://hooks.slack.com/services/T000/B000/XXXXSECRET"), "https://hooks.slack.com/…");
+        assert_eq!(shown_url("http://user:pw@127.0.0.1:9093/hook?token=abc"), "http://127.0.0.1:9093/…");
+        assert_eq!(shown_url("not a url"), "(an unparsable URL)");
     }
 }
