@@ -229,14 +229,32 @@ impl Config {
         Config::parse(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
     }
 
+    /// A syntax error shows where it is, never the line itself: the line
+    /// may hold a secret (`secrets = [...]`, a token digest, a bearer).
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        Ok(toml::from_str(text)?)
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                let key = text.lines().nth(line - 1).and_then(|l| l.split('=').next()).map(str::trim).unwrap_or("");
+                if key.is_empty() || key.len() > 64 { format!("line {line}") } else { format!("line {line} (`{key}`)") }
+            });
+            anyhow::anyhow!("{} ({})", e.message(), at.unwrap_or_else(|| "somewhere in the file".into()))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A syntax error names the line and key, and never prints the value.
+    #[test]
+    fn a_syntax_error_does_not_print_a_secret() {
+        let text = "[webhooks.pagerduty]\nsecrets = [\"hunter2-very-secret\"\n";
+        let e = Config::parse(text).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("line 2 (`secrets`)") || e.contains("line 3"), "{e}");
+    }
 
     #[test]
     fn example_config_deserialises() {

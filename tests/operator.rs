@@ -724,3 +724,25 @@ fn instance_output_cannot_drive_the_operators_terminal() {
         assert!(text.contains("\\u{1b}]0;pwned-title"), "{text}");
     }
 }
+
+/// The router outlives the server and serves the stable addresses: it
+/// gets none of the server's environment (cloud credentials, tokens).
+#[test]
+fn the_router_inherits_no_secret_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let canary = ("AWS_SECRET_ACCESS_KEY", "canary-secret-value".to_string());
+    let mut server = Server::launch(&["--store", &p("store"), "--local-dir", &p("local")], &[canary]);
+    server.dir = Some(dir);
+    let _cleanup = Instances(server.local_dir());
+    Region::setup(&server, "shop", &[Svc::new("db", &[])]);
+    server.run(&["recover", "shop", "--yes"]).ok();
+    let routers = common::routers(&server.local_dir());
+    assert!(!routers.is_empty(), "a router serves the stable address");
+    for (pid, _) in routers {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(!environ.contains("canary-secret-value"), "{environ}");
+        assert!(!environ.contains("AWS_SECRET_ACCESS_KEY"), "{environ}");
+    }
+}

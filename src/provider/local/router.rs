@@ -284,6 +284,10 @@ impl RouterClient {
             .arg("router")
             .arg("--dir")
             .arg(&self.dir)
+            // It outlives the server: it gets none of the server's environment
+            // (AWS credentials, LIFEBOAT_TOKEN), only what it needs.
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LIFEBOAT_LOG", std::env::var("LIFEBOAT_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdin(std::process::Stdio::null())
