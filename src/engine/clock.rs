@@ -40,6 +40,14 @@ impl Clock for TokioClock {
     }
 }
 
+/// Milliseconds from an RFC 3339 time (a run's `created_at`) to `now`; 0
+/// when it does not parse or lies ahead.
+pub fn ms_since(at: &str, now: DateTime<Utc>) -> u64 {
+    DateTime::parse_from_rfc3339(at)
+        .map(|t| (now - t.with_timezone(&Utc)).num_milliseconds().max(0) as u64)
+        .unwrap_or(0)
+}
+
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -49,6 +49,8 @@ impl Engine {
             }
             Err(_) => Vec::new(),
         };
+        // This check, made with the services' settings, replaces the plan's own.
+        plan.preflight.retain(|c| c.name != "traffic");
         plan.preflight.push(match (&traffic, serving.is_empty(), force) {
             (Err(e), _, false) => Check::fail(
                 "traffic",

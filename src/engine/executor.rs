@@ -178,9 +178,7 @@ impl Executor {
         let cancel = abort.child_token();
         // Times are relative to the run's start, across servers: a resumed
         // run goes on from the wall-clock time since it was created.
-        let since_created = chrono::DateTime::parse_from_rfc3339(&view.spec.created_at)
-            .map(|t| (ctx.clock.now() - t.with_timezone(&chrono::Utc)).num_milliseconds().max(0) as u64)
-            .unwrap_or(0);
+        let since_created = super::clock::ms_since(&view.spec.created_at, ctx.clock.now());
         let base_elapsed = if entries.is_empty() { 0 } else { view.elapsed_ms.max(since_created) };
         let mut ex = Executor {
             ctx,

@@ -296,9 +296,9 @@ impl Engine {
             Ok(p) => {
                 let read = p.traffic(target, m, &region, &inventory);
                 bounded("traffic", CALL_LIMIT, &CancellationToken::new(), read).await.unwrap_or_else(|e| {
-                    traffic_failure = Some(format!(
-                        "cannot read where the traffic of {env} in {region} points ({e}); the plan assumes it is here"
-                    ));
+                    // Unknown is not "here": a run that assumed it could
+                    // report a region recovered while its traffic goes elsewhere.
+                    traffic_failure = Some(format!("cannot read where the traffic of {env} in {region} points: {e}"));
                     Vec::new()
                 })
             }
@@ -315,7 +315,9 @@ impl Engine {
             history: &history,
             traffic: &traffic,
         });
-        plan.warnings.extend(traffic_failure);
+        if let Some(why) = traffic_failure {
+            plan.preflight.push(Check::fail("traffic", why));
+        }
         plan.traffic = traffic;
         let launching: Vec<String> = plan
             .steps

@@ -221,8 +221,6 @@ impl Engine {
 
     /// Milliseconds since a run was created (wall clock, across servers).
     pub(super) fn elapsed_since_created(&self, spec: &RunSpec) -> u64 {
-        chrono::DateTime::parse_from_rfc3339(&spec.created_at)
-            .map(|t| (self.ctx.clock.now() - t.with_timezone(&chrono::Utc)).num_milliseconds().max(0) as u64)
-            .unwrap_or(0)
+        super::clock::ms_since(&spec.created_at, self.ctx.clock.now())
     }
 }

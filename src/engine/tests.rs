@@ -61,6 +61,8 @@ struct World {
     failing_gates: BTreeSet<String>,
     /// Launched instances `inventory` reports unhealthy (a crash after cutover).
     unhealthy: BTreeSet<String>,
+    /// `traffic` cannot be read (the DNS API is down).
+    traffic_fails: bool,
 }
 
 /// A provider whose steps take known times (on tokio's clock).
@@ -110,6 +112,18 @@ impl ComputeProvider for Scripted {
             }
         }
         Ok(all)
+    }
+    async fn traffic(
+        &self,
+        _: &str,
+        _: &Manifest,
+        _: &str,
+        _: &[LiveInstance],
+    ) -> ProviderResult<Vec<crate::domain::plan::Traffic>> {
+        match self.world().traffic_fails {
+            true => Err(ProviderError::Backend { message: "Throttling: Rate exceeded".into(), retryable: true }),
+            false => Ok(Vec::new()),
+        }
     }
     async fn retire(&self, t: &ServiceRef) -> ProviderResult<()> {
         let mut w = self.world();

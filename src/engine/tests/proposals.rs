@@ -256,3 +256,20 @@ fn a_cutover_step_moves_traffic_to_what_runs_and_launches_nothing() {
         assert!(w.alive.contains_key("db-old") || w.inventory.iter().any(|i| i.id == "db-old"), "nothing removed");
     });
 }
+
+/// Where traffic points cannot be read: the plan fails preflight instead of
+/// assuming it is here, so no run reports a region recovered while its
+/// traffic may go elsewhere.
+#[test]
+fn an_unreadable_traffic_path_fails_preflight() {
+    paused_runtime().block_on(async {
+        let services = db_and_api();
+        let h = region_up(&services).await;
+        h.provider.world().traffic_fails = true;
+        let (_, plan) = h.engine.plan("shop", "latest", None, false, true).await.unwrap();
+        let check = plan.preflight.iter().find(|c| c.name == "traffic").unwrap();
+        assert!(!check.ok && check.message.contains("Throttling: Rate exceeded"), "{check:?}");
+        let e = h.engine.start(recovery_of_latest(Some(4))).await.unwrap_err();
+        assert!(e.to_string().contains("cannot read where the traffic of shop"), "{e}");
+    });
+}
