@@ -1628,6 +1628,9 @@ fn schedules_fire_each_tick_once_and_a_missed_tick_once() {
             promote_on_pass: false,
             actor: "t".into(),
         };
+        // Start just after a minute turns, so that the check below cannot straddle one.
+        let second_of_minute = chrono::Timelike::second(&h.engine.ctx.clock.now()) as u64;
+        tokio::time::advance(Duration::from_secs(61 - second_of_minute)).await;
         let s = h.engine.create_schedule(new("0 * * * * *")).await.unwrap();
         assert!(s.next.is_some());
         // The tick before the schedule existed is not a missed tick.
