@@ -920,9 +920,16 @@ async fn api_throughput(clients: usize, run: Duration) -> (f64, Duration, Durati
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(lifeboat::api::serve(listener, ctx, Arc::new(Default::default()), None, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(lifeboat::api::serve(
+        listener,
+        ctx,
+        Arc::new(Default::default()),
+        None,
+        lifeboat::api::admission::Admission::for_this_process(Default::default()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let url = format!("http://{addr}");
     let deadline = Instant::now() + run;
     let tasks = (0..clients).map(|_| {

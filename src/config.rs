@@ -195,6 +195,16 @@ pub struct ServerSection {
     pub tls: Option<TlsSection>,
     /// An image import that sends nothing for this long is dropped (default 30s).
     pub import_idle_timeout: Option<crate::domain::duration::Dur>,
+    /// Open connections on the HTTP port (default 512, at most a quarter of
+    /// the open-file limit less a reserve of 256).
+    pub max_http_connections: Option<usize>,
+    /// Open connections on the gRPC port (default 4096, at most half).
+    pub max_grpc_connections: Option<usize>,
+    /// An HTTP request head (or the next one on a kept-alive connection)
+    /// must arrive within this (default 10s).
+    pub header_timeout: Option<crate::domain::duration::Dur>,
+    /// An HTTP request body must arrive within this (default 10s).
+    pub body_timeout: Option<crate::domain::duration::Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

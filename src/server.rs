@@ -47,6 +47,8 @@ pub struct Options {
     pub tls: Option<crate::config::TlsPem>,
     /// Pager webhooks and their routing rules.
     pub webhooks: crate::config::WebhooksSection,
+    /// Connection caps and request deadlines on both ports.
+    pub admission: api::admission::Settings,
 }
 
 pub struct Running {
@@ -110,8 +112,9 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         limits.import_idle = idle;
     }
     let ctx = api::Ctx::new(opts.store, engine.clone(), limits);
+    let admission = api::admission::Admission::for_this_process(opts.admission);
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(api::serve(listener, ctx, Arc::new(opts.tokens), opts.tls, async {
+    let task = tokio::spawn(api::serve(listener, ctx, Arc::new(opts.tokens), opts.tls, admission, async {
         let _ = rx.await;
     }));
     // The store passed its self-test before we got here: ready.
@@ -121,7 +124,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         Some(l) => {
             http_addr = Some(l.local_addr()?);
             let (htx, hrx) = oneshot::channel::<()>();
-            let task = tokio::spawn(api::http::serve(l, ready, webhooks, async {
+            let task = tokio::spawn(api::http::serve(l, ready, webhooks, admission, async {
                 let _ = hrx.await;
             }));
             Some((htx, task))

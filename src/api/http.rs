@@ -1,5 +1,5 @@
 //! The server's HTTP side (axum): `/healthz`, `/readyz`, `/metrics` and the
-//! pager webhooks (webhooks.rs).
+//! pager webhooks (webhooks.rs), under the limits of admission.rs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,7 @@ pub async fn serve(
     listener: TcpListener,
     ready: Arc<AtomicBool>,
     webhooks: Arc<super::webhooks::Webhooks>,
+    limits: super::admission::Admission,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = Router::new()
@@ -35,8 +36,7 @@ pub async fn serve(
         )
         .route("/metrics", get(metrics))
         .merge(webhooks.router());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    Ok(())
+    super::admission::serve_http(listener, app, limits, shutdown).await
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -1,6 +1,7 @@
 //! The gRPC API: the only module that knows tonic and prost. Handlers are
 //! thin: convert, call the repositories, convert back, audit mutations.
 
+pub mod admission;
 mod audit;
 pub mod auth;
 mod convert;
@@ -18,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::Semaphore;
 
 use crate::engine::Engine;
 use crate::store::{AuditLog, DynStore, ImageRepo, SnapshotRepo};
@@ -147,23 +148,12 @@ fn actor<T>(req: &tonic::Request<T>) -> String {
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` completes.
-/// Accepted connections with Nagle's algorithm off: a reply's frames
-/// (headers, message, trailers) go out at once instead of one of them
-/// waiting for the client's delayed ACK (40 ms on Linux) on every call.
-fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        conn.set_nodelay(true)?;
-        Ok(conn)
-    })
-}
-
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<Ctx>,
     tokens: Arc<auth::Tokens>,
     tls: Option<crate::config::TlsPem>,
+    limits: admission::Admission,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -202,7 +192,10 @@ pub async fn serve(
             pb::snapshot_service_server::SnapshotServiceServer::new(snapshot::Snapshots::new(ctx))
                 .max_decoding_message_size(crate::domain::manifest::MAX_MANIFEST_BYTES + 64 * 1024),
         )
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            admission::admitted(listener, Arc::new(Semaphore::new(limits.grpc_connections))),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

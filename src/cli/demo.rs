@@ -149,6 +149,7 @@ pub async fn run() -> Result<(), Failure> {
         notify: Vec::new(),
         webhooks: Default::default(),
         tls: None,
+        admission: Default::default(),
     })
     .await
     .map_err(fail)?;

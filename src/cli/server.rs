@@ -53,6 +53,12 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         notify: config.notify,
         webhooks: config.webhooks,
         tls,
+        admission: crate::api::admission::Settings {
+            max_http_connections: config.server.max_http_connections,
+            max_grpc_connections: config.server.max_grpc_connections,
+            header_timeout: config.server.header_timeout.map(|d| d.0),
+            body_timeout: config.server.body_timeout.map(|d| d.0),
+        },
     })
     .await
     .map_err(|e| Failure::new(exit::FAILED, format!("{e:#}")))?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{self, Persisted, encode};
 use super::{DynStore, PutOptions, StoreError, layout};
-use crate::domain::manifest::{self, Manifest, Promotion};
+use crate::domain::manifest::{self, Manifest};
 use crate::domain::snapshot::{SNAPSHOT_FORMAT, Snapshot};
 use crate::error::{Error, Result};
 
@@ -502,7 +502,9 @@ impl SnapshotRepo {
         expected: Option<u64>,
     ) -> Result<Snapshot> {
         let snap = self.get_by_ref(env, reference).await?;
-        if snap.manifest.promotion == Promotion::Drill && self.passed_drills(env, snap.version).await?.is_empty() {
+        if snap.manifest.promotion == manifest::Promotion::Drill
+            && self.passed_drills(env, snap.version).await?.is_empty()
+        {
             return Err(Error::Conflict(format!(
                 "snapshot {v} of {env} has no passed DR drill, and its manifest has promotion = \"drill\": run `lifeboat drill run {env} --snapshot {v} --promote-on-pass` (or promote it after a drill passed)",
                 v = snap.version
