@@ -32,6 +32,28 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A stored record that failed its integrity check, in a listing: marked
+/// and named, while the listing goes on with the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// The object's key in the store, for the operator who goes to look.
+    pub key: String,
+    /// What it is and what is wrong: `run record is malformed (…)`.
+    pub problem: String,
+}
+
+impl Error {
+    /// The record that failed its integrity check, when that is the error.
+    pub fn corruption(&self) -> Option<Corruption> {
+        match self {
+            Error::Integrity { what, key, source, .. } => {
+                Some(Corruption { key: key.clone(), problem: format!("{what} {source}") })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// One problem per line, prefixed with the source name: `shop.toml:3:1: …`.
 pub fn render_problems(source_name: &str, problems: &[Problem]) -> String {
     problems

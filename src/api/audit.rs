@@ -20,8 +20,21 @@ impl Audit {
     }
 }
 
-/// "2h" back from `now`, or an RFC 3339 time.
+/// How far back `audit list` reads: records are kept per day, one listing
+/// each, so an unbounded `since` would be hundreds of thousands of listings.
+pub const MAX_AUDIT_DAYS: i64 = 3 * 366;
+
+/// "2h" back from `now`, or an RFC 3339 time; at most `MAX_AUDIT_DAYS` back.
 fn since(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Option<chrono::DateTime<chrono::Utc>>, Error> {
+    let t = since_unclamped(text, now)?;
+    let oldest = now - chrono::Duration::days(MAX_AUDIT_DAYS);
+    Ok(t.map(|t| t.max(oldest)))
+}
+
+fn since_unclamped(
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Error> {
     if text.trim().is_empty() {
         return Ok(None);
     }
@@ -34,8 +47,9 @@ fn since(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Option<chrono
             crate::error::shown(text)
         ))
     })?;
-    let d = chrono::Duration::from_std(d).map_err(|_| Error::InvalidArgument("since is too far back".into()))?;
-    Ok(Some(now - d))
+    // A duration past what a date can hold (300000years) is as far back as we read.
+    let oldest = now - chrono::Duration::days(MAX_AUDIT_DAYS);
+    Ok(Some(chrono::Duration::from_std(d).ok().and_then(|d| now.checked_sub_signed(d)).unwrap_or(oldest)))
 }
 
 #[tonic::async_trait]
@@ -54,9 +68,11 @@ impl pb::audit_service_server::AuditService for Audit {
             environment: non_empty(r.environment),
             limit: if r.limit == 0 { 100 } else { r.limit.min(1000) as usize },
         };
-        let records = self.ctx.audit.list(&query, now).await.map_err(to_status)?;
+        let listed = self.ctx.audit.list(&query, now).await.map_err(to_status)?;
         Ok(Response::new(pb::ListAuditResponse {
-            records: records
+            corrupt: listed.corrupt.into_iter().map(super::convert::corruption).collect(),
+            records: listed
+                .records
                 .into_iter()
                 .map(|a| pb::AuditRecord {
                     id: a.id,
@@ -68,5 +84,21 @@ impl pb::audit_service_server::AuditService for Audit {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_clamped_and_never_overflows() {
+        let now = chrono::Utc::now();
+        let oldest = now - chrono::Duration::days(MAX_AUDIT_DAYS);
+        assert_eq!(since("300000years", now).unwrap(), Some(oldest));
+        assert_eq!(since("0001-01-01T00:00:00Z", now).unwrap(), Some(oldest));
+        assert_eq!(since("2h", now).unwrap(), Some(now - chrono::Duration::hours(2)));
+        assert_eq!(since("", now).unwrap(), None);
+        assert!(since("yesterday-ish", now).is_err());
     }
 }

@@ -29,6 +29,11 @@ pub fn snapshot(s: &Snapshot, refs: Vec<String>, rejection: Option<Rejection>, w
     }
 }
 
+/// A record that fails its integrity check, as listings report it.
+pub fn corruption(c: crate::error::Corruption) -> pb::Corruption {
+    pb::Corruption { key: c.key, problem: c.problem }
+}
+
 /// A snapshot whose stored object fails its check: what is known of it.
 pub fn corrupt_snapshot(
     env: &str,
@@ -258,6 +263,7 @@ pub fn environment_status(s: &crate::engine::status::EnvironmentStatus) -> pb::E
         drift_checked_at: s.drift.as_ref().map(|d| d.checked_at.clone()).unwrap_or_default(),
         traffic: s.traffic.as_ref().map(|t| t.iter().map(traffic).collect()).unwrap_or_default(),
         traffic_error: s.traffic.as_ref().err().cloned().unwrap_or_default(),
+        corrupt: s.corrupt.iter().cloned().map(corruption).collect(),
     }
 }
 

@@ -24,8 +24,14 @@ impl Drill {
     }
 
     async fn drill(&self, view: &RunView) -> Result<pb::Drill, Status> {
-        let teardown = self.ctx.engine.teardown_of(&view.spec.id).await.map_err(to_status)?;
-        Ok(drill(view, teardown))
+        // A corrupt teardown record is named on the drill, not the end of the listing.
+        match self.ctx.engine.teardown_of(&view.spec.id).await {
+            Ok(teardown) => Ok(drill(view, teardown)),
+            Err(e) => match e.corruption() {
+                Some(c) => Ok(pb::Drill { teardown_corruption: Some(convert::corruption(c)), ..drill(view, None) }),
+                None => Err(to_status(e)),
+            },
+        }
     }
 }
 
@@ -74,6 +80,7 @@ pub fn drill(view: &RunView, teardown: Option<crate::engine::drill::Teardown>) -
         kept_until: view.kept_until.clone().unwrap_or_default(),
         promotion: view.promotion.as_ref().map(|(_, d)| d.clone()).unwrap_or_default(),
         schedule: d.and_then(|d| d.schedule.clone()).unwrap_or_default(),
+        teardown_corruption: None,
     }
 }
 
@@ -94,6 +101,7 @@ fn schedule(v: &ScheduleView) -> pb::Schedule {
         last_run_id,
         region: s.region.clone().unwrap_or_default(),
         already_existed: v.existed,
+        corruption: v.corruption.clone().map(convert::corruption),
     }
 }
 
@@ -158,12 +166,13 @@ impl pb::drill_service_server::DrillService for Drill {
             check_environment(e).map_err(to_status)?;
         }
         let limit = if r.limit == 0 { 20 } else { r.limit.min(1000) as usize };
-        let views = self.ctx.engine.list_of(env, Some(RunKind::Drill), false, limit).await.map_err(to_status)?;
+        let listed = self.ctx.engine.list_of(env, Some(RunKind::Drill), false, limit).await.map_err(to_status)?;
         let mut drills = Vec::new();
-        for v in &views {
+        for v in &listed.runs {
             drills.push(self.drill(v).await?);
         }
-        Ok(Response::new(pb::ListDrillsResponse { drills }))
+        let corrupt = listed.corrupt.into_iter().map(|c| convert::corruption(c.corruption)).collect();
+        Ok(Response::new(pb::ListDrillsResponse { drills, corrupt }))
     }
 
     async fn get_report(&self, req: Request<pb::GetDrillRequest>) -> Result<Response<pb::RunReport>, Status> {

@@ -89,8 +89,11 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
             check_environment(e).map_err(to_status)?;
         }
         let limit = if r.limit == 0 { 20 } else { r.limit.min(1000) as usize };
-        let runs = self.ctx.engine.list(env, r.awaiting_approval, limit).await.map_err(to_status)?;
-        Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(convert::run).collect() }))
+        let listed = self.ctx.engine.list(env, r.awaiting_approval, limit).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListRunsResponse {
+            runs: listed.runs.iter().map(convert::run).collect(),
+            corrupt: listed.corrupt.into_iter().map(|c| convert::corruption(c.corruption)).collect(),
+        }))
     }
 
     type WatchStream = EventStream;

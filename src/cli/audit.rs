@@ -17,7 +17,9 @@ pub async fn run(client: &Client, cmd: AuditCmd, output: Output) -> Result<(), F
         environment: environment.unwrap_or_default(),
         limit,
     };
-    let records = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().records;
+    let listed = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+    super::output::warn_corrupt(&listed.corrupt);
+    let records = listed.records;
     match output {
         Output::Json => print_json(&Value::Array(
             records

@@ -108,6 +108,7 @@ fn drill_json(d: &pb::Drill) -> Value {
         "kept_until": (!d.kept_until.is_empty()).then_some(&d.kept_until),
         "promotion": (!d.promotion.is_empty()).then_some(&d.promotion),
         "schedule": (!d.schedule.is_empty()).then_some(&d.schedule),
+        "teardown_corruption": d.teardown_corruption.as_ref().map(super::output::corruption_json),
     });
     if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
         a.extend(b);
@@ -140,7 +141,9 @@ fn print_drill(d: &pb::Drill) {
             d.addresses.iter().map(|a| vec![a.service.clone(), a.production.clone(), a.drill.clone()]).collect();
         println!("{}", table(&["SERVICE", "PRODUCTION", "DRILL ADDRESS"], &rows));
     }
-    if !d.kept_until.is_empty() && !d.torn_down {
+    if let Some(c) = &d.teardown_corruption {
+        println!("teardown  UNKNOWN: the record is CORRUPT, {} (object {})", safe(&c.problem), safe(&c.key));
+    } else if !d.kept_until.is_empty() && !d.torn_down {
         println!("kept      up for inspection until {}, then torn down", d.kept_until);
     } else if d.torn_down && d.remaining.is_empty() {
         println!("teardown  {} instances removed, none left", d.instances_removed.len());
@@ -216,7 +219,9 @@ pub async fn run(client: &Client, cmd: DrillCmd, output: Output) -> Result<(), F
         }
         DrillCmd::List { environment, limit } => {
             let req = pb::ListDrillsRequest { environment: environment.unwrap_or_default(), limit };
-            let drills = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().drills;
+            let listed = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            super::output::warn_corrupt(&listed.corrupt);
+            let drills = listed.drills;
             match output {
                 Output::Json => print_json(&Value::Array(drills.iter().map(drill_json).collect())),
                 Output::Text if drills.is_empty() => println!("no drills"),
@@ -231,7 +236,9 @@ pub async fn run(client: &Client, cmd: DrillCmd, output: Output) -> Result<(), F
                                 r.snapshot_version.to_string(),
                                 if d.verdict.is_empty() { r.state } else { d.verdict.clone() },
                                 if d.rto_seconds > 0.0 { secs((d.rto_seconds * 1000.0) as u64) } else { "-".into() },
-                                if d.torn_down && d.remaining.is_empty() {
+                                if d.teardown_corruption.is_some() {
+                                    "UNKNOWN (corrupt record)".into()
+                                } else if d.torn_down && d.remaining.is_empty() {
                                     "torn down".into()
                                 } else if !d.kept_until.is_empty() {
                                     format!("kept until {}", d.kept_until)
@@ -302,6 +309,7 @@ fn schedule_json(s: &pb::Schedule) -> Value {
         "last_fired_at": (!s.last_fired_at.is_empty()).then_some(&s.last_fired_at),
         "last_run_id": (!s.last_run_id.is_empty()).then_some(&s.last_run_id),
         "already_existed": s.already_existed,
+        "corruption": s.corruption.as_ref().map(super::output::corruption_json),
     })
 }
 
@@ -344,6 +352,18 @@ async fn schedule(
                     let rows: Vec<Vec<String>> = all
                         .iter()
                         .map(|s| {
+                            if let Some(c) = &s.corruption {
+                                let what = format!("CORRUPT: {} (object {})", c.problem, c.key);
+                                return vec![
+                                    s.id.clone(),
+                                    what,
+                                    "-".into(),
+                                    "-".into(),
+                                    "-".into(),
+                                    "never".into(),
+                                    "-".into(),
+                                ];
+                            }
                             vec![
                                 s.id.clone(),
                                 s.environment.clone(),
@@ -356,6 +376,11 @@ async fn schedule(
                         })
                         .collect();
                     println!("{}", table(&["ID", "ENVIRONMENT", "CRON", "SNAPSHOT", "PROMOTE", "NEXT", "LAST"], &rows));
+                    if all.iter().any(|s| s.corruption.is_some()) {
+                        eprintln!(
+                            "A CORRUPT schedule never fires: remove it with `lifeboat drill schedule remove ID`, then add it again"
+                        );
+                    }
                 }
             }
         }
@@ -367,6 +392,7 @@ async fn schedule(
                 .into_inner();
             match output {
                 Output::Json => print_json(&schedule_json(&s)),
+                Output::Text if s.corruption.is_some() => println!("removed corrupt schedule {}", s.id),
                 Output::Text => println!("removed schedule {} ({} at \"{}\")", s.id, s.environment, s.cron),
             }
         }

@@ -24,7 +24,7 @@ pub fn snapshot_json(s: &pb::Snapshot) -> Value {
         "provider": s.provider,
         "service_count": s.service_count,
         "rejection": s.rejection.as_ref().map(|r| json!({"by": r.by, "at": r.at, "reason": r.reason})),
-        "corruption": s.corruption.as_ref().map(|c| json!({"key": c.key, "problem": c.problem})),
+        "corruption": s.corruption.as_ref().map(corruption_json),
     });
     if !s.warnings.is_empty() {
         v["warnings"] = json!(s.warnings);
@@ -33,6 +33,19 @@ pub fn snapshot_json(s: &pb::Snapshot) -> Value {
         v["manifest"] = serde_json::from_str(&s.manifest_json).unwrap_or(Value::Null);
     }
     v
+}
+
+/// Records a listing skipped because they fail their integrity check: one
+/// line each on stderr (in text and JSON output alike), the listing itself
+/// on stdout as usual.
+pub fn warn_corrupt(corrupt: &[pb::Corruption]) {
+    for c in corrupt {
+        eprintln!("CORRUPT, skipped: {} (object {}); the rest is listed", safe(&c.problem), safe(&c.key));
+    }
+}
+
+pub fn corruption_json(c: &pb::Corruption) -> Value {
+    json!({"key": c.key, "problem": c.problem})
 }
 
 /// `sha256:0123456789ab` — enough to tell snapshots apart in a table.

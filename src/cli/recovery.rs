@@ -346,7 +346,9 @@ pub async fn run_cmd(client: &Client, cmd: RunCmd, output: Output) -> Result<(),
     match cmd {
         RunCmd::List { environment, limit, quiet, awaiting_approval } => {
             let req = pb::ListRunsRequest { environment: environment.unwrap_or_default(), limit, awaiting_approval };
-            let runs = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner().runs;
+            let listed = svc.list(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
+            super::output::warn_corrupt(&listed.corrupt);
+            let runs = listed.runs;
             match output {
                 Output::Json => print_json(&Value::Array(runs.iter().map(run_json).collect())),
                 Output::Text if quiet => runs.iter().for_each(|r| println!("{}", r.id)),

@@ -60,6 +60,7 @@ fn status_json(e: &pb::EnvironmentStatus) -> Value {
         "drift": if e.drift.is_empty() { Value::Null } else { json!({"summary": e.drift, "checked_at": e.drift_checked_at}) },
         "traffic": e.traffic.iter().map(|t| json!({"service": t.service, "via": t.via, "points_to": t.points_to, "here": t.here, "decides": t.decides})).collect::<Vec<_>>(),
         "traffic_error": if e.traffic_error.is_empty() { Value::Null } else { json!(e.traffic_error) },
+        "corrupt": e.corrupt.iter().map(super::output::corruption_json).collect::<Vec<_>>(),
     })
 }
 
@@ -79,6 +80,9 @@ fn print_status(e: &pb::EnvironmentStatus) {
         _ => "UNKNOWN",
     };
     println!("  sync      {sync}: {}", e.sync_detail);
+    for c in &e.corrupt {
+        println!("  CORRUPT   {} (object {}); skipped", super::output::safe(&c.problem), super::output::safe(&c.key));
+    }
     if !e.traffic_error.is_empty() {
         println!("  traffic   UNKNOWN: {}", e.traffic_error);
     } else if !e.traffic.is_empty() {

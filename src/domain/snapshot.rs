@@ -53,7 +53,7 @@ struct RawSnapshot {
 /// Why a stored snapshot was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IntegrityError {
-    #[error("is not a valid snapshot document ({0})")]
+    #[error("is malformed ({0})")]
     Malformed(String),
     #[error(
         "has format_version {found}, which this lifeboat cannot read (it reads {known}){}",

@@ -219,6 +219,21 @@ pub(crate) async fn record_timings(store: &DynStore, view: &RunView) {
     }
 }
 
+/// Runs, newest first, and the records among them that could not be read.
+#[derive(Debug, Default)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+    pub corrupt: Vec<CorruptRun>,
+}
+
+/// A run whose record or journal fails its checks.
+#[derive(Debug, Clone)]
+pub struct CorruptRun {
+    /// Known when only the journal is bad.
+    pub environment: Option<String>,
+    pub corruption: crate::error::Corruption,
+}
+
 impl Engine {
     pub fn new(ctx: RunContext) -> Arc<Engine> {
         Arc::new(Engine {
@@ -747,7 +762,7 @@ impl Engine {
 
     /// The newest runs first, optionally of one environment.
     /// Newest first; with `awaiting_approval`, only runs waiting for an approval.
-    pub async fn list(&self, environment: Option<&str>, awaiting_approval: bool, limit: usize) -> Result<Vec<RunView>> {
+    pub async fn list(&self, environment: Option<&str>, awaiting_approval: bool, limit: usize) -> Result<RunList> {
         self.list_of(environment, None, awaiting_approval, limit).await
     }
 
@@ -758,27 +773,46 @@ impl Engine {
         kind: Option<RunKind>,
         awaiting_approval: bool,
         limit: usize,
-    ) -> Result<Vec<RunView>> {
+    ) -> Result<RunList> {
         let mut keys = self.ctx.store.list(&layout::run_index_prefix()).await?;
         keys.reverse();
-        let mut out = Vec::new();
+        let mut out = RunList::default();
         for key in keys {
             let Some(id) = layout::run_id_from_index(&key) else { continue };
+            // A record that fails its checks is named and passed over: one
+            // bad run must not hide every other (or the status of every environment).
             let spec = match self.spec(id).await {
                 Ok(s) => s,
                 Err(Error::NotFound(_)) => continue,
-                Err(e) => return Err(e),
+                Err(e) => match e.corruption() {
+                    Some(c) => {
+                        tracing::warn!(key = %c.key, problem = %c.problem, "skipping a corrupt run record");
+                        out.corrupt.push(CorruptRun { environment: None, corruption: c });
+                        continue;
+                    }
+                    None => return Err(e),
+                },
             };
             if environment.is_some_and(|e| e != spec.environment) || kind.is_some_and(|k| k != spec.kind) {
                 continue;
             }
-            let entries = journal::read_run(&self.ctx.store, id).await?;
+            let entries = match journal::read_run(&self.ctx.store, id).await {
+                Ok(entries) => entries,
+                Err(e) => match e.corruption() {
+                    Some(c) => {
+                        tracing::warn!(key = %c.key, problem = %c.problem, "skipping a run with a corrupt journal");
+                        out.corrupt.push(CorruptRun { environment: Some(spec.environment), corruption: c });
+                        continue;
+                    }
+                    None => return Err(e),
+                },
+            };
             let view = RunView::replay(spec, &entries);
             if awaiting_approval && !view.needs_approval() {
                 continue;
             }
-            out.push(view);
-            if out.len() >= limit {
+            out.runs.push(view);
+            if out.runs.len() >= limit {
                 break;
             }
         }

@@ -42,6 +42,32 @@ pub struct ScheduleView {
     pub next: Option<DateTime<Utc>>,
     /// (tick, the run it started or why none).
     pub last: Option<(String, String)>,
+    /// The stored schedule fails its integrity check: only its ID is
+    /// known, it never fires, and deleting it removes it.
+    pub corruption: Option<crate::error::Corruption>,
+}
+
+/// A stored schedule, or why it cannot be read.
+enum Stored {
+    Ok(Schedule),
+    Corrupt { id: String, corruption: crate::error::Corruption },
+}
+
+/// What is known of a corrupt schedule: its ID.
+fn corrupt_view(id: String, corruption: crate::error::Corruption) -> ScheduleView {
+    let schedule = Schedule {
+        format_version: 1,
+        id,
+        environment: String::new(),
+        cron: String::new(),
+        timezone: String::new(),
+        snapshot: String::new(),
+        region: None,
+        promote_on_pass: false,
+        created_by: String::new(),
+        created_at: String::new(),
+    };
+    ScheduleView { schedule, existed: false, next: None, last: None, corruption: Some(corruption) }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -84,7 +110,7 @@ impl Engine {
             return Ok(ScheduleView { existed: true, ..self.schedule_view(old).await? });
         }
         match self.ctx.store.put(&layout::schedule(&s.id), codec::encode(&s), PutOptions::create()).await {
-            Ok(_) => Ok(ScheduleView { next: Some(next), schedule: s, last: None, existed: false }),
+            Ok(_) => Ok(ScheduleView { next: Some(next), schedule: s, last: None, existed: false, corruption: None }),
             Err(crate::store::StoreError::AlreadyExists { .. }) => match self.schedule(&s.id).await? {
                 Some(old) => Ok(ScheduleView { existed: true, ..self.schedule_view(old).await? }),
                 None => {
@@ -95,39 +121,82 @@ impl Engine {
         }
     }
 
+    /// Every schedule (of `environment`), and the corrupt ones: their
+    /// environment is unknown, so every listing shows them.
     pub async fn list_schedules(&self, environment: Option<&str>) -> Result<Vec<ScheduleView>> {
         let mut out = Vec::new();
-        for s in self.schedules().await? {
-            if environment.is_none_or(|e| e == s.environment) {
-                out.push(self.schedule_view(s).await?);
+        for s in self.stored_schedules().await? {
+            match s {
+                Stored::Ok(s) if environment.is_none_or(|e| e == s.environment) => {
+                    out.push(self.schedule_view(s).await?)
+                }
+                Stored::Ok(_) => {}
+                Stored::Corrupt { id, corruption } => out.push(corrupt_view(id, corruption)),
             }
         }
         Ok(out)
     }
 
+    /// Removes a schedule, a corrupt one included.
     pub async fn delete_schedule(&self, id: &str) -> Result<ScheduleView> {
-        let Some(s) = self.schedule(id).await? else {
-            return Err(Error::NotFound(format!("no schedule {id}; `lifeboat drill schedule list` shows them")));
+        let view = match self.stored_schedule(id).await? {
+            None => {
+                return Err(Error::NotFound(format!("no schedule {id}; `lifeboat drill schedule list` shows them")));
+            }
+            Some(Stored::Ok(s)) => self.schedule_view(s).await?,
+            Some(Stored::Corrupt { id, corruption }) => corrupt_view(id, corruption),
         };
-        let view = self.schedule_view(s).await?;
         self.ctx.store.delete(&layout::schedule(id)).await?;
         Ok(view)
     }
 
-    /// Every stored schedule.
+    /// Every readable schedule; a corrupt one is logged and skipped, so it
+    /// stops only itself.
     async fn schedules(&self) -> Result<Vec<Schedule>> {
+        Ok(self
+            .stored_schedules()
+            .await?
+            .into_iter()
+            .filter_map(|s| match s {
+                Stored::Ok(s) => Some(s),
+                Stored::Corrupt { corruption: c, .. } => {
+                    tracing::error!(key = %c.key, problem = %c.problem, "a corrupt drill schedule never fires; delete it with `lifeboat drill schedule delete`");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    async fn stored_schedules(&self) -> Result<Vec<Stored>> {
         let mut out = Vec::new();
         for key in self.ctx.store.list(&layout::schedules_prefix()).await? {
-            let Some(obj) = self.ctx.store.get(&key).await? else { continue };
-            out.push(codec::decode(&obj.bytes, &key, &self.ctx.store.describe())?);
+            let Some(id) = layout::schedule_id(&key) else { continue };
+            out.extend(self.stored_schedule(id).await?);
         }
         Ok(out)
     }
 
     async fn schedule(&self, id: &str) -> Result<Option<Schedule>> {
+        match self.stored_schedule(id).await? {
+            Some(Stored::Ok(s)) => Ok(Some(s)),
+            Some(Stored::Corrupt { corruption: c, .. }) => Err(Error::FailedPrecondition(format!(
+                "{} (object {}); delete the schedule and add it again",
+                c.problem, c.key
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn stored_schedule(&self, id: &str) -> Result<Option<Stored>> {
         let key = layout::schedule(id);
         match self.ctx.store.get(&key).await {
-            Ok(Some(obj)) => Ok(Some(codec::decode(&obj.bytes, &key, &self.ctx.store.describe())?)),
+            Ok(Some(obj)) => match codec::decode(&obj.bytes, &key, &self.ctx.store.describe()) {
+                Ok(s) => Ok(Some(Stored::Ok(s))),
+                Err(e) => match e.corruption() {
+                    Some(corruption) => Ok(Some(Stored::Corrupt { id: id.to_string(), corruption })),
+                    None => Err(e),
+                },
+            },
             Ok(None) => Ok(None),
             // An ID that is not a valid key names no schedule.
             Err(crate::store::StoreError::InvalidKey { .. }) => Ok(None),
@@ -139,7 +208,7 @@ impl Engine {
     async fn schedule_view(&self, s: Schedule) -> Result<ScheduleView> {
         let next = Timetable::parse(&s.cron, &s.timezone).ok().and_then(|t| t.next_after(self.ctx.clock.now()));
         let last = self.last_tick(&s.id).await?;
-        Ok(ScheduleView { schedule: s, next, last, existed: false })
+        Ok(ScheduleView { schedule: s, next, last, existed: false, corruption: None })
     }
 
     async fn last_tick(&self, id: &str) -> Result<Option<(String, String)>> {

@@ -68,6 +68,8 @@ pub struct EnvironmentStatus {
     pub drift: Option<super::drift::DriftReport>,
     /// Where each service's traffic points, seen from this region, or why it cannot be told.
     pub traffic: std::result::Result<Vec<crate::domain::plan::Traffic>, String>,
+    /// Records of this environment that fail their checks (skipped).
+    pub corrupt: Vec<crate::error::Corruption>,
 }
 
 impl Engine {
@@ -96,12 +98,28 @@ impl Engine {
     }
 
     async fn environment_status(&self, env: &str) -> Result<Vec<EnvironmentStatus>> {
-        let known_good = self.repo.get_ref(env, KNOWN_GOOD).await?.map(|r| r.version);
+        // A corrupt record (the known-good ref, a run) must not hide the
+        // environment, or any other: it is named, and the rest is shown.
+        let mut corrupt = Vec::new();
+        let (known_good, unreadable_ref) = match self.repo.get_ref(env, KNOWN_GOOD).await {
+            Ok(r) => (r.map(|r| r.version), None),
+            Err(e) => match e.corruption() {
+                Some(c) => {
+                    let why = format!("the known-good ref cannot be read: {}", e);
+                    corrupt.push(c);
+                    (None, Some(why))
+                }
+                None => return Err(e),
+            },
+        };
         let latest = self.repo.latest_version(env).await?;
         let Some(home_version) = known_good.or(latest) else { return Ok(Vec::new()) };
         // A corrupt snapshot must not hide the environment: it shows as unknown.
         let home = self.repo.get(env, home_version).await;
-        let runs = self.list(Some(env), false, RECENT_RUNS).await?;
+        let listed = self.list(Some(env), false, RECENT_RUNS).await?;
+        corrupt
+            .extend(listed.corrupt.into_iter().filter(|c| c.environment.as_deref() == Some(env)).map(|c| c.corruption));
+        let runs = listed.runs;
         let mut regions: BTreeSet<String> = runs.iter().map(|r| r.spec.region.clone()).collect();
         let home_region = home.as_ref().ok().map(|s| s.manifest.region.clone());
         regions.extend(home_region.clone());
@@ -148,7 +166,11 @@ impl Engine {
             };
             let inventory = inventory.unwrap_or_default();
             let (sync, sync_detail, steps) = match plan {
-                None if known_good.is_none() => (Sync::Unknown, "no known-good snapshot yet".to_string(), Vec::new()),
+                None if known_good.is_none() => (
+                    Sync::Unknown,
+                    unreadable_ref.clone().unwrap_or_else(|| "no known-good snapshot yet".to_string()),
+                    Vec::new(),
+                ),
                 None => (
                     Sync::Unknown,
                     format!(
@@ -226,6 +248,7 @@ impl Engine {
                 services,
                 last_run: recoveries.first().map(|r| (*r).clone()),
                 last_drill,
+                corrupt: corrupt.clone(),
             });
         }
         Ok(out)

@@ -1426,7 +1426,7 @@ mod faults {
                 rule.disable();
                 let (lease, _) = lease::read(&store, "r1").await.unwrap().unwrap();
                 assert!(lease.released, "{pattern}: the lease is released");
-                assert!(h.engine.list(None, false, 10).await.unwrap().is_empty(), "{pattern}: no run is listed");
+                assert!(h.engine.list(None, false, 10).await.unwrap().runs.is_empty(), "{pattern}: no run is listed");
                 let written = store.list("runs/").await.unwrap();
                 assert!(!written.iter().any(|k| k.contains("/journal/")), "{pattern}: no journal: {written:?}");
                 h.second_engine().sweep().await.unwrap();
@@ -1615,6 +1615,42 @@ fn a_passed_drill_kept_for_inspection_is_swept_once_its_time_is_up() {
 }
 
 #[test]
+fn a_corrupt_schedule_stops_only_itself() {
+    paused_runtime().block_on(async {
+        let h = one_quick_service().await;
+        let new = |cron: &str| super::schedule::NewSchedule {
+            environment: "shop".into(),
+            cron: cron.into(),
+            timezone: "UTC".into(),
+            snapshot: "latest".into(),
+            region: None,
+            promote_on_pass: false,
+            actor: "t".into(),
+        };
+        let good = h.engine.create_schedule(new("0 * * * * *")).await.unwrap();
+        let bad = h.engine.create_schedule(new("30 * * * * *")).await.unwrap();
+        let key = layout::schedule(&bad.schedule.id);
+        h.engine
+            .ctx
+            .store
+            .put(&key, bytes::Bytes::from_static(b"{oops"), crate::store::PutOptions::overwrite())
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let fired = h.engine.fire_due_schedules().await.unwrap();
+        assert_eq!(fired.len(), 1, "the good schedule fires: {fired:?}");
+        h.finish(&fired[0]).await;
+        let listed = h.engine.list_schedules(Some("other")).await.unwrap();
+        assert_eq!(listed.len(), 1, "a corrupt schedule shows under every filter");
+        assert_eq!(listed[0].corruption.as_ref().unwrap().key, key);
+        let removed = h.engine.delete_schedule(&bad.schedule.id).await.unwrap();
+        assert!(removed.corruption.is_some());
+        let left = h.engine.list_schedules(None).await.unwrap();
+        assert_eq!(left.iter().map(|s| s.schedule.id.clone()).collect::<Vec<_>>(), vec![good.schedule.id]);
+    });
+}
+
+#[test]
 fn schedules_fire_each_tick_once_and_a_missed_tick_once() {
     paused_runtime().block_on(async {
         let h = one_quick_service().await;
@@ -1635,7 +1671,8 @@ fn schedules_fire_each_tick_once_and_a_missed_tick_once() {
         assert!(s.next.is_some());
         // The tick before the schedule existed is not a missed tick.
         assert!(h.engine.fire_due_schedules().await.unwrap().is_empty());
-        let drills = |e: Arc<Engine>| async move { e.list_of(None, Some(RunKind::Drill), false, 100).await.unwrap() };
+        let drills =
+            |e: Arc<Engine>| async move { e.list_of(None, Some(RunKind::Drill), false, 100).await.unwrap().runs };
         // The next minute: two servers, one drill.
         tokio::time::advance(Duration::from_secs(61)).await;
         let (a, b) = tokio::join!(h.engine.fire_due_schedules(), second.fire_due_schedules());

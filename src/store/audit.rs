@@ -66,6 +66,13 @@ pub struct AuditLog {
     store: DynStore,
 }
 
+/// Matching records, newest first, and the ones that could not be read.
+#[derive(Debug, Default)]
+pub struct AuditList {
+    pub records: Vec<AuditRecord>,
+    pub corrupt: Vec<crate::error::Corruption>,
+}
+
 impl AuditLog {
     pub fn new(store: DynStore) -> AuditLog {
         AuditLog { store }
@@ -92,23 +99,30 @@ impl AuditLog {
 
     /// Matching records, newest first, at most `query.limit`. Records are
     /// kept per day, so only the days since `query.since` are read.
-    pub async fn list(&self, query: &AuditQuery, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<AuditRecord>> {
+    pub async fn list(&self, query: &AuditQuery, now: chrono::DateTime<chrono::Utc>) -> Result<AuditList> {
         let since = query.since.unwrap_or(now - chrono::Duration::days(1));
-        let mut out = Vec::new();
+        let mut out = AuditList::default();
         let mut day = now.date_naive();
-        while day >= since.date_naive() && out.len() < query.limit {
+        while day >= since.date_naive() && out.records.len() < query.limit {
             let mut keys = self.store.list(&layout::audit_day(&day.format("%Y-%m-%d").to_string())).await?;
             keys.sort();
             for key in keys.iter().rev() {
                 let Some(obj) = self.store.get(key).await? else { continue };
-                let r: AuditRecord = super::codec::decode(&obj.bytes, key, &self.store.describe())?;
+                // One bad record is named and passed over, never the end of the list.
+                let r: AuditRecord = match super::codec::decode(&obj.bytes, key, &self.store.describe()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        out.corrupt.extend(e.corruption());
+                        continue;
+                    }
+                };
                 let at = chrono::DateTime::parse_from_rfc3339(&r.at).map(|t| t.with_timezone(&chrono::Utc));
                 if at.is_ok_and(|t| t < since) {
                     return Ok(out);
                 }
                 if query.matches(&r) {
-                    out.push(r);
-                    if out.len() >= query.limit {
+                    out.records.push(r);
+                    if out.records.len() >= query.limit {
                         break;
                     }
                 }

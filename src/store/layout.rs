@@ -60,6 +60,11 @@ pub fn schedule(id: &str) -> String {
     format!("schedules/{id}.json")
 }
 
+/// The schedule ID of a key under `schedules_prefix`.
+pub fn schedule_id(key: &str) -> Option<&str> {
+    key.strip_prefix("schedules/")?.strip_suffix(".json").filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
 /// One tick of a schedule: created once, by whichever server fires it.
 pub fn schedule_tick(id: &str, tick: &str) -> String {
     format!("schedule-ticks/{id}/{tick}")

@@ -179,10 +179,16 @@ pub fn target_addrs(dir: &Path, ids: &[String]) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// What the router serves: every stable address and its live targets. A
-/// corrupt pointer is skipped (and logged); the others are still served.
-pub fn routes(dir: &Path) -> BTreeMap<String, Vec<SocketAddr>> {
-    let mut out = BTreeMap::new();
+/// What the router serves: every stable address and its live targets, and
+/// the pointers that cannot be read (path, why): the others are still served.
+#[derive(Debug, Default)]
+pub struct Routes {
+    pub served: BTreeMap<String, Vec<SocketAddr>>,
+    pub corrupt: Vec<(PathBuf, String)>,
+}
+
+pub fn routes(dir: &Path) -> Routes {
+    let mut out = Routes::default();
     let Ok(envs) = std::fs::read_dir(dir.join("services")) else { return out };
     for e in envs.flatten() {
         let Ok(files) = std::fs::read_dir(e.path()) else { continue };
@@ -192,10 +198,13 @@ pub fn routes(dir: &Path) -> BTreeMap<String, Vec<SocketAddr>> {
             }
             match read::<Pointer>(&f.path()) {
                 Ok(Some(Pointer { listen: Some(listen), targets, .. })) => {
-                    out.insert(listen, target_addrs(dir, &targets));
+                    out.served.insert(listen, target_addrs(dir, &targets));
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "skipping a corrupt cutover pointer"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a corrupt cutover pointer: its address keeps its last route");
+                    out.corrupt.push((f.path(), e.to_string()));
+                }
             }
         }
     }

@@ -171,19 +171,30 @@ async fn write_reply(write: &mut UnixStream, reply: &Reply) -> std::io::Result<(
     write.write_all(&bytes).await
 }
 
-/// Makes the served addresses match the directory's pointers.
+/// Makes the served addresses match the directory's pointers. While a
+/// pointer is corrupt, which address it holds cannot be told: every served
+/// address without a readable pointer keeps its last good route (a live
+/// address never goes down over a bad file), and the file is reported.
 async fn sync(dir: &Path, proxies: &Proxies) -> BTreeMap<String, String> {
     let dir = dir.to_path_buf();
-    let wanted = tokio::task::spawn_blocking(move || records::routes(&dir)).await.unwrap_or_default();
+    let routes = tokio::task::spawn_blocking(move || records::routes(&dir)).await.unwrap_or_default();
     let mut errors = BTreeMap::new();
-    for (listen, targets) in &wanted {
+    for (listen, targets) in &routes.served {
         if let Err(e) = proxies.route(listen, targets.clone()) {
             errors.insert(listen.clone(), e);
         }
     }
-    for listen in proxies.addresses() {
-        if !wanted.contains_key(&listen) {
-            proxies.remove(&listen);
+    for (path, e) in &routes.corrupt {
+        errors.insert(
+            path.display().to_string(),
+            format!("{e}; addresses without a readable pointer keep their last route"),
+        );
+    }
+    if routes.corrupt.is_empty() {
+        for listen in proxies.addresses() {
+            if !routes.served.contains_key(&listen) {
+                proxies.remove(&listen);
+            }
         }
     }
     errors
@@ -202,7 +213,7 @@ async fn take_over(dir: &Path, proxies: &Proxies) -> anyhow::Result<()> {
     // these sockets until the old one stops, and a connection this one took
     // without targets would be closed (a probe through an upgrade once failed so).
     let owned = dir.to_path_buf();
-    let wanted = tokio::task::spawn_blocking(move || records::routes(&owned)).await.unwrap_or_default();
+    let wanted = tokio::task::spawn_blocking(move || records::routes(&owned)).await.unwrap_or_default().served;
     for (addr, fd) in addrs.into_iter().zip(fds) {
         let listener = std::net::TcpListener::from(fd);
         let targets = wanted.get(&addr).cloned().unwrap_or_default();
