@@ -124,6 +124,20 @@ fn every_rpc_needs_its_role() {
         out.stderr.contains("token oncall has the operator role; moving known-good when the drill passes (--promote-on-pass) needs admin"),
         "{out:?}"
     );
+    // Nor may an operator schedule drills (that might promote on pass): schedules are admin's.
+    let out = server.run(&[
+        "--token",
+        &tokens[1],
+        "drill",
+        "schedule",
+        "add",
+        "shop",
+        "--cron",
+        "0 3 * * *",
+        "--promote-on-pass",
+    ]);
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(out.stderr.contains("/lifeboat.v1.DrillService/CreateSchedule needs admin"), "{out:?}");
     let out = Command::new(common::BIN)
         .args(["--server", &server.url, "snapshot", "promote", "shop", "1", "--reason", "t", "--force"])
         .env("LIFEBOAT_TOKEN", &tokens[2])

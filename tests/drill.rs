@@ -350,6 +350,11 @@ fn bad_drill_input_is_refused_naming_it_and_creates_nothing() {
             2,
             "unknown time zone \"Mars/Base\"",
         ),
+        (
+            &["drill", "schedule", "add", "shop", "--cron", "0 3 * * *", "--region", "NOT A REGION!!"][..],
+            2,
+            "region \"NOT A REGION!!\" is not a valid region name",
+        ),
         (&["drill", "schedule", "remove", "s-nope"][..], 3, "no schedule s-nope"),
     ] {
         let out = server.run(args);

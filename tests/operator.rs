@@ -315,6 +315,60 @@ fn failure_reports_collapse_repeated_lines() {
     assert!(out.stderr.contains("has no service nosuch; it has: api"), "{out:?}");
 }
 
+/// A failed instance's log is read from its end: a 1.5 GB log (sparse
+/// here) does not raise the server's memory, and its last line is shown.
+#[test]
+fn a_huge_log_is_read_from_its_end() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let dir = server.dir.as_ref().unwrap().path();
+    let script = dir.join("chatty.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ntruncate -s 1500M /proc/self/fd/1\necho\necho \"fatal: out of disk\"\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let image = server.run(&["image", "import", script.to_str().unwrap()]).ok().stdout.trim().to_string();
+    let file = dir.join("chatty.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "environment = \"chatty\"\nregion = \"local-1\"\n[services.api]\nimage = \"{image}\"\n\
+             health = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"3s\" }}\n"
+        ),
+    )
+    .unwrap();
+    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "chatty", "1", "--reason", "t"]).ok();
+    let out = server.run(&["recover", "chatty", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("fatal: out of disk"), "{}", out.stdout);
+    let logs: Vec<u64> = walk_sizes(&server.local_dir().join("instances"));
+    assert!(logs.iter().any(|n| *n > 1_000_000_000), "the logs were that big: {logs:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(peak_kib < 200 * 1024, "the server's peak RSS was {} MiB", peak_kib >> 10);
+}
+
+fn walk_sizes(dir: &std::path::Path) -> Vec<u64> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_sizes(&p));
+        } else if p.file_name().is_some_and(|n| n == "output.log") {
+            out.push(e.metadata().map(|m| m.len()).unwrap_or(0));
+        }
+    }
+    out
+}
+
 /// A forgotten approval does not hold the region for ever: after
 /// `approval_timeout` the service fails, the run ends, the lease is freed.
 #[test]

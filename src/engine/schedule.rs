@@ -79,6 +79,14 @@ impl Engine {
         check_environment(&n.environment)?;
         let timezone = if n.timezone.is_empty() { "UTC".to_string() } else { n.timezone.clone() };
         let table = Timetable::parse(&n.cron, &timezone).map_err(Error::InvalidArgument)?;
+        if let Some(r) = n.region.as_deref().filter(|r| !r.is_empty())
+            && !crate::domain::manifest::is_valid_name(r)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "region \"{}\" is not a valid region name (lower-case letters, digits and dashes, as us-east-1)",
+                crate::error::shown(r)
+            )));
+        }
         let snapshot = if n.snapshot.is_empty() { "latest".to_string() } else { n.snapshot.clone() };
         // The environment and snapshot must exist now: a typo is an error, not a drill that fails at 3 a.m.
         self.repo.get_by_ref(&n.environment, &snapshot).await?;
