@@ -68,12 +68,16 @@ pub fn render_problems(source_name: &str, problems: &[Problem]) -> String {
 
 /// A user-supplied value for an error message: cut to 64 characters with
 /// its size noted, so a hostile 4 MB name is never echoed back whole (in
-/// a status message, a log line or an audit record).
+/// a status message, a log line or an audit record), and control
+/// characters escaped, so a newline in it cannot forge a log line.
 pub fn shown(value: &str) -> String {
     const MAX: usize = 64;
-    if value.len() <= MAX {
-        return value.to_string();
+    let escape = |s: &str| -> String {
+        s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    };
+    if value.chars().count() <= MAX {
+        return escape(value);
     }
     let cut: String = value.chars().take(MAX).collect();
-    format!("{cut}… ({} bytes)", value.len())
+    format!("{}… ({} bytes)", escape(&cut), value.len())
 }

@@ -250,6 +250,10 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
     let (_, reply) = pagerduty(&server, PD_SECRET, &other);
     assert!(reply.starts_with(&format!("duplicate: run {second} (running)")), "{reply}");
     server.run(&["run", "cancel", &second]).ok();
+    // (A new delivery: the first one's event was processed, a replay of it changes nothing.)
+    let (_, reply) = pagerduty(&server, PD_SECRET, &other);
+    assert!(reply.starts_with("duplicate: event ev-") && reply.contains("already processed"), "{reply}");
+    let other = incident("incident.triggered", "QPROP2", "PPROP01");
     let (status, reply) = pagerduty(&server, PD_SECRET, &other);
     assert_eq!(status, 202, "{reply}");
     assert!(reply.starts_with("proposed run"), "{reply}");
@@ -290,7 +294,7 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
     let metrics = get(&server, "/metrics");
     for (source, outcome, n) in [
         ("pagerduty", "started", 1),
-        ("pagerduty", "duplicate", 6),
+        ("pagerduty", "duplicate", 7),
         ("pagerduty", "unauthorized", 4),
         ("alertmanager", "started", 2),
     ] {
@@ -322,6 +326,79 @@ fn pager_webhooks_start_propose_and_refuse_without_leaking_secrets() {
             assert!(!text.contains(secret), "{what} contains the secret {secret}");
         }
     }
+}
+
+/// Replays change nothing; one alert key routed to two environments is two
+/// alerts; an incident ID is the sender's text, clipped and escaped.
+#[test]
+fn replays_are_refused_and_claims_belong_to_an_environment() {
+    let Rig { server, log, .. } = rig();
+    let _cleanup = Instances(server.local_dir());
+    let svcs = [Svc::new("db", &[])];
+    Region::setup(&server, "auto", &svcs);
+    Region::setup(&server, "prop", &svcs);
+
+    // Undated or future events are refused: they could be replayed for ever.
+    let mut undated: serde_json::Value =
+        serde_json::from_slice(&incident("incident.triggered", "Q1", "PAUTO01")).unwrap();
+    undated["event"].as_object_mut().unwrap().remove("occurred_at");
+    let (status, reply) = pagerduty(&server, PD_SECRET, undated.to_string().as_bytes());
+    assert_eq!(status, 401, "{reply}");
+    assert!(reply.contains("has no occurred_at"), "{reply}");
+    let future = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let (status, reply) = pagerduty(&server, PD_SECRET, &incident_at("incident.triggered", "Q1", "PAUTO01", &future));
+    assert_eq!(status, 401, "{reply}");
+    assert!(reply.contains("in the future"), "{reply}");
+
+    // A captured triggered + resolved pair, replayed, starts nothing new.
+    let triggered = incident("incident.triggered", "QREPLAY", "PAUTO01");
+    let resolved = incident("incident.resolved", "QREPLAY", "PAUTO01");
+    let (_, reply) = pagerduty(&server, PD_SECRET, &triggered);
+    assert!(reply.starts_with("started run"), "{reply}");
+    let first = run_id(&reply);
+    server.run(&["run", "watch", &first]).ok();
+    let (_, reply) = pagerduty(&server, PD_SECRET, &resolved);
+    assert!(reply.contains("a new firing will start a recovery again"), "{reply}");
+    for _ in 0..2 {
+        let (status, reply) = pagerduty(&server, PD_SECRET, &resolved);
+        assert_eq!(status, 202);
+        assert!(reply.starts_with("duplicate: event") && reply.contains("released the claim"), "{reply}");
+        let (status, reply) = pagerduty(&server, PD_SECRET, &triggered);
+        assert_eq!(status, 202);
+        assert!(reply.starts_with("duplicate: event") && reply.contains(&format!("started run {first}")), "{reply}");
+    }
+    assert_eq!(runs_of(&server, "auto").len(), 1, "replays started nothing");
+    // A real new firing of the incident (a new event) does start again.
+    let (_, reply) = pagerduty(&server, PD_SECRET, &incident("incident.triggered", "QREPLAY", "PAUTO01"));
+    assert!(reply.starts_with("started run"), "{reply}");
+    server.run(&["run", "watch", &run_id(&reply)]).ok();
+
+    // One incident ID routed to two environments: two alerts, two claims.
+    let (_, reply) = pagerduty(&server, PD_SECRET, &incident("incident.triggered", "QSAME", "PAUTO01"));
+    assert!(reply.starts_with("started run"), "{reply}");
+    let in_auto = run_id(&reply);
+    server.run(&["run", "watch", &in_auto]).ok();
+    let (_, reply) = pagerduty(&server, PD_SECRET, &incident("incident.triggered", "QSAME", "PPROP01"));
+    assert!(reply.starts_with("proposed run"), "not a duplicate of {in_auto}: {reply}");
+    // Resolved through the other rule releases only that environment's claim.
+    let (_, reply) = pagerduty(&server, PD_SECRET, &incident("incident.resolved", "QSAME", "PPROP01"));
+    assert!(reply.contains("a new firing will start a recovery again"), "{reply}");
+    let (_, reply) = pagerduty(&server, PD_SECRET, &incident("incident.triggered", "QSAME", "PAUTO01"));
+    assert!(reply.starts_with(&format!("duplicate: run {in_auto}")), "auto's claim holds: {reply}");
+
+    // A 300 KB incident ID with a newline: clipped and escaped everywhere.
+    let huge = format!("Q{}\nFORGED log line{}", "x".repeat(150_000), "y".repeat(150_000));
+    let (status, reply) = pagerduty(&server, PD_SECRET, &incident("incident.triggered", &huge, "PPROP01"));
+    assert_eq!(status, 202, "{reply}");
+    assert!(reply.len() < 1024, "the reply is {} bytes", reply.len());
+    let run = run_id(&reply);
+    let shown = server.run(&["--output", "json", "run", "show", &run]).ok().json();
+    let by = shown["created_by"].as_str().unwrap();
+    assert!(by.len() < 400 && by.contains("(300") && !by.contains('\n'), "{by}");
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(!log_text.lines().any(|l| l.starts_with("FORGED")), "no forged log line");
+    assert!(log_text.len() < 200_000, "the ID is not logged whole");
+    server.run(&["run", "cancel", &run]).ok();
 }
 
 #[test]

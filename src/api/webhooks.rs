@@ -20,8 +20,8 @@ use crate::config::{Secret, WebhookSource, WebhooksSection};
 use crate::domain::alert::{self, Alert, Policy, Routes, Rule, Source};
 use crate::domain::run::RunState;
 use crate::engine::{Engine, StartRequest};
-use crate::error::Error;
-use crate::store::webhooks::{Claim, Claims};
+use crate::error::{Error, shown};
+use crate::store::webhooks::{Claim, ClaimId, Claims, Events};
 use crate::store::{AuditLog, DynStore};
 
 /// The largest delivery accepted; larger ones get 413.
@@ -31,11 +31,15 @@ pub const MAX_BODY: usize = 1 << 20;
 /// it) is taken over after this long.
 const CLAIM_TTL: Duration = Duration::from_secs(120);
 
+/// How far ahead of this server's clock an event may say it occurred.
+const MAX_FUTURE_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
 
 pub struct Webhooks {
     engine: Arc<Engine>,
     claims: Claims,
+    events: Events,
     audit: AuditLog,
     pagerduty: Option<WebhookSource>,
     alertmanager: Option<WebhookSource>,
@@ -65,6 +69,7 @@ impl Webhooks {
         Ok(Webhooks {
             engine,
             claims: Claims::new(store.clone()),
+            events: Events::new(store.clone()),
             audit: AuditLog::new(store),
             pagerduty: config.pagerduty.clone(),
             alertmanager: config.alertmanager.clone(),
@@ -156,6 +161,27 @@ impl Webhooks {
             Err(e) => return Reply::new(StatusCode::BAD_REQUEST, "malformed", e),
         };
         let max_age = config.max_age.map_or(DEFAULT_MAX_AGE, |d| d.0);
+        // PagerDuty's signature covers no time: the event's own is the only
+        // bound on replays, so it must be there and not in the future.
+        if source == Source::Pagerduty {
+            let Some(at) = alert.occurred_at else {
+                return Reply::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the event has no occurred_at: a delivery that cannot be dated is refused".to_string(),
+                );
+            };
+            if at > chrono::Utc::now() + MAX_FUTURE_SKEW {
+                return Reply::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    format!(
+                        "the event occurred_at {at} is more than {}s in the future: check the sender's clock",
+                        MAX_FUTURE_SKEW.num_seconds()
+                    ),
+                );
+            }
+        }
         if let Some(at) = alert.occurred_at {
             let age = chrono::Utc::now().signed_duration_since(at);
             if age.to_std().is_ok_and(|a| a > max_age) {
@@ -180,24 +206,39 @@ impl Webhooks {
 
     /// What an authenticated alert does, and the audit target.
     async fn route(&self, a: &Alert) -> (Reply, String) {
+        // Keys and event names are the sender's text: clipped and escaped
+        // wherever they are shown (reply, log, audit, the run's creator).
         let what = match a.source {
-            Source::Pagerduty => format!("incident {}", a.key),
-            Source::Alertmanager => format!("alert group {}", a.key),
+            Source::Pagerduty => format!("incident {}", shown(&a.key)),
+            Source::Alertmanager => format!("alert group {}", shown(&a.key)),
         };
         let Some(rule) = self.routes.route(a) else {
             return (Reply::accepted("ignored", format!("ignored: no rule matches {} {what}", a.source)), "-".into());
         };
         let target = rule.environment.clone();
+        let id = ClaimId { source: a.source.as_str(), environment: &rule.environment, key: &a.key };
         if !a.firing {
-            let mut m = format!("ignored: {} for {what} starts nothing (rule {})", a.event, rule.name);
-            // Once resolved, the next firing of the same key is a new alert.
+            let mut m = format!("ignored: {} for {what} starts nothing (rule {})", shown(&a.event), rule.name);
+            // Once resolved, the next firing of the same key is a new alert,
+            // unless this very event was processed before (a replay).
             if a.resolved {
-                match self.claims.read(a.source.as_str(), &a.key).await {
-                    Ok(Some(_)) => match self.claims.release(a.source.as_str(), &a.key).await {
-                        Ok(()) => m.push_str("; a new firing will start a recovery again"),
-                        Err(e) => tracing::error!(error = %e, "cannot release the webhook claim of a resolved alert"),
-                    },
-                    Ok(None) => {}
+                if let Some(seen) = self.replayed(a).await {
+                    return (Reply::accepted("duplicate", seen), target);
+                }
+                match self.claims.read(&id).await {
+                    Ok(Some((held, etag))) if held.released_at.is_none() => {
+                        match self.claims.release_if(&id, &held, etag).await {
+                            Ok(true) => {
+                                m.push_str("; a new firing will start a recovery again");
+                                self.processed(a, "released the claim").await;
+                            }
+                            Ok(false) => m.push_str("; a new firing claimed it meanwhile"),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot release the webhook claim of a resolved alert")
+                            }
+                        }
+                    }
+                    Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "cannot read the webhook claim of a resolved alert"),
                 }
             }
@@ -221,16 +262,21 @@ impl Webhooks {
         let failed =
             |e: Error| Reply::new(StatusCode::SERVICE_UNAVAILABLE, "failed", format!("cannot record {what}: {e}"));
         let source = a.source.as_str();
+        let id = ClaimId { source, environment: &rule.environment, key: &a.key };
         let mut claim = Claim {
             format_version: 1,
             source: source.to_string(),
-            key: a.key.clone(),
+            environment: rule.environment.clone(),
+            key: shown(&a.key),
             rule: rule.name.clone(),
             run_id: None,
             claimed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            released_at: None,
         };
-        let over = match self.claims.read(source, &a.key).await.map_err(failed)? {
+        let over = match self.claims.read(&id).await.map_err(failed)? {
             None => None,
+            // Resolved since: a new firing, unless this event is a replay.
+            Some((held, etag)) if held.released_at.is_some() => Some(etag),
             Some((held, etag)) => match &held.run_id {
                 Some(run) => {
                     let state = match self.engine.get(run).await {
@@ -260,7 +306,11 @@ impl Webhooks {
                 None => Some(etag),
             },
         };
-        let Some(etag) = self.claims.take(&claim, over).await.map_err(failed)? else {
+        // No run handles the alert now: only an event never processed starts one.
+        if let Some(seen) = self.replayed(a).await {
+            return Ok((Reply::accepted("duplicate", seen), None));
+        }
+        let Some(etag) = self.claims.take(&id, &claim, over).await.map_err(failed)? else {
             let m = format!("duplicate: another delivery of {what} is starting its run (rule {})", rule.name);
             return Ok((Reply::accepted("duplicate", m), None));
         };
@@ -281,7 +331,7 @@ impl Webhooks {
         let view = match self.engine.start(start).await {
             Ok(v) => v,
             Err(e) => {
-                if let Err(release) = self.claims.release(source, &a.key).await {
+                if let Err(release) = self.claims.release(&id).await {
                     tracing::error!(error = %release, "cannot release the webhook claim of a run that did not start");
                 }
                 let status = match &e {
@@ -295,7 +345,8 @@ impl Webhooks {
         };
         let run = view.spec.id.clone();
         claim.run_id = Some(run.clone());
-        if let Err(e) = self.claims.set_run(&claim, etag).await {
+        self.processed(a, &format!("started run {run}")).await;
+        if let Err(e) = self.claims.set_run(&id, &claim, etag).await {
             tracing::error!(run_id = %run, error = %e, "cannot record the run of a webhook claim; a redelivery after {}s may start another", CLAIM_TTL.as_secs());
         }
         let region = &view.spec.region;
@@ -319,6 +370,34 @@ impl Webhooks {
             )
         };
         Ok((reply, Some(run)))
+    }
+}
+
+impl Webhooks {
+    /// Why this delivery is a replay, when its event was processed before.
+    async fn replayed(&self, a: &Alert) -> Option<String> {
+        let event_id = a.event_id.as_deref()?;
+        match self.events.processed(a.source.as_str(), event_id).await {
+            Ok(Some(p)) => Some(format!(
+                "duplicate: event {} was already processed at {} ({}); a replayed delivery changes nothing",
+                shown(event_id),
+                p.at,
+                p.outcome
+            )),
+            Ok(None) => None,
+            Err(e) => {
+                // An unreadable record cannot prove a replay: go on.
+                tracing::error!(error = %e, "cannot read a processed webhook event");
+                None
+            }
+        }
+    }
+
+    async fn processed(&self, a: &Alert, outcome: &str) {
+        let Some(event_id) = a.event_id.as_deref() else { return };
+        if let Err(e) = self.events.record(a.source.as_str(), event_id, outcome).await {
+            tracing::error!(error = %e, "cannot record a processed webhook event; a replay of it could act again");
+        }
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Alert {
     pub labels: BTreeMap<String, String>,
     /// When the event happened, if the payload says (PagerDuty's `occurred_at`).
     pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The delivered event's own ID (PagerDuty `event.id`), when it has one.
+    pub event_id: Option<String>,
 }
 
 /// A PagerDuty v3 webhook payload (`{"event": {...}}`), for example:
@@ -61,6 +63,8 @@ pub fn parse_pagerduty(body: &[u8]) -> Result<Alert, String> {
     }
     #[derive(Deserialize)]
     struct Event {
+        #[serde(default)]
+        id: Option<String>,
         event_type: String,
         occurred_at: Option<String>,
         #[serde(default)]
@@ -111,6 +115,7 @@ pub fn parse_pagerduty(body: &[u8]) -> Result<Alert, String> {
         event: e.event_type,
         labels,
         occurred_at,
+        event_id: e.id.filter(|id| !id.is_empty()),
     })
 }
 
@@ -151,6 +156,7 @@ pub fn parse_alertmanager(body: &[u8]) -> Result<Alert, String> {
         event: p.status,
         labels,
         occurred_at: None,
+        event_id: None,
     })
 }
 

@@ -104,8 +104,14 @@ pub fn timings(env: &str) -> String {
 
 /// Which run handles an incoming alert (`source`: pagerduty, alertmanager;
 /// `key_digest`: the SHA-256 of the incident ID or group key).
-pub fn webhook_claim(source: &str, key_digest: &str) -> String {
-    format!("webhooks/{source}/{key_digest}.json")
+/// The claim on an alert key routed to an environment.
+pub fn webhook_claim(source: &str, environment: &str, key_digest: &str) -> String {
+    format!("webhooks/{source}/{environment}/{key_digest}.json")
+}
+
+/// A webhook event that changed something (replays of it change nothing).
+pub fn webhook_event(source: &str, id_digest: &str) -> String {
+    format!("webhook-events/{source}/{id_digest}.json")
 }
 
 pub fn run_spec(run_id: &str) -> String {

@@ -13,13 +13,20 @@ pub struct Claim {
     pub format_version: u32,
     /// `pagerduty` or `alertmanager`.
     pub source: String,
-    /// The incident ID or group key.
+    /// The environment of the rule that matched: one alert key routed to two
+    /// environments is two claims.
+    #[serde(default)]
+    pub environment: String,
+    /// The incident ID or group key, as shown (clipped, escaped).
     pub key: String,
     /// The routing rule that matched.
     pub rule: String,
     /// The run started for it; `None` while it is being started.
     pub run_id: Option<String>,
     pub claimed_at: String,
+    /// Set when the alert resolved: the next firing may claim it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
 }
 
 impl codec::Persisted for Claim {
@@ -27,12 +34,22 @@ impl codec::Persisted for Claim {
     const FORMAT: u32 = 1;
 }
 
-pub struct Claims {
-    store: DynStore,
+/// What a claim is on: a source's alert key, routed to an environment.
+pub struct ClaimId<'a> {
+    pub source: &'a str,
+    pub environment: &'a str,
+    /// The full alert key (hashed into the object key).
+    pub key: &'a str,
 }
 
-fn key_of(source: &str, key: &str) -> String {
-    layout::webhook_claim(source, &crate::domain::snapshot::sha256_hex(key.as_bytes()))
+impl ClaimId<'_> {
+    fn object_key(&self) -> String {
+        layout::webhook_claim(self.source, self.environment, &crate::domain::snapshot::sha256_hex(self.key.as_bytes()))
+    }
+}
+
+pub struct Claims {
+    store: DynStore,
 }
 
 impl Claims {
@@ -41,8 +58,8 @@ impl Claims {
     }
 
     /// The current claim on an alert, with its version.
-    pub async fn read(&self, source: &str, key: &str) -> Result<Option<(Claim, ETag)>> {
-        let k = key_of(source, key);
+    pub async fn read(&self, id: &ClaimId<'_>) -> Result<Option<(Claim, ETag)>> {
+        let k = id.object_key();
         match self.store.get(&k).await? {
             None => Ok(None),
             Some(o) => Ok(Some((codec::decode(&o.bytes, &k, &self.store.describe())?, o.etag))),
@@ -51,9 +68,8 @@ impl Claims {
 
     /// Claims an alert: create-if-absent, or replace the claim at `over`.
     /// `None` when another delivery got there first.
-    pub async fn take(&self, claim: &Claim, over: Option<ETag>) -> Result<Option<ETag>> {
-        let k = key_of(&claim.source, &claim.key);
-        match self.store.put(&k, codec::encode(claim), PutOptions::swap(over)).await {
+    pub async fn take(&self, id: &ClaimId<'_>, claim: &Claim, over: Option<ETag>) -> Result<Option<ETag>> {
+        match self.store.put(&id.object_key(), codec::encode(claim), PutOptions::swap(over)).await {
             Ok(etag) => Ok(Some(etag)),
             Err(StoreError::AlreadyExists { .. } | StoreError::Conflict { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -61,14 +77,80 @@ impl Claims {
     }
 
     /// Records the run a claim started.
-    pub async fn set_run(&self, claim: &Claim, etag: ETag) -> Result<()> {
-        self.store.put(&key_of(&claim.source, &claim.key), codec::encode(claim), PutOptions::update(etag)).await?;
+    pub async fn set_run(&self, id: &ClaimId<'_>, claim: &Claim, etag: ETag) -> Result<()> {
+        self.store.put(&id.object_key(), codec::encode(claim), PutOptions::update(etag)).await?;
         Ok(())
     }
 
-    /// Gives a claim up (its run could not start), so a retried delivery can try again.
-    pub async fn release(&self, source: &str, key: &str) -> Result<()> {
-        self.store.delete(&key_of(source, key)).await?;
+    /// Marks the claim read at `etag` released (its alert resolved). A new
+    /// firing that claimed it meanwhile wins: `false`, nothing changed.
+    pub async fn release_if(&self, id: &ClaimId<'_>, held: &Claim, etag: ETag) -> Result<bool> {
+        let mut released = held.clone();
+        released.released_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        match self.store.put(&id.object_key(), codec::encode(&released), PutOptions::update(etag)).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict { .. } | StoreError::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives a claim up (its run could not start), so a retried delivery
+    /// can try again. Only the delivery that holds the claim calls this.
+    pub async fn release(&self, id: &ClaimId<'_>) -> Result<()> {
+        self.store.delete(&id.object_key()).await?;
+        Ok(())
+    }
+}
+
+/// A delivered event that changed something (started a run, released a
+/// claim): the same event delivered again is a replay and changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessedEvent {
+    pub format_version: u32,
+    pub source: String,
+    /// As shown (clipped, escaped).
+    pub event_id: String,
+    pub at: String,
+    /// What it did.
+    pub outcome: String,
+}
+
+impl codec::Persisted for ProcessedEvent {
+    const KIND: &'static str = "processed webhook event";
+    const FORMAT: u32 = 1;
+}
+
+pub struct Events {
+    store: DynStore,
+}
+
+impl Events {
+    pub fn new(store: DynStore) -> Events {
+        Events { store }
+    }
+
+    fn key(source: &str, event_id: &str) -> String {
+        layout::webhook_event(source, &crate::domain::snapshot::sha256_hex(event_id.as_bytes()))
+    }
+
+    /// What the event did when it was processed before, if it was.
+    pub async fn processed(&self, source: &str, event_id: &str) -> Result<Option<ProcessedEvent>> {
+        let k = Events::key(source, event_id);
+        match self.store.get(&k).await? {
+            None => Ok(None),
+            Some(o) => Ok(Some(codec::decode(&o.bytes, &k, &self.store.describe())?)),
+        }
+    }
+
+    pub async fn record(&self, source: &str, event_id: &str, outcome: &str) -> Result<()> {
+        let e = ProcessedEvent {
+            format_version: 1,
+            source: source.to_string(),
+            event_id: crate::error::shown(event_id),
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            outcome: crate::error::shown(outcome),
+        };
+        self.store.put(&Events::key(source, event_id), codec::encode(&e), PutOptions::overwrite()).await?;
         Ok(())
     }
 }
