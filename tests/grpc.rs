@@ -289,8 +289,29 @@ fn imports_are_bounded_in_number_and_idle_time() {
             assert!(err.message().contains("sent nothing for 1.0s"), "{}", err.message());
         }
         drop(senders);
-        let img = c.import(tokio_stream::iter(vec![chunk])).await.unwrap().into_inner();
+        let img = c.import(tokio_stream::iter(vec![chunk.clone()])).await.unwrap().into_inner();
         assert!(img.id.starts_with("sha256:"));
+        // A trickle (a byte every 300 ms, never idle for 1 s) is dropped too,
+        // once it falls below 64 KiB/s after the 1 s grace.
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::ImportChunk>(1);
+        let mut t = client.clone();
+        let t0 = std::time::Instant::now();
+        let slow = tokio::spawn(async move { t.import(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+        let trickle = tokio::spawn(async move {
+            for _ in 0..40 {
+                if tx.send(pb::ImportChunk { name: "slow.sh".into(), data: b"#".to_vec() }).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        });
+        let err = slow.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        assert!(err.message().contains("arrives slower than 64 KiB/s"), "{}", err.message());
+        assert!(t0.elapsed() < std::time::Duration::from_secs(4), "dropped after {:?}", t0.elapsed());
+        trickle.abort();
+        // Its slot is free again.
+        c.import(tokio_stream::iter(vec![chunk])).await.unwrap();
     });
 }
 

@@ -1,6 +1,7 @@
 //! `lifeboat.v1.ImageService`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -11,6 +12,10 @@ use super::{Ctx, actor, pb};
 use crate::error::Error;
 use crate::store::ImageMeta;
 use crate::store::images::MAX_ARTIFACT_BYTES;
+
+/// An import slower than this on average (after a grace of the idle
+/// timeout) is dropped.
+pub const MIN_IMPORT_RATE: usize = 64 * 1024;
 
 /// A temporary file holding one upload, removed when dropped.
 struct Upload(std::path::PathBuf);
@@ -71,16 +76,33 @@ impl pb::image_service_server::ImageService for Images {
             .map_err(|e| to_status(Error::Internal(format!("cannot buffer an upload: {e}"))))?;
         let mut size = 0usize;
         let mut name = String::new();
+        let started = tokio::time::Instant::now();
+        let mut last = started;
         loop {
-            let next = tokio::time::timeout(idle, stream.next()).await.map_err(|_| {
-                to_status(Error::ResourceExhausted(format!(
-                    "the import of {} sent nothing for {}; it was dropped to free its memory",
-                    if name.is_empty() { "an artifact" } else { &name },
-                    crate::domain::duration::human(idle)
-                )))
-            })?;
+            // Idle for `idle`, or slower on average than MIN_IMPORT_RATE
+            // (after a grace of `idle`): a trickle must not hold a slot.
+            let deadline = started + idle + Duration::from_secs_f64(size as f64 / MIN_IMPORT_RATE as f64);
+            let wait = (last + idle).min(deadline);
+            let what = if name.is_empty() { "an artifact".to_string() } else { crate::error::shown(&name) };
+            let next = match tokio::time::timeout_at(wait, stream.next()).await {
+                Ok(next) => next,
+                Err(_) if last.elapsed() < idle => {
+                    return Err(to_status(Error::ResourceExhausted(format!(
+                        "the import of {what} arrives slower than {} KiB/s ({size} bytes in {}); it was dropped to free its import slot",
+                        MIN_IMPORT_RATE >> 10,
+                        crate::domain::duration::human(started.elapsed())
+                    ))));
+                }
+                Err(_) => {
+                    return Err(to_status(Error::ResourceExhausted(format!(
+                        "the import of {what} sent nothing for {}; it was dropped to free its memory",
+                        crate::domain::duration::human(idle)
+                    ))));
+                }
+            };
             let Some(chunk) = next else { break };
             let chunk = chunk?;
+            last = tokio::time::Instant::now();
             if name.is_empty() {
                 name = chunk.name;
             }
