@@ -486,8 +486,8 @@ impl ComputeProvider for Timed {
     async fn tear_down(&self, _: &str, _: &str) -> ProviderResult<(Vec<String>, Vec<String>)> {
         Ok((Vec::new(), Vec::new()))
     }
-    async fn drill_leftovers(&self) -> ProviderResult<Vec<(String, String)>> {
-        Ok(Vec::new())
+    async fn drill_leftovers(&self) -> ProviderResult<lifeboat::provider::Leftovers> {
+        Ok(Default::default())
     }
 }
 

@@ -546,8 +546,8 @@ impl crate::provider::ComputeProvider for InstantProvider {
         // Its instances are names, never processes: nothing to remove.
         Ok((Vec::new(), Vec::new()))
     }
-    async fn drill_leftovers(&self) -> crate::provider::ProviderResult<Vec<(String, String)>> {
-        Ok(Vec::new())
+    async fn drill_leftovers(&self) -> crate::provider::ProviderResult<crate::provider::Leftovers> {
+        Ok(Default::default())
     }
 }
 

@@ -302,11 +302,19 @@ async fn an_ec2_drill_stays_out_of_production_traffic_and_is_torn_down() {
     assert_eq!(a_record(&w.zone, &w.dns_name).await, dns_before, "production DNS unchanged");
     assert_eq!(w.all_ids("eu-west-1").await, production, "production instances untouched");
 
+    // Someone plans against a region that does not exist: it must not stop the sweep.
+    let out = server.run(&["plan", &w.env, "--region", "xx-fake-1"]);
+    assert_ne!(out.code, 0, "{out:?}");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let swept = server.run(&["drill", "sweep"]).ok().stdout;
-    assert!(swept.contains("removed 7 instances"), "{swept}");
+    let out = server.run(&["drill", "sweep"]);
+    assert_eq!(out.code, 1, "a region it could not look at is an error: {out:?}");
+    assert!(out.stdout.contains("removed 7 instances"), "the rest is swept: {out:?}");
+    assert!(out.stderr.contains("NOT swept: ec2: cannot list drill leftovers in xx-fake-1"), "{out:?}");
     assert!(w.west.instances(&[("tag:lifeboat:drill", id)]).await.is_empty(), "the drill is gone");
     assert_eq!(w.all_ids("eu-west-1").await, production);
+    // The region never answered: it is not looked at again.
+    let out = server.run(&["drill", "sweep"]).ok();
+    assert!(out.stdout.contains("nothing to sweep"), "{out:?}");
 }
 
 /// Each service's targets in its eu-west-1 group.

@@ -183,10 +183,12 @@ impl pb::drill_service_server::DrillService for Drill {
 
     async fn sweep(&self, req: Request<pb::SweepDrillsRequest>) -> Result<Response<pb::SweepDrillsResponse>, Status> {
         let who = actor(&req);
-        let swept =
+        let sweep =
             self.ctx.audited(&who, "drill.sweep", "-", self.ctx.engine.sweep_drills()).await.map_err(to_status)?;
         Ok(Response::new(pb::SweepDrillsResponse {
-            swept: swept
+            errors: sweep.errors,
+            swept: sweep
+                .swept
                 .into_iter()
                 .map(|s| pb::SweptDrill {
                     namespace: s.namespace,

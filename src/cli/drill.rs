@@ -274,7 +274,9 @@ pub async fn run(client: &Client, cmd: DrillCmd, output: Output) -> Result<(), F
                         .map(|s| json!({"namespace": s.namespace, "region": s.region, "run_id": s.run_id, "reason": s.reason, "removed": s.removed, "remaining": s.remaining}))
                         .collect(),
                 )),
-                Output::Text if r.swept.is_empty() => println!("nothing to sweep: no drill left anything behind"),
+                Output::Text if r.swept.is_empty() && r.errors.is_empty() => {
+                    println!("nothing to sweep: no drill left anything behind")
+                }
                 Output::Text => {
                     for s in &r.swept {
                         println!(
@@ -291,6 +293,18 @@ pub async fn run(client: &Client, cmd: DrillCmd, output: Output) -> Result<(), F
                         );
                     }
                 }
+            }
+            for e in &r.errors {
+                eprintln!("NOT swept: {}", safe(e));
+            }
+            if !r.errors.is_empty() {
+                return Err(Failure::new(
+                    exit::FAILED,
+                    format!(
+                        "the sweep could not look everywhere ({} errors above); what it could see was swept",
+                        r.errors.len()
+                    ),
+                ));
             }
             if r.swept.iter().any(|s| !s.remaining.is_empty()) {
                 return Err(Failure::new(exit::FAILED, "some drill resources could not be removed; see above"));

@@ -48,6 +48,13 @@ impl Persisted for Teardown {
     const FORMAT: u32 = 1;
 }
 
+/// What one sweep did, and where it could not look (it swept the rest).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sweep {
+    pub swept: Vec<Swept>,
+    pub errors: Vec<String>,
+}
+
 /// One namespace the sweeper looked at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Swept {
@@ -117,8 +124,8 @@ impl Engine {
 
     /// Removes what finished or unknown drills left behind (and kept drills
     /// whose time is up). Running drills are left alone.
-    pub async fn sweep_drills(&self) -> Result<Vec<Swept>> {
-        let mut out = Vec::new();
+    pub async fn sweep_drills(&self) -> Result<Sweep> {
+        let mut out = Sweep::default();
         for name in self.ctx.providers.names() {
             let Ok(provider) = self.ctx.providers.get_named(name) else { continue };
             let leftovers =
@@ -128,10 +135,15 @@ impl Engine {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::warn!(provider = name, error = %e, "cannot list drill leftovers");
+                        out.errors.push(format!("{name}: cannot list drill leftovers: {e}"));
                         continue;
                     }
                 };
-            for (namespace, region) in leftovers {
+            for failed in leftovers.failed {
+                tracing::warn!(provider = name, "cannot list drill leftovers in {failed}");
+                out.errors.push(format!("{name}: cannot list drill leftovers in {failed}"));
+            }
+            for (namespace, region) in leftovers.found {
                 let Some((_, run_id)) = drill::parse_namespace(&namespace) else { continue };
                 let run_id = run_id.to_string();
                 // The run, read once: whether to sweep, where, and its report after.
@@ -166,7 +178,7 @@ impl Engine {
                     write_teardown(&self.ctx.store, &record).await;
                     super::report::store(&self.ctx.store, &view).await;
                 }
-                out.push(Swept { namespace, region, run_id, reason, removed, remaining });
+                out.swept.push(Swept { namespace, region, run_id, reason, removed, remaining });
             }
         }
         Ok(out)

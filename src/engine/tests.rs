@@ -55,6 +55,8 @@ struct World {
     calls: Vec<(&'static str, String)>,
     /// Each instance's environment (a drill's namespace).
     envs: BTreeMap<String, String>,
+    /// Regions `drill_leftovers` reports it could not list.
+    failing_regions: Vec<String>,
     /// Every cutover, in order: the service and the instances it points to.
     cutovers: Vec<(String, Vec<String>)>,
     /// Services whose health gates fail from now on.
@@ -227,7 +229,7 @@ impl ComputeProvider for Scripted {
         }
         Ok((ids, Vec::new()))
     }
-    async fn drill_leftovers(&self) -> ProviderResult<Vec<(String, String)>> {
+    async fn drill_leftovers(&self) -> ProviderResult<crate::provider::Leftovers> {
         let w = self.world();
         let mut out: Vec<(String, String)> = w
             .alive
@@ -237,7 +239,8 @@ impl ComputeProvider for Scripted {
             .map(|e| (e.clone(), "local-1".to_string()))
             .collect();
         out.dedup();
-        Ok(out)
+        let failed = w.failing_regions.iter().map(|r| format!("{r}: no such region")).collect();
+        Ok(crate::provider::Leftovers { found: out, failed })
     }
     async fn read_logs(
         &self,
@@ -1604,9 +1607,13 @@ fn a_passed_drill_kept_for_inspection_is_swept_once_its_time_is_up() {
         assert_eq!(view.judgement.as_ref().unwrap().verdict, crate::domain::drill::Verdict::Passed);
         assert!(view.kept_until.is_some() && view.torn_down.is_none());
         assert_eq!(h.provider.world().alive.len(), 1, "kept up");
-        assert!(h.engine.sweep_drills().await.unwrap().is_empty(), "not before its time");
+        assert!(h.engine.sweep_drills().await.unwrap().swept.is_empty(), "not before its time");
         tokio::time::advance(Duration::from_secs(601)).await;
-        let swept = h.engine.sweep_drills().await.unwrap();
+        // A region that cannot be listed is reported, and the rest is swept.
+        h.provider.world().failing_regions.push("xx-fake-1".into());
+        let sweep = h.engine.sweep_drills().await.unwrap();
+        assert_eq!(sweep.errors, vec!["local: cannot list drill leftovers in xx-fake-1: no such region".to_string()]);
+        let swept = sweep.swept;
         assert_eq!(swept.len(), 1, "{swept:?}");
         assert!(swept[0].reason.contains("was kept until"), "{swept:?}");
         assert!(h.provider.world().alive.is_empty());

@@ -163,6 +163,14 @@ pub async fn bounded<T>(
     }
 }
 
+/// What `drill_leftovers` found: (namespace, region) pairs, and the
+/// regions it could not look at, each with why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Leftovers {
+    pub found: Vec<(String, String)>,
+    pub failed: Vec<String>,
+}
+
 #[async_trait]
 pub trait ComputeProvider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
@@ -229,8 +237,9 @@ pub trait ComputeProvider: Send + Sync + 'static {
     async fn tear_down(&self, namespace: &str, region: &str) -> ProviderResult<(Vec<String>, Vec<String>)>;
 
     /// Drill namespaces that still have instances or addresses here, with
-    /// their region, for the sweeper.
-    async fn drill_leftovers(&self) -> ProviderResult<Vec<(String, String)>>;
+    /// their region, for the sweeper; a region that cannot be listed is
+    /// reported in `failed` and the others are still listed.
+    async fn drill_leftovers(&self) -> ProviderResult<Leftovers>;
 
     /// An instance's output for `lifeboat logs`: its last lines, or what it
     /// wrote since a cursor (to follow it). Instances that ended keep their

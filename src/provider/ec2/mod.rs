@@ -53,6 +53,8 @@ struct Clients {
 pub struct Ec2Provider {
     config: Ec2Config,
     clients: tokio::sync::Mutex<BTreeMap<String, Arc<Clients>>>,
+    /// Regions that answered a call at least once.
+    answered: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn permanent(message: impl Into<String>) -> ProviderError {
@@ -84,7 +86,18 @@ const LIVE_STATES: [&str; 2] = ["pending", "running"];
 
 impl Ec2Provider {
     pub fn new(config: Ec2Config) -> Arc<Ec2Provider> {
-        Arc::new(Ec2Provider { config, clients: tokio::sync::Mutex::new(BTreeMap::new()) })
+        Arc::new(Ec2Provider {
+            config,
+            clients: tokio::sync::Mutex::new(BTreeMap::new()),
+            answered: Default::default(),
+        })
+    }
+
+    fn answered(&self, region: &str) {
+        let mut a = self.answered.lock().expect("lock");
+        if !a.contains(region) {
+            a.insert(region.to_string());
+        }
     }
 
     fn max_instances(&self) -> usize {
@@ -342,6 +355,7 @@ impl ComputeProvider for Ec2Provider {
     async fn inventory(&self, environment: &str, region: &str) -> ProviderResult<Vec<LiveInstance>> {
         let c = self.clients(region).await;
         let found = self.tagged(&c, environment, None).await?;
+        self.answered(region);
         Ok(found
             .iter()
             .filter(|i| tag_of(i, TAG_REGION).is_none_or(|r| r == region))
@@ -667,22 +681,40 @@ impl ComputeProvider for Ec2Provider {
         Ok((ids, remaining))
     }
 
-    async fn drill_leftovers(&self) -> ProviderResult<Vec<(String, String)>> {
-        // The regions this server has worked in.
+    async fn drill_leftovers(&self) -> ProviderResult<crate::provider::Leftovers> {
+        // The regions this server has worked in. One that fails is reported
+        // and skipped: the others are still swept. One that never answered
+        // (a typo a viewer planned against) is forgotten after it is reported.
         let regions: Vec<String> = self.clients.lock().await.keys().cloned().collect();
         let mut out = std::collections::BTreeSet::new();
+        let mut failed = Vec::new();
         for region in regions {
             let c = self.clients(&region).await;
-            let found = self
+            let found = match self
                 .describe(&c, vec![filter("tag-key", &[TAG_DRILL]), filter("instance-state-name", &LIVE_STATES)])
-                .await?;
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => {
+                    let never = !self.answered.lock().expect("lock").contains(&region);
+                    if never {
+                        self.clients.lock().await.remove(&region);
+                    }
+                    failed.push(format!(
+                        "{region}: {e}{}",
+                        if never { " (it never answered; not looked at again)" } else { "" }
+                    ));
+                    continue;
+                }
+            };
+            self.answered(&region);
             for i in &found {
                 if let Some(ns) = tag_of(i, TAG_ENVIRONMENT) {
                     out.insert((ns.to_string(), region.clone()));
                 }
             }
         }
-        Ok(out.into_iter().collect())
+        Ok(crate::provider::Leftovers { found: out.into_iter().collect(), failed })
     }
 
     async fn retire(&self, target: &ServiceRef) -> ProviderResult<()> {

@@ -889,7 +889,7 @@ impl ComputeProvider for LocalProvider {
         Ok((ids, remaining))
     }
 
-    async fn drill_leftovers(&self) -> ProviderResult<Vec<(String, String)>> {
+    async fn drill_leftovers(&self) -> ProviderResult<crate::provider::Leftovers> {
         let mut out = std::collections::BTreeSet::new();
         for r in self.records().await? {
             if !r.terminated && crate::domain::drill::parse_namespace(&r.environment).is_some() {
@@ -903,7 +903,7 @@ impl ComputeProvider for LocalProvider {
                 out.insert((p.environment.clone(), String::new()));
             }
         }
-        Ok(out.into_iter().collect())
+        Ok(crate::provider::Leftovers { found: out.into_iter().collect(), failed: Vec::new() })
     }
 
     async fn retire(&self, target: &ServiceRef) -> ProviderResult<()> {
