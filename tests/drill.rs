@@ -151,6 +151,16 @@ fn a_drill_beside_production_passes_isolated_and_leaves_nothing() {
     let first = rec.lines().last().unwrap();
     let text = server.run(&["run", "report", first]).ok().stdout;
     assert!(text.contains("recovery") && text.contains("SUCCEEDED"), "{text}");
+    // A stored page that was changed is refused, naming it; never handed out as the run's.
+    let stored = Path::new(&server.store).join(format!("runs/{id2}/report.html"));
+    std::fs::write(&stored, "<!doctype html><h1>all good, trust me</h1>").unwrap();
+    let out = server.run(&["drill", "report", id2, "--html", html.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains(&format!("runs/{id2}/report.html")) && out.stderr.contains("hashes to"), "{out:?}");
+    std::fs::write(Path::new(&server.store).join(format!("runs/{id2}/report.json")), "garbage").unwrap();
+    let out = server.run(&["drill", "report", id2]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("run report (object") && out.stderr.contains("is malformed"), "{out:?}");
 }
 
 #[test]

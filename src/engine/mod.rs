@@ -701,6 +701,35 @@ impl Engine {
             self.ctx.store.get(&layout::run_report(id, file)).await.map(|o| o.map(|o| o.bytes))
         };
         if let (Some(json), Some(html)) = (read("report.json").await?, read("report.html").await?) {
+            // Both are checked: a changed report is refused, naming it, never handed out as the run's.
+            let store = self.ctx.store.describe();
+            let key = layout::run_report(id, "report.json");
+            let doc: report::Report = codec::decode(&json, &key, &store)?;
+            let integrity = |key: String, problem: String| Error::Integrity {
+                what: "run report".into(),
+                key,
+                store: store.clone(),
+                source: Box::new(crate::domain::snapshot::IntegrityError::Malformed(problem)),
+            };
+            if doc.run_id != id {
+                return Err(integrity(key, format!("it is the report of run {}", crate::error::shown(&doc.run_id))));
+            }
+            let html_key = layout::run_report(id, "report.html");
+            let digest = crate::domain::snapshot::sha256_hex(&html);
+            let page_ok = if doc.html_sha256.is_empty() {
+                html.starts_with(b"<!doctype html>") || html.starts_with(b"<!DOCTYPE html>")
+            } else {
+                doc.html_sha256 == digest
+            };
+            if !page_ok {
+                return Err(integrity(
+                    html_key,
+                    format!(
+                        "the page hashes to {digest}, not to the {} its report.json records; delete both to have them written again",
+                        if doc.html_sha256.is_empty() { "HTML page" } else { &doc.html_sha256 }
+                    ),
+                ));
+            }
             return Ok((String::from_utf8_lossy(&json).into_owned(), String::from_utf8_lossy(&html).into_owned()));
         }
         Ok(report::store(&self.ctx.store, &view).await)

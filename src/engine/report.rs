@@ -40,6 +40,15 @@ pub struct Report {
     /// times above, not of any service's start-up.
     #[serde(default)]
     pub stopped: Vec<(u64, u64)>,
+    /// The SHA-256 of the `report.html` written beside it, so a page that
+    /// was changed is told from the one written (empty in older reports).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub html_sha256: String,
+}
+
+impl crate::store::codec::Persisted for Report {
+    const KIND: &'static str = "run report";
+    const FORMAT: u32 = 1;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +191,7 @@ pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
         instances_created: instances,
         teardown,
         stopped: view.stopped.clone(),
+        html_sha256: String::new(),
     }
 }
 
@@ -190,8 +200,10 @@ pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
 /// what it wrote: (JSON, HTML).
 pub async fn store(store: &DynStore, view: &RunView) -> (String, String) {
     let teardown = super::drill::read_teardown(store, &view.spec.id).await.ok().flatten();
-    let report = build(view, teardown);
-    let written = (serde_json::to_string_pretty(&report).expect("reports serialise"), html(&report));
+    let mut report = build(view, teardown);
+    let page = html(&report);
+    report.html_sha256 = crate::domain::snapshot::sha256_hex(page.as_bytes());
+    let written = (serde_json::to_string_pretty(&report).expect("reports serialise"), page);
     for (file, text) in [("report.json", &written.0), ("report.html", &written.1)] {
         let key = layout::run_report(&view.spec.id, file);
         if let Err(e) = store.put(&key, bytes::Bytes::from(text.clone()), PutOptions::overwrite()).await {
