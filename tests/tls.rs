@@ -22,7 +22,9 @@ fn certificates(dir: &Path) {
              printf 'basicConstraints=CA:FALSE\\nextendedKeyUsage=clientAuth\\n' > client.cnf; \
              sign() { openssl req -newkey rsa:2048 -nodes -subj /CN=$1 -keyout $1.key -out $1.csr 2>/dev/null; \
                       openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial -days 1 -extfile $3 -out $1.pem 2>/dev/null; }; \
-             sign server ca server.cnf; sign client ca client.cnf; sign stranger other client.cnf",
+             sign server ca server.cnf; sign client ca client.cnf; sign stranger other client.cnf; \
+             openssl req -newkey rsa:2048 -nodes -subj /CN=old -keyout old.key -out old.csr 2>/dev/null; \
+             openssl x509 -req -in old.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out old.pem 2>/dev/null",
         ])
         .output()
         .expect("run openssl");
@@ -59,13 +61,20 @@ fn mtls_admits_only_clients_with_a_certificate_from_the_ca() {
     let (ca, cert, key) = (p("ca.pem"), p("client.pem"), p("client.key"));
     let out = with(&["--ca", &ca, "--cert", &cert, "--key", &key]);
     assert_eq!(out.code, 0, "a client certificate from the CA works: {out:?}");
+    // Refusals use the documented exit codes, with the reason.
     let out = with(&["--ca", &ca]);
-    assert_ne!(out.code, 0, "no client certificate: refused: {out:?}");
+    assert_eq!(out.code, 5, "no client certificate: refused: {out:?}");
+    assert!(out.stderr.contains("requires a client certificate") && out.stderr.contains("--cert and --key"), "{out:?}");
     let (stranger, stranger_key) = (p("stranger.pem"), p("stranger.key"));
     let out = with(&["--ca", &ca, "--cert", &stranger, "--key", &stranger_key]);
-    assert_ne!(out.code, 0, "a certificate from another CA: refused: {out:?}");
+    assert_eq!(out.code, 5, "a certificate from another CA: refused: {out:?}");
+    assert!(out.stderr.contains("refused this client"), "{out:?}");
+    let out = with(&["--ca", &ca, "--cert", &p("old.pem"), "--key", &p("old.key")]);
+    assert_eq!(out.code, 5, "an X.509 v1 certificate: {out:?}");
+    assert!(out.stderr.contains("v1") && out.stderr.contains("v3"), "{out:?}");
     let out = with(&["--cert", &cert, "--key", &key]);
-    assert_ne!(out.code, 0, "the server's certificate must chain to a trusted CA: {out:?}");
+    assert_eq!(out.code, 6, "the server's certificate must chain to a trusted CA: {out:?}");
+    assert!(out.stderr.contains("--ca"), "{out:?}");
     // Plaintext never reaches a TLS port, and TLS files with http:// are a usage error.
     let out = lifeboat(Some(server.addr()), &["snapshot", "list", "shop"]);
     assert_ne!(out.code, 0, "{out:?}");

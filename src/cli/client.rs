@@ -95,6 +95,81 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// A TLS handshake that failed, as the exit code and sentence it deserves:
+/// the server refusing this client's certificate is 5, this client not
+/// trusting the server's is 6, and a certificate that cannot be used is 5.
+fn tls_failure(url: &str, cause: &str) -> Option<Failure> {
+    if !url.starts_with("https://") {
+        return None;
+    }
+    let has = |words: &[&str]| words.iter().any(|w| cause.contains(w));
+    if has(&["UnsupportedCertVersion"]) {
+        return Some(Failure::new(
+            exit::DENIED,
+            format!(
+                "this client's certificate (--cert) cannot be used: it is an X.509 v1 certificate ({cause}); TLS needs v3: reissue it with extensions (openssl x509 -req … -extfile, e.g. extendedKeyUsage=clientAuth)"
+            ),
+        ));
+    }
+    if has(&["CertificateRequired", "certificate required"]) {
+        return Some(Failure::new(
+            exit::DENIED,
+            format!(
+                "the lifeboat server at {url} refused this client: it requires a client certificate ({cause}); pass --cert and --key with one its client CA signed"
+            ),
+        ));
+    }
+    if has(&[
+        "UnknownCA",
+        "BadCertificate",
+        "DecryptError",
+        "AccessDenied",
+        "CertificateUnknown",
+        "UnsupportedCertificate",
+    ]) && has(&["received", "alert"])
+    {
+        return Some(Failure::new(
+            exit::DENIED,
+            format!(
+                "the lifeboat server at {url} refused this client's certificate ({cause}); pass --cert and --key with one its client CA signed"
+            ),
+        ));
+    }
+    if has(&["invalid peer certificate", "UnknownIssuer", "NotValidForName", "Expired"]) {
+        return Some(Failure::new(
+            exit::UNREACHABLE,
+            format!(
+                "cannot trust the lifeboat server at {url} ({cause}): pass --ca with the CA that signed its certificate"
+            ),
+        ));
+    }
+    // With TLS 1.3 the server checks the client's certificate after the
+    // handshake and hangs up: the client sees its first request cut off.
+    if has(&[
+        "broken pipe",
+        "connection reset",
+        "Connection reset",
+        "unexpected EOF",
+        "stream closed",
+        "operation was canceled",
+        "connection closed",
+    ]) {
+        let sent = TLS.get().is_some_and(|t| t.cert.is_some());
+        let why = if sent {
+            "it refused this client's certificate: pass --cert and --key with one its client CA signed"
+        } else {
+            "it requires a client certificate (mTLS): pass --cert and --key with one its client CA signed"
+        };
+        return Some(Failure::new(
+            exit::DENIED,
+            format!(
+                "the lifeboat server at {url} closed the connection ({cause}): {why} (if it needs none, it stopped: check it)"
+            ),
+        ));
+    }
+    None
+}
+
 impl Client {
     pub async fn connect(url: &str) -> Result<Client, Failure> {
         // `host:port` means plaintext HTTP/2; `https://` means TLS, never a
@@ -105,15 +180,20 @@ impl Client {
             .connect_timeout(Duration::from_secs(5));
         let tls = TLS.get().cloned().unwrap_or_default();
         if url.starts_with("https://") {
-            endpoint =
-                endpoint.tls_config(tls.config()?).map_err(|e| Failure::invalid(format!("TLS for {url}: {e}")))?;
+            endpoint = endpoint.tls_config(tls.config()?).map_err(|e| {
+                let cause = root_cause(&e);
+                tls_failure(url, &cause).unwrap_or_else(|| Failure::invalid(format!("TLS for {url}: {cause}")))
+            })?;
         } else if tls.cert.is_some() || tls.ca.is_some() {
             return Err(Failure::invalid(format!(
                 "--ca/--cert are for TLS, but --server {url} is plaintext: use https://"
             )));
         }
         let channel = endpoint.connect().await.map_err(|e| {
-            Failure::new(exit::UNREACHABLE, format!("cannot reach lifeboat server at {url}: {}", root_cause(&e)))
+            let cause = root_cause(&e);
+            tls_failure(url, &cause).unwrap_or_else(|| {
+                Failure::new(exit::UNREACHABLE, format!("cannot reach lifeboat server at {url}: {cause}"))
+            })
         })?;
         Ok(Client { channel, url: url.to_string(), request_id: uuid::Uuid::new_v4().simple().to_string() })
     }
@@ -135,6 +215,9 @@ impl Client {
 
     /// Turns a status into a failure with its exit code.
     pub fn fail(&self, status: tonic::Status) -> Failure {
+        if let Some(f) = tls_failure(&self.url, &root_cause(&status)) {
+            return f;
+        }
         let code = exit_code(status.code());
         let message = if status.code() == Code::Unavailable && status.message().is_empty() {
             format!("lifeboat server at {} is unavailable", self.url)
