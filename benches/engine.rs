@@ -59,7 +59,7 @@ async fn recovery(store: DynStore, text: &str, parallelism: usize) -> (Duration,
     };
     let id = engine.start(req).await.unwrap().spec.id.clone();
     use futures::StreamExt;
-    let events = engine.watch(&id, 0).await.expect("watch").count().await;
+    let events = engine.watch(&id, 0, &Default::default()).await.expect("watch").count().await;
     let took = t.elapsed();
     let view = engine.get(&id).await.unwrap();
     assert_eq!(view.state.as_str(), "succeeded");

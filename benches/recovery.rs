@@ -118,7 +118,7 @@ async fn recover(engine: &Arc<Engine>, env: &str, parallelism: usize) -> (Durati
     };
     let id = engine.start(req).await.unwrap().spec.id.clone();
     let started = t.elapsed();
-    engine.watch(&id, 0).await.expect("watch").count().await;
+    engine.watch(&id, 0, &Default::default()).await.expect("watch").count().await;
     let took = t.elapsed();
     let view = engine.get(&id).await.unwrap();
     assert_eq!(view.state.as_str(), "succeeded", "{id}");

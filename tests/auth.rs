@@ -167,3 +167,58 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Streams are shared out per caller: a viewer holding its share of
+/// `Watch` streams leaves room for the operators running the incident.
+#[test]
+fn a_viewer_cannot_take_every_stream() {
+    use lifeboat::api::pb;
+    let (viewer, v_entry) = create("dashboard", "viewer");
+    let (operator, o_entry) = create("oncall", "operator");
+    let (admin, a_entry) = create("lead", "admin");
+    let mut server = Server::with_config(&format!("{v_entry}\n{o_entry}\n{a_entry}\n"));
+    server.token = Some(admin);
+    let _cleanup = common::Instances(server.local_dir());
+    let svcs = [common::Svc::new("db", &[]), common::Svc::new("api", &["db"]).extra("approval = true")];
+    common::Region::setup(&server, "shop", &svcs);
+    let started = server.run(&["--output", "json", "recover", "shop", "--yes", "--detach"]).ok().json();
+    let id = started["id"].as_str().unwrap().to_string();
+    // The run stays open (api waits for its approval) once db is healthy.
+    common::wait_until(std::time::Duration::from_secs(20), "db healthy", || {
+        let run = server.run(&["--output", "json", "run", "show", &id]).ok().json();
+        run["services"].as_array().unwrap().iter().any(|s| s["name"] == "db" && s["state"] == "healthy")
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
+        let watch = |token: &str| {
+            let mut c = pb::recovery_service_client::RecoveryServiceClient::new(channel.clone());
+            let mut req = tonic::Request::new(pb::WatchRunRequest { id: id.clone(), from_seq: 0 });
+            req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            async move { c.watch(req).await }
+        };
+        let mut held = Vec::new();
+        for i in 0..128 {
+            held.push(watch(&viewer).await.unwrap_or_else(|e| panic!("stream {i}: {e:?}")).into_inner());
+        }
+        let refused = watch(&viewer).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.message().contains("dashboard already holds 128 streams"), "{}", refused.message());
+        // The operator still watches and reads logs.
+        let mine = watch(&operator).await.unwrap().into_inner();
+        let logs = tokio::task::spawn_blocking({
+            let server_url = server.url.clone();
+            let token = operator.clone();
+            move || common::lifeboat_as(Some(&server_url), Some(&token), &["logs", "shop", "db"])
+        })
+        .await
+        .unwrap();
+        assert_eq!(logs.code, 0, "{logs:?}");
+        drop(mine);
+        // A stream that ends gives its place back.
+        held.pop();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        watch(&viewer).await.unwrap();
+    });
+    server.run(&["run", "cancel", &id]).ok();
+}

@@ -148,6 +148,15 @@ impl Tokens {
     }
 }
 
+/// Who asks for a long-lived stream, for its share (engine/streams.rs):
+/// the token's name and whether it is a viewer's; anonymous without tokens.
+pub fn stream_caller<T>(req: &tonic::Request<T>) -> crate::engine::streams::StreamCaller {
+    match req.extensions().get::<Caller>() {
+        Some(c) => crate::engine::streams::StreamCaller { name: c.name.clone(), viewer: c.role == Role::Viewer },
+        None => Default::default(),
+    }
+}
+
 /// For a part of a request that needs more than the RPC does (`drill run
 /// --promote-on-pass` moves known-good, which is admin's): refused when the
 /// caller's token has a lower role. Without tokens there is no role to check.

@@ -99,13 +99,14 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
     type WatchStream = EventStream;
 
     async fn watch(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<EventStream>, Status> {
+        let caller = super::auth::stream_caller(&req);
         let r = req.into_inner();
         let run_id = self.ctx.engine.resolve(&r.id).await.map_err(to_status)?;
         // Refusals (no such run, past the end, too many watchers) come before the stream starts.
         let stream = self
             .ctx
             .engine
-            .watch(&run_id, r.from_seq)
+            .watch(&run_id, r.from_seq, &caller)
             .await
             .map_err(to_status)?
             .map(|item| item.map(convert::event).map_err(to_status));
@@ -148,6 +149,7 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
     type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogLine, Status>> + Send>>;
 
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let caller = super::auth::stream_caller(&req);
         let r = req.into_inner();
         if r.run_id.is_empty() {
             // An environment, or a kept drill's namespace (`shop.drill.r-…`).
@@ -172,6 +174,7 @@ impl pb::recovery_service_server::RecoveryService for Recovery {
             run_id: Some(r.run_id).filter(|x| !x.is_empty()),
             lines: if r.lines == 0 { 100 } else { r.lines as usize },
             follow: r.follow,
+            caller,
         };
         let stream = self
             .ctx

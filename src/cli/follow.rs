@@ -27,11 +27,15 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
     let fancy = output == Output::Text && std::io::stdout().is_terminal();
     let total = run.services.len() as u64;
     let mut progress = if fancy { Some(Bars::new(&run, ProgressDrawTarget::stdout())) } else { None };
-    let mut stream = svc
-        .watch(client.request(pb::WatchRunRequest { id: id.into(), from_seq: 0 }))
-        .await
-        .map_err(|e| client.fail(e))?
-        .into_inner();
+    let mut stream = match svc.watch(client.request(pb::WatchRunRequest { id: id.into(), from_seq: 0 })).await {
+        Ok(s) => s.into_inner(),
+        // The run goes on whether or not it can be streamed: follow it another way.
+        Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+            eprintln!("cannot stream run {id} ({}); following it by polling instead", safe(e.message()));
+            return poll(client, id, output).await;
+        }
+        Err(e) => return Err(client.fail(e)),
+    };
     let mut done = 0u64;
     loop {
         let event = match stream.message().await {
@@ -65,6 +69,30 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
     let run =
         svc.get(client.request(pb::GetRunRequest { id: id.into() })).await.map_err(|e| client.fail(e))?.into_inner();
     Ok(run)
+}
+
+/// Follows a run by reading it every 2 s, one line per change, until it ends.
+async fn poll(client: &Client, id: &str, output: Output) -> Result<pb::Run, Failure> {
+    let mut svc = client.recovery();
+    let mut last = String::new();
+    loop {
+        let run = svc
+            .get(client.request(pb::GetRunRequest { id: id.into() }))
+            .await
+            .map_err(|e| client.fail(e))?
+            .into_inner();
+        let healthy = run.services.iter().filter(|s| s.state == "healthy").count();
+        let line = format!("{}: {healthy}/{} services healthy", run.state, run.services.len());
+        if line != last {
+            let line = format!("{:>8}  {line}", format!("+{}", secs(run.elapsed_ms)));
+            if output == Output::Json { eprintln!("{line}") } else { println!("{line}") }
+        }
+        if !run.finished_at.is_empty() {
+            return Ok(run);
+        }
+        last = format!("{}: {healthy}/{} services healthy", run.state, run.services.len());
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 struct Bars {

@@ -25,6 +25,8 @@ pub struct LogsRequest {
     pub run_id: Option<String>,
     pub lines: usize,
     pub follow: bool,
+    /// Who asks: streams are shared out per caller.
+    pub caller: super::streams::StreamCaller,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,9 +45,7 @@ impl Engine {
         if req.lines == 0 || req.lines > MAX_LINES {
             return Err(Error::InvalidArgument(format!("lines must be 1 to {MAX_LINES}")));
         }
-        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
-            Error::ResourceExhausted("this server already streams too many runs and logs; try again later".into())
-        })?;
+        let permit = self.watchers.acquire(&req.caller, "read the logs without --follow")?;
         let (provider, instances) = match &req.run_id {
             Some(id) => self.run_instances(id, &req.service).await?,
             None => self.running_instances(&req).await?,

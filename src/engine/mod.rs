@@ -19,6 +19,7 @@ pub use proposal::DEFAULT_PROPOSAL_TIMEOUT;
 pub mod report;
 pub mod schedule;
 pub mod status;
+pub mod streams;
 pub mod verify;
 
 #[cfg(test)]
@@ -103,13 +104,13 @@ pub struct Engine {
     active: Arc<Mutex<HashMap<String, Active>>>,
     default_parallelism: usize,
     /// Bounds the `watch` streams served at once.
-    watchers: Arc<tokio::sync::Semaphore>,
+    watchers: Arc<streams::StreamSlots>,
     /// The latest drift check per (environment, region).
     drift: Mutex<BTreeMap<(String, String), drift::DriftReport>>,
 }
 
 /// How many `watch` streams one server serves at once.
-pub const MAX_WATCHES: usize = 512;
+pub use streams::MAX_WATCHES;
 
 pub const DEFAULT_PARALLELISM: usize = 16;
 pub const MAX_PARALLELISM: usize = 1024;
@@ -241,7 +242,7 @@ impl Engine {
             ctx: Arc::new(ctx),
             active: Arc::new(Mutex::new(HashMap::new())),
             default_parallelism: DEFAULT_PARALLELISM,
-            watchers: Arc::new(tokio::sync::Semaphore::new(MAX_WATCHES)),
+            watchers: Arc::new(streams::StreamSlots::default()),
             drift: Mutex::new(BTreeMap::new()),
         })
     }
@@ -923,17 +924,14 @@ impl Engine {
     /// finishes. A finished run's stream ends
     /// after its last entry; a `from_seq` past the end is refused. The work
     /// behind a stream stops when its client goes away, and at most
-    /// `MAX_WATCHES` streams run at once.
+    /// `MAX_WATCHES` streams run at once, a caller's share of them (streams.rs).
     pub async fn watch(
         self: &Arc<Self>,
         id: &str,
         from_seq: u64,
+        caller: &streams::StreamCaller,
     ) -> Result<impl Stream<Item = Result<Narrated>> + Send + 'static> {
-        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
-            Error::ResourceExhausted(format!(
-                "this server already streams {MAX_WATCHES} runs to watchers; try again later or use `lifeboat run show {id}`"
-            ))
-        })?;
+        let permit = self.watchers.acquire(caller, &format!("use `lifeboat run show {id}`"))?;
         let mut narrator = Narrator::new(&self.spec(id).await?);
         let so_far = journal::read_run(&self.ctx.store, id).await?;
         let last = so_far.last().map(|e| e.seq);

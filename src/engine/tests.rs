@@ -395,7 +395,8 @@ impl Harness {
 }
 
 async fn finish_on(engine: &Arc<Engine>, id: &str) -> (RunView, Vec<Entry>) {
-    let entries: Vec<Entry> = engine.watch(id, 0).await.unwrap().map(|e| e.unwrap().entry).collect().await;
+    let entries: Vec<Entry> =
+        engine.watch(id, 0, &Default::default()).await.unwrap().map(|e| e.unwrap().entry).collect().await;
     // Read at once (from the executor's final view, or the compacted journal
     // if the executor has ended), it is the fold of the journal objects.
     let view = engine.get(id).await.unwrap();
@@ -926,7 +927,8 @@ fn a_run_resumed_after_a_failed_attempt_moves_to_the_next_attempt() {
         let second = h.second_engine();
         tokio::time::sleep(Duration::from_secs(16)).await;
         second.resume(&id).await.unwrap();
-        let entries: Vec<Entry> = second.watch(&id, 0).await.unwrap().map(|e| e.unwrap().entry).collect().await;
+        let entries: Vec<Entry> =
+            second.watch(&id, 0, &Default::default()).await.unwrap().map(|e| e.unwrap().entry).collect().await;
         let view = second.get(&id).await.unwrap();
         assert_eq!(view.state, RunState::Succeeded);
         assert_eq!(view.services["db"].attempts, 2);
@@ -1802,14 +1804,16 @@ fn a_dependent_launch_is_announced_while_its_dependency_health_gate_is_under_way
         assert!(view.services["b"].launched_ms < view.queued_ms_of(step_b));
         assert_eq!(view.launch_began_ms(step_b), view.queued_ms_of(step_b));
         // Watchers (gRPC `Watch`, `lifeboat run watch`) read that b waits for a.
-        let told: Vec<_> = h.engine.watch(&id, 0).await.unwrap().map(|n| n.unwrap()).collect().await;
+        let told: Vec<_> =
+            h.engine.watch(&id, 0, &Default::default()).await.unwrap().map(|n| n.unwrap()).collect().await;
         let b_told = told.iter().find(|n| n.entry.seq == start_b).unwrap();
         assert_eq!(b_told.message, "b: launch announced: it begins once a is cut over");
         assert_eq!(b_told.waits_for, vec!["a"]);
         // A watcher that starts at gated's launch did not see b's cutover
         // streamed, and still words it as a launch.
         let start_gated = seq(&|e| matches!(e, Event::LaunchStarted { service, .. } if service == "gated"));
-        let late: Vec<_> = h.engine.watch(&id, start_gated).await.unwrap().map(|n| n.unwrap()).collect().await;
+        let late: Vec<_> =
+            h.engine.watch(&id, start_gated, &Default::default()).await.unwrap().map(|n| n.unwrap()).collect().await;
         assert_eq!((late[0].message.as_str(), late[0].waits_for.len()), ("gated: launching", 0));
         let a_told = told.iter().find(|n| n.entry.seq == start_a).unwrap();
         assert_eq!((a_told.message.as_str(), a_told.waits_for.len()), ("a: launching", 0));
