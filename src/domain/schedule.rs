@@ -67,12 +67,32 @@ impl Timetable {
 
     /// The first tick strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&t.with_timezone(&self.tz), false).ok().map(|d| d.with_timezone(&Utc))
+        let mut from = t.with_timezone(&self.tz);
+        // A tick in the repeated hour of a DST change is one tick, at its
+        // first pass: a second pass of a tick already behind `t` is skipped.
+        for _ in 0..4 {
+            let d = self.cron.find_next_occurrence(&from, false).ok()?;
+            let first = self.first_pass(&d);
+            if first > t {
+                return Some(first);
+            }
+            from = d;
+        }
+        None
     }
 
-    /// The latest tick at or before `now`: the one due now (fired at most once).
+    /// The latest tick at or before `now`: the one due now (fired at most
+    /// once). In the repeated hour of a DST change, a wall-clock time that
+    /// passes twice is one tick (its first pass), so it never fires twice.
     pub fn due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_previous_occurrence(&now.with_timezone(&self.tz), true).ok().map(|d| d.with_timezone(&Utc))
+        let d = self.cron.find_previous_occurrence(&now.with_timezone(&self.tz), true).ok()?;
+        Some(self.first_pass(&d))
+    }
+
+    /// The first instant at which the local time of `d` occurs.
+    fn first_pass(&self, d: &DateTime<chrono_tz::Tz>) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        self.tz.from_local_datetime(&d.naive_local()).earliest().unwrap_or(*d).with_timezone(&Utc)
     }
 }
 
@@ -125,6 +145,21 @@ mod tests {
         assert_eq!(t.due(now), Some(Utc.with_ymd_and_hms(2026, 11, 22, 2, 0, 0).unwrap()));
         let every_second = Timetable::parse("* * * * * *", "").unwrap();
         assert_eq!(every_second.due(now), Some(now), "a tick at the very moment is due");
+    }
+
+    #[test]
+    fn a_tick_in_the_repeated_hour_of_a_dst_change_fires_once() {
+        // Berlin leaves summer time on 2026-10-25: 02:00-03:00 passes twice
+        // (00:00-01:00 UTC at +2, then 01:00-02:00 UTC at +1).
+        let t = Timetable::parse("30 2,14 * * *", "Europe/Berlin").unwrap();
+        let first = Utc.with_ymd_and_hms(2026, 10, 25, 0, 30, 0).unwrap();
+        // During the second pass, the due tick is still the first pass's: the same tick key.
+        assert_eq!(t.due(Utc.with_ymd_and_hms(2026, 10, 25, 1, 45, 0).unwrap()), Some(first));
+        assert_eq!(t.due(Utc.with_ymd_and_hms(2026, 10, 25, 0, 45, 0).unwrap()), Some(first));
+        // After the first pass, the next tick is 14:30 CET, not 02:30 again.
+        let next = t.next_after(Utc.with_ymd_and_hms(2026, 10, 25, 0, 31, 0).unwrap());
+        assert_eq!(next, Some(Utc.with_ymd_and_hms(2026, 10, 25, 13, 30, 0).unwrap()));
+        assert_eq!(tick_name(first), tick_name(t.due(Utc.with_ymd_and_hms(2026, 10, 25, 1, 31, 0).unwrap()).unwrap()));
     }
 
     #[test]

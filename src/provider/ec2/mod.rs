@@ -785,17 +785,87 @@ impl ComputeProvider for Ec2Provider {
         let out =
             c.ec2.get_console_output().instance_id(id).send().await.map_err(|e| aws_error("GetConsoleOutput", &e))?;
         let bytes = out.output().and_then(|o| aws_smithy_types::base64::decode(o).ok()).unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
-        let complete = text.rfind('\n').map_or(0, |i| i + 1);
-        let (start, tail) = match from {
-            LogFrom::Tail(n) => (0, Some(n)),
-            LogFrom::Cursor(c) if c as usize > complete => (0, None),
-            LogFrom::Cursor(c) => (c as usize, None),
-        };
-        let mut lines: Vec<String> = text[start.min(complete)..complete].lines().map(str::to_string).collect();
-        if let Some(n) = tail {
-            lines.drain(..lines.len().saturating_sub(n));
+        Ok(Some(console_read(&bytes, from)))
+    }
+}
+
+/// A line's fingerprint for a console cursor (FNV-1a, never 0).
+fn line_mark(line: &[u8]) -> u32 {
+    let h = line.iter().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+    h.max(1)
+}
+
+/// Lines of an instance's console output (EC2 keeps only its last 64 KiB,
+/// so the window rolls). The cursor is the byte offset after the last line
+/// read, with that line's fingerprint in its upper half: when the window
+/// has moved, reading resumes after the same line wherever it now is, so
+/// nothing is skipped or repeated; when it is gone, a note says so. Bytes
+/// are split on newlines before decoding: no offset falls inside a character.
+fn console_read(bytes: &[u8], from: LogFrom) -> LogRead {
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let lines: Vec<(usize, &[u8])> = {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for (i, b) in bytes[..complete].iter().enumerate() {
+            if *b == b'\n' {
+                let line = &bytes[start..i];
+                out.push((i + 1, line.strip_suffix(b"\r").unwrap_or(line)));
+                start = i + 1;
+            }
         }
-        Ok(Some(LogRead { lines, next: complete as u64 }))
+        out
+    };
+    let cursor = |end: usize, line: &[u8]| ((line_mark(line) as u64) << 32) | end as u64;
+    let next = lines.last().map_or(0, |(end, line)| cursor(*end, line));
+    let text =
+        |ls: &[(usize, &[u8])]| ls.iter().map(|(_, l)| String::from_utf8_lossy(l).into_owned()).collect::<Vec<_>>();
+    let skip = match from {
+        LogFrom::Tail(n) => lines.len().saturating_sub(n),
+        LogFrom::Cursor(0) => 0,
+        LogFrom::Cursor(c) => {
+            let (mark, offset) = ((c >> 32) as u32, (c & 0xffff_ffff) as usize);
+            // Still where it was; else where that line is now (the latest copy).
+            match lines.iter().position(|(end, l)| *end == offset && line_mark(l) == mark) {
+                Some(i) => i + 1,
+                None => match lines.iter().rposition(|(_, l)| line_mark(l) == mark) {
+                    Some(i) => i + 1,
+                    None => {
+                        let mut out = vec![
+                            "[earlier console output is no longer kept by EC2; some lines were not read]".to_string(),
+                        ];
+                        out.extend(text(&lines));
+                        return LogRead { lines: out, next };
+                    }
+                },
+            }
+        }
+    };
+    LogRead { lines: text(&lines[skip..]), next }
+}
+
+#[cfg(test)]
+mod console_tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_survives_a_rolling_window_and_multibyte_text() {
+        let first = "boot ✓\nstarting é\npartial ü".as_bytes();
+        let r = console_read(first, LogFrom::Cursor(0));
+        assert_eq!(r.lines, vec!["boot ✓", "starting é"]);
+        // The window rolls: the first line is gone, two new ones came.
+        let rolled = "starting é\npartial ü done\nready\n".as_bytes();
+        let r2 = console_read(rolled, LogFrom::Cursor(r.next));
+        assert_eq!(r2.lines, vec!["partial ü done", "ready"], "nothing skipped or repeated");
+        // Nothing new: nothing read.
+        assert!(console_read(rolled, LogFrom::Cursor(r2.next)).lines.is_empty());
+        // The line read last is gone from the window: said, then all that is there.
+        let gone = "x\ny\n".as_bytes();
+        let r3 = console_read(gone, LogFrom::Cursor(r2.next));
+        assert!(r3.lines[0].contains("no longer kept"), "{:?}", r3.lines);
+        assert_eq!(&r3.lines[1..], ["x", "y"]);
+        // A cursor in the middle of a multi-byte character never panics.
+        let odd = console_read("é\n".as_bytes(), LogFrom::Cursor(1));
+        assert!(!odd.lines.is_empty());
+        assert_eq!(console_read(rolled, LogFrom::Tail(1)).lines, vec!["ready"]);
     }
 }
