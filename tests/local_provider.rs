@@ -145,3 +145,53 @@ async fn a_corrupt_record_never_starts_a_second_instance() {
     assert_eq!(provider.launch(&spec, &never).await.unwrap(), ids, "the same instance again");
     provider.terminate(&ids).await.unwrap();
 }
+
+/// A stable address belongs to one environment's service: two servers
+/// sharing the directory that cut over to one address at the same moment
+/// never both get it.
+#[tokio::test]
+async fn two_environments_never_both_claim_an_address() {
+    use lifeboat::provider::{ComputeProvider, LaunchSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let _cleanup = common::Instances(local.clone());
+    let store: DynStore = Arc::new(FsStore::open(dir.path().join("store")).unwrap());
+    let art = common::demo_artifact(dir.path(), "claim");
+    let image =
+        ImageRepo::new(store.clone()).import(Bytes::from(std::fs::read(&art).unwrap()), "c.sh", "t").await.unwrap().id;
+    let one = LocalProvider::open_with(&local, store.clone(), common::BIN.into()).await.unwrap();
+    let two = LocalProvider::open_with(&local, store, common::BIN.into()).await.unwrap();
+    let never = tokio_util::sync::CancellationToken::new();
+    let port = lifeboat::provider::local::pick_listen_ports(1).unwrap()[0];
+    let mut launched = Vec::new();
+    for (p, env) in [(&one, "left"), (&two, "right")] {
+        let mut t = target("web", &["--name", env]);
+        t.environment = env.into();
+        t.settings.insert("listen".into(), serde_json::json!(format!("127.0.0.1:{port}")));
+        let spec = LaunchSpec {
+            snapshot: 1,
+            target: t.clone(),
+            image: image.clone(),
+            replicas: 1,
+            run_id: "r".into(),
+            launch_key: format!("r/{env}/web/1"),
+            fingerprint: String::new(),
+        };
+        let ids = p.launch(&spec, &never).await.unwrap();
+        launched.push((t, ids));
+    }
+    for round in 0..10 {
+        let (a, b) =
+            tokio::join!(one.cutover(&launched[0].0, &launched[0].1), two.cutover(&launched[1].0, &launched[1].1));
+        let won = [a.is_ok(), b.is_ok()];
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}: exactly one holds the address: {a:?} {b:?}");
+        let lost = if a.is_ok() { b.unwrap_err() } else { a.unwrap_err() };
+        assert!(lost.to_string().contains("belongs to"), "{lost}");
+        // Give it up again for the next round.
+        let winner = if won[0] { (&one, &launched[0].0) } else { (&two, &launched[1].0) };
+        winner.0.retire(winner.1).await.unwrap();
+    }
+    for (p, (_, ids)) in [(&one, &launched[0]), (&two, &launched[1])] {
+        p.terminate(ids).await.unwrap();
+    }
+}

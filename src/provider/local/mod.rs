@@ -34,6 +34,8 @@ use crate::store::{DynStore, ImageRepo};
 
 pub const DEFAULT_MAX_INSTANCES: usize = 512;
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Held while a stable address's owner is checked and its pointer written.
+const ADDRESSES_LOCK: &str = "addresses.lock";
 const ADOPT_EVERY: Duration = Duration::from_secs(2);
 
 pub struct LocalProvider {
@@ -803,25 +805,37 @@ impl ComputeProvider for LocalProvider {
             listen: listen.clone(),
             targets: instances.to_vec(),
         };
-        if let Some(l) = &listen
-            && let Some(owner) = self.pointers(None).await?.into_iter().find(|p| {
-                p.listen.as_ref() == Some(l) && (p.environment != pointer.environment || p.service != pointer.service)
-            })
-        {
-            return Err(backend(format!(
-                "the stable address {l} belongs to {}/{}; {} cannot take it over",
-                owner.environment, owner.service, target.service
-            )));
-        }
-        // Record first, then have the router switch: the router follows the records.
+        // Record first, then have the router switch: the router follows the
+        // records. Who holds the address is checked and the record written
+        // under one lock on the directory (servers sharing it included), so
+        // two environments can never both claim an address.
         let (write_path, new) = (path.clone(), pointer.clone());
         let previous = self
-            .io(move |_| {
+            .io(move |dir| -> ProviderResult<_> {
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join(ADDRESSES_LOCK))
+                    .and_then(|f| f.lock().map(|()| f))
+                    .map_err(|e| backend(format!("cannot lock the stable addresses: {e}")))?;
+                if let Some(l) = &new.listen
+                    && let Some(owner) = records::pointers(dir, None)?.into_iter().find(|p| {
+                        p.listen.as_ref() == Some(l) && (p.environment != new.environment || p.service != new.service)
+                    })
+                {
+                    return Err(backend(format!(
+                        "the stable address {l} belongs to {}/{}; {} cannot take it over",
+                        owner.environment, owner.service, new.service
+                    )));
+                }
                 let previous = records::read::<Pointer>(&write_path);
-                records::write(&write_path, &new).map(|()| previous)
+                records::write(&write_path, &new)
+                    .map_err(|e| backend(format!("cannot record cutover of {}: {e}", new.service)))?;
+                drop(lock);
+                Ok(previous)
             })
-            .await
-            .map_err(|e| backend(format!("cannot record cutover of {}: {e}", target.service)))?;
+            .await?;
         let Some(l) = &listen else { return Ok(()) };
         let failed = match self.router.sync().await {
             Ok(reply) => reply.errors.get(l).cloned(),
