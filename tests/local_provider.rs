@@ -185,7 +185,10 @@ async fn two_environments_never_both_claim_an_address() {
             tokio::join!(one.cutover(&launched[0].0, &launched[0].1), two.cutover(&launched[1].0, &launched[1].1));
         let won = [a.is_ok(), b.is_ok()];
         assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}: exactly one holds the address: {a:?} {b:?}");
-        let lost = if a.is_ok() { b.unwrap_err() } else { a.unwrap_err() };
+        let lost = match (a, b) {
+            (Err(e), _) | (_, Err(e)) => e,
+            _ => unreachable!(),
+        };
         assert!(lost.to_string().contains("belongs to"), "{lost}");
         // Give it up again for the next round.
         let winner = if won[0] { (&one, &launched[0].0) } else { (&two, &launched[1].0) };
