@@ -61,3 +61,31 @@ fn receivers_get_each_message_in_order_even_after_failures() {
         .unwrap();
     assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// A dead receiver does not hold messages for minutes: one message is
+/// retried for at most 20 s, then the receiver counts as down and later
+/// messages (an approval request) get one attempt each, at once.
+#[test]
+fn a_dead_receiver_costs_each_message_seconds_not_minutes() {
+    let (dead, _) = receiver(usize::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("lifeboat.toml"), format!("[[notify]]\nurl = \"{dead}\"\n")).unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let log = dir.path().join("server.log");
+    let mut server = Server::launch_logging(
+        std::path::Path::new(common::BIN),
+        &["--config", &p("lifeboat.toml"), "--store", &p("store"), "--local-dir", &p("local")],
+        &[("LIFEBOAT_LOG", "warn".to_string())],
+        std::fs::File::create(&log).unwrap(),
+    );
+    server.dir = Some(dir);
+    let _cleanup = Instances(server.local_dir());
+    Region::setup(&server, "gate", &[Svc::new("db", &[]), Svc::new("api", &["db"]).extra("approval = true")]);
+    let t0 = std::time::Instant::now();
+    let id = server.run(&["recover", "gate", "--yes", "--detach"]).ok().stdout.trim().to_string();
+    let dropped = || std::fs::read_to_string(&log).unwrap_or_default().matches("notification dropped").count();
+    // `started` is given up after its budget, then `awaiting_approval` gets one attempt.
+    wait_until(Duration::from_secs(40), "two notifications given up", || dropped() >= 2);
+    assert!(t0.elapsed() < Duration::from_secs(40), "{:?}", t0.elapsed());
+    server.run(&["run", "cancel", &id]).ok();
+}

@@ -29,7 +29,7 @@ pub const EVENTS: [&str; 5] = ["started", "awaiting_approval", "succeeded", "fai
 /// What the engine hands over; cheap to clone, a no-op without receivers.
 #[derive(Clone, Default)]
 pub struct Notifier {
-    queues: Vec<(Receiver, mpsc::UnboundedSender<Value>)>,
+    queues: Vec<(Receiver, mpsc::Sender<Value>)>,
 }
 
 impl Notifier {
@@ -43,7 +43,7 @@ impl Notifier {
             if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
                 return Err(format!("notify: \"{}\" is not an http(s) URL", r.url));
             }
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(QUEUE);
             tokio::spawn(deliver(r.clone(), rx));
             queues.push((r, tx));
         }
@@ -98,8 +98,10 @@ impl Notifier {
             "failed_services": view.services.values().filter(|p| p.state == ServiceState::Failed).map(|p| p.name.clone()).collect::<Vec<_>>(),
         });
         for (r, tx) in &self.queues {
-            if r.events.is_empty() || r.events.iter().any(|e| e == kind) {
-                let _ = tx.send(message.clone());
+            if (r.events.is_empty() || r.events.iter().any(|e| e == kind))
+                && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(message.clone())
+            {
+                tracing::error!(receiver = %shown_url(&r.url), "{QUEUE} notifications wait for this receiver; dropping one");
             }
         }
     }
@@ -155,15 +157,24 @@ fn shown_url(url: &str) -> String {
     }
 }
 
-/// Delivers one receiver's messages in order, each retried with backoff
-/// (about 10 attempts over a few minutes) before it is dropped.
-async fn deliver(r: Receiver, mut rx: mpsc::UnboundedReceiver<Value>) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("an HTTP client builds");
+/// Messages that may wait for one receiver; more are dropped (and logged).
+const QUEUE: usize = 256;
+/// How long one message is retried before it is dropped.
+const RETRY_BUDGET: Duration = Duration::from_secs(20);
+
+/// Delivers one receiver's messages in order, each retried with backoff for
+/// up to `RETRY_BUDGET`. Once a message is dropped the receiver counts as
+/// down: later messages get one attempt each (so an approval request is
+/// not held for minutes behind a dead receiver) until one gets through.
+async fn deliver(r: Receiver, mut rx: mpsc::Receiver<Value>) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("an HTTP client builds");
+    let mut down = false;
     while let Some(message) = rx.recv().await {
+        let started = tokio::time::Instant::now();
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(30))
-            .with_max_times(9)
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(if down { 0 } else { 30 })
             .with_jitter()
             .build();
         loop {
@@ -173,17 +184,21 @@ async fn deliver(r: Receiver, mut rx: mpsc::UnboundedReceiver<Value>) {
                 req = req.bearer_auth(b);
             }
             let failure = match req.send().await {
-                Ok(resp) if resp.status().is_success() => break,
+                Ok(resp) if resp.status().is_success() => {
+                    down = false;
+                    break;
+                }
                 Ok(resp) => format!("HTTP {}", resp.status().as_u16()),
                 Err(e) => e.without_url().to_string(),
             };
-            match delays.next() {
+            match delays.next().filter(|d| started.elapsed() + *d <= RETRY_BUDGET) {
                 Some(d) => {
                     tracing::warn!(receiver = %shown_url(&r.url), error = %failure, "notification not delivered; retrying");
                     tokio::time::sleep(d).await;
                 }
                 None => {
-                    tracing::error!(receiver = %shown_url(&r.url), error = %failure, "notification dropped after retries");
+                    tracing::error!(receiver = %shown_url(&r.url), error = %failure, "notification dropped after retries; the receiver counts as down (one attempt per message) until one gets through");
+                    down = true;
                     break;
                 }
             }
