@@ -168,6 +168,7 @@ impl Ec2Section {
             credentials: None,
             drill_subnets: self.drill.as_ref().and_then(|d| d.subnets.clone()),
             drill_security_groups: self.drill.as_ref().and_then(|d| d.security_groups.clone()),
+            store_id: None,
         })
     }
 }

@@ -80,10 +80,13 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     if let Some(max) = opts.max_unpacked_bytes {
         provider.max_unpacked_bytes(max);
     }
+    let store_id = crate::store::store_id(&opts.store).await?;
     let engine = Engine::new(RunContext {
         store: opts.store.clone(),
         providers: match &opts.ec2 {
-            Some(c) => Providers::new().with(provider.clone()).with(Ec2Provider::new(c.clone())),
+            Some(c) => Providers::new()
+                .with(provider.clone())
+                .with(Ec2Provider::new(crate::provider::ec2::Ec2Config { store_id: Some(store_id), ..c.clone() })),
             None => Providers::new().with(provider.clone()),
         },
         clock: Arc::new(SystemClock),

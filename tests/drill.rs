@@ -440,3 +440,31 @@ fn two_servers_sharing_a_store_fire_each_schedule_tick_once() {
     let list = a.run(&["drill", "schedule", "list"]).ok().stdout;
     assert!(list.contains("no schedules"), "{list}");
 }
+
+/// Two servers with different stores sharing one provider directory: each
+/// sweeps only its own drills (every record names the store it belongs to).
+#[test]
+fn a_server_of_another_store_leaves_this_stores_drills_alone() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    Region::setup(&server, "shop", &[Svc::new("db", &[])]);
+    server.run(&["recover", "shop", "--yes"]).ok();
+    let d = server.run(&["--output", "json", "drill", "run", "shop", "--keep-for", "1h"]).ok().json();
+    assert_eq!(d["verdict"], "passed", "{d}");
+    let kept = common::instance_processes(&server.local_dir()).len();
+    assert_eq!(kept, 2, "production's db and the kept drill's");
+    // Another deployment: its own store, the same local directory.
+    let other_store = tempfile::tempdir().unwrap();
+    let other = Server::launch(
+        &["--store", other_store.path().to_str().unwrap(), "--local-dir", server.local_dir().to_str().unwrap()],
+        &[],
+    );
+    let out = other.run(&["drill", "sweep"]).ok();
+    assert!(out.stdout.contains("nothing to sweep"), "{out:?}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(common::instance_processes(&server.local_dir()).len(), kept, "the kept drill still runs");
+    // Its own server still sweeps it when asked to end it.
+    let shown = server.run(&["--output", "json", "drill", "show", d["id"].as_str().unwrap()]).ok().json();
+    assert!(shown["torn_down"] == false, "{shown}");
+    drop(other);
+}

@@ -36,6 +36,7 @@ fn provider() -> std::sync::Arc<Ec2Provider> {
         credentials: Some(lifeboat::testkit::s3_credentials()),
         drill_subnets: None,
         drill_security_groups: None,
+        store_id: None,
     })
 }
 

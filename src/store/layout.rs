@@ -1,6 +1,13 @@
 //! The one place that knows object keys. Documented in the README so users
 //! can inspect a store with ordinary tools.
 
+/// This store's identity: made once, read by every server that uses it, and
+/// recorded on everything a provider creates, so that servers of other
+/// stores sharing a provider directory or cloud account leave it alone.
+pub fn store_id() -> String {
+    "store-id".into()
+}
+
 pub fn snapshots_prefix(env: &str) -> String {
     format!("environments/{env}/snapshots/")
 }

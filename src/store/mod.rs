@@ -242,6 +242,32 @@ pub(crate) fn check_key(key: &str) -> StoreResult<()> {
 
 /// Opens the store named by a URL (a path, `file:///path`, or
 /// `s3://bucket/prefix`) without checking it.
+/// This store's identity (`st-` and 16 hex digits), made on first use.
+pub async fn store_id(store: &DynStore) -> anyhow::Result<String> {
+    let key = layout::store_id();
+    for _ in 0..3 {
+        if let Some(o) = store.get(&key).await? {
+            let id = String::from_utf8_lossy(&o.bytes).trim().to_string();
+            let valid = id.len() == 19 && id.starts_with("st-") && id[3..].bytes().all(|b| b.is_ascii_hexdigit());
+            if !valid {
+                anyhow::bail!(
+                    "the store identity (object {key} in {}) is corrupt: {:?}",
+                    store.describe(),
+                    crate::error::shown(&id)
+                );
+            }
+            return Ok(id);
+        }
+        let id = format!("st-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        match store.put(&key, bytes::Bytes::from(id.clone()), PutOptions::create()).await {
+            Ok(_) => return Ok(id),
+            Err(StoreError::AlreadyExists { .. }) => continue, // another server made it first
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("cannot read or make the store identity (object {key} in {})", store.describe())
+}
+
 pub async fn open_unchecked(url: &str, s3: &S3Config) -> anyhow::Result<DynStore> {
     let policy = RetryPolicy::default();
     if let Some(rest) = url.strip_prefix("s3://") {

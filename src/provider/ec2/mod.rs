@@ -42,6 +42,9 @@ pub struct Ec2Config {
     /// into (a list, or a map region → list), instead of the manifest's.
     pub drill_subnets: Option<serde_json::Value>,
     pub drill_security_groups: Option<serde_json::Value>,
+    /// The identity of the store this provider serves (`store-id`): tagged
+    /// `lifeboat:store` on every instance; the sweeper touches only its own.
+    pub store_id: Option<String>,
 }
 
 struct Clients {
@@ -455,6 +458,9 @@ impl ComputeProvider for Ec2Provider {
             tag(TAG_FINGERPRINT, &spec.fingerprint),
             tag("Name", &format!("{}-{}", t.environment, t.service)),
         ];
+        if let Some(store) = &self.config.store_id {
+            tags.push(tag(TAG_STORE, store));
+        }
         tags.extend(t.tags.iter().filter(|(k, _)| !k.starts_with("lifeboat:")).map(|(k, v)| tag(k, v)));
         if let Some(run) = t.tags.get(TAG_DRILL) {
             tags.push(tag(TAG_DRILL, run));
@@ -708,7 +714,12 @@ impl ComputeProvider for Ec2Provider {
                 }
             };
             self.answered(&region);
-            for i in &found {
+            // Another deployment's drills (another store, same account) are its own to sweep.
+            let mine = |i: &Instance| match (tag_of(i, TAG_STORE), &self.config.store_id) {
+                (Some(theirs), Some(ours)) => theirs == ours,
+                _ => true,
+            };
+            for i in found.iter().filter(|i| mine(i)) {
                 if let Some(ns) = tag_of(i, TAG_ENVIRONMENT) {
                     out.insert((ns.to_string(), region.clone()));
                 }

@@ -15,6 +15,8 @@ pub const TAG_RUN: &str = "lifeboat:run";
 pub const TAG_SNAPSHOT: &str = "lifeboat:snapshot";
 pub const TAG_LAUNCH_KEY: &str = "lifeboat:launch-key";
 pub const TAG_FINGERPRINT: &str = "lifeboat:fingerprint";
+/// The identity of the store whose server launched the instance.
+pub const TAG_STORE: &str = "lifeboat:store";
 /// On a drill's instances: the drill's run ID.
 pub const TAG_DRILL: &str = "lifeboat:drill";
 /// "true" on the instances a service's traffic goes to (set at cutover).

@@ -51,6 +51,9 @@ pub struct LocalProvider {
     allow_public_listen: std::sync::atomic::AtomicBool,
     /// How much one tarball artifact may unpack to.
     max_unpacked_bytes: std::sync::atomic::AtomicU64,
+    /// The identity of the store this provider serves: on every record it
+    /// writes; the sweeper touches only its own.
+    store_id: String,
 }
 
 fn backend(message: impl Into<String>) -> ProviderError {
@@ -162,6 +165,7 @@ impl LocalProvider {
         router_program: PathBuf,
     ) -> anyhow::Result<Arc<LocalProvider>> {
         let dir = std::path::absolute(dir.as_ref())?;
+        let store_id = crate::store::store_id(&store).await?;
         for sub in ["images", "instances", "keys", "services"] {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.join(sub).display()))?;
@@ -175,6 +179,7 @@ impl LocalProvider {
             allow_public_listen: std::sync::atomic::AtomicBool::new(false),
             max_unpacked_bytes: std::sync::atomic::AtomicU64::new(archive::DEFAULT_MAX_UNPACKED_BYTES),
             max_instances: DEFAULT_MAX_INSTANCES,
+            store_id,
         });
         let reply = p.router.sync().await.map_err(|e| anyhow::anyhow!(e))?;
         for (addr, e) in &reply.errors {
@@ -490,6 +495,7 @@ impl LocalProvider {
                         terminated: false,
                         exit: None,
                         fingerprint: spec.fingerprint.clone(),
+                        store: Some(self.store_id.clone()),
                     };
                     self.save(&r).await?;
                     (r, true)
@@ -804,6 +810,7 @@ impl ComputeProvider for LocalProvider {
             service: target.service.clone(),
             listen: listen.clone(),
             targets: instances.to_vec(),
+            store: Some(self.store_id.clone()),
         };
         // Record first, then have the router switch: the router follows the
         // records. Who holds the address is checked and the record written
@@ -904,14 +911,18 @@ impl ComputeProvider for LocalProvider {
     }
 
     async fn drill_leftovers(&self) -> ProviderResult<crate::provider::Leftovers> {
+        // Only what this store's servers made: another store's servers may
+        // share this directory, and their drills are theirs to sweep.
+        let mine = |store: &Option<String>| store.as_deref().is_none_or(|s| s == self.store_id);
         let mut out = std::collections::BTreeSet::new();
         for r in self.records().await? {
-            if !r.terminated && crate::domain::drill::parse_namespace(&r.environment).is_some() {
+            if !r.terminated && mine(&r.store) && crate::domain::drill::parse_namespace(&r.environment).is_some() {
                 out.insert((r.environment.clone(), r.region.clone()));
             }
         }
         for p in self.pointers(None).await? {
             if crate::domain::drill::parse_namespace(&p.environment).is_some()
+                && mine(&p.store)
                 && !out.iter().any(|(ns, _)| ns == &p.environment)
             {
                 out.insert((p.environment.clone(), String::new()));

@@ -48,6 +48,10 @@ pub struct InstanceRecord {
     pub terminated: bool,
     pub exit: Option<String>,
     pub fingerprint: String,
+    /// The store whose server launched it (`store-id`); absent in records
+    /// from before stores were told apart: taken as this store's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl Persisted for InstanceRecord {
@@ -72,6 +76,9 @@ pub struct Pointer {
     pub service: String,
     pub listen: Option<String>,
     pub targets: Vec<String>,
+    /// The store whose server cut over to it (as `InstanceRecord::store`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl Persisted for Pointer {
