@@ -468,3 +468,63 @@ fn a_server_of_another_store_leaves_this_stores_drills_alone() {
     assert!(shown["torn_down"] == false, "{shown}");
     drop(other);
 }
+
+/// A drill reaches its own services through every form of a production
+/// address (localhost, another 127.x, [::1], a host and port split across
+/// two values, `--flag=PORT`), never production's; what the rewrite cannot
+/// be sure of is named in a warning.
+#[test]
+fn a_drill_cannot_reach_production_through_any_form_of_its_address() {
+    let server = Server::start(Backend::Fs);
+    let local = server.local_dir();
+    let _cleanup = Instances(local.clone());
+    let dir = server.dir.as_ref().unwrap().path();
+    let image = |name: &str| {
+        let p = common::demo_artifact(dir, name);
+        server.run(&["image", "import", p.to_str().unwrap()]).ok().stdout.trim().to_string()
+    };
+    let (db_image, api_image) = (image("db"), image("api"));
+    let ports = lifeboat::provider::local::pick_listen_ports(2).unwrap();
+    let (db, api) = (ports[0], ports[1]);
+    let manifest = format!(
+        "environment = \"forms\"\nregion = \"local-1\"\n\
+         [services.db]\nimage = \"{db_image}\"\nhealth = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"20s\" }}\n\
+         launch = {{ listen = \"127.0.0.1:{db}\", args = [\"--name\", \"db\"] }}\n\
+         [services.api]\nimage = \"{api_image}\"\ndepends_on = [\"db\"]\n\
+         health = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"20s\" }}\n\
+         launch = {{ listen = \"127.0.0.1:{api}\", args = [\"--name\", \"api\", \"--dep\", \"localhost:{db}\"], \
+         env = {{ DB_HOST = \"localhost\", DB_PORT = \"{db}\", DB_URL = \"http://0.0.0.0:{db}/\", DB_V6 = \"[::1]:{db}\", \
+         DB_ALT = \"127.0.0.2:{db}\", DB_FLAG = \"--db-port={db}\", REPLICA = \"db.internal:{db}\" }} }}\n"
+    );
+    let path = dir.join("forms.toml");
+    std::fs::write(&path, manifest).unwrap();
+    server.run(&["snapshot", "push", path.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "forms", "1", "--reason", "t"]).ok();
+    server.run(&["recover", "forms", "--yes"]).ok();
+    let out = server.run(&["--output", "json", "drill", "run", "forms", "--keep-for", "5m"]);
+    let d = out.json();
+    assert_eq!(d["verdict"], "passed", "the drill's api reached the drill's db: {d}");
+    assert!(out.stderr.contains("WARNING: services.api.launch.env.REPLICA = \"db.internal:"), "{}", out.stderr);
+    let drill_db = d["addresses"].as_array().unwrap().iter().find(|a| a["service"] == "db").unwrap()["drill"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let drill_port = drill_db.rsplit(':').next().unwrap().to_string();
+    let drill_api = common::processes_under(&local)
+        .into_iter()
+        .find(|p| p.var("LIFEBOAT_SERVICE") == "api" && p.var("LIFEBOAT_ENVIRONMENT").contains(".drill."))
+        .expect("the drill's api runs");
+    let prod = db.to_string();
+    // Every form now names the drill's db; none names production's port.
+    for arg in drill_api.argv.iter().skip_while(|a| *a != "--name") {
+        assert!(!arg.contains(&prod), "argv {arg:?} still reaches production ({:?})", drill_api.argv);
+    }
+    assert!(drill_api.argv.contains(&drill_db), "--dep localhost:PORT names the drill's db: {:?}", drill_api.argv);
+    assert_eq!(drill_api.var("DB_PORT"), drill_port, "a split host and port: the port is the drill's");
+    assert_eq!(drill_api.var("DB_URL"), format!("http://{drill_db}/"));
+    assert_eq!(drill_api.var("DB_V6"), drill_db);
+    assert_eq!(drill_api.var("DB_ALT"), drill_db);
+    assert_eq!(drill_api.var("DB_FLAG"), format!("--db-port={drill_port}"));
+    assert!(drill_api.var("REPLICA").contains(&prod), "what cannot be told is left, and warned about");
+    server.run(&["drill", "sweep"]);
+}

@@ -81,6 +81,7 @@ pub fn drill(view: &RunView, teardown: Option<crate::engine::drill::Teardown>) -
         promotion: view.promotion.as_ref().map(|(_, d)| d.clone()).unwrap_or_default(),
         schedule: d.and_then(|d| d.schedule.clone()).unwrap_or_default(),
         teardown_corruption: None,
+        isolation_warnings: d.map(|d| d.warnings.clone()).unwrap_or_default(),
     }
 }
 

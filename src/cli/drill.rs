@@ -109,6 +109,7 @@ fn drill_json(d: &pb::Drill) -> Value {
         "promotion": (!d.promotion.is_empty()).then_some(&d.promotion),
         "schedule": (!d.schedule.is_empty()).then_some(&d.schedule),
         "teardown_corruption": d.teardown_corruption.as_ref().map(super::output::corruption_json),
+        "isolation_warnings": d.isolation_warnings,
     });
     if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
         a.extend(b);
@@ -122,6 +123,9 @@ fn print_drill(d: &pb::Drill) {
     let verdict =
         if d.verdict.is_empty() { run.state.to_uppercase() } else { d.verdict.replace('_', " ").to_uppercase() };
     println!("verdict   {verdict}");
+    for w in &d.isolation_warnings {
+        println!("WARNING   {}", safe(w));
+    }
     if d.rto_seconds > 0.0 {
         let objective = if d.rto_objective_seconds > 0.0 {
             format!(" (objective {})", secs((d.rto_objective_seconds * 1000.0) as u64))
@@ -186,6 +190,9 @@ pub async fn run(client: &Client, cmd: DrillCmd, output: Output) -> Result<(), F
             };
             let d = svc.start(client.request(req)).await.map_err(|e| client.fail(e))?.into_inner();
             let run = d.run.clone().unwrap_or_default();
+            for w in &d.isolation_warnings {
+                eprintln!("WARNING: {}", safe(w));
+            }
             if detach {
                 println!("{}", run.id);
                 eprintln!("started drill {}; follow it with: lifeboat run watch {}", run.id, run.id);

@@ -52,6 +52,10 @@ pub struct DrillSpec {
     /// The schedule that started it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Values the isolation could not be sure it rewrote (they still
+    /// mention a production port), each with where it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The most a passed drill may be kept up.
@@ -70,13 +74,87 @@ pub fn parse_namespace(ns: &str) -> Option<(&str, &str)> {
     (!env.is_empty() && run.starts_with("r-")).then_some((env, run))
 }
 
-/// `text` with every exact occurrence of a production address replaced by
-/// its drill address. An occurrence is exact when the characters around it
-/// cannot extend it (`127.0.0.1:70` does not match inside `127.0.0.1:7001`).
+/// A host that means "this machine": every loopback form of an address
+/// reaches the same listener.
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h == "::1"
+        || h == "0.0.0.0"
+        || h == "::"
+        || h.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `host:port` of an address, when the port is a number.
+fn host_port(addr: &str) -> Option<(&str, &str)> {
+    let (h, p) = addr.rsplit_once(':')?;
+    (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).then_some((h, p))
+}
+
+/// Whether `text` mentions `port` as a number of its own (not inside a longer one).
+fn mentions_port(text: &str, port: &str) -> bool {
+    let b = text.as_bytes();
+    text.match_indices(port).any(|(at, _)| {
+        let before = at.checked_sub(1).map(|i| b[i]);
+        let after = b.get(at + port.len()).copied();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+/// `text` with production's loopback addresses replaced by drill ones in
+/// every form: `127.0.0.1:P`, `localhost:P`, `127.x.y.z:P`, `[::1]:P`,
+/// `0.0.0.0:P`, a bare port `P` (a split `DB_PORT`), and `--flag=P`.
+fn rewrite_loopback(text: &str, host_chars: impl Fn(char) -> bool, port: &str, drill: &str) -> String {
+    let Some((_, drill_port)) = host_port(drill) else { return text.to_string() };
+    if text == port {
+        return drill_port.to_string();
+    }
+    if let Some((flag, value)) = text.rsplit_once('=')
+        && value == port
+        && flag.starts_with('-')
+    {
+        return format!("{flag}={drill_port}");
+    }
+    let needle = format!(":{port}");
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(off) = text[i..].find(&needle) {
+        let colon = i + off;
+        let end = colon + needle.len();
+        let longer = text[end..].chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        // The host before the colon: a bracketed IPv6 address or a name/IPv4.
+        let start = if text[..colon].ends_with(']') {
+            text[..colon].rfind('[').unwrap_or(colon)
+        } else {
+            text[..colon].char_indices().rev().take_while(|(_, c)| host_chars(*c)).last().map_or(colon, |(j, _)| j)
+        };
+        let host = &text[start..colon];
+        if !longer && start >= i && !host.is_empty() && is_loopback(host) {
+            out.push_str(&text[i..start]);
+            out.push_str(drill);
+        } else {
+            out.push_str(&text[i..end]);
+        }
+        i = end;
+    }
+    out.push_str(&text[i..]);
+    out
+}
+
+/// `text` with every occurrence of a production address replaced by its
+/// drill address. A loopback address is matched in every form that reaches
+/// it (`rewrite_loopback`); any other only exactly: the characters around
+/// it cannot extend it (`127.0.0.1:70` does not match inside `127.0.0.1:7001`).
 pub fn rewrite(text: &str, addresses: &[AddressMap]) -> String {
     let mut out = text.to_string();
     for a in addresses {
         if a.production.is_empty() {
+            continue;
+        }
+        if let Some((host, port)) = host_port(&a.production)
+            && is_loopback(host)
+        {
+            out = rewrite_loopback(&out, |c| c.is_ascii_alphanumeric() || c == '.' || c == '-', port, &a.drill);
             continue;
         }
         let mut result = String::with_capacity(out.len());
@@ -102,6 +180,18 @@ pub fn rewrite(text: &str, addresses: &[AddressMap]) -> String {
 fn rewrite_json(v: &mut serde_json::Value, addresses: &[AddressMap]) {
     match v {
         serde_json::Value::String(s) => *s = rewrite(s, addresses),
+        // A port given as a number (`port = 18001`).
+        serde_json::Value::Number(n) => {
+            for a in addresses {
+                if let (Some((host, port)), Some((_, drill_port))) = (host_port(&a.production), host_port(&a.drill))
+                    && is_loopback(host)
+                    && n.to_string() == port
+                    && let Ok(p) = drill_port.parse::<u64>()
+                {
+                    *n = p.into();
+                }
+            }
+        }
         serde_json::Value::Array(a) => a.iter_mut().for_each(|x| rewrite_json(x, addresses)),
         serde_json::Value::Object(m) => m.values_mut().for_each(|x| rewrite_json(x, addresses)),
         _ => {}
@@ -140,6 +230,57 @@ pub fn isolate(manifest: &Manifest, drill: &DrillSpec, run_id: &str) -> Manifest
         }
     }
     m
+}
+
+/// What the rewrite could not be sure of: every value of the drill's
+/// manifest (arguments, environment, settings, checks) that still mentions
+/// a production port, named with where it is.
+pub fn isolation_warnings(isolated: &Manifest, addresses: &[AddressMap]) -> Vec<String> {
+    let ports: Vec<(&AddressMap, &str)> =
+        addresses.iter().filter_map(|a| host_port(&a.production).map(|(_, p)| (a, p))).collect();
+    let mut out = Vec::new();
+    let mut check = |place: String, text: &str| {
+        for (a, port) in &ports {
+            if mentions_port(text, port) {
+                out.push(format!(
+                    "{place} = {:?} still mentions port {port} of production's {} ({}): the drill may reach production through it; use the full address {} so that it is rewritten",
+                    crate::error::shown(text),
+                    a.service,
+                    a.production,
+                    a.production
+                ));
+            }
+        }
+    };
+    fn walk(v: &serde_json::Value, place: String, check: &mut dyn FnMut(String, &str)) {
+        match v {
+            serde_json::Value::String(s) => check(place, s),
+            serde_json::Value::Number(n) => check(place, &n.to_string()),
+            serde_json::Value::Array(a) => {
+                a.iter().enumerate().for_each(|(i, x)| walk(x, format!("{place}[{i}]"), check))
+            }
+            serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, format!("{place}.{k}"), check)),
+            _ => {}
+        }
+    }
+    for (name, svc) in &isolated.services {
+        for (k, v) in &svc.launch {
+            walk(v, format!("services.{name}.launch.{k}"), &mut check);
+        }
+        if let Some(h) = &svc.health {
+            match &h.check {
+                Check::Http(s) | Check::Tcp(s) => check(format!("services.{name}.health"), s),
+                Check::Command(argv) => argv.iter().for_each(|a| check(format!("services.{name}.health.command"), a)),
+            }
+        }
+    }
+    for v in &isolated.verify {
+        match &v.probe {
+            VerifyProbe::Http { http, .. } => check(format!("verify {}", v.name), http),
+            VerifyProbe::Command { command } => command.iter().for_each(|a| check(format!("verify {}", v.name), a)),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +363,40 @@ mod tests {
     }
 
     #[test]
+    fn what_a_rewrite_cannot_be_sure_of_is_named() {
+        let m = crate::domain::manifest::parse(
+            "environment = \"shop\"\nregion = \"local-1\"\n\
+             [services.api]\nimage = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n\
+             launch = { env = { DB = \"localhost:7001\", DB_PORT = \"7001\", REMOTE = \"db.internal:7001\", OTHER = \"17001\" } }\n"
+                .as_bytes(),
+            crate::domain::source::Format::Toml,
+        );
+        let m = m.unwrap_or_else(|p| panic!("{p:?}"));
+        let a = [map("127.0.0.1:7001", "127.0.0.1:41001")];
+        let spec = DrillSpec {
+            namespace: "shop.drill.r-1".into(),
+            isolation: Isolation { addresses: a.to_vec(), ..Default::default() },
+            timeout_ms: 1,
+            keep_for_ms: 0,
+            promote_on_pass: false,
+            known_good_at_start: None,
+            rto_objective_ms: None,
+            schedule: None,
+            warnings: Vec::new(),
+        };
+        let isolated = isolate(&m, &spec, "r-1");
+        let env = &isolated.services["api"].launch["env"];
+        assert_eq!(env["DB"], "127.0.0.1:41001");
+        assert_eq!(env["DB_PORT"], "41001");
+        let w = isolation_warnings(&isolated, &a);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("services.api.launch.env.REMOTE = \"db.internal:7001\" still mentions port 7001"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn only_exact_occurrences_of_an_address_are_rewritten() {
         let m = [map("127.0.0.1:7001", "127.0.0.1:41001")];
         assert_eq!(rewrite("127.0.0.1:7001", &m), "127.0.0.1:41001");
@@ -232,6 +407,21 @@ mod tests {
         );
         assert_eq!(rewrite("127.0.0.1:70012", &m), "127.0.0.1:70012", "a longer port is another address");
         assert_eq!(rewrite("10.127.0.0.1:7001", &m), "10.127.0.0.1:7001", "a longer host is another address");
+        // Every form that reaches the same loopback listener.
+        for (form, drilled) in [
+            ("localhost:7001", "127.0.0.1:41001"),
+            ("http://localhost:7001/x", "http://127.0.0.1:41001/x"),
+            ("127.1.2.3:7001", "127.0.0.1:41001"),
+            ("[::1]:7001", "127.0.0.1:41001"),
+            ("0.0.0.0:7001", "127.0.0.1:41001"),
+            ("7001", "41001"),
+            ("--db-port=7001", "--db-port=41001"),
+            ("db.internal:7001", "db.internal:7001"),
+            ("localhost:70012", "localhost:70012"),
+            ("17001", "17001"),
+        ] {
+            assert_eq!(rewrite(form, &m), drilled, "{form}");
+        }
         let two = [map("127.0.0.1:7001", "127.0.0.1:41001"), map("127.0.0.1:7002", "127.0.0.1:41002")];
         assert_eq!(rewrite("127.0.0.1:7001,127.0.0.1:7002", &two), "127.0.0.1:41001,127.0.0.1:41002");
     }

@@ -114,9 +114,15 @@ impl Engine {
             known_good_at_start: known_good,
             rto_objective_ms: objective.map(|o| o.as_millis() as u64),
             schedule: opts.schedule.clone(),
+            warnings: Vec::new(),
         };
+        let mut spec = spec;
         let mut isolated = snap.clone();
         isolated.manifest = drill::isolate(&snap.manifest, &spec, id).into();
+        spec.warnings = drill::isolation_warnings(&isolated.manifest, &spec.isolation.addresses);
+        for w in &spec.warnings {
+            tracing::warn!(run_id = %id, "drill isolation: {w}");
+        }
         let lease_key = format!("drill/{}/{region}", req.environment);
         let (snap, plan) = self.plan_snapshot(isolated, &spec.namespace, &region, &lease_key, false, false).await?;
         Ok((snap, plan, spec))
