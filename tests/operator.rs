@@ -356,6 +356,51 @@ fn a_huge_log_is_read_from_its_end() {
     assert!(peak_kib < 200 * 1024, "the server's peak RSS was {} MiB", peak_kib >> 10);
 }
 
+/// A `[[verify]]` check answered with 1.5 GB reads only the start of it.
+#[test]
+fn a_huge_verify_answer_is_read_only_in_part() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let big = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let mut head = [0u8; 1024];
+            let _ = conn.read(&mut head);
+            let total: u64 = 1536 << 20;
+            let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n");
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..1536 {
+                if conn.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "verified", &[Svc::new("db", &[])]);
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    let file = region.manifest.with_file_name("verified-big.toml");
+    std::fs::write(
+        &file,
+        format!("{text}\n[[verify]]\nname = \"big answer\"\nhttp = \"http://{big}/\"\nbody_contains = \"never there\"\ntimeout = \"2s\"\n"),
+    )
+    .unwrap();
+    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "verified", "latest", "--reason", "t"]).ok();
+    let out = server.run(&["recover", "verified", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("does not contain \"never there\""), "{}", out.stdout);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(peak_kib < 200 * 1024, "the server's peak RSS was {} MiB", peak_kib >> 10);
+}
+
 fn walk_sizes(dir: &std::path::Path) -> Vec<u64> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
