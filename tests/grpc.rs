@@ -376,19 +376,7 @@ fn a_large_import_does_not_grow_the_server() {
             f.write_all(b"\n").unwrap();
         }
     }
-    let peak = || {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        kb >> 10
-    };
+    let peak = || common::peak_rss_kib(server.pid()) >> 10;
     let before = peak();
     let id = server.run(&["image", "import", big.to_str().unwrap()]).ok().stdout.trim().to_string();
     assert!(id.starts_with("sha256:"), "{id}");

@@ -283,22 +283,13 @@ fn prune_removes_services_absent_from_the_snapshot() {
 fn failure_reports_collapse_repeated_lines() {
     let server = Server::start(Backend::Fs);
     let _cleanup = Instances(server.local_dir());
-    let dir = server.dir.as_ref().unwrap().path();
-    let script = dir.join("misconfigured.sh");
-    std::fs::write(&script, "#!/bin/sh\necho \"fatal: DATABASE_URL is not set\"\nexit 1\n").unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let image = server.run(&["image", "import", script.to_str().unwrap()]).ok().stdout.trim().to_string();
-    let file = dir.join("bad.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "environment = \"bad\"\nregion = \"local-1\"\n[services.api]\nimage = \"{image}\"\nreplicas = 3\n\
-             health = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"3s\" }}\n"
-        ),
-    )
-    .unwrap();
-    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
-    server.run(&["snapshot", "promote", "bad", "1", "--reason", "t"]).ok();
+    common::script_region(
+        &server,
+        "bad",
+        "#!/bin/sh\necho \"fatal: DATABASE_URL is not set\"\nexit 1\n",
+        "environment = \"bad\"\nregion = \"local-1\"\n[services.api]\nimage = \"{image}\"\nreplicas = 3\n\
+         health = { http = \"/healthz\", interval = \"100ms\", timeout = \"3s\" }\n",
+    );
     let out = server.run(&["recover", "bad", "--yes"]);
     assert_eq!(out.code, 1, "{out:?}");
     let fatal = out.stdout.lines().filter(|l| l.contains("fatal: DATABASE_URL is not set")).count();
@@ -321,38 +312,19 @@ fn failure_reports_collapse_repeated_lines() {
 fn a_huge_log_is_read_from_its_end() {
     let server = Server::start(Backend::Fs);
     let _cleanup = Instances(server.local_dir());
-    let dir = server.dir.as_ref().unwrap().path();
-    let script = dir.join("chatty.sh");
-    std::fs::write(
-        &script,
+    common::script_region(
+        &server,
+        "chatty",
         "#!/bin/sh\ntruncate -s 1500M /proc/self/fd/1\necho\necho \"fatal: out of disk\"\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let image = server.run(&["image", "import", script.to_str().unwrap()]).ok().stdout.trim().to_string();
-    let file = dir.join("chatty.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "environment = \"chatty\"\nregion = \"local-1\"\n[services.api]\nimage = \"{image}\"\n\
-             health = {{ http = \"/healthz\", interval = \"100ms\", timeout = \"3s\" }}\n"
-        ),
-    )
-    .unwrap();
-    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
-    server.run(&["snapshot", "promote", "chatty", "1", "--reason", "t"]).ok();
+        "environment = \"chatty\"\nregion = \"local-1\"\n[services.api]\nimage = \"{image}\"\n\
+         health = { http = \"/healthz\", interval = \"100ms\", timeout = \"3s\" }\n",
+    );
     let out = server.run(&["recover", "chatty", "--yes"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("fatal: out of disk"), "{}", out.stdout);
     let logs: Vec<u64> = walk_sizes(&server.local_dir().join("instances"));
     assert!(logs.iter().any(|n| *n > 1_000_000_000), "the logs were that big: {logs:?}");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let peak_kib = common::peak_rss_kib(server.pid());
     assert!(peak_kib < 200 * 1024, "the server's peak RSS was {} MiB", peak_kib >> 10);
 }
 
@@ -391,13 +363,7 @@ fn a_huge_verify_answer_is_read_only_in_part() {
     let out = server.run(&["recover", "verified", "--yes"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("does not contain \"never there\""), "{}", out.stdout);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let peak_kib = common::peak_rss_kib(server.pid());
     assert!(peak_kib < 200 * 1024, "the server's peak RSS was {} MiB", peak_kib >> 10);
 }
 
@@ -445,23 +411,12 @@ fn an_approval_times_out_and_frees_the_region() {
 fn logs_show_and_follow_instance_output() {
     let server = Server::start(Backend::Fs);
     let _cleanup = Instances(server.local_dir());
-    let dir = server.dir.as_ref().unwrap().path();
-    let script = dir.join("ticker.sh");
-    std::fs::write(
-        &script,
+    common::script_region(
+        &server,
+        "tick",
         "#!/bin/sh\necho \"ticker starting\"\nn=0\nwhile true; do n=$((n+1)); echo \"tick $n\"; sleep 0.2; done\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let image = server.run(&["image", "import", script.to_str().unwrap()]).ok().stdout.trim().to_string();
-    let file = dir.join("tick.toml");
-    std::fs::write(
-        &file,
-        format!("environment = \"tick\"\nregion = \"local-1\"\n[services.clock]\nimage = \"{image}\"\nreplicas = 2\n"),
-    )
-    .unwrap();
-    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
-    server.run(&["snapshot", "promote", "tick", "1", "--reason", "t"]).ok();
+        "environment = \"tick\"\nregion = \"local-1\"\n[services.clock]\nimage = \"{image}\"\nreplicas = 2\n",
+    );
     server.run(&["recover", "tick", "--yes"]).ok();
 
     let out = server.run(&["logs", "tick", "clock", "--lines", "1000"]).ok().stdout;

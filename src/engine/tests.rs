@@ -1623,19 +1623,24 @@ fn a_passed_drill_kept_for_inspection_is_swept_once_its_time_is_up() {
     });
 }
 
+/// A schedule of the one-service harness's environment.
+fn every_minute_schedule(cron: &str) -> super::schedule::NewSchedule {
+    super::schedule::NewSchedule {
+        environment: "shop".into(),
+        cron: cron.into(),
+        timezone: "UTC".into(),
+        snapshot: "latest".into(),
+        region: None,
+        promote_on_pass: false,
+        actor: "t".into(),
+    }
+}
+
 #[test]
 fn a_corrupt_schedule_stops_only_itself() {
     paused_runtime().block_on(async {
         let h = one_quick_service().await;
-        let new = |cron: &str| super::schedule::NewSchedule {
-            environment: "shop".into(),
-            cron: cron.into(),
-            timezone: "UTC".into(),
-            snapshot: "latest".into(),
-            region: None,
-            promote_on_pass: false,
-            actor: "t".into(),
-        };
+        let new = every_minute_schedule;
         let good = h.engine.create_schedule(new("0 * * * * *")).await.unwrap();
         let bad = h.engine.create_schedule(new("30 * * * * *")).await.unwrap();
         let key = layout::schedule(&bad.schedule.id);
@@ -1664,15 +1669,7 @@ fn schedules_fire_each_tick_once_and_a_missed_tick_once() {
     paused_runtime().block_on(async {
         let h = one_quick_service().await;
         let second = h.second_engine();
-        let new = |cron: &str| super::schedule::NewSchedule {
-            environment: "shop".into(),
-            cron: cron.into(),
-            timezone: "UTC".into(),
-            snapshot: "latest".into(),
-            region: None,
-            promote_on_pass: false,
-            actor: "t".into(),
-        };
+        let new = every_minute_schedule;
         // Start just after a minute turns, so that the check below cannot straddle one.
         let second_of_minute = chrono::Timelike::second(&h.engine.ctx.clock.now()) as u64;
         tokio::time::advance(Duration::from_secs(61 - second_of_minute)).await;

@@ -489,3 +489,29 @@ pub fn receiver(fail_first: usize) -> (String, Got) {
     });
     (url, got)
 }
+
+/// The peak resident memory of a process (`VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// Imports a shell script as an image (beside the server's store) and
+/// pushes and promotes `manifest` for `env`, with `{image}` replaced by its ID.
+pub fn script_region(server: &Server, env: &str, script: &str, manifest: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = server.dir.as_ref().expect("made by Server::start or Server::with_config").path();
+    let path = dir.join(format!("{env}.sh"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let image = server.run(&["image", "import", path.to_str().unwrap()]).ok().stdout.trim().to_string();
+    let file = dir.join(format!("{env}.toml"));
+    std::fs::write(&file, manifest.replace("{image}", &image)).unwrap();
+    server.run(&["snapshot", "push", file.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", env, "latest", "--reason", "t"]).ok();
+}
