@@ -232,6 +232,7 @@ impl Executor {
             .filter(|&i| ex.view.spec.steps[i].action != Action::Delete)
             .collect();
         let owner = ex.ctx.owner.clone();
+        let new_run = registration.is_some();
         if let Some(registration) = registration {
             let registered = registration.await.unwrap_or_else(|e| {
                 Err(Error::Internal(format!("writing the record of run {} failed: {e}", ex.view.spec.id)))
@@ -262,7 +263,18 @@ impl Executor {
             first.extend(
                 roots.iter().map(|&i| Event::LaunchStarted { service: ex.dag.name(i).to_string(), attempt: 1 }),
             );
-            ex.persist_all(first).await?;
+            if let Err(e) = ex.persist_all(first).await {
+                // The caller hears that the run did not start: it must not
+                // run later either. The lease goes back now, and a resume of
+                // a run whose journal is empty abandons it (Engine::resume).
+                if new_run
+                    && let Some(lease) = ex.lease.take()
+                    && let Err(release) = lease.release().await
+                {
+                    tracing::warn!(run_id = %ex.view.spec.id, error = %release, "cannot release the lease of a run that failed to start");
+                }
+                return Err(e);
+            }
             ex.announced.extend(roots);
         } else if !resumed_here {
             ex.persist(Event::RunResumed { owner }).await?;

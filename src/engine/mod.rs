@@ -627,6 +627,20 @@ impl Engine {
         // Read after taking the lease, so no entry written meanwhile is missed.
         let resumed = async {
             let (mut journal, mut entries) = Journal::open(self.ctx.store.clone(), id).await?;
+            if entries.is_empty() {
+                // Its start failed before its first entry: whoever started it
+                // was told so. It is abandoned, never executed.
+                let at = rfc3339(self.ctx.clock.now());
+                let by = "lifeboat: the run's start failed before its first journal entry; it is abandoned, not executed";
+                let events = vec![
+                    Event::CancelRequested { by: by.to_string() },
+                    Event::RunFinished { state: crate::domain::run::RunState::Cancelled },
+                ];
+                journal.append_all(at, 0, events).await?;
+                return Err(Error::FailedPrecondition(format!(
+                    "run {id} never started (its start failed before its first journal entry): it is abandoned, not executed"
+                )));
+            }
             let view = RunView::replay(spec.clone(), &entries);
             if !view.cancel_requested && !view.awaiting_approval() {
                 let replan = self.replan(&view, ReplanAt::Resume).await?;

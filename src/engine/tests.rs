@@ -1437,6 +1437,22 @@ mod faults {
                 h.second_engine().sweep().await.unwrap();
                 assert!(h.provider.world().launches.is_empty(), "{pattern}: nothing was executed");
             }
+            // The record is written but the run's first journal entry is not:
+            // the caller is told it failed, and it never runs, not even when resumed.
+            let rule = faulty.add(Rule::puts("/journal/").fault(Fault::Permanent));
+            assert!(h.engine.start(recovery_of_latest(None)).await.is_err());
+            rule.disable();
+            let (lease, _) = lease::read(&store, "r1").await.unwrap().unwrap();
+            assert!(lease.released, "the lease is released");
+            let listed = h.engine.list(None, false, 10).await.unwrap().runs;
+            assert_eq!(listed.len(), 1);
+            let abandoned = listed[0].spec.id.clone();
+            tokio::time::advance(Duration::from_secs(60)).await;
+            h.second_engine().sweep().await.unwrap();
+            let e = h.engine.resume(&abandoned).await.err().unwrap().to_string();
+            assert!(e.contains("never started") && e.contains("abandoned"), "{e}");
+            assert!(h.provider.world().launches.is_empty(), "nothing was executed");
+            assert_eq!(h.engine.get(&abandoned).await.unwrap().state, RunState::Cancelled);
             // The region is free for the next recovery.
             let id = h.start(2).await;
             assert_eq!(h.finish(&id).await.0.state, RunState::Succeeded);
