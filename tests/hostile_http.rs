@@ -82,7 +82,7 @@ async fn oversized_signature(addr: String) -> String {
     let _ = s.write_all(&body).await;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_string()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -129,9 +129,13 @@ fn slow_connections_and_oversized_signatures_do_not_stall_the_grpc_api() {
         // size) or, when it waited behind the slow clients past its
         // deadline, closed: never accepted.
         for b in big {
-            let status = b.await.unwrap();
+            let reply = b.await.unwrap();
+            let status = reply.lines().next().unwrap_or_default().to_string();
             println!("an oversized signature was answered {status:?}");
             assert!(!status.contains(" 20"), "an oversized signature is never accepted: {status:?}");
+            if status.contains(" 401 ") {
+                assert!(reply.contains("20000 v1= signatures; at most 8 are read"), "refused for its size: {reply}");
+            }
         }
         let closed: Vec<Option<Duration>> = futures::future::join_all(slow).await.into_iter().map(|r| r.unwrap()).collect();
         let cut = closed.iter().flatten().count();
@@ -175,6 +179,13 @@ fn a_body_that_does_not_arrive_in_time_is_refused() {
         let mut out = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
         assert!(String::from_utf8_lossy(&out).contains("ok\n"));
+        assert!(t.elapsed() < Duration::from_secs(5), "idle for {:?}", t.elapsed());
+        // A gRPC connection that sends nothing is closed too: it cannot keep a place.
+        let mut s = TcpStream::connect(server.addr()).await.unwrap();
+        let t = Instant::now();
+        let mut out = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        assert!(closed.is_ok(), "an idle gRPC connection stays open");
         assert!(t.elapsed() < Duration::from_secs(5), "idle for {:?}", t.elapsed());
     });
 }

@@ -5,6 +5,7 @@
 //! open connections. A reserve of file descriptors stays for what must go on
 //! working under attack: the store, the providers, takeover and the router.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -114,18 +115,19 @@ pub async fn serve_http(
     use hyper_util::rt::{TokioIo, TokioTimer};
     let app = app.layer(axum::middleware::from_fn_with_state(limits.body_timeout, body_within));
     let permits = Arc::new(Semaphore::new(limits.http_connections));
+    let connections = tokio_util::task::TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p?,
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => break,
         };
         let stream = tokio::select! {
             s = accept(&listener) => s,
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
@@ -136,7 +138,17 @@ pub async fn serve_http(
             drop(permit);
         });
     }
+    // Requests in flight (a webhook starting a run) finish, for a while.
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await.is_err() {
+        tracing::info!("HTTP connections still open after {}s are closed", SHUTDOWN_GRACE.as_secs());
+    }
+    Ok(())
 }
+
+/// How long a stopping server waits for HTTP requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The largest body any HTTP route reads.
 const MAX_BODY: usize = super::webhooks::MAX_BODY;
@@ -163,22 +175,33 @@ async fn body_within(
     }
 }
 
-/// The gRPC port's connections, each holding a place under the cap.
+/// The gRPC port's connections, each holding a place under the cap. A
+/// connection that has not sent the start of a conversation (the HTTP/2
+/// preface, or a TLS ClientHello) within `first_bytes` is closed: an idle
+/// client cannot keep a place.
 pub fn admitted(
     listener: TcpListener,
     permits: Arc<Semaphore>,
+    first_bytes: Duration,
 ) -> impl tokio_stream::Stream<Item = io::Result<Admitted>> {
-    futures::stream::unfold((listener, permits), |(listener, permits)| async move {
+    futures::stream::unfold((listener, permits), move |(listener, permits)| async move {
         let permit = permits.clone().acquire_owned().await.ok()?;
         let stream = accept(&listener).await;
-        Some((Ok(Admitted { stream, _permit: permit }), (listener, permits)))
+        let deadline = Some(Box::pin(tokio::time::sleep(first_bytes)));
+        Some((Ok(Admitted { stream, _permit: permit, deadline, received: 0 }), (listener, permits)))
     })
 }
+
+/// Bytes a client sends first: the HTTP/2 preface is 24 (a TLS ClientHello more).
+const FIRST_BYTES: usize = 24;
 
 /// An accepted connection and its place under the cap, freed when it closes.
 pub struct Admitted {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    /// Until the client has sent `FIRST_BYTES`.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    received: usize,
 }
 
 impl tonic::transport::server::Connected for Admitted {
@@ -191,7 +214,21 @@ impl tonic::transport::server::Connected for Admitted {
 
 impl AsyncRead for Admitted {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled {
+            self.received += buf.filled().len() - before;
+            if self.received >= FIRST_BYTES {
+                self.deadline = None;
+            }
+        }
+        if polled.is_pending()
+            && let Some(d) = self.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client sent no request in time")));
+        }
+        polled
     }
 }
 

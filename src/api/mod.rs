@@ -167,7 +167,8 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = tls {
         let identity = tonic::transport::Identity::from_pem(t.cert, t.key);
-        let mut c = tonic::transport::ServerTlsConfig::new().identity(identity);
+        // A TLS handshake that does not finish in time frees its place.
+        let mut c = tonic::transport::ServerTlsConfig::new().identity(identity).timeout(limits.header_timeout);
         if let Some(ca) = t.client_ca {
             c = c.client_ca_root(tonic::transport::Certificate::from_pem(ca));
         }
@@ -193,7 +194,7 @@ pub async fn serve(
                 .max_decoding_message_size(crate::domain::manifest::MAX_MANIFEST_BYTES + 64 * 1024),
         )
         .serve_with_incoming_shutdown(
-            admission::admitted(listener, Arc::new(Semaphore::new(limits.grpc_connections))),
+            admission::admitted(listener, Arc::new(Semaphore::new(limits.grpc_connections)), limits.header_timeout),
             shutdown,
         )
         .await?;

@@ -135,7 +135,13 @@ fn tls_failure(url: &str, cause: &str) -> Option<Failure> {
             ),
         ));
     }
-    if has(&["invalid peer certificate", "UnknownIssuer", "NotValidForName", "Expired"]) {
+    if has(&[
+        "invalid peer certificate",
+        "UnknownIssuer",
+        "NotValidForName",
+        "CertificateExpired",
+        "certificate expired",
+    ]) {
         return Some(Failure::new(
             exit::UNREACHABLE,
             format!(
@@ -215,7 +221,10 @@ impl Client {
 
     /// Turns a status into a failure with its exit code.
     pub fn fail(&self, status: tonic::Status) -> Failure {
-        if let Some(f) = tls_failure(&self.url, &root_cause(&status)) {
+        // Only a transport failure can be a TLS refusal; an error the server
+        // sent (one naming an AWS `ExpiredToken`, say) is never taken for one.
+        let transport = matches!(status.code(), Code::Unknown | Code::Unavailable | Code::Cancelled);
+        if transport && let Some(f) = tls_failure(&self.url, &root_cause(&status)) {
             return f;
         }
         let code = exit_code(status.code());

@@ -45,6 +45,11 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
                 if let Some(p) = &progress {
                     p.multi.clear().ok();
                 }
+                // The stream broke (a server restart, a takeover): the run goes on, follow it by polling.
+                if matches!(e.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal) {
+                    eprintln!("the stream of run {id} broke ({}); following it by polling instead", safe(e.message()));
+                    return poll(client, id, output).await;
+                }
                 return Err(client.fail(e));
             }
         };
@@ -75,12 +80,21 @@ pub async fn follow(client: &Client, id: &str, output: Output) -> Result<pb::Run
 async fn poll(client: &Client, id: &str, output: Output) -> Result<pb::Run, Failure> {
     let mut svc = client.recovery();
     let mut last = String::new();
+    let mut unavailable = 0;
     loop {
-        let run = svc
-            .get(client.request(pb::GetRunRequest { id: id.into() }))
-            .await
-            .map_err(|e| client.fail(e))?
-            .into_inner();
+        // A server restarting (or a takeover) is waited out: the run goes on.
+        let run = match svc.get(client.request(pb::GetRunRequest { id: id.into() })).await {
+            Ok(r) => r.into_inner(),
+            Err(e)
+                if matches!(e.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) && unavailable < 60 =>
+            {
+                unavailable += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
+            }
+            Err(e) => return Err(client.fail(e)),
+        };
+        unavailable = 0;
         let healthy = run.services.iter().filter(|s| s.state == "healthy").count();
         let line = format!("{}: {healthy}/{} services healthy", run.state, run.services.len());
         if line != last {

@@ -146,8 +146,8 @@ impl Engine {
                     }
                 };
             for failed in leftovers.failed {
-                tracing::warn!(provider = name, "cannot list drill leftovers in {failed}");
-                out.errors.push(format!("{name}: cannot list drill leftovers in {failed}"));
+                tracing::warn!(provider = name, "{failed}");
+                out.errors.push(format!("{name}: {failed}"));
             }
             for (namespace, region) in leftovers.found {
                 let Some((_, run_id)) = drill::parse_namespace(&namespace) else { continue };
@@ -164,6 +164,11 @@ impl Engine {
                         (Some(v), reason)
                     }
                     Err(Error::NotFound(_)) => (None, format!("drill {run_id} is unknown to the store")),
+                    // A corrupt run is named, and the other drills are still swept.
+                    Err(e) if e.corruption().is_some() => {
+                        out.errors.push(format!("{name}: drill {namespace} not swept: {e}"));
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 let region = match (&view, region.is_empty()) {

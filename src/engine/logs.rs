@@ -45,7 +45,9 @@ impl Engine {
         if req.lines == 0 || req.lines > MAX_LINES {
             return Err(Error::InvalidArgument(format!("lines must be 1 to {MAX_LINES}")));
         }
-        let permit = self.watchers.acquire(&req.caller, "read the logs without --follow")?;
+        // Following holds a place until the caller leaves; one read does not.
+        let permit =
+            if req.follow { Some(self.watchers.acquire(&req.caller, "read the logs without --follow")?) } else { None };
         let (provider, instances) = match &req.run_id {
             Some(id) => self.run_instances(id, &req.service).await?,
             None => self.running_instances(&req).await?,

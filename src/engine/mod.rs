@@ -41,6 +41,7 @@ use self::lease::Lease;
 use crate::domain::duration::human;
 use crate::domain::manifest;
 use crate::domain::plan::{self, Check, LiveInstance, Plan, PlanInput, StepChanges};
+use crate::domain::run::RunState;
 use crate::domain::run::{Action, Entry, Event, Narrated, Narrator, RUN_FORMAT, ReplanAt, RunKind, RunSpec, RunView};
 use crate::domain::snapshot::Snapshot;
 use crate::error::{Error, Result};
@@ -630,13 +631,7 @@ impl Engine {
             if entries.is_empty() {
                 // Its start failed before its first entry: whoever started it
                 // was told so. It is abandoned, never executed.
-                let at = rfc3339(self.ctx.clock.now());
-                let by = "lifeboat: the run's start failed before its first journal entry; it is abandoned, not executed";
-                let events = vec![
-                    Event::CancelRequested { by: by.to_string() },
-                    Event::RunFinished { state: crate::domain::run::RunState::Cancelled },
-                ];
-                journal.append_all(at, 0, events).await?;
+                self.abandon(&mut journal).await?;
                 return Err(Error::FailedPrecondition(format!(
                     "run {id} never started (its start failed before its first journal entry): it is abandoned, not executed"
                 )));
@@ -665,9 +660,21 @@ impl Engine {
         }
     }
 
+    /// Ends a run whose start failed (its caller was told so): cancelled,
+    /// as abandoned, so that nothing ever executes it.
+    async fn abandon(&self, journal: &mut Journal) -> Result<()> {
+        let at = rfc3339(self.ctx.clock.now());
+        let by = "lifeboat: the run's start failed; it is abandoned, not executed";
+        let events =
+            vec![Event::CancelRequested { by: by.to_string() }, Event::RunFinished { state: RunState::Cancelled }];
+        journal.append_all(at, 0, events).await?;
+        Ok(())
+    }
+
     /// Takes over every unfinished run whose region lease has lapsed (its
     /// server stopped): at start-up and then periodically, so that any live
-    /// replica picks up the runs of one that died.
+    /// replica picks up the runs of one that died. A run whose lease was
+    /// given back unfinished failed to start: it is ended as abandoned.
     pub async fn sweep(self: &Arc<Self>) -> Result<()> {
         if let Err(e) = self.expire_proposals().await {
             tracing::warn!(error = %e, "cannot look for proposals to expire");
@@ -676,7 +683,32 @@ impl Engine {
             let region = key.trim_start_matches(&layout::leases_prefix()).to_string();
             let Some((rec, _)) = lease::read(&self.ctx.store, &region).await? else { continue };
             let here = self.active.lock().expect("lock").contains_key(&rec.run_id);
-            if rec.released || here || !rec.is_free(self.ctx.clock.now()) || self.is_finished(&rec.run_id).await? {
+            if here || !rec.is_free(self.ctx.clock.now()) {
+                continue;
+            }
+            match self.is_finished(&rec.run_id).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                // One unreadable run must not stop the takeover of the others.
+                Err(e) => {
+                    tracing::error!(run_id = %rec.run_id, error = %e, "cannot tell whether a run finished");
+                    continue;
+                }
+            }
+            if rec.released {
+                // Only a run that failed to start gives its lease back unfinished.
+                match Journal::open(self.ctx.store.clone(), &rec.run_id).await {
+                    Ok((mut journal, _)) => match self.abandon(&mut journal).await {
+                        Ok(()) => {
+                            tracing::warn!(run_id = %rec.run_id, "a run whose start failed is ended as abandoned")
+                        }
+                        Err(e) => {
+                            tracing::warn!(run_id = %rec.run_id, error = %e, "cannot end a run whose start failed")
+                        }
+                    },
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => tracing::debug!(run_id = %rec.run_id, error = %e, "cannot read a released run"),
+                }
                 continue;
             }
             match self.resume(&rec.run_id).await {

@@ -204,10 +204,20 @@ pub async fn store(store: &DynStore, view: &RunView) -> (String, String) {
     let page = html(&report);
     report.html_sha256 = crate::domain::snapshot::sha256_hex(page.as_bytes());
     let written = (serde_json::to_string_pretty(&report).expect("reports serialise"), page);
-    for (file, text) in [("report.json", &written.0), ("report.html", &written.1)] {
-        let key = layout::run_report(&view.spec.id, file);
-        if let Err(e) = store.put(&key, bytes::Bytes::from(text.clone()), PutOptions::overwrite()).await {
-            tracing::error!(run_id = %view.spec.id, error = %e, "cannot write the run's {file}");
+    // The page first, the JSON (which records the page's digest) last: a
+    // pair is only ever checked against the page written before it; when
+    // the page cannot be written the JSON is removed, so it is made again.
+    let (json_key, html_key) =
+        (layout::run_report(&view.spec.id, "report.json"), layout::run_report(&view.spec.id, "report.html"));
+    match store.put(&html_key, bytes::Bytes::from(written.1.clone()), PutOptions::overwrite()).await {
+        Ok(_) => {
+            if let Err(e) = store.put(&json_key, bytes::Bytes::from(written.0.clone()), PutOptions::overwrite()).await {
+                tracing::error!(run_id = %view.spec.id, error = %e, "cannot write the run's report.json");
+            }
+        }
+        Err(e) => {
+            tracing::error!(run_id = %view.spec.id, error = %e, "cannot write the run's report.html");
+            let _ = store.delete(&json_key).await;
         }
     }
     written

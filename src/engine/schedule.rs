@@ -168,7 +168,7 @@ impl Engine {
             .filter_map(|s| match s {
                 Stored::Ok(s) => Some(s),
                 Stored::Corrupt { corruption: c, .. } => {
-                    tracing::error!(key = %c.key, problem = %c.problem, "a corrupt drill schedule never fires; delete it with `lifeboat drill schedule delete`");
+                    tracing::error!(key = %c.key, problem = %c.problem, "a corrupt drill schedule never fires; remove it with `lifeboat drill schedule remove`");
                     None
                 }
             })

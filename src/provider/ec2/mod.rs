@@ -707,7 +707,7 @@ impl ComputeProvider for Ec2Provider {
                         self.clients.lock().await.remove(&region);
                     }
                     failed.push(format!(
-                        "{region}: {e}{}",
+                        "cannot list drill leftovers in {region}: {e}{}",
                         if never { " (it never answered; not looked at again)" } else { "" }
                     ));
                     continue;
@@ -826,21 +826,23 @@ fn console_read(bytes: &[u8], from: LogFrom) -> LogRead {
         }
         out
     };
-    let cursor = |end: usize, line: &[u8]| ((line_mark(line) as u64) << 32) | end as u64;
-    let next = lines.last().map_or(0, |(end, line)| cursor(*end, line));
+    let mark = |i: usize| line_mark(lines[i].1);
+    let next = lines.last().map_or(0, |(end, _)| ((mark(lines.len() - 1) as u64) << 32) | *end as u64);
     let text =
         |ls: &[(usize, &[u8])]| ls.iter().map(|(_, l)| String::from_utf8_lossy(l).into_owned()).collect::<Vec<_>>();
     let skip = match from {
         LogFrom::Tail(n) => lines.len().saturating_sub(n),
         LogFrom::Cursor(0) => 0,
         LogFrom::Cursor(c) => {
-            let (mark, offset) = ((c >> 32) as u32, (c & 0xffff_ffff) as usize);
-            // Still where it was; else where that line is now (the latest copy).
-            match lines.iter().position(|(end, l)| *end == offset && line_mark(l) == mark) {
+            let (wanted, offset) = ((c >> 32) as u32, (c & 0xffff_ffff) as usize);
+            // Still where it was; else where that line is now, if it is there
+            // only once (a blank or repeated line would be a guess: said instead).
+            let matches: Vec<usize> = (0..lines.len()).filter(|&i| mark(i) == wanted).collect();
+            match lines.iter().position(|(end, _)| *end == offset).filter(|&i| mark(i) == wanted) {
                 Some(i) => i + 1,
-                None => match lines.iter().rposition(|(_, l)| line_mark(l) == mark) {
-                    Some(i) => i + 1,
-                    None => {
+                None => match matches.as_slice() {
+                    [i] => i + 1,
+                    _ => {
                         let mut out = vec![
                             "[earlier console output is no longer kept by EC2; some lines were not read]".to_string(),
                         ];
@@ -869,6 +871,9 @@ mod console_tests {
         assert_eq!(r2.lines, vec!["partial ü done", "ready"], "nothing skipped or repeated");
         // Nothing new: nothing read.
         assert!(console_read(rolled, LogFrom::Cursor(r2.next)).lines.is_empty());
+        // The line read last is there twice after the window rolled: not guessed, said.
+        let twice = "ready\nx\nready\ny\n".as_bytes();
+        assert!(console_read(twice, LogFrom::Cursor(r2.next)).lines[0].contains("no longer kept"));
         // The line read last is gone from the window: said, then all that is there.
         let gone = "x\ny\n".as_bytes();
         let r3 = console_read(gone, LogFrom::Cursor(r2.next));

@@ -826,8 +826,14 @@ impl ComputeProvider for LocalProvider {
                     .open(dir.join(ADDRESSES_LOCK))
                     .and_then(|f| f.lock().map(|()| f))
                     .map_err(|e| backend(format!("cannot lock the stable addresses: {e}")))?;
+                // Another service's corrupt pointer is passed over (and reported by the router);
+                // this service's own is replaced by the new one.
+                let (pointers, corrupt) = records::readable_pointers(dir, None);
+                for e in corrupt {
+                    tracing::warn!(error = %e, "a corrupt cutover pointer, passed over in the stable-address check");
+                }
                 if let Some(l) = &new.listen
-                    && let Some(owner) = records::pointers(dir, None)?.into_iter().find(|p| {
+                    && let Some(owner) = pointers.into_iter().find(|p| {
                         p.listen.as_ref() == Some(l) && (p.environment != new.environment || p.service != new.service)
                     })
                 {
@@ -914,13 +920,17 @@ impl ComputeProvider for LocalProvider {
         // Only what this store's servers made: another store's servers may
         // share this directory, and their drills are theirs to sweep.
         let mine = |store: &Option<String>| store.as_deref().is_none_or(|s| s == self.store_id);
+        // A corrupt record is reported, and the others are still swept.
+        let ((records, bad_records), (pointers, bad_pointers)) =
+            self.io(|d| (records::readable_instances(d), records::readable_pointers(d, None))).await;
+        let failed: Vec<String> = bad_records.iter().chain(&bad_pointers).map(|e| format!("skipped {e}")).collect();
         let mut out = std::collections::BTreeSet::new();
-        for r in self.records().await? {
+        for r in records {
             if !r.terminated && mine(&r.store) && crate::domain::drill::parse_namespace(&r.environment).is_some() {
                 out.insert((r.environment.clone(), r.region.clone()));
             }
         }
-        for p in self.pointers(None).await? {
+        for p in pointers {
             if crate::domain::drill::parse_namespace(&p.environment).is_some()
                 && mine(&p.store)
                 && !out.iter().any(|(ns, _)| ns == &p.environment)
@@ -928,7 +938,7 @@ impl ComputeProvider for LocalProvider {
                 out.insert((p.environment.clone(), String::new()));
             }
         }
-        Ok(crate::provider::Leftovers { found: out.into_iter().collect(), failed: Vec::new() })
+        Ok(crate::provider::Leftovers { found: out.into_iter().collect(), failed })
     }
 
     async fn retire(&self, target: &ServiceRef) -> ProviderResult<()> {

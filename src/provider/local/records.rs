@@ -145,21 +145,36 @@ pub fn pointer_path(dir: &Path, env: &str, service: &str) -> PathBuf {
 
 /// Every instance record, by ID.
 pub fn instances(dir: &Path) -> Result<Vec<InstanceRecord>, ProviderError> {
-    let Ok(entries) = std::fs::read_dir(dir.join("instances")) else { return Ok(Vec::new()) };
-    let mut out = Vec::new();
+    let (out, corrupt) = readable_instances(dir);
+    corrupt.into_iter().next().map_or(Ok(out), Err)
+}
+
+/// Every readable instance record, by ID, and the errors of the others.
+pub fn readable_instances(dir: &Path) -> (Vec<InstanceRecord>, Vec<ProviderError>) {
+    let Ok(entries) = std::fs::read_dir(dir.join("instances")) else { return (Vec::new(), Vec::new()) };
+    let (mut out, mut corrupt) = (Vec::new(), Vec::new());
     for e in entries.flatten() {
-        if let Some(r) = read::<InstanceRecord>(&e.path().join("instance.json"))? {
-            out.push(r);
+        match read::<InstanceRecord>(&e.path().join("instance.json")) {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {}
+            Err(e) => corrupt.push(e),
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(out)
+    (out, corrupt)
 }
 
 /// Every cutover pointer, optionally of one environment.
 pub fn pointers(dir: &Path, env: Option<&str>) -> Result<Vec<Pointer>, ProviderError> {
-    let mut out = Vec::new();
-    let Ok(envs) = std::fs::read_dir(dir.join("services")) else { return Ok(out) };
+    let (out, corrupt) = readable_pointers(dir, env);
+    corrupt.into_iter().next().map_or(Ok(out), Err)
+}
+
+/// Every readable cutover pointer (optionally of one environment), and the
+/// errors of the others: one bad file must not stop the rest.
+pub fn readable_pointers(dir: &Path, env: Option<&str>) -> (Vec<Pointer>, Vec<ProviderError>) {
+    let (mut out, mut corrupt) = (Vec::new(), Vec::new());
+    let Ok(envs) = std::fs::read_dir(dir.join("services")) else { return (out, corrupt) };
     for e in envs.flatten() {
         if env.is_some_and(|x| e.file_name().to_str() != Some(x)) {
             continue;
@@ -169,12 +184,14 @@ pub fn pointers(dir: &Path, env: Option<&str>) -> Result<Vec<Pointer>, ProviderE
             if f.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            if let Some(p) = read::<Pointer>(&f.path())? {
-                out.push(p);
+            match read::<Pointer>(&f.path()) {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => {}
+                Err(e) => corrupt.push(e),
             }
         }
     }
-    Ok(out)
+    (out, corrupt)
 }
 
 /// The loopback addresses of the live instances among `ids`.
