@@ -467,6 +467,49 @@ fn logs_show_and_follow_instance_output() {
     assert_eq!(out.code, 2, "{out:?}");
 }
 
+/// `logs --follow` passes a line longer than a read (1 MiB), shown cut, and
+/// goes on with the lines after it.
+#[test]
+fn logs_follow_passes_a_line_longer_than_a_read() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    common::script_region(
+        &server,
+        "long",
+        "#!/bin/sh\necho ready\nsleep 2\nhead -c 2097152 /dev/zero | tr '\\0' x\necho\n\
+         n=0\nwhile true; do n=$((n+1)); echo \"after $n\"; sleep 0.2; done\n",
+        "environment = \"long\"\nregion = \"local-1\"\n[services.talker]\nimage = \"{image}\"\n",
+    );
+    server.run(&["recover", "long", "--yes"]).ok();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["--server", &server.url, "logs", "long", "talker", "--follow", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut cut, mut after) = (false, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(cut && after) && std::time::Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            cut |= l.ends_with("(a line longer than 1 MiB, cut)") && l.len() < 20_000;
+            after |= l.ends_with(" | after 3");
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(cut, "the long line is shown cut");
+    assert!(after, "and the lines after it follow");
+}
+
 /// `lifeboat status` shows, per environment and region, the deployed
 /// snapshot, whether it matches known-good, each service's health and
 /// address, and the last run.
