@@ -20,9 +20,11 @@ fn src() -> PathBuf {
 }
 
 /// Code lines of a file, without its `#[cfg(test)] mod tests` block (a
-/// whole test module file, `tests.rs`, is test code too).
+/// whole test module file, `tests.rs` or any file under a `tests/` folder,
+/// is test code too).
 fn code(p: &Path) -> String {
-    if p.file_name().is_some_and(|n| n == "tests.rs") {
+    let rel = p.strip_prefix(src()).unwrap_or(p);
+    if p.file_name().is_some_and(|n| n == "tests.rs") || rel.components().any(|c| c.as_os_str() == "tests") {
         return String::new();
     }
     let text = std::fs::read_to_string(p).unwrap();
