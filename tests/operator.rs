@@ -433,21 +433,7 @@ fn logs_show_and_follow_instance_output() {
     );
 
     // --follow prints lines written after it started.
-    let mut child = std::process::Command::new(common::BIN)
-        .args(["--server", &server.url, "logs", "tick", "clock", "--follow", "-n", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (mut child, rx) = follow_logs(&server, "tick", "clock");
     let mut ticks = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while ticks.len() < 8 && std::time::Instant::now() < deadline {
@@ -467,6 +453,26 @@ fn logs_show_and_follow_instance_output() {
     assert_eq!(out.code, 2, "{out:?}");
 }
 
+/// `lifeboat logs ENV SERVICE --follow -n 1` running, and its lines as they come.
+fn follow_logs(server: &Server, env: &str, service: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["--server", &server.url, "logs", env, service, "--follow", "-n", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
 /// `logs --follow` passes a line longer than a read (1 MiB), shown cut, and
 /// goes on with the lines after it.
 #[test]
@@ -481,21 +487,7 @@ fn logs_follow_passes_a_line_longer_than_a_read() {
         "environment = \"long\"\nregion = \"local-1\"\n[services.talker]\nimage = \"{image}\"\n",
     );
     server.run(&["recover", "long", "--yes"]).ok();
-    let mut child = std::process::Command::new(common::BIN)
-        .args(["--server", &server.url, "logs", "long", "talker", "--follow", "-n", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (mut child, rx) = follow_logs(&server, "long", "talker");
     let (mut cut, mut after) = (false, false);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !(cut && after) && std::time::Instant::now() < deadline {
