@@ -480,7 +480,7 @@ impl ComputeProvider for Timed {
     async fn read_logs(&self, _: &str, _: LogFrom) -> ProviderResult<Option<LogRead>> {
         Ok(None)
     }
-    async fn isolation(&self, _: &Manifest, _: &str) -> ProviderResult<lifeboat::domain::drill::Isolation> {
+    async fn isolation(&self, _: &Manifest, _: &str, _: &str) -> ProviderResult<lifeboat::domain::drill::Isolation> {
         Ok(Default::default())
     }
     async fn tear_down(&self, _: &str, _: &str) -> ProviderResult<(Vec<String>, Vec<String>)> {

@@ -182,6 +182,10 @@ pub struct LocalSection {
     pub allow_public_listen: Option<bool>,
     /// How many bytes one tarball artifact may unpack to (default 4 GiB).
     pub max_unpacked_bytes: Option<u64>,
+    /// How drills are kept off production's addresses: `auto` (a network
+    /// namespace per drill where the host allows it, else `rewrite`),
+    /// `namespace`, or `rewrite`.
+    pub drill_network: Option<crate::provider::local::DrillNetwork>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,6 +28,8 @@ pub struct Options {
     pub allow_public_listen: bool,
     /// How many bytes one tarball artifact may unpack to.
     pub max_unpacked_bytes: Option<u64>,
+    /// How the local provider keeps drills off production's addresses.
+    pub drill_network: crate::provider::local::DrillNetwork,
     /// How long an image import may send nothing before it is dropped.
     pub import_idle_timeout: Option<Duration>,
     /// The ec2 provider's settings; `None` leaves it out.
@@ -77,6 +79,7 @@ fn owner_name() -> String {
 pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let provider = LocalProvider::open(&opts.local_dir, opts.store.clone()).await?;
     provider.allow_public_listen(opts.allow_public_listen);
+    provider.drill_network(opts.drill_network);
     if let Some(max) = opts.max_unpacked_bytes {
         provider.max_unpacked_bytes(max);
     }

@@ -539,6 +539,7 @@ impl crate::provider::ComputeProvider for InstantProvider {
         &self,
         _: &crate::domain::manifest::Manifest,
         _: &str,
+        _: &str,
     ) -> crate::provider::ProviderResult<crate::domain::drill::Isolation> {
         Ok(Default::default())
     }

@@ -51,7 +51,9 @@ fn render(html: &Path, png: &Path) -> Option<String> {
 
 #[test]
 fn a_drill_beside_production_passes_isolated_and_leaves_nothing() {
-    let server = Server::start(Backend::Fs);
+    // Addresses rewritten (a host without network namespaces); the test
+    // below has the drill in a namespace of its own.
+    let server = Server::with_config("[provider.local]\ndrill_network = \"rewrite\"\n");
     let local = server.local_dir();
     let _cleanup = Instances(local.clone());
     let region = Region::setup(&server, "shop", &region_svcs());
@@ -469,15 +471,11 @@ fn a_server_of_another_store_leaves_this_stores_drills_alone() {
     drop(other);
 }
 
-/// A drill reaches its own services through every form of a production
-/// address (localhost, another 127.x, [::1], a host and port split across
-/// two values, `--flag=PORT`), never production's; what the rewrite cannot
-/// be sure of is named in a warning.
-#[test]
-fn a_drill_cannot_reach_production_through_any_form_of_its_address() {
-    let server = Server::start(Backend::Fs);
-    let local = server.local_dir();
-    let _cleanup = Instances(local.clone());
+/// The production of the isolation tests: db, and an api that names db in
+/// every form of its address (localhost, another 127.x, [::1], 0.0.0.0, a
+/// host and port split across two values, `--flag=PORT`, a name). Returns
+/// db's stable port.
+fn forms_region(server: &Server) -> u16 {
     let dir = server.dir.as_ref().unwrap().path();
     let image = |name: &str| {
         let p = common::demo_artifact(dir, name);
@@ -501,6 +499,19 @@ fn a_drill_cannot_reach_production_through_any_form_of_its_address() {
     server.run(&["snapshot", "push", path.to_str().unwrap()]).ok();
     server.run(&["snapshot", "promote", "forms", "1", "--reason", "t"]).ok();
     server.run(&["recover", "forms", "--yes"]).ok();
+    db
+}
+
+/// Where the host cannot give a drill a network of its own
+/// (`drill_network = "rewrite"`), a drill reaches its own services through
+/// every form of a production address, never production's; what the
+/// rewrite cannot be sure of is named in a warning.
+#[test]
+fn a_drill_cannot_reach_production_through_any_form_of_its_address() {
+    let server = Server::with_config("[provider.local]\ndrill_network = \"rewrite\"\n");
+    let local = server.local_dir();
+    let _cleanup = Instances(local.clone());
+    let db = forms_region(&server);
     let out = server.run(&["--output", "json", "drill", "run", "forms", "--keep-for", "5m"]);
     let d = out.json();
     assert_eq!(d["verdict"], "passed", "the drill's api reached the drill's db: {d}");
@@ -527,4 +538,120 @@ fn a_drill_cannot_reach_production_through_any_form_of_its_address() {
     assert_eq!(drill_api.var("DB_FLAG"), format!("--db-port={drill_port}"));
     assert!(drill_api.var("REPLICA").contains(&prod), "what cannot be told is left, and warned about");
     server.run(&["drill", "sweep"]);
+}
+
+/// `GET /` from inside a network namespace: the body, or None when nothing answers.
+fn get_inside(netns: &str, addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = addr.to_string();
+    lifeboat::provider::local::netns::within(netns, move || {
+        let target = std::net::ToSocketAddrs::to_socket_addrs(&addr)?.next().ok_or(std::io::ErrorKind::NotFound)?;
+        let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .ok()
+    .filter(|answer| !answer.is_empty())
+}
+
+/// On a host that allows it (root, `ip`), a drill runs in a network
+/// namespace of its own: its services keep production's addresses
+/// unchanged, nothing needs rewriting or warning about, and production
+/// cannot be reached from inside in any form, even once the drill's own db
+/// is gone. The namespace goes with the drill's teardown.
+#[test]
+fn a_drill_in_its_own_network_namespace_cannot_reach_production() {
+    if !nix_is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let server = Server::with_config("[provider.local]\ndrill_network = \"namespace\"\n");
+    let local = server.local_dir();
+    let _cleanup = Instances(local.clone());
+    let db = forms_region(&server);
+    let out = server.run(&["--output", "json", "drill", "run", "forms", "--keep-for", "5m"]);
+    let d = out.json();
+    let run_id = d["id"].as_str().unwrap().to_string();
+    let netns = format!("lifeboat-{run_id}");
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = lifeboat::provider::local::netns::delete(&self.0);
+        }
+    }
+    let _netns = Gone(netns.clone());
+    assert_eq!(d["verdict"], "passed", "the drill's api reached the drill's db inside: {d}");
+    assert_eq!(d["network_namespace"], netns.as_str(), "{d}");
+    assert_eq!(d["addresses"], serde_json::json!([]), "nothing is rewritten: {d}");
+    assert_eq!(d["isolation_warnings"], serde_json::json!([]), "nothing to be unsure of: {d}");
+    assert!(!out.stderr.contains("WARNING"), "{}", out.stderr);
+    let shown = server.run(&["drill", "show", &run_id]).ok().stdout;
+    assert!(shown.contains(&format!("network   {netns}")), "{shown}");
+
+    // The drill's api runs with production's addresses, unchanged.
+    let drill_api = common::processes_under(&local)
+        .into_iter()
+        .find(|p| p.var("LIFEBOAT_SERVICE") == "api" && p.var("LIFEBOAT_ENVIRONMENT").contains(".drill."))
+        .expect("the drill's api runs");
+    assert!(drill_api.argv.contains(&format!("localhost:{db}")), "{:?}", drill_api.argv);
+    assert_eq!(drill_api.var("DB_PORT"), db.to_string());
+    assert_eq!(drill_api.var("REPLICA"), format!("db.internal:{db}"));
+
+    // Every form of production's address reaches the drill's db inside, or nothing.
+    let forms = [
+        format!("127.0.0.1:{db}"),
+        format!("localhost:{db}"),
+        format!("127.0.0.2:{db}"),
+        format!("[::1]:{db}"),
+        format!("0.0.0.0:{db}"),
+    ];
+    let mut answered = 0;
+    for form in &forms {
+        if let Some(answer) = get_inside(&netns, form) {
+            assert!(answer.contains("db ok (forms.drill."), "{form} inside the drill: {answer}");
+            answered += 1;
+        }
+    }
+    assert!(answered >= 1, "the drill's db answers at its production address inside");
+    let html = local.join("../drill.html");
+    server.run(&["drill", "report", &run_id, "--html", html.to_str().unwrap()]).ok();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(&format!("network namespace <code>{netns}</code>")), "the report says where it ran");
+    let outside = common::http_body(&format!("127.0.0.1:{db}"), "/");
+    assert!(outside.contains("db ok (forms)"), "production still answers outside: {outside}");
+
+    // With the drill's db gone, production is still out of reach.
+    for p in common::processes_under(&local) {
+        if p.var("LIFEBOAT_SERVICE") == "db" && p.var("LIFEBOAT_ENVIRONMENT").contains(".drill.") {
+            let _ = std::process::Command::new("kill").args(["-9", &p.pid.to_string()]).status();
+        }
+    }
+    wait_until(Duration::from_secs(10), "the drill's db is gone", || {
+        get_inside(&netns, &forms[0]).is_none_or(|a| !a.contains("db ok"))
+    });
+    for form in &forms {
+        if let Some(answer) = get_inside(&netns, form) {
+            assert!(!answer.contains("(forms)"), "{form} reached production from inside the drill: {answer}");
+        }
+    }
+
+    // A drill that is not kept takes its namespace with it.
+    let out = server.run(&["--output", "json", "drill", "run", "forms"]);
+    let d = out.json();
+    assert_eq!(d["verdict"], "passed", "{d}");
+    let second = d["network_namespace"].as_str().unwrap().to_string();
+    let _second = Gone(second.clone());
+    assert!(second.starts_with("lifeboat-r-") && second != netns, "{second}");
+    assert!(!lifeboat::provider::local::netns::exists(&second), "torn down with the drill");
+    assert_eq!(std::fs::read_dir(local.join("networks")).unwrap().count(), 1, "only the kept drill's is recorded");
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
 }

@@ -82,6 +82,7 @@ pub fn drill(view: &RunView, teardown: Option<crate::engine::drill::Teardown>) -
         schedule: d.and_then(|d| d.schedule.clone()).unwrap_or_default(),
         teardown_corruption: None,
         isolation_warnings: d.map(|d| d.warnings.clone()).unwrap_or_default(),
+        network_namespace: d.and_then(|d| d.isolation.network.clone()).unwrap_or_default(),
     }
 }
 

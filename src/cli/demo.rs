@@ -138,6 +138,7 @@ pub async fn run() -> Result<(), Failure> {
         proposal_timeout: crate::engine::DEFAULT_PROPOSAL_TIMEOUT,
         allow_public_listen: false,
         max_unpacked_bytes: None,
+        drill_network: Default::default(),
         import_idle_timeout: None,
         // The demo runs on this host only.
         ec2: None,

@@ -53,7 +53,11 @@ pub async fn run(args: DemoServiceArgs) -> Result<(), Failure> {
             let (status, body) = match path.as_str() {
                 "/healthz" if degraded => ("503 Service Unavailable", format!("{} degraded\n", args.name)),
                 "/healthz" => health(&args).await,
-                _ => ("200 OK", format!("{} ok\n", args.name)),
+                // Which environment answered (production or a drill's).
+                _ => match std::env::var("LIFEBOAT_ENVIRONMENT") {
+                    Ok(env) => ("200 OK", format!("{} ok ({env})\n", args.name)),
+                    Err(_) => ("200 OK", format!("{} ok\n", args.name)),
+                },
             };
             let resp = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

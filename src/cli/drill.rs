@@ -110,6 +110,7 @@ fn drill_json(d: &pb::Drill) -> Value {
         "schedule": (!d.schedule.is_empty()).then_some(&d.schedule),
         "teardown_corruption": d.teardown_corruption.as_ref().map(super::output::corruption_json),
         "isolation_warnings": d.isolation_warnings,
+        "network_namespace": (!d.network_namespace.is_empty()).then_some(&d.network_namespace),
     });
     if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
         a.extend(b);
@@ -139,6 +140,12 @@ fn print_drill(d: &pb::Drill) {
     }
     if !d.root_cause.is_empty() {
         println!("cause     {}", safe(&d.root_cause));
+    }
+    if !d.network_namespace.is_empty() {
+        println!(
+            "network   {} (production's addresses are the drill's there; production is out of reach)",
+            d.network_namespace
+        );
     }
     if !d.addresses.is_empty() {
         let rows: Vec<Vec<String>> =
@@ -208,6 +215,9 @@ pub async fn run(client: &Client, cmd: DrillCmd, output: Output) -> Result<(), F
                 println!("{msg}")
             };
             if output == Output::Text {
+                if !d.network_namespace.is_empty() {
+                    println!("  in network namespace {}: production is out of reach", d.network_namespace);
+                }
                 for a in &d.addresses {
                     println!("  {}: {} -> {}", a.service, a.production, a.drill);
                 }

@@ -43,6 +43,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         proposal_timeout: config.engine.proposal_timeout.map_or(crate::engine::DEFAULT_PROPOSAL_TIMEOUT, |d| d.0),
         allow_public_listen,
         max_unpacked_bytes: config.provider.local.max_unpacked_bytes,
+        drill_network: config.provider.local.drill_network.unwrap_or_default(),
         import_idle_timeout: config.server.import_idle_timeout.map(|d| d.0),
         ec2: config.provider.ec2.provider_config(),
         drift_interval: config.engine.drift_interval.map_or(crate::engine::drift::DEFAULT_DRIFT_INTERVAL, |d| d.0),

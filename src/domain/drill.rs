@@ -18,9 +18,17 @@ pub struct Isolation {
     /// Launch keys dropped in a drill (traffic targets: target groups, DNS).
     #[serde(default)]
     pub remove: Vec<String>,
-    /// Launch keys set in a drill (its own subnets and security groups).
+    /// Launch keys set in a drill (its own subnets and security groups,
+    /// its network namespace).
     #[serde(default)]
     pub set: BTreeMap<String, serde_json::Value>,
+    /// The network namespace the drill runs in, where the provider made one:
+    /// its services keep production's addresses, and production is out of reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// What the provider could not do to keep the drill apart (said at start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

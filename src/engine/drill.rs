@@ -96,17 +96,20 @@ impl Engine {
         let provider = self.ctx.providers.get(snap.manifest.provider).map_err(|why| {
             Error::FailedPrecondition(format!("cannot drill snapshot {} of {}: {why}", snap.version, req.environment))
         })?;
-        let isolation =
-            bounded("isolation", CALL_LIMIT, &CancellationToken::new(), provider.isolation(&snap.manifest, &region))
-                .await
-                .map_err(|e| {
-                    Error::FailedPrecondition(format!("cannot isolate a drill of {}: {e}", req.environment))
-                })?;
+        let namespace = drill::namespace(&req.environment, id);
+        let isolation = bounded(
+            "isolation",
+            CALL_LIMIT,
+            &CancellationToken::new(),
+            provider.isolation(&snap.manifest, &region, &namespace),
+        )
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("cannot isolate a drill of {}: {e}", req.environment)))?;
         let objective = snap.manifest.rto_objective.map(|d| d.0);
         let timeout = opts.timeout.or(objective.map(|o| o * 2)).unwrap_or(drill::DEFAULT_TIMEOUT);
         let known_good = self.repo.get_ref(&req.environment, "known-good").await?.map(|r| r.version);
         let spec = DrillSpec {
-            namespace: drill::namespace(&req.environment, id),
+            namespace,
             isolation,
             timeout_ms: timeout.as_millis() as u64,
             keep_for_ms: opts.keep_for.as_millis() as u64,
@@ -119,13 +122,29 @@ impl Engine {
         let mut spec = spec;
         let mut isolated = snap.clone();
         isolated.manifest = drill::isolate(&snap.manifest, &spec, id).into();
-        spec.warnings = drill::isolation_warnings(&isolated.manifest, &spec.isolation.addresses);
+        spec.warnings = spec.isolation.warnings.clone();
+        spec.warnings.extend(drill::isolation_warnings(&isolated.manifest, &spec.isolation.addresses));
         for w in &spec.warnings {
             tracing::warn!(run_id = %id, "drill isolation: {w}");
         }
         let lease_key = format!("drill/{}/{region}", req.environment);
-        let (snap, plan) = self.plan_snapshot(isolated, &spec.namespace, &region, &lease_key, false, false).await?;
-        Ok((snap, plan, spec))
+        match self.plan_snapshot(isolated, &spec.namespace, &region, &lease_key, false, false).await {
+            Ok((snap, plan)) => Ok((snap, plan, spec)),
+            Err(e) => {
+                self.undo_isolation(&snap, &spec.namespace, &region).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// What a drill's isolation made (a network namespace) goes with a
+    /// drill refused before it ran; the sweeper removes it if this fails.
+    pub(super) async fn undo_isolation(&self, snap: &Snapshot, namespace: &str, region: &str) {
+        let Ok(provider) = self.ctx.providers.get(snap.manifest.provider) else { return };
+        let gone = provider.tear_down(namespace, region);
+        if let Err(e) = bounded("tear down", CALL_LIMIT, &CancellationToken::new(), gone).await {
+            tracing::warn!(namespace, error = %e, "cannot undo a refused drill's isolation; the sweeper will");
+        }
     }
 
     /// Removes what finished or unknown drills left behind (and kept drills

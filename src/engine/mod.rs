@@ -483,6 +483,28 @@ impl Engine {
                 (snap, plan, None)
             }
         };
+        let namespace = drill.as_ref().map(|d| (d.namespace.clone(), plan.region.clone()));
+        let undo = namespace.as_ref().map(|_| snap.clone());
+        let started = self.start_planned(req, id, now, parallelism, snap, plan, drill).await;
+        if let (Err(_), Some((ns, region)), Some(snap)) = (&started, namespace, undo) {
+            self.undo_isolation(&snap, &ns, &region).await;
+        }
+        started
+    }
+
+    /// The rest of `start`, once planned: preflight, then the run proposed,
+    /// or recorded and started under its lease.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_planned(
+        self: &Arc<Self>,
+        req: StartRequest,
+        id: String,
+        now: chrono::DateTime<chrono::Utc>,
+        parallelism: usize,
+        snap: Snapshot,
+        plan: Plan,
+        drill: Option<crate::domain::drill::DrillSpec>,
+    ) -> Result<RunView> {
         if let Some(c) = plan.preflight.iter().find(|c| c.name == "region-lease" && !c.ok) {
             return Err(Error::Conflict(c.message.clone()));
         }

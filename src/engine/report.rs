@@ -94,6 +94,10 @@ pub struct DrillInfo {
     /// Each production address and the drill address that replaced it (the
     /// shape `drill show --output json` has too).
     pub addresses: Vec<AddressRow>,
+    /// The network namespace it ran in, where it had one (then no address
+    /// was rewritten).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_namespace: Option<String>,
     pub kept_until: Option<String>,
     pub promotion: Option<String>,
     pub schedule: Option<String>,
@@ -184,6 +188,7 @@ pub fn build(view: &RunView, teardown: Option<Teardown>) -> Report {
                     drill: a.drill.clone(),
                 })
                 .collect(),
+            network_namespace: d.isolation.network.clone(),
             kept_until: view.kept_until.clone(),
             promotion: view.promotion.as_ref().map(|(_, d)| d.clone()),
             schedule: d.schedule.clone(),
@@ -418,8 +423,17 @@ pub fn html(r: &Report) -> String {
                     None => "<p class=\"bad\">Not torn down yet: the sweeper removes it.</p>".into(),
                 },
             };
+            let isolation = match &d.network_namespace {
+                Some(n) => format!(
+                    "<h3>Network</h3><p>Ran in the network namespace <code>{}</code>: its services kept production's addresses, and production was out of reach.</p>",
+                    esc(n)
+                ),
+                None => format!(
+                    "<h3>Address map</h3><table><tr><th>service</th><th>production</th><th>drill</th></tr>{map}</table>"
+                ),
+            };
             format!(
-                "<h2>Drill</h2><p>Namespace <code>{}</code>{}{}</p>{teardown}<h3>Address map</h3><table><tr><th>service</th><th>production</th><th>drill</th></tr>{map}</table>",
+                "<h2>Drill</h2><p>Namespace <code>{}</code>{}{}</p>{teardown}{isolation}",
                 esc(&d.namespace),
                 d.promotion.as_ref().map(|p| format!("; {}", esc(p))).unwrap_or_default(),
                 d.schedule.as_ref().map(|s| format!("; started by schedule {}", esc(s))).unwrap_or_default(),

@@ -20,6 +20,16 @@ pub fn url(m: &Manifest, region: &str, check: &VerifyCheck) -> Option<String> {
     Some(format!("http://{host}{http}"))
 }
 
+/// The network namespace a drill's checks are sent from (local drills
+/// isolated in one): there, production's addresses are the drill's.
+fn network(m: &Manifest) -> Option<&str> {
+    let key = crate::provider::local::netns::LAUNCH_KEY;
+    match m.provider {
+        Provider::Local => m.services.values().find_map(|s| s.launch.get(key)?.as_str()),
+        Provider::Ec2 => None,
+    }
+}
+
 /// How much of a check's answer is read (for `body_contains`).
 const MAX_BODY: usize = 1 << 20;
 
@@ -28,6 +38,11 @@ async fn attempt(m: &Manifest, region: &str, check: &VerifyCheck) -> Result<Stri
     match &check.probe {
         VerifyProbe::Http { status, body_contains, .. } => {
             let url = url(m, region, check).ok_or("the service has no address to request")?;
+            if let Some(net) = network(m) {
+                let (got, body) =
+                    crate::provider::local::netns::http_get(net, &url, Duration::from_secs(5), MAX_BODY).await?;
+                return judge(&url, got, &body, *status, body_contains.as_deref());
+            }
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .redirect(reqwest::redirect::Policy::none())
@@ -37,25 +52,36 @@ async fn attempt(m: &Manifest, region: &str, check: &VerifyCheck) -> Result<Stri
             let got = resp.status().as_u16();
             // Bounded: a check answered with gigabytes reads no more than this.
             let body = crate::provider::health::body_start(resp, MAX_BODY).await;
-            if got != *status {
-                let start = crate::provider::health::one_line(&body);
-                let said = if start.is_empty() { String::new() } else { format!(": {start}") };
-                return Err(format!("GET {url}: HTTP {got}, want {status}{said}"));
-            }
-            if let Some(want) = body_contains
-                && !body.contains(want.as_str())
-            {
-                return Err(format!("GET {url}: HTTP {got}, but the body does not contain \"{want}\""));
-            }
-            Ok(format!("GET {url}: HTTP {got}"))
+            judge(&url, got, &body, *status, body_contains.as_deref())
         }
         VerifyProbe::Command { command } => {
             let env = vec![("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string())];
-            crate::provider::health::probe_command(command, &env, &std::env::temp_dir(), Duration::from_secs(30))
-                .await
-                .map(|()| format!("{} exited 0", command[0]))
+            crate::provider::health::probe_command(
+                network(m),
+                command,
+                &env,
+                &std::env::temp_dir(),
+                Duration::from_secs(30),
+            )
+            .await
+            .map(|()| format!("{} exited 0", command[0]))
         }
     }
+}
+
+/// Whether an answer is the one a check wants.
+fn judge(url: &str, got: u16, body: &str, status: u16, body_contains: Option<&str>) -> Result<String, String> {
+    if got != status {
+        let start = crate::provider::health::one_line(body);
+        let said = if start.is_empty() { String::new() } else { format!(": {start}") };
+        return Err(format!("GET {url}: HTTP {got}, want {status}{said}"));
+    }
+    if let Some(want) = body_contains
+        && !body.contains(want)
+    {
+        return Err(format!("GET {url}: HTTP {got}, but the body does not contain \"{want}\""));
+    }
+    Ok(format!("GET {url}: HTTP {got}"))
 }
 
 /// Retries until the check passes or its timeout ends: (passed, detail).

@@ -106,10 +106,34 @@ async fn tail_of(mut r: impl tokio::io::AsyncRead + Unpin, keep: usize) -> Vec<u
     tail.into_iter().collect()
 }
 
+/// An HTTP probe, from inside a drill's network namespace when `net` names one.
+pub async fn probe_http_from(net: Option<&str>, url: &str, timeout: Duration) -> Result<(), String> {
+    let Some(name) = net else { return probe_http(url, timeout).await };
+    match crate::provider::local::netns::http_get(name, url, timeout, SHOWN_BODY).await? {
+        (code, _) if (200..400).contains(&code) => Ok(()),
+        (code, body) => match one_line(&body) {
+            b if b.is_empty() => Err(format!("GET {url} (in {name}): HTTP {code}")),
+            b => Err(format!("GET {url} (in {name}): HTTP {code}: {b}")),
+        },
+    }
+}
+
+/// A TCP probe, from inside a drill's network namespace when `net` names one.
+pub async fn probe_tcp_from(net: Option<&str>, addr: &str, timeout: Duration) -> Result<(), String> {
+    let Some(name) = net else { return probe_tcp(addr, timeout).await };
+    match tokio::time::timeout(timeout, crate::provider::local::netns::connect(name, addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("tcp {addr} (in {name}): {e}")),
+        Err(_) => Err(format!("tcp {addr} (in {name}): no answer within {}", crate::domain::duration::human(timeout))),
+    }
+}
+
 /// Runs a command; exit status 0 is healthy.
 /// It runs in `dir` with exactly `env`: nothing of the server's own
-/// environment (its secrets) reaches it.
+/// environment (its secrets) reaches it; inside a drill's network
+/// namespace when `net` names one.
 pub async fn probe_command(
+    net: Option<&str>,
     argv: &[String],
     env: &[(String, String)],
     dir: &std::path::Path,
@@ -122,6 +146,9 @@ pub async fn probe_command(
     cmd.env_clear().current_dir(dir);
     cmd.args(args).envs(env.iter().cloned()).stdin(std::process::Stdio::null()).kill_on_drop(true);
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    if let Some(name) = net {
+        crate::provider::local::netns::enter(&mut cmd, name).map_err(|e| format!("command {prog}: {e}"))?;
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Err(format!("command {prog}: {e}")),
@@ -188,15 +215,15 @@ mod tests {
         let port = crate::testkit::free_port();
         assert!(probe_tcp(&format!("127.0.0.1:{port}"), t).await.is_err());
         let here = std::env::temp_dir();
-        probe_command(&["/bin/true".into()], &[], &here, t).await.unwrap();
-        assert!(probe_command(&["/bin/false".into()], &[], &here, t).await.is_err());
+        probe_command(None, &["/bin/true".into()], &[], &here, t).await.unwrap();
+        assert!(probe_command(None, &["/bin/false".into()], &[], &here, t).await.is_err());
         // A failed command says what it printed (the end of it).
         let said = [
             "/bin/sh".to_string(),
             "-c".into(),
             "yes x | head -c 100000; echo; echo 'cannot reach db' >&2; exit 3".into(),
         ];
-        let e = probe_command(&said, &[("PATH".into(), "/usr/bin:/bin".into())], &here, t).await.unwrap_err();
+        let e = probe_command(None, &said, &[("PATH".into(), "/usr/bin:/bin".into())], &here, t).await.unwrap_err();
         assert!(e.starts_with("command /bin/sh exited with exit status: 3: cannot reach db x x"), "{e}");
         assert!(e.len() < 700, "{e}");
     }

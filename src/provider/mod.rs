@@ -226,10 +226,17 @@ pub trait ComputeProvider: Send + Sync + 'static {
     /// The last lines an instance wrote, for failure reports.
     async fn logs(&self, instance: &str, lines: usize) -> Vec<String>;
 
-    /// How a drill of `manifest` in `region` is kept apart from production:
-    /// the drill addresses that replace its stable addresses, the traffic
-    /// targets it drops, the settings it launches with instead.
-    async fn isolation(&self, manifest: &Manifest, region: &str) -> ProviderResult<crate::domain::drill::Isolation>;
+    /// How a drill of `manifest` in `region`, run as the environment
+    /// `namespace` (`ENV.drill.RUN`), is kept apart from production: the
+    /// network of its own it runs in, or the drill addresses that replace
+    /// its stable addresses; the traffic targets it drops, the settings it
+    /// launches with instead.
+    async fn isolation(
+        &self,
+        manifest: &Manifest,
+        region: &str,
+        namespace: &str,
+    ) -> ProviderResult<crate::domain::drill::Isolation>;
 
     /// Removes everything of one drill namespace in a region: its instances
     /// terminated, its addresses given up. Returns the instances removed

@@ -353,15 +353,20 @@ impl Region {
 
 /// A plain HTTP GET; true on 2xx.
 pub fn http_ok(addr: &str, path: &str) -> bool {
+    http_body(addr, path).starts_with("HTTP/1.1 2")
+}
+
+/// A plain HTTP GET: the whole answer (empty when nothing answers).
+pub fn http_body(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
     let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
     if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
-        return false;
+        return String::new();
     }
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 2")
+    out
 }
 
 /// Processes whose working directory is under `dir` (the local provider's
@@ -416,6 +421,12 @@ impl Drop for Instances {
     fn drop(&mut self) {
         for (pid, _) in instance_processes(&self.0) {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        // The network namespaces of this directory's drills.
+        for e in std::fs::read_dir(self.0.join("networks")).into_iter().flatten().flatten() {
+            if let Some(name) = e.path().file_stem().and_then(|n| n.to_str()) {
+                let _ = lifeboat::provider::local::netns::delete(name);
+            }
         }
     }
 }

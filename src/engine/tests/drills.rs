@@ -78,6 +78,24 @@ fn a_drill_never_waits_for_or_blocks_a_recovery_of_its_region() {
     });
 }
 
+/// A drill refused after its isolation was made (here: another drill of
+/// the region holds the lease) takes what the isolation made with it.
+#[test]
+fn a_refused_drill_undoes_its_isolation() {
+    paused_runtime().block_on(async {
+        let (m, script) = slow_pair();
+        let h = harness(m, script).await;
+        let first = h.engine.start(drill_of_latest(Some(Duration::from_secs(60)), Duration::ZERO)).await.unwrap();
+        let refused = h.engine.start(drill_of_latest(Some(Duration::from_secs(60)), Duration::ZERO)).await;
+        assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+        let torn = h.provider.world().torn_down.clone();
+        assert_eq!(torn.len(), 1, "{torn:?}");
+        assert!(torn[0].starts_with("shop.drill.r-") && torn[0] != first.spec.drill.clone().unwrap().namespace);
+        h.engine.cancel(&first.spec.id, "t").await.unwrap();
+        h.finish(&first.spec.id).await;
+    });
+}
+
 #[test]
 fn a_passed_drill_kept_for_inspection_is_swept_once_its_time_is_up() {
     paused_runtime().block_on(async {

@@ -65,6 +65,8 @@ struct World {
     unhealthy: BTreeSet<String>,
     /// `traffic` cannot be read (the DNS API is down).
     traffic_fails: bool,
+    /// Every drill namespace `tear_down` was called for, in order.
+    torn_down: Vec<String>,
 }
 
 /// A provider whose steps take known times (on tokio's clock).
@@ -218,11 +220,12 @@ impl ComputeProvider for Scripted {
     async fn logs(&self, id: &str, _: usize) -> Vec<String> {
         vec![format!("{id} says goodbye")]
     }
-    async fn isolation(&self, _: &Manifest, _: &str) -> ProviderResult<crate::domain::drill::Isolation> {
+    async fn isolation(&self, _: &Manifest, _: &str, _: &str) -> ProviderResult<crate::domain::drill::Isolation> {
         Ok(Default::default())
     }
     async fn tear_down(&self, ns: &str, _: &str) -> ProviderResult<(Vec<String>, Vec<String>)> {
         let mut w = self.world();
+        w.torn_down.push(ns.to_string());
         let ids: Vec<String> = w.alive.keys().filter(|id| w.envs.get(*id).is_some_and(|e| e == ns)).cloned().collect();
         for id in &ids {
             w.alive.remove(id);

@@ -652,7 +652,12 @@ impl ComputeProvider for Ec2Provider {
         self.set_tag(&c, &old, TAG_SERVING, "false").await
     }
 
-    async fn isolation(&self, _m: &Manifest, _region: &str) -> ProviderResult<crate::domain::drill::Isolation> {
+    async fn isolation(
+        &self,
+        _m: &Manifest,
+        _region: &str,
+        _namespace: &str,
+    ) -> ProviderResult<crate::domain::drill::Isolation> {
         // A drill is never registered in production's target groups or DNS.
         let mut set = BTreeMap::new();
         if let Some(s) = &self.config.drill_subnets {
@@ -665,6 +670,7 @@ impl ComputeProvider for Ec2Provider {
             addresses: Vec::new(),
             remove: vec!["target_groups".into(), "dns".into()],
             set,
+            ..Default::default()
         })
     }
 

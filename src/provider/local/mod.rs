@@ -6,6 +6,7 @@
 //! served by a router process of that directory (`router`), so they outlive
 //! the server too.
 
+pub mod netns;
 mod ports;
 mod process;
 mod proxy;
@@ -23,7 +24,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use self::records::{InstanceRecord, LaunchKeyRecord, Pointer, Probe, ReadyMarker};
-use super::health::{probe_command, probe_http, probe_tcp};
+use super::health::{probe_command, probe_http_from, probe_tcp_from};
 use super::{ComputeProvider, LaunchSpec, ProviderError, ProviderResult, ServiceRef};
 use crate::domain::manifest::{Check as HealthCheck, Manifest};
 use crate::domain::plan::{Check, LiveInstance};
@@ -54,6 +55,24 @@ pub struct LocalProvider {
     /// The identity of the store this provider serves: on every record it
     /// writes; the sweeper touches only its own.
     store_id: String,
+    /// How drills are kept off production's addresses.
+    drill_network: std::sync::Mutex<DrillNetwork>,
+}
+
+/// How a drill is kept apart from production on this host
+/// (`[provider.local] drill_network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrillNetwork {
+    /// A network namespace per drill where the host allows it (root, with
+    /// `ip`), else the rewrite, with a warning saying why.
+    #[default]
+    Auto,
+    /// A network namespace per drill, or no drill.
+    Namespace,
+    /// Production's addresses rewritten to drill ones in the drill's
+    /// manifest (every loopback form; what cannot be told is warned about).
+    Rewrite,
 }
 
 fn backend(message: impl Into<String>) -> ProviderError {
@@ -180,6 +199,7 @@ impl LocalProvider {
             max_unpacked_bytes: std::sync::atomic::AtomicU64::new(archive::DEFAULT_MAX_UNPACKED_BYTES),
             max_instances: DEFAULT_MAX_INSTANCES,
             store_id,
+            drill_network: std::sync::Mutex::new(DrillNetwork::Auto),
         });
         let reply = p.router.sync().await.map_err(|e| anyhow::anyhow!(e))?;
         for (addr, e) in &reply.errors {
@@ -204,6 +224,11 @@ impl LocalProvider {
     /// (`[provider.local] allow_public_listen`); refused by default.
     pub fn allow_public_listen(&self, yes: bool) {
         self.allow_public_listen.store(yes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How drills are isolated (`[provider.local] drill_network`).
+    pub fn drill_network(&self, how: DrillNetwork) {
+        *self.drill_network.lock().unwrap_or_else(|e| e.into_inner()) = how;
     }
 
     /// How much one tarball artifact may unpack to (`[provider.local] max_unpacked_bytes`).
@@ -362,13 +387,14 @@ impl LocalProvider {
     /// from a manifest, and judge such an instance by its process alone.
     async fn probe(&self, r: &InstanceRecord, execute: bool) -> Result<(), String> {
         let t = Duration::from_millis(r.probe_timeout_ms);
+        let net = r.netns.as_deref();
         match &r.probe {
-            Some(Probe::Http(u)) => probe_http(u, t).await,
-            Some(Probe::Tcp(a)) => probe_tcp(a, t).await,
+            Some(Probe::Http(u)) => probe_http_from(net, u, t).await,
+            Some(Probe::Tcp(a)) => probe_tcp_from(net, a, t).await,
             Some(Probe::Command(argv)) if execute => {
                 let mut env = clean_env();
                 env.extend(Self::instance_env(r));
-                probe_command(argv, &env, &self.instance_dir(&r.id), t).await
+                probe_command(net, argv, &env, &self.instance_dir(&r.id), t).await
             }
             _ if r.alive() => Ok(()),
             _ => Err(format!("instance {} is not running", r.id)),
@@ -414,6 +440,11 @@ impl LocalProvider {
             .stderr(log2)
             .process_group(0)
             .kill_on_drop(false);
+        if let Some(name) = &r.netns {
+            let owned = name.clone();
+            self.io(move |_| netns::create(&owned)).await.map_err(|e| backend(format!("cannot make {name}: {e}")))?;
+            netns::enter(&mut cmd, name).map_err(|e| backend(e.to_string()))?;
+        }
         // A program that cannot start will not start on a second attempt either.
         let mut child = cmd.spawn().map_err(|e| ProviderError::LaunchFailed {
             service: r.service.clone(),
@@ -444,6 +475,7 @@ impl LocalProvider {
     /// under the short global lock that guards the instance cap), each
     /// started unless it already runs.
     async fn launch_locked(&self, spec: &LaunchSpec) -> ProviderResult<Vec<String>> {
+        let netns = Self::network_of(&spec.target)?;
         let key_path = self.dir.join("keys").join(format!("{}.json", sha256_hex(spec.launch_key.as_bytes())));
         let read_path = key_path.clone();
         // A corrupt key record fails the launch: treating it as missing
@@ -496,6 +528,7 @@ impl LocalProvider {
                         exit: None,
                         fingerprint: spec.fingerprint.clone(),
                         store: Some(self.store_id.clone()),
+                        netns: netns.clone(),
                     };
                     self.save(&r).await?;
                     (r, true)
@@ -504,6 +537,44 @@ impl LocalProvider {
             self.ensure_running(record, spec, fresh).await?;
         }
         Ok(ids)
+    }
+
+    /// The network namespace a service runs in: the one its drill's
+    /// isolation named, and only for that drill's environment.
+    fn network_of(target: &ServiceRef) -> ProviderResult<Option<String>> {
+        let Some(v) = target.settings.get(netns::LAUNCH_KEY) else { return Ok(None) };
+        let name = v.as_str().unwrap_or_default();
+        if netns::name_for(&target.environment).as_deref() != Some(name) {
+            return Err(ProviderError::LaunchFailed {
+                service: target.service.clone(),
+                message: format!(
+                    "launch.{} = {v} is not this drill's network namespace: Lifeboat sets it for drills only",
+                    netns::LAUNCH_KEY
+                ),
+                retryable: false,
+            });
+        }
+        Ok(Some(name.to_string()))
+    }
+
+    /// Makes a drill's network namespace, recorded first (so that a sweep
+    /// finds it whatever happens next).
+    async fn make_network(&self, name: &str, namespace: &str) -> Result<(), String> {
+        let record = records::NetworkRecord {
+            format_version: 1,
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            store: Some(self.store_id.clone()),
+        };
+        self.io(move |dir| {
+            let path = records::network_path(dir, &record.name);
+            std::fs::create_dir_all(dir.join("networks")).map_err(|e| e.to_string())?;
+            records::write(&path, &record).map_err(|e| format!("cannot record it: {e}"))?;
+            netns::create(&record.name).inspect_err(|_| {
+                let _ = std::fs::remove_file(&path);
+            })
+        })
+        .await
     }
 
     /// Simulates a region failure: kills every instance of an environment at once.
@@ -582,8 +653,12 @@ impl ComputeProvider for LocalProvider {
         let mut public = Vec::new();
         let mut foreign = Vec::new();
         let allow_public = self.allow_public_listen.load(std::sync::atomic::Ordering::SeqCst);
-        for (name, addr) in m.services.iter().filter_map(|(n, s)| Some((n, s.launch.get("listen")?.as_str()?))) {
-            match pointers.iter().find(|p| p.listen.as_deref() == Some(addr)) {
+        for (name, s) in &m.services {
+            let Some(addr) = s.launch.get("listen").and_then(|v| v.as_str()) else { continue };
+            // A drill in a network namespace of its own shares no address with anyone.
+            let net = s.launch.get(netns::LAUNCH_KEY).and_then(|v| v.as_str());
+            let route = records::route_key(addr, net);
+            match pointers.iter().find(|p| p.route().as_ref() == Some(&route)) {
                 // A stable address belongs to one environment's service, in one region.
                 Some(p) if p.environment != m.environment || &p.service != name => {
                     held.push(format!("{addr} ({name}) is the address of {}/{}", p.environment, p.service));
@@ -600,7 +675,7 @@ impl ComputeProvider for LocalProvider {
                 None if !allow_public && addr.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_loopback()) => {
                     public.push(format!("{addr} ({name})"))
                 }
-                None => match probe_bind(addr) {
+                None => match net.map_or_else(|| probe_bind(addr), |n| netns::bind(n, addr).map(drop)) {
                     Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
                         foreign.push(format!("{addr} ({name})"))
                     }
@@ -811,6 +886,7 @@ impl ComputeProvider for LocalProvider {
             listen: listen.clone(),
             targets: instances.to_vec(),
             store: Some(self.store_id.clone()),
+            netns: Self::network_of(target)?,
         };
         // Record first, then have the router switch: the router follows the
         // records. Who holds the address is checked and the record written
@@ -832,9 +908,10 @@ impl ComputeProvider for LocalProvider {
                 for e in corrupt {
                     tracing::warn!(error = %e, "a corrupt cutover pointer, passed over in the stable-address check");
                 }
+                // An address inside a drill's network namespace is that drill's alone.
                 if let Some(l) = &new.listen
                     && let Some(owner) = pointers.into_iter().find(|p| {
-                        p.listen.as_ref() == Some(l) && (p.environment != new.environment || p.service != new.service)
+                        p.route() == new.route() && (p.environment != new.environment || p.service != new.service)
                     })
                 {
                     return Err(backend(format!(
@@ -849,9 +926,9 @@ impl ComputeProvider for LocalProvider {
                 Ok(previous)
             })
             .await?;
-        let Some(l) = &listen else { return Ok(()) };
+        let Some(route) = pointer.route() else { return Ok(()) };
         let failed = match self.router.sync().await {
-            Ok(reply) => reply.errors.get(l).cloned(),
+            Ok(reply) => reply.errors.get(&route).cloned(),
             Err(e) => Some(e),
         };
         if let Some(e) = failed {
@@ -869,7 +946,33 @@ impl ComputeProvider for LocalProvider {
         Ok(())
     }
 
-    async fn isolation(&self, m: &Manifest, _region: &str) -> ProviderResult<crate::domain::drill::Isolation> {
+    async fn isolation(
+        &self,
+        m: &Manifest,
+        _region: &str,
+        namespace: &str,
+    ) -> ProviderResult<crate::domain::drill::Isolation> {
+        let how = *self.drill_network.lock().unwrap_or_else(|e| e.into_inner());
+        let mut warnings = Vec::new();
+        if how != DrillNetwork::Rewrite {
+            let name = netns::name_for(namespace)
+                .ok_or_else(|| backend(format!("{namespace} is not a drill's environment")))?;
+            match self.make_network(&name, namespace).await {
+                Ok(()) => {
+                    // Production's addresses are kept: inside, they are the drill's.
+                    let set = BTreeMap::from([(netns::LAUNCH_KEY.to_string(), serde_json::Value::from(name.clone()))]);
+                    return Ok(crate::domain::drill::Isolation { network: Some(name), set, ..Default::default() });
+                }
+                Err(e) if how == DrillNetwork::Namespace => {
+                    return Err(backend(format!(
+                        "drill_network = \"namespace\" but {e}; set [provider.local] drill_network = \"auto\" to rewrite addresses instead"
+                    )));
+                }
+                Err(e) => warnings.push(format!(
+                    "this drill has no network namespace of its own ({e}): production's addresses are rewritten to drill ones, and a form the rewrite misses would reach production"
+                )),
+            }
+        }
         let listening: Vec<(&String, &str)> = m
             .services
             .iter()
@@ -889,7 +992,7 @@ impl ComputeProvider for LocalProvider {
                 }
             })
             .collect();
-        Ok(crate::domain::drill::Isolation { addresses, ..Default::default() })
+        Ok(crate::domain::drill::Isolation { addresses, warnings, ..Default::default() })
     }
 
     async fn tear_down(&self, namespace: &str, region: &str) -> ProviderResult<(Vec<String>, Vec<String>)> {
@@ -913,6 +1016,24 @@ impl ComputeProvider for LocalProvider {
         remaining.extend(
             self.pointers(Some(namespace)).await?.into_iter().map(|p| format!("address of {namespace}/{}", p.service)),
         );
+        // The network namespace goes last, once nothing runs in it.
+        if let Some(name) = netns::name_for(namespace)
+            && remaining.is_empty()
+        {
+            let owned = name.clone();
+            let gone = self
+                .io(move |dir| {
+                    netns::delete(&owned)?;
+                    match std::fs::remove_file(records::network_path(dir, &owned)) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                        _ => Ok(()),
+                    }
+                })
+                .await;
+            if let Err(e) = gone {
+                remaining.push(format!("network namespace {name} ({e})"));
+            }
+        }
         Ok((ids, remaining))
     }
 
@@ -921,9 +1042,13 @@ impl ComputeProvider for LocalProvider {
         // share this directory, and their drills are theirs to sweep.
         let mine = |store: &Option<String>| store.as_deref().is_none_or(|s| s == self.store_id);
         // A corrupt record is reported, and the others are still swept.
-        let ((records, bad_records), (pointers, bad_pointers)) =
-            self.io(|d| (records::readable_instances(d), records::readable_pointers(d, None))).await;
-        let failed: Vec<String> = bad_records.iter().chain(&bad_pointers).map(|e| format!("skipped {e}")).collect();
+        let ((records, bad_records), (pointers, bad_pointers), (networks, bad_networks)) = self
+            .io(|d| {
+                (records::readable_instances(d), records::readable_pointers(d, None), records::readable_networks(d))
+            })
+            .await;
+        let failed: Vec<String> =
+            bad_records.iter().chain(&bad_pointers).chain(&bad_networks).map(|e| format!("skipped {e}")).collect();
         let mut out = std::collections::BTreeSet::new();
         for r in records {
             if !r.terminated && mine(&r.store) && crate::domain::drill::parse_namespace(&r.environment).is_some() {
@@ -936,6 +1061,11 @@ impl ComputeProvider for LocalProvider {
                 && !out.iter().any(|(ns, _)| ns == &p.environment)
             {
                 out.insert((p.environment.clone(), String::new()));
+            }
+        }
+        for n in networks {
+            if mine(&n.store) && !out.iter().any(|(ns, _)| ns == &n.namespace) {
+                out.insert((n.namespace.clone(), String::new()));
             }
         }
         Ok(crate::provider::Leftovers { found: out.into_iter().collect(), failed })

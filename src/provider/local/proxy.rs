@@ -1,7 +1,8 @@
 //! Stable service addresses, served by the router process: a listener per
 //! service's `listen` address forwards every connection to one of the
 //! instances traffic is cut over to (round robin). Cutover is switching
-//! that target list.
+//! that target list. An address inside a drill's network namespace (its
+//! route key says `ADDR in NETNS`) is bound there, and forwards there.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,8 +36,12 @@ impl Proxies {
             return Ok(());
         }
         let fail = |e: std::io::Error| format!("cannot serve the stable address {listen}: {e}");
-        let socket = std::net::TcpListener::bind(listen).map_err(fail)?;
-        let f = Self::forwarder(socket, targets).map_err(fail)?;
+        let socket = match super::records::parse_route_key(listen) {
+            (addr, None) => std::net::TcpListener::bind(addr),
+            (addr, Some(net)) => super::netns::bind(net, addr),
+        }
+        .map_err(fail)?;
+        let f = Self::forwarder(listen, socket, targets).map_err(fail)?;
         map.insert(listen.to_string(), f);
         Ok(())
     }
@@ -46,18 +51,19 @@ impl Proxies {
     /// be accepting on the same socket, so a connection taken here before the
     /// targets were known would be dropped.
     pub fn adopt(&self, listen: &str, socket: std::net::TcpListener, targets: Vec<SocketAddr>) -> std::io::Result<()> {
-        let f = Self::forwarder(socket, targets)?;
+        let f = Self::forwarder(listen, socket, targets)?;
         if let Some(old) = self.by_addr.lock().expect("lock").insert(listen.to_string(), f) {
             old.task.abort();
         }
         Ok(())
     }
 
-    fn forwarder(socket: std::net::TcpListener, targets: Vec<SocketAddr>) -> std::io::Result<Forwarder> {
+    fn forwarder(key: &str, socket: std::net::TcpListener, targets: Vec<SocketAddr>) -> std::io::Result<Forwarder> {
         socket.set_nonblocking(true)?;
         let listener = TcpListener::from_std(socket.try_clone()?)?;
         let shared = Arc::new(RwLock::new(targets));
-        let task = tokio::spawn(serve(listener, shared.clone()));
+        let net = super::records::parse_route_key(key).1.map(str::to_string);
+        let task = tokio::spawn(serve(listener, shared.clone(), net));
         Ok(Forwarder { targets: shared, socket, task })
     }
 
@@ -105,7 +111,7 @@ impl Drop for Proxies {
     }
 }
 
-async fn serve(listener: TcpListener, targets: Arc<RwLock<Vec<SocketAddr>>>) {
+async fn serve(listener: TcpListener, targets: Arc<RwLock<Vec<SocketAddr>>>, net: Option<String>) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut backoff = Duration::ZERO;
     loop {
@@ -127,6 +133,7 @@ async fn serve(listener: TcpListener, targets: Arc<RwLock<Vec<SocketAddr>>>) {
         };
         let targets = targets.clone();
         let next = next.clone();
+        let net = net.clone();
         tokio::spawn(async move {
             let list = targets.read().expect("lock").clone();
             if list.is_empty() {
@@ -136,7 +143,11 @@ async fn serve(listener: TcpListener, targets: Arc<RwLock<Vec<SocketAddr>>>) {
             let start = next.fetch_add(1, Ordering::Relaxed);
             for i in 0..list.len() {
                 let target = list[(start + i) % list.len()];
-                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                let connected = match &net {
+                    None => TcpStream::connect(target).await,
+                    Some(n) => super::netns::connect(n, &target.to_string()).await,
+                };
+                if let Ok(mut outbound) = connected {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     return;
                 }

@@ -6,6 +6,7 @@
 //! instances/<id>/instance.json, output.log
 //! keys/<sha256 of launch key>.json   launch key -> instance IDs (idempotent launches)
 //! services/<env>/<service>.json      cutover pointer: the instances that get traffic
+//! networks/<name>.json               a drill's network namespace (see `netns`)
 //! images/<hex>/ready.json            an unpacked image
 //! ```
 
@@ -52,6 +53,9 @@ pub struct InstanceRecord {
     /// from before stores were told apart: taken as this store's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// The network namespace it runs in (a drill's), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl Persisted for InstanceRecord {
@@ -79,11 +83,77 @@ pub struct Pointer {
     /// The store whose server cut over to it (as `InstanceRecord::store`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// The network namespace its address is served in (a drill's), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl Persisted for Pointer {
     const KIND: &'static str = "cutover pointer";
     const FORMAT: u32 = 1;
+}
+
+impl Pointer {
+    /// What the router serves it under (`route_key`).
+    pub fn route(&self) -> Option<String> {
+        self.listen.as_deref().map(|l| route_key(l, self.netns.as_deref()))
+    }
+}
+
+/// A stable address as the router serves it: the address, or `ADDR in
+/// NETNS` for one inside a drill's network namespace (the same address
+/// may be served on the host and in any number of namespaces).
+pub fn route_key(listen: &str, netns: Option<&str>) -> String {
+    match netns {
+        Some(n) => format!("{listen} in {n}"),
+        None => listen.to_string(),
+    }
+}
+
+/// `(address, network namespace)` of a route key.
+pub fn parse_route_key(key: &str) -> (&str, Option<&str>) {
+    match key.split_once(" in ") {
+        Some((listen, netns)) => (listen, Some(netns)),
+        None => (key, None),
+    }
+}
+
+/// A drill's network namespace, recorded when it is made, so that a sweep
+/// finds it even if the drill launched nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub format_version: u32,
+    pub name: String,
+    /// The drill's environment, `ENV.drill.RUN`.
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+}
+
+impl Persisted for NetworkRecord {
+    const KIND: &'static str = "network namespace record";
+    const FORMAT: u32 = 1;
+}
+
+pub fn network_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("networks").join(format!("{name}.json"))
+}
+
+/// The recorded network namespaces, and those that cannot be read.
+pub fn readable_networks(dir: &Path) -> (Vec<NetworkRecord>, Vec<ProviderError>) {
+    let (mut out, mut corrupt) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir(dir.join("networks")) else { return (out, corrupt) };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        match read::<NetworkRecord>(&e.path()) {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {}
+            Err(e) => corrupt.push(e),
+        }
+    }
+    (out, corrupt)
 }
 
 /// The instances a launch key created.
@@ -221,8 +291,8 @@ pub fn routes(dir: &Path) -> Routes {
                 continue;
             }
             match read::<Pointer>(&f.path()) {
-                Ok(Some(Pointer { listen: Some(listen), targets, .. })) => {
-                    out.served.insert(listen, target_addrs(dir, &targets));
+                Ok(Some(p)) if p.listen.is_some() => {
+                    out.served.insert(p.route().unwrap_or_default(), target_addrs(dir, &p.targets));
                 }
                 Ok(_) => {}
                 Err(e) => {
