@@ -68,6 +68,15 @@ pub struct Running {
     http: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
 }
 
+/// Aborts a task when dropped (with the task that holds it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A name for this server process in leases and journals.
 fn owner_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
@@ -108,7 +117,18 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
     let webhooks = Arc::new(api::webhooks::Webhooks::new(&opts.webhooks, opts.store.clone(), engine.clone())?);
     let supervisor = engine.supervise();
     let drift = engine.check_drift_every(opts.drift_interval);
-    let drills = engine.sweep_drills_every(opts.drill_sweep_interval);
+    let drills = {
+        // Drill leftovers, and processed webhook events past their max_age.
+        let (sweep, webhooks) = (engine.sweep_drills_every(opts.drill_sweep_interval), webhooks.clone());
+        let every = opts.drill_sweep_interval;
+        tokio::spawn(async move {
+            let _sweep = AbortOnDrop(sweep);
+            loop {
+                webhooks.prune_events().await;
+                tokio::time::sleep(every).await;
+            }
+        })
+    };
     let schedules = engine.fire_schedules_every(opts.schedule_interval);
     let mut limits = api::Limits::default();
     if let Some(max) = opts.max_unpacked_bytes {

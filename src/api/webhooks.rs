@@ -77,6 +77,23 @@ impl Webhooks {
         })
     }
 
+    /// Forgets processed events that can no longer be replayed: an event
+    /// older than its source's `max_age` is refused as stale anyway (with
+    /// the future skew an event may claim as margin).
+    pub async fn prune_events(&self) {
+        for (source, config) in [("pagerduty", &self.pagerduty), ("alertmanager", &self.alertmanager)] {
+            let Some(config) = config else { continue };
+            let max_age = config.max_age.map_or(DEFAULT_MAX_AGE, |d| d.0);
+            let keep = chrono::TimeDelta::from_std(max_age).unwrap_or(chrono::TimeDelta::MAX) + MAX_FUTURE_SKEW * 2;
+            let Some(before) = chrono::Utc::now().checked_sub_signed(keep) else { continue };
+            match self.events.prune(source, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(source, removed = n, "forgot processed webhook events past their max_age"),
+                Err(e) => tracing::warn!(source, error = %e, "cannot prune processed webhook events"),
+            }
+        }
+    }
+
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route(

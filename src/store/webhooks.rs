@@ -142,6 +142,33 @@ impl Events {
         }
     }
 
+    /// Removes the records of `source`'s events processed before `before`
+    /// (their replays are refused as stale by then); returns how many went.
+    /// A record that cannot be read is left, and named in the log.
+    pub async fn prune(&self, source: &str, before: chrono::DateTime<chrono::Utc>) -> Result<usize> {
+        let keys = self.store.list(&format!("webhook-events/{source}/")).await?;
+        let mut removed = 0;
+        for chunk in keys.chunks(128) {
+            let objects = self.store.get_many(chunk).await?;
+            for (k, o) in chunk.iter().zip(objects) {
+                let Some(o) = o else { continue };
+                let e: ProcessedEvent = match codec::decode(&o.bytes, k, &self.store.describe()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(key = %k, error = %e, "a processed webhook event that cannot be read is kept");
+                        continue;
+                    }
+                };
+                let at = chrono::DateTime::parse_from_rfc3339(&e.at).map(|t| t.with_timezone(&chrono::Utc));
+                if at.is_ok_and(|t| t < before) {
+                    self.store.delete(k).await?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     pub async fn record(&self, source: &str, event_id: &str, outcome: &str) -> Result<()> {
         let e = ProcessedEvent {
             format_version: 1,
@@ -152,5 +179,39 @@ impl Events {
         };
         self.store.put(&Events::key(source, event_id), codec::encode(&e), PutOptions::overwrite()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::memory::MemStore;
+
+    #[tokio::test]
+    async fn processed_events_past_their_time_are_forgotten_and_others_kept() {
+        let store: DynStore = Arc::new(MemStore::new());
+        let events = Events::new(store.clone());
+        events.record("pagerduty", "old", "started r-1").await.unwrap();
+        events.record("pagerduty", "new", "started r-2").await.unwrap();
+        events.record("alertmanager", "other", "started r-3").await.unwrap();
+        // The old one was processed two hours ago.
+        let key = Events::key("pagerduty", "old");
+        let mut old: ProcessedEvent =
+            codec::decode(&store.get(&key).await.unwrap().unwrap().bytes, &key, "mem").unwrap();
+        old.at = (chrono::Utc::now() - chrono::TimeDelta::hours(2)).to_rfc3339();
+        store.put(&key, codec::encode(&old), PutOptions::overwrite()).await.unwrap();
+        store
+            .put("webhook-events/pagerduty/bad.json", bytes::Bytes::from_static(b"{"), PutOptions::create())
+            .await
+            .unwrap();
+
+        let before = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+        assert_eq!(events.prune("pagerduty", before).await.unwrap(), 1);
+        assert!(events.processed("pagerduty", "old").await.unwrap().is_none());
+        assert!(events.processed("pagerduty", "new").await.unwrap().is_some());
+        assert!(events.processed("alertmanager", "other").await.unwrap().is_some(), "another source's are its own");
+        assert!(store.get("webhook-events/pagerduty/bad.json").await.unwrap().is_some(), "unreadable: kept");
     }
 }
