@@ -14,8 +14,19 @@ const SERVER_LINE: &str = "export LIFEBOAT_SERVER=http://127.0.0.1:7700";
 
 /// The runbook's sh blocks up to "When things go wrong", as one script.
 /// `NAME.md#part2` is its "# Part 2" (a runbook whose second part is done
-/// later, as a fail-back is); `NAME.md` stops before it.
+/// later, as a fail-back is); `NAME.md` stops before it. A trailing
+/// `<WORDS` stops before the first command line that contains WORDS, a
+/// trailing `>WORDS` starts there (after the lines that set variables), so
+/// a test can look at the world halfway through.
 fn script(runbook: &str) -> String {
+    let (runbook, until) = match runbook.split_once('<') {
+        Some((r, w)) => (r, Some(w)),
+        None => (runbook, None),
+    };
+    let (runbook, from) = match runbook.split_once('>') {
+        Some((r, w)) => (r, Some(w)),
+        None => (runbook, None),
+    };
     let (file, part2) = match runbook.split_once('#') {
         Some((f, _)) => (f, true),
         None => (runbook, false),
@@ -40,6 +51,18 @@ fn script(runbook: &str) -> String {
     }
     assert!(out.iter().filter(|l| l.starts_with("lifeboat ") || l.contains("$(lifeboat ")).count() >= 5, "{runbook}");
     assert_eq!(out.first().map(String::as_str), Some(SERVER_LINE), "{runbook} must start by pointing at the server");
+    let at = |out: &[String], words: &str| {
+        out.iter().position(|l| l.contains(words)).unwrap_or_else(|| panic!("{words:?} in {runbook}"))
+    };
+    if let Some(words) = until {
+        let end = at(&out, words);
+        out.truncate(end);
+    }
+    if let Some(words) = from {
+        let variables = out.iter().position(|l| l.contains("lifeboat ")).unwrap_or(0);
+        let start = at(&out, words);
+        out = out[..variables].iter().chain(&out[start..]).cloned().collect();
+    }
     out.join("\n")
 }
 
@@ -60,8 +83,16 @@ fn paste_interactively(server: &Server, runbook: &str, cwd: &Path) -> Out {
 }
 
 fn paste_as(url: &str, runbook: &str, cwd: &Path, errexit: bool) -> Out {
+    paste_script(url, runbook, cwd, errexit, &[])
+}
+
+fn paste_script(url: &str, runbook: &str, cwd: &Path, errexit: bool, edits: &[(&str, &str)]) -> Out {
     let bin_dir = Path::new(common::BIN).parent().unwrap();
-    let script = script(runbook).replacen(SERVER_LINE, &format!("export LIFEBOAT_SERVER={url}"), 1);
+    let mut script = script(runbook).replacen(SERVER_LINE, &format!("export LIFEBOAT_SERVER={url}"), 1);
+    for (from, to) in edits {
+        assert!(script.contains(from), "{runbook} has no {from:?}");
+        script = script.replacen(from, to, 1);
+    }
     let flags: &[&str] = if errexit { &["-e", "-x", "-c"] } else { &["-x", "-c"] };
     let out = Command::new("sh")
         .args(flags)
@@ -129,6 +160,14 @@ fn region_recovery_runbook() {
     assert!(out.stdout.contains("sync      SYNCED: every service runs known-good, healthy"), "{}", out.stdout);
     let plan = server.run(&["plan", "shop"]).ok().stdout;
     assert!(plan.contains("4 to keep"), "{plan}");
+
+    // The next outage, the runbook pasted into an interactive shell (no `set -e`).
+    kill_region(&server);
+    let out = paste_interactively(&server, "region-recovery.md", server.dir.as_ref().unwrap().path());
+    assert_eq!(out.code, 0, "{out:?}");
+    for s in ["db", "cache", "api", "web"] {
+        assert!(region.answers(s), "{s} does not answer after the interactive paste");
+    }
 }
 
 #[test]
@@ -152,6 +191,35 @@ fn rollback_runbook() {
     for s in ["db", "cache", "api", "web"] {
         assert!(region.answers(s), "{s} does not answer after the rollback");
     }
+
+    // Release 3 goes bad too; this time the runbook (edited as a reader
+    // would: GOOD=1 BAD=3) is pasted into an interactive shell.
+    let v3 = region.manifest.with_file_name("shop-v3.toml");
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    std::fs::write(&v3, text.replacen("\"--name\", \"api\"", "\"--name\", \"api\", \"--boot-delay\", \"60ms\"", 1))
+        .unwrap();
+    server.run(&["snapshot", "push", v3.to_str().unwrap(), "-m", "release 3"]).ok();
+    server.run(&["snapshot", "promote", "shop", "3", "--reason", "release 3"]).ok();
+    server.run(&["recover", "shop", "--yes"]).ok();
+    let out = paste_edited(&server, "rollback.md", cwd_of(&server), &[("BAD=2", "BAD=3")], false);
+    assert_eq!(out.code, 0, "{out:?}");
+    let kg = server.run(&["--output", "json", "snapshot", "show", "shop", "known-good"]).ok().json();
+    assert_eq!(kg["version"], 1);
+    let bad = server.run(&["--output", "json", "snapshot", "show", "shop", "3"]).ok().json();
+    assert_eq!(bad["rejection"]["reason"], "rolled back");
+    assert_eq!(latest_run(&server)["snapshot_version"], 1);
+    for s in ["db", "cache", "api", "web"] {
+        assert!(region.answers(s), "{s} does not answer after the second rollback");
+    }
+}
+
+fn cwd_of(server: &Server) -> &Path {
+    server.dir.as_ref().unwrap().path()
+}
+
+/// Pasted after the reader's edits (`from` -> `to` in the script).
+fn paste_edited(server: &Server, runbook: &str, cwd: &Path, edits: &[(&str, &str)], errexit: bool) -> Out {
+    paste_script(&server.url, runbook, cwd, errexit, edits)
 }
 
 /// The digest-error path of region-recovery: known-good is corrupt in the
@@ -183,6 +251,15 @@ fn a_corrupt_known_good_is_refused_and_the_rollback_recovers() {
         out.stderr
     );
     assert!(!out.stderr.contains("+ lifeboat plan"), "nothing after step 2 ran: {}", out.stderr);
+    // Pasted into an interactive shell, every later step runs and refuses
+    // the corrupt snapshot too: nothing is deployed from it.
+    let runs_before = server.run(&["--output", "json", "run", "list"]).ok().json().as_array().unwrap().len();
+    let out = paste_interactively(&server, "region-recovery.md", cwd);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("+ lifeboat recover shop"), "the shell went on: {}", out.stderr);
+    let runs_after = server.run(&["--output", "json", "run", "list"]).ok().json().as_array().unwrap().len();
+    assert_eq!(runs_after, runs_before, "no run started from a corrupt snapshot: {}", out.stderr);
+    assert!(!region.answers("web"), "nothing was recovered from the corrupt snapshot");
 
     let out = follow_runbook(&server, "rollback.md", cwd);
     if std::env::var_os("SHOW_RUNBOOK").is_some() {
@@ -276,15 +353,14 @@ async fn region_failover_aws_runbook() {
         west["traffic"].as_array().unwrap().iter().find(|t| t["via"].as_str().unwrap().starts_with("dns ")).unwrap();
     assert_eq!(dns["here"], false, "{west}");
 
-    // Part 2, pasted later: fail back, then decommission eu-central-1.
-    let cwd = server.dir.as_ref().unwrap().path().to_path_buf();
-    let out = tokio::task::spawn_blocking({
-        let server_url = server.url.clone();
-        move || paste_to(&server_url, "region-failover-aws.md#part2", &cwd)
-    })
-    .await
-    .unwrap();
-    assert_eq!(out.code, 0, "part 2 failed when pasted:\n{}\n{}", out.stdout, out.stderr);
+    // Part 2, pasted later into an interactive shell (no `set -e`): fail
+    // back; the world is checked before the decommission is pasted.
+    let paste_part = |part: &'static str| {
+        let (url, cwd) = (server.url.clone(), server.dir.as_ref().unwrap().path().to_path_buf());
+        tokio::task::spawn_blocking(move || paste_as(&url, part, &cwd, false))
+    };
+    let out = paste_part("region-failover-aws.md#part2<lifeboat decommission").await.unwrap();
+    assert_eq!(out.code, 0, "the fail-back failed when pasted:\n{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("web: dns web.shop.example.com -> "), "the plan shows the traffic: {}", out.stdout);
     // The DNS record points at eu-west-1's web instances again, which were not relaunched.
     assert_eq!(w.all_ids("eu-west-1").await, west_before, "fail-back moved traffic, it launched nothing");
@@ -296,6 +372,27 @@ async fn region_failover_aws_runbook() {
         .collect();
     west_web_ips.sort();
     assert_eq!(lifeboat::testkit::ec2::a_record(&w.zone, &w.dns_name).await, west_web_ips);
+    for (s, _) in common::ec2::SERVICES {
+        let west_tg = &w.target_groups[&("eu-west-1".to_string(), s.to_string())];
+        let west_ids = w.instances("eu-west-1", s).await;
+        assert_eq!(
+            w.west.targets(west_tg).await.len(),
+            west_ids.len(),
+            "{s}: eu-west-1's target group after fail-back"
+        );
+        // eu-central-1 still runs, in its own target groups, until it is decommissioned.
+        let central_tg = &w.target_groups[&("eu-central-1".to_string(), s.to_string())];
+        assert!(!w.central.targets(central_tg).await.is_empty(), "{s}: eu-central-1 is not touched by the fail-back");
+    }
+    let status = server.run(&["--output", "json", "status", "shop"]).ok().json();
+    let west = status.as_array().unwrap().iter().find(|e| e["region"] == "eu-west-1").unwrap().clone();
+    let dns =
+        west["traffic"].as_array().unwrap().iter().find(|t| t["via"].as_str().unwrap().starts_with("dns ")).unwrap();
+    assert_eq!(dns["here"], true, "traffic is back in eu-west-1: {west}");
+
+    let out = paste_part("region-failover-aws.md#part2>lifeboat decommission").await.unwrap();
+    assert_eq!(out.code, 0, "the decommission failed when pasted:\n{}\n{}", out.stdout, out.stderr);
+    assert_eq!(lifeboat::testkit::ec2::a_record(&w.zone, &w.dns_name).await, west_web_ips, "DNS stays on eu-west-1");
     for (s, _) in common::ec2::SERVICES {
         let west_ids: Vec<String> =
             w.instances("eu-west-1", s).await.iter().filter_map(|i| i.instance_id().map(str::to_string)).collect();
@@ -383,6 +480,17 @@ fn pager_recovery_runbook() {
     assert!(run["created_by"].as_str().unwrap().starts_with("webhook:pagerduty (rule shop-pages"), "{run}");
     assert!(out.stdout.contains("sync      SYNCED: every service runs known-good, healthy"), "{}", out.stdout);
     assert!(out.stdout.contains("webhook.pagerduty"), "the audit shows the decision: {}", out.stdout);
+
+    // The next page, handled with the runbook pasted into an interactive shell.
+    kill_region(&server);
+    let body = common::webhook::incident("incident.triggered", "Q0PAGE2", "PSHOP01");
+    let (status, reply) = common::webhook::pagerduty(&server, "pd-runbook-secret", &body);
+    assert_eq!(status, 202, "{reply}");
+    let out = paste_interactively(&server, "pager-recovery.md", server.dir.as_ref().unwrap().path());
+    assert_eq!(out.code, 0, "{out:?}");
+    for s in ["db", "cache", "api", "web"] {
+        assert!(region.answers(s), "{s} does not answer after the interactive paste");
+    }
 }
 
 #[test]
