@@ -64,6 +64,31 @@ fn all_problems_are_listed_with_positions() {
     assert_eq!(v["problems"][0]["position"].as_str().map(|s| s.contains(':')), Some(true));
 }
 
+/// A service with a bad image is still checked for everything else (its
+/// dependencies), and a `[[verify]]` naming it is not told it does not exist.
+#[test]
+fn a_service_with_one_problem_is_checked_for_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = common::variant(
+        tmp.path(),
+        "two-in-one.toml",
+        "shop.toml",
+        &[
+            ("sha256:8888888888888888888888888888888888888888888888888888888888888888", "nginx:latest"),
+            ("depends_on = [\"metrics\"]", "depends_on = [\"metricz\"]"),
+        ],
+    );
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str("\n[[verify]]\nname = \"dashboard answers\"\nservice = \"dashboard\"\nhttp = \"/\"\n");
+    std::fs::write(&p, text).unwrap();
+    let out = lifeboat(None, &["manifest", "validate", p.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("services.dashboard.image"), "{}", out.stderr);
+    assert!(out.stderr.contains("services.dashboard.depends_on[0]"), "the bad image hid nothing: {}", out.stderr);
+    assert!(!out.stderr.contains("no service \"dashboard\""), "{}", out.stderr);
+    assert!(out.stderr.contains("(2 problems)"), "{}", out.stderr);
+}
+
 #[test]
 fn good_manifests_pass() {
     for name in ["shop.toml", "ec2-regions.json"] {

@@ -643,7 +643,8 @@ fn verify_checks_run_after_the_services_are_healthy() {
 
     // A check that cannot pass fails the run, naming it.
     let bad = format!(
-        "{text}\n[[verify]]\nname = \"teapot\"\nservice = \"web\"\nhttp = \"/healthz\"\nstatus = 418\ntimeout = \"1s\"\n"
+        "{text}\n[[verify]]\nname = \"teapot\"\nservice = \"web\"\nhttp = \"/healthz\"\nstatus = 418\ntimeout = \"1s\"\n\n\
+         [[verify]]\nname = \"smoke\"\ncommand = [\"sh\", \"-c\", \"echo checkout returned 500 >&2; exit 3\"]\ntimeout = \"1s\"\n"
     );
     let v3 = region.manifest.with_file_name("shop-v3.toml");
     std::fs::write(&v3, bad).unwrap();
@@ -653,6 +654,11 @@ fn verify_checks_run_after_the_services_are_healthy() {
     assert!(
         out.stderr
             .contains(&format!("verify teapot (GET http://127.0.0.1:{port}/healthz: HTTP 200, want 418: web healthy)")),
+        "{out:?}"
+    );
+    // A failed command says what it printed, not only its exit status.
+    assert!(
+        out.stderr.contains("verify smoke (command sh exited with exit status: 3: checkout returned 500)"),
         "{out:?}"
     );
     let run = server.run(&["--output", "json", "run", "show", "--latest", "shop"]).ok().json();
@@ -665,6 +671,40 @@ fn verify_checks_run_after_the_services_are_healthy() {
     let out = lifeboat(None, &["manifest", "validate", unknown.to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("verify[0].service: no service \"nosuch\" in this manifest"), "{out:?}");
+}
+
+/// A run ends by probing every service of its plan, kept ones included: a
+/// kept service that dies while the run replaces another fails the run,
+/// named, instead of a run that reports the region recovered while it is down.
+#[test]
+fn a_kept_service_that_dies_during_the_run_fails_it_at_the_final_probe() {
+    let server = Server::start(Backend::Fs);
+    let _cleanup = Instances(server.local_dir());
+    let region = Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &[])]);
+    server.run(&["recover", "shop", "--yes"]).ok();
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    let v2 = region.manifest.with_file_name("shop-v2.toml");
+    std::fs::write(&v2, text.replacen("\"--name\", \"web\"", "\"--name\", \"web\", \"--boot-delay\", \"1500ms\"", 1))
+        .unwrap();
+    server.run(&["snapshot", "push", v2.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "shop", "2", "--reason", "slow web"]).ok();
+    let id = server.run(&["recover", "shop", "--yes", "--detach"]).ok().stdout.trim().to_string();
+    // db is kept; it dies while web is replaced.
+    let db: Vec<u32> =
+        instance_processes(&server.local_dir()).into_iter().filter(|(_, s)| s == "db").map(|(p, _)| p).collect();
+    std::process::Command::new("kill").args(["-9", &db[0].to_string()]).status().unwrap();
+    let out = server.run(&["run", "watch", &id]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("final probe: NOT healthy as the run ends: db"), "{}", out.stdout);
+    let run = server.run(&["--output", "json", "run", "show", &id]).ok().json();
+    assert_eq!(run["state"], "failed", "{run}");
+    let actions: Vec<&str> =
+        run["services"].as_array().unwrap().iter().map(|s| s["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["keep", "replace"], "{run}");
+    assert_eq!(run["final_probe"]["healthy"], 1, "{run}");
+    let db = &run["services"][0];
+    assert_eq!(db["state"], "failed", "{run}");
+    assert!(db["error"].as_str().unwrap().starts_with("not healthy when the run ended: instance db-"), "{run}");
 }
 
 /// `recover --propose` records a run that launches nothing and holds no

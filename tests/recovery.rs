@@ -134,7 +134,8 @@ fn a_failing_service_skips_its_dependents_only() {
     assert_eq!(state(&run, "metrics"), "healthy");
     let api = run["services"].as_array().unwrap().iter().find(|s| s["name"] == "api").unwrap().clone();
     assert_eq!(api["attempts"], 2);
-    assert!(api["error"].as_str().unwrap().contains("HTTP 503"), "{api}");
+    // The start of the unhealthy answer says why.
+    assert!(api["error"].as_str().unwrap().contains("HTTP 503: api is broken"), "{api}");
     assert!(
         api["logs"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("demo service api listening")),
         "{api}"
