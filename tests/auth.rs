@@ -9,7 +9,7 @@ use std::process::Command;
 use common::{Server, grpcurl, lifeboat, manifests};
 
 /// (service/method, the role it needs) — the README's table.
-const TABLE: [(&str, &str); 31] = [
+const TABLE: [(&str, &str); 33] = [
     ("SnapshotService/Create", "operator"),
     ("SnapshotService/Get", "viewer"),
     ("SnapshotService/List", "viewer"),
@@ -18,6 +18,8 @@ const TABLE: [(&str, &str); 31] = [
     ("SnapshotService/Reject", "admin"),
     ("SnapshotService/Tag", "admin"),
     ("SnapshotService/Validate", "viewer"),
+    ("SnapshotService/GetPolicy", "viewer"),
+    ("SnapshotService/SetPolicy", "admin"),
     ("RecoveryService/Plan", "viewer"),
     ("RecoveryService/Start", "operator"),
     ("RecoveryService/Get", "viewer"),

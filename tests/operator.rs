@@ -707,6 +707,23 @@ fn a_kept_service_that_dies_during_the_run_fails_it_at_the_final_probe() {
     assert!(db["error"].as_str().unwrap().starts_with("not healthy when the run ended: instance db-"), "{run}");
 }
 
+/// A proposal waits `[engine] proposal_timeout` for its approval: after
+/// that, approving it is refused, saying so, and it ends cancelled.
+#[test]
+fn an_unapproved_proposal_expires() {
+    let server = Server::with_config("[engine]\nproposal_timeout = \"2s\"\n");
+    let _cleanup = Instances(server.local_dir());
+    Region::setup(&server, "shop", &[Svc::new("db", &[])]);
+    let id = server.run(&["recover", "shop", "--yes", "--detach", "--propose"]).ok().stdout.trim().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let out = server.run(&["run", "approve", &id]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("expired unapproved (proposal_timeout 2.0s); propose the recovery again"), "{out:?}");
+    let run = server.run(&["--output", "json", "run", "show", &id]).ok().json();
+    assert_eq!(run["state"], "cancelled", "{run}");
+    assert!(instance_processes(&server.local_dir()).is_empty(), "nothing was launched");
+}
+
 /// `recover --propose` records a run that launches nothing and holds no
 /// lease until the whole run is approved. Approved, it plans again against
 /// what runs then: a service killed while the proposal waited is relaunched,

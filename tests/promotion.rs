@@ -43,7 +43,11 @@ fn a_snapshot_with_a_missing_image_is_not_promoted_unless_forced() {
     assert!(out.stderr.contains("warning: promoted with --force although images-in-store: "), "{out:?}");
     assert_eq!(known_good(&server, "pay"), 2);
     let done = last_audit(&server, "snapshot.promote");
-    assert_eq!((done["target"].as_str(), done["outcome"].as_str()), (Some("pay@v2"), Some("ok")), "{done}");
+    assert_eq!(done["target"], "pay@v2", "{done}");
+    assert!(
+        done["outcome"].as_str().unwrap().starts_with("ok: promoted with --force although images-in-store: "),
+        "the audit says it was forced: {done}"
+    );
     let listed = server.run(&["snapshot", "list", "pay"]).ok().stdout;
     assert!(listed.contains("known-good"), "{listed}");
 }

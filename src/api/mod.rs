@@ -107,14 +107,28 @@ impl Ctx {
         acted_on: impl FnOnce(&T) -> String,
         op: impl Future<Output = crate::error::Result<T>>,
     ) -> crate::error::Result<T> {
+        self.audited_noting(actor, action, asked, |t| (acted_on(t), Vec::new()), op).await
+    }
+
+    /// As `audited_as`, with what the success overrode said in its outcome
+    /// (`ok: promoted with --force although …`).
+    pub(crate) async fn audited_noting<T>(
+        &self,
+        actor: &str,
+        action: &str,
+        asked: &str,
+        acted_on: impl FnOnce(&T) -> (String, Vec<String>),
+        op: impl Future<Output = crate::error::Result<T>>,
+    ) -> crate::error::Result<T> {
         let result = op.await;
-        let target = match &result {
+        let (target, notes) = match &result {
             Ok(t) => acted_on(t),
-            Err(_) => asked.to_string(),
+            Err(_) => (asked.to_string(), Vec::new()),
         };
         let target = target.as_str();
         let outcome = match &result {
-            Ok(_) => "ok".to_string(),
+            Ok(_) if notes.is_empty() => "ok".to_string(),
+            Ok(_) => format!("ok: {}", notes.join("; ")),
             Err(e) => format!("error: {e}"),
         };
         let m = crate::metrics::get();

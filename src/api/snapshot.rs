@@ -172,7 +172,13 @@ impl pb::snapshot_service_server::SnapshotService for Snapshots {
             });
             let done = self
                 .ctx
-                .audited_as(&who, "snapshot.promote", &target, |p: &Promoted| snapshot_target(&p.snapshot), op)
+                .audited_noting(
+                    &who,
+                    "snapshot.promote",
+                    &target,
+                    |p: &Promoted| (snapshot_target(&p.snapshot), p.notes.clone()),
+                    op,
+                )
                 .await?;
             let mut view = self.view(&done.snapshot, false).await?;
             view.warnings = done.notes;
