@@ -481,13 +481,22 @@ fn pager_recovery_runbook() {
     assert!(out.stdout.contains("sync      SYNCED: every service runs known-good, healthy"), "{}", out.stdout);
     assert!(out.stdout.contains("webhook.pagerduty"), "the audit shows the decision: {}", out.stdout);
 
-    // The next page, handled with the runbook pasted into an interactive shell.
-    kill_region(&server);
+    // The next page comes while every service still answers (its proposal
+    // keeps them all); the region dies before anyone approves. Approved
+    // with the runbook pasted into an interactive shell, the run plans
+    // again and relaunches everything.
     let body = common::webhook::incident("incident.triggered", "Q0PAGE2", "PSHOP01");
     let (status, reply) = common::webhook::pagerduty(&server, "pd-runbook-secret", &body);
     assert_eq!(status, 202, "{reply}");
+    let proposed = latest_run(&server);
+    assert!(proposed["services"].as_array().unwrap().iter().all(|s| s["action"] == "keep"), "{proposed}");
+    kill_region(&server);
     let out = paste_interactively(&server, "pager-recovery.md", server.dir.as_ref().unwrap().path());
     assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("planned again at approval against what runs now"), "{}", out.stdout);
+    let run = latest_run(&server);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["final_probe"]["healthy"], 4, "{run}");
     for s in ["db", "cache", "api", "web"] {
         assert!(region.answers(s), "{s} does not answer after the interactive paste");
     }

@@ -57,6 +57,10 @@ pub async fn run_all(p: &dyn ComputeProvider, f: &Fixtures) {
     let err = p.wait_healthy(&f.broken, &bad, Duration::from_secs(2), &never).await.expect_err("never healthy");
     assert!(matches!(err, ProviderError::Unhealthy { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "the health gate respects its limit");
+    // The inventory probes its health check too: running is not healthy.
+    let inv = p.inventory(&f.broken.environment, &f.broken.region).await.expect("inventory");
+    let listed = inv.iter().find(|i| i.id == bad[0]).expect("the broken instance is listed");
+    assert!(!listed.healthy, "an instance failing its health check is not healthy in the inventory: {listed:?}");
     assert!(!p.logs(&bad[0], 20).await.is_empty(), "logs of a failed instance are kept");
     let read = p.read_logs(&bad[0], LogFrom::Tail(20)).await.expect("read logs").expect("a known instance");
     assert!(!read.lines.is_empty() && read.lines.len() <= 20, "{read:?}");

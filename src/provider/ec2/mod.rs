@@ -235,21 +235,52 @@ impl Ec2Provider {
     /// One probe of the manifest's health check against an instance's private IP.
     async fn probe(&self, target: &ServiceRef, ip: &str) -> Result<(), String> {
         let Some(h) = &target.health else { return Ok(()) };
-        let t = h.probe_timeout.0;
-        match &h.check {
-            HealthCheck::Http(url) => {
-                let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-                let (hostport, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-                let port = hostport.rsplit_once(':').map(|(_, p)| format!(":{p}")).unwrap_or_default();
-                let scheme = if url.starts_with("https://") { "https" } else { "http" };
-                probe_http(&format!("{scheme}://{ip}{port}/{path}"), t).await
-            }
-            HealthCheck::Tcp(addr) => {
-                let port = addr.rsplit_once(':').map_or("80", |(_, p)| p);
-                probe_tcp(&format!("{ip}:{port}"), t).await
-            }
-            HealthCheck::Command(_) => Err("the ec2 provider runs no health commands; use http or tcp".into()),
+        probe_check(&h.check, h.probe_timeout.0, ip).await
+    }
+}
+
+/// The `lifeboat:health` tag of a health check (the ec2 provider probes
+/// http and tcp only); `None` when there is none or it does not fit a tag.
+fn health_tag(h: Option<&crate::domain::manifest::Health>) -> Option<String> {
+    let h = h?;
+    let ms = h.probe_timeout.0.as_millis();
+    let tag = match &h.check {
+        HealthCheck::Http(url) => format!("http {url} {ms}"),
+        HealthCheck::Tcp(addr) => format!("tcp {addr} {ms}"),
+        HealthCheck::Command(_) => return None,
+    };
+    (tag.len() <= 256).then_some(tag)
+}
+
+/// Probes an instance by its `lifeboat:health` tag; untagged, running is healthy.
+async fn probe_tagged(tag: Option<&str>, ip: &str) -> Result<(), String> {
+    let Some(tag) = tag else { return Ok(()) };
+    let mut parts = tag.split(' ');
+    let (kind, what, ms) = (parts.next(), parts.next().unwrap_or_default(), parts.next());
+    let timeout = Duration::from_millis(ms.and_then(|m| m.parse().ok()).unwrap_or(2000));
+    let check = match kind {
+        Some("http") => HealthCheck::Http(what.to_string()),
+        Some("tcp") => HealthCheck::Tcp(what.to_string()),
+        _ => return Err(format!("unreadable {TAG_HEALTH} tag {tag:?}")),
+    };
+    probe_check(&check, timeout, ip).await
+}
+
+/// One probe of a health check against an instance's private IP.
+async fn probe_check(check: &HealthCheck, t: Duration, ip: &str) -> Result<(), String> {
+    match check {
+        HealthCheck::Http(url) => {
+            let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+            let (hostport, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+            let port = hostport.rsplit_once(':').map(|(_, p)| format!(":{p}")).unwrap_or_default();
+            let scheme = if url.starts_with("https://") { "https" } else { "http" };
+            probe_http(&format!("{scheme}://{ip}{port}/{path}"), t).await
         }
+        HealthCheck::Tcp(addr) => {
+            let port = addr.rsplit_once(':').map_or("80", |(_, p)| p);
+            probe_tcp(&format!("{ip}:{port}"), t).await
+        }
+        HealthCheck::Command(_) => Err("the ec2 provider runs no health commands; use http or tcp".into()),
     }
 }
 
@@ -359,14 +390,22 @@ impl ComputeProvider for Ec2Provider {
         let c = self.clients(region).await;
         let found = self.tagged(&c, environment, None).await?;
         self.answered(region);
+        let found: Vec<_> = found.iter().filter(|i| tag_of(i, TAG_REGION).is_none_or(|r| r == region)).collect();
+        // Healthy is running and answering the service's health check now
+        // (the check launch tagged it with), as the health gate judged it.
+        let probes = found.iter().map(|i| async move {
+            state(i) == InstanceStateName::Running
+                && probe_tagged(tag_of(i, TAG_HEALTH), i.private_ip_address().unwrap_or_default()).await.is_ok()
+        });
+        let health = futures::future::join_all(probes).await;
         Ok(found
             .iter()
-            .filter(|i| tag_of(i, TAG_REGION).is_none_or(|r| r == region))
-            .map(|i| LiveInstance {
+            .zip(health)
+            .map(|(i, healthy)| LiveInstance {
                 id: format!("{region}/{}", i.instance_id().unwrap_or_default()),
                 service: tag_of(i, TAG_SERVICE).unwrap_or_default().to_string(),
                 image: i.image_id().unwrap_or_default().to_string(),
-                healthy: state(i) == InstanceStateName::Running,
+                healthy,
                 serving: tag_of(i, TAG_SERVING) == Some("true"),
                 run_id: tag_of(i, TAG_RUN).unwrap_or_default().to_string(),
                 fingerprint: tag_of(i, TAG_FINGERPRINT).unwrap_or_default().to_string(),
@@ -458,6 +497,9 @@ impl ComputeProvider for Ec2Provider {
             tag(TAG_FINGERPRINT, &spec.fingerprint),
             tag("Name", &format!("{}-{}", t.environment, t.service)),
         ];
+        if let Some(h) = health_tag(t.health.as_ref()) {
+            tags.push(tag(TAG_HEALTH, &h));
+        }
         if let Some(store) = &self.config.store_id {
             tags.push(tag(TAG_STORE, store));
         }
@@ -889,5 +931,42 @@ mod console_tests {
         let odd = console_read("é\n".as_bytes(), LogFrom::Cursor(1));
         assert!(!odd.lines.is_empty());
         assert_eq!(console_read(rolled, LogFrom::Tail(1)).lines, vec!["ready"]);
+    }
+}
+
+#[cfg(test)]
+mod health_tag_tests {
+    use super::*;
+    use crate::domain::duration::Dur;
+    use crate::domain::manifest::Health;
+
+    fn health(check: HealthCheck) -> Health {
+        Health {
+            check,
+            interval: Dur::millis(100),
+            timeout: Dur::secs(1),
+            probe_timeout: Dur::millis(300),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        }
+    }
+
+    /// The inventory probes what launch tagged: an instance that stopped
+    /// answering is not healthy however long it has been running.
+    #[tokio::test]
+    async fn the_health_tag_is_probed_as_the_gate_would() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let tcp = health_tag(Some(&health(HealthCheck::Tcp(format!("x:{port}"))))).unwrap();
+        assert_eq!(tcp, format!("tcp x:{port} 300"));
+        assert!(probe_tagged(Some(&tcp), "127.0.0.1").await.is_ok());
+        drop(l);
+        assert!(probe_tagged(Some(&tcp), "127.0.0.1").await.is_err(), "nothing answers now");
+        let http = health_tag(Some(&health(HealthCheck::Http("/healthz".into())))).unwrap();
+        assert_eq!(http, "http /healthz 300");
+        assert!(probe_tagged(None, "127.0.0.1").await.is_ok(), "no check: running is healthy");
+        assert!(probe_tagged(Some("bogus"), "127.0.0.1").await.is_err());
+        assert_eq!(health_tag(Some(&health(HealthCheck::Command(vec!["true".into()])))), None);
+        assert_eq!(health_tag(Some(&health(HealthCheck::Http(format!("/{}", "x".repeat(300)))))), None);
     }
 }

@@ -20,6 +20,9 @@ pub const TAG_STORE: &str = "lifeboat:store";
 /// On a drill's instances: the drill's run ID.
 pub const TAG_DRILL: &str = "lifeboat:drill";
 /// "true" on the instances a service's traffic goes to (set at cutover).
+/// The service's health check, probed by the inventory: `http URL`,
+/// `tcp HOST:PORT`, then the probe's timeout in ms.
+pub const TAG_HEALTH: &str = "lifeboat:health";
 pub const TAG_SERVING: &str = "lifeboat:serving";
 
 pub const DEFAULT_INSTANCE_TYPE: &str = "t3.micro";
