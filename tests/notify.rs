@@ -25,7 +25,8 @@ fn receivers_get_each_message_in_order_even_after_failures() {
     let mut server = Server::launch(&args, &[]);
     server.dir = Some(dir);
     let _cleanup = Instances(server.local_dir());
-    Region::setup(&server, "gate", &[Svc::new("db", &[]), Svc::new("api", &["db"]).extra("approval = true")]);
+    let region =
+        Region::setup(&server, "gate", &[Svc::new("db", &[]), Svc::new("api", &["db"]).extra("approval = true")]);
     let id = server.run(&["recover", "gate", "--yes", "--detach"]).ok().stdout.trim().to_string();
     wait_until(Duration::from_secs(30), "the approval message", || plain_got.lock().unwrap().len() >= 2);
     server.run(&["run", "approve", &id, "api"]).ok();
@@ -48,6 +49,18 @@ fn receivers_get_each_message_in_order_even_after_failures() {
         let text = done["text"].as_str().unwrap();
         assert!(text.contains(" after ") && text.contains("(2 to create)"), "{text}");
     }
+    // A failed run's message names its root cause and the failed service.
+    let broken = region.broken_variant("db");
+    server.run(&["snapshot", "push", broken.to_str().unwrap()]).ok();
+    let out = server.run(&["recover", "gate", "--snapshot", "2", "--yes"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    wait_until(Duration::from_secs(30), "the failure message", || {
+        plain_got.lock().unwrap().iter().any(|(_, m)| m["event"] == "failed")
+    });
+    let failed = plain_got.lock().unwrap().iter().find(|(_, m)| m["event"] == "failed").unwrap().1.clone();
+    assert_eq!(failed["failed_services"], serde_json::json!(["db"]), "{failed}");
+    assert!(failed["root_cause"].as_str().unwrap().starts_with("db failed"), "{failed}");
+    assert!(failed["text"].as_str().unwrap().contains("db failed"), "{failed}");
     assert!(flaky_got.lock().unwrap().iter().all(|(auth, _)| auth == "Bearer s3cret-bearer"));
     assert!(plain_got.lock().unwrap().iter().all(|(auth, _)| auth.is_empty()));
     // The secret is in no message, and nowhere in the store.

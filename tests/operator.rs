@@ -515,6 +515,11 @@ fn status_shows_what_runs_and_whether_it_matches_known_good() {
     assert!(before.contains("deployed  no run has succeeded here"), "{before}");
     assert!(before.contains("sync      OUT OF SYNC: 2 to create"), "{before}");
     assert!(before.lines().any(|l| l.trim_start().starts_with("web ") && l.contains("DOWN")), "{before}");
+    // A drift check before the run finds it drifted.
+    server.run(&["drift", "shop"]);
+    let drifted = server.run(&["status", "shop"]).ok().stdout;
+    let line = drifted.lines().find(|l| l.trim_start().starts_with("drift ")).unwrap_or_default().to_string();
+    assert!(line.contains("checked at") && !line.contains("in sync"), "{drifted}");
 
     server.run(&["recover", "shop", "--yes"]).ok();
     let id = server.run(&["run", "list", "--limit", "1", "-q"]).ok().stdout.trim().to_string();
