@@ -213,6 +213,24 @@ fn rollback_runbook() {
     }
 }
 
+/// `lifeboat ARGS` at a terminal (a pty made by `script`), answering its
+/// question with `answer`: what the terminal showed.
+fn in_a_terminal(server: &Server, args: &str, answer: &str) -> String {
+    use std::io::Write;
+    let cmd = format!("{} --server {} {args}", common::BIN, server.url);
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("LIFEBOAT_ACTOR", "tester")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils) runs");
+    child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 fn cwd_of(server: &Server) -> &Path {
     server.dir.as_ref().unwrap().path()
 }
@@ -438,7 +456,13 @@ fn decommission_is_refused_while_the_region_serves_traffic() {
     assert!(region.answers("web"), "nothing was touched");
     let plan = server.run(&["decommission", "shop", "--region", "local-1", "--dry-run", "--force"]).ok().stdout;
     assert!(plan.contains("2 to delete"), "{plan}");
-    server.run(&["decommission", "shop", "--region", "local-1", "--yes", "--force"]).ok();
+    // Asked at a terminal, anything but yes starts nothing.
+    let said = in_a_terminal(&server, "decommission shop --region local-1 --force", "n\n");
+    assert!(said.contains("Plan: decommission shop in local-1 (every instance of it removed)"), "{said}");
+    assert!(said.contains("Decommission shop in local-1 (remove every instance listed) now? [y/N]"), "{said}");
+    assert!(said.contains("nothing started") && region.answers("web"), "{said}");
+    let said = in_a_terminal(&server, "decommission shop --region local-1 --force", "y\n");
+    assert!(said.contains("Decommission shop in local-1") && !said.contains("nothing started"), "{said}");
     assert!(!region.answers("web") && !region.answers("db"));
     assert!(instance_processes(&server.local_dir()).is_empty());
     let status = server.run(&["status", "shop"]).ok().stdout;

@@ -51,11 +51,15 @@ fn plan_json(p: &pb::PlanResponse) -> Value {
     })
 }
 
-fn print_plan(p: &pb::PlanResponse) {
-    println!(
-        "Plan: recover {} in {} from snapshot {} ({})\n",
-        p.environment, p.region, p.snapshot_version, p.snapshot_digest
-    );
+fn print_plan(p: &pb::PlanResponse, decommission: bool) {
+    if decommission {
+        println!("Plan: decommission {} in {} (every instance of it removed)\n", p.environment, p.region);
+    } else {
+        println!(
+            "Plan: recover {} in {} from snapshot {} ({})\n",
+            p.environment, p.region, p.snapshot_version, p.snapshot_digest
+        );
+    }
     let rows: Vec<Vec<String>> = p
         .steps
         .iter()
@@ -185,7 +189,7 @@ pub async fn plan(
     let p = get_plan(client, &t).await?;
     match (format, output) {
         (PlanFormat::Json, _) | (_, Output::Json) => print_json(&plan_json(&p)),
-        (PlanFormat::Text, _) => print_plan(&p),
+        (PlanFormat::Text, _) => print_plan(&p, t.decommission),
         (PlanFormat::Dot, _) => print!("{}", to_domain(&p).to_dot()),
         (PlanFormat::Mermaid, _) => print!("{}", to_domain(&p).to_mermaid()),
     }
@@ -236,7 +240,7 @@ pub async fn recover(client: &Client, t: Target, o: RecoverOptions, output: Outp
             ));
         }
         let p = get_plan(client, &t).await?;
-        print_plan(&p);
+        print_plan(&p, t.decommission);
         if !p.preflight_ok {
             return Err(Failure::new(exit::FAILED, "preflight failed; nothing was changed"));
         }
