@@ -288,7 +288,11 @@ async fn an_ec2_drill_stays_out_of_production_traffic_and_is_torn_down() {
     let targets_before = production_targets(&w).await;
     let dns_before = a_record(&w.zone, &w.dns_name).await;
 
-    let d = server.run(&["--output", "json", "drill", "run", &w.env, "--keep-for", "2s"]).ok().json();
+    let out = server.run(&["--output", "json", "drill", "run", &w.env, "--keep-for", "2s"]).ok();
+    // Its progress never says traffic moved.
+    assert!(!out.stderr.contains("traffic cut over"), "{}", out.stderr);
+    assert!(out.stderr.contains("production traffic is never touched"), "{}", out.stderr);
+    let d = out.json();
     assert_eq!(d["verdict"], "passed", "{d}");
     let id = d["id"].as_str().unwrap();
     let drills = w.west.instances(&[("tag:lifeboat:drill", id)]).await;
