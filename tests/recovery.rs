@@ -308,6 +308,43 @@ fn a_killed_server_resumes_without_launching_twice() {
     drop(server);
 }
 
+/// A resumed run plans again against what runs then: a kept service that
+/// died while no server ran the run is relaunched, and the run ends with
+/// every service answering.
+#[test]
+fn a_resumed_run_relaunches_a_kept_service_that_died_meanwhile() {
+    let (dir, args) = short_lease_dir();
+    let local = dir.path().join("local");
+    let _cleanup = Instances(local.clone());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::launch(&args, &[]);
+    let region = Region::setup_in(&server, dir.path(), "resume", &[Svc::new("db", &[]), Svc::new("web", &[])]);
+    server.run(&["recover", "resume", "--yes"]).ok();
+    let text = std::fs::read_to_string(&region.manifest).unwrap();
+    let v2 = region.manifest.with_file_name("v2.toml");
+    std::fs::write(&v2, text.replacen("\"--name\", \"web\"", "\"--name\", \"web\", \"--boot-delay\", \"1500ms\"", 1))
+        .unwrap();
+    server.run(&["snapshot", "push", v2.to_str().unwrap()]).ok();
+    server.run(&["snapshot", "promote", "resume", "2", "--reason", "t"]).ok();
+    let id = server.run(&["recover", "resume", "--yes", "--detach"]).ok().stdout.trim().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill();
+    // db, kept by the run, dies while no server runs it.
+    for (pid, s) in instance_processes(&local) {
+        if s == "db" {
+            std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        }
+    }
+    server = Server::launch(&args, &[]);
+    let out = server.run(&["run", "watch", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("planned again on resume against what runs now: db: keep -> create"), "{}", out.stdout);
+    let run = run_json(&server, &id);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["final_probe"]["healthy"], 2, "{run}");
+    assert!(region.answers("db") && region.answers("web"));
+}
+
 #[test]
 fn demo_exits_0() {
     let out = lifeboat(None, &["demo"]);

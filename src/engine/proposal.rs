@@ -56,7 +56,9 @@ impl Engine {
             .filter(|c| !c.ok && c.name != "region-lease")
             .map(|c| format!("{}: {}", c.name, c.message))
             .collect();
-        let untouched = |s: &str| view.services.get(s).is_none_or(|p| p.untouched());
+        // A kept service launched nothing: it is judged again like one not
+        // yet started (a kept db that died while no server ran is relaunched).
+        let untouched = |s: &str| view.services.get(s).is_none_or(|p| p.untouched() || p.only_kept());
         let (steps, changes) = plan::refresh(&spec.steps, untouched, fresh.steps);
         Ok(Replan {
             at,

@@ -103,6 +103,11 @@ impl ServiceProgress {
         self.state == ServiceState::Pending && self.attempts == 0 && self.approval_requested_ms.is_none()
     }
 
+    /// Kept as it ran (healthy with nothing launched for it by this run).
+    pub fn only_kept(&self) -> bool {
+        self.state == ServiceState::Healthy && self.attempts == 0 && self.instances.is_empty()
+    }
+
     /// The latest attempt is recorded as failed (the next one is due).
     pub fn current_attempt_failed(&self) -> bool {
         self.attempts > 0 && self.failed_attempt == self.attempts
@@ -371,8 +376,11 @@ impl RunView {
         let fresh = RunView::new(spec);
         for (name, mut p) in fresh.services {
             if let Some(mut old) = before.remove(&name) {
-                old.action = p.action;
-                p = old;
+                // A kept service planned to launch now starts afresh.
+                if !(old.only_kept() && p.action != Action::Keep) {
+                    old.action = p.action;
+                    p = old;
+                }
             }
             self.services.insert(name, p);
         }
