@@ -42,6 +42,7 @@ async fn recovery(store: DynStore, text: &str, parallelism: usize) -> (Duration,
         lease_ttl: Duration::from_secs(60),
         notifier: Default::default(),
         proposal_timeout: lifeboat::engine::DEFAULT_PROPOSAL_TIMEOUT,
+        safety: Default::default(),
     });
     let t = Instant::now();
     let req = StartRequest {

@@ -95,6 +95,7 @@ fn engine(store: &DynStore, provider: Arc<dyn ComputeProvider>) -> Arc<Engine> {
         lease_ttl: Duration::from_secs(60),
         notifier: Default::default(),
         proposal_timeout: lifeboat::engine::DEFAULT_PROPOSAL_TIMEOUT,
+        safety: Default::default(),
     })
 }
 
@@ -293,7 +294,11 @@ async fn crash_to_resume(lease_ttl: Duration) -> Duration {
     push(&store, &text).await;
     SnapshotRepo::new(store.clone()).promote("crash", "latest", "bench", "bench", None).await.unwrap();
     let config = dir.path().join("lifeboat.toml");
-    std::fs::write(&config, format!("[engine]\nlease_ttl = \"{}ms\"\n", lease_ttl.as_millis())).unwrap();
+    std::fs::write(
+        &config,
+        format!("[engine]\nlease_ttl = \"{}ms\"\nmax_clock_skew = \"50ms\"\n", lease_ttl.as_millis()),
+    )
+    .unwrap();
     let p = |x: &str| dir.path().join(x).display().to_string();
     let start = || {
         let mut child = std::process::Command::new(BIN)

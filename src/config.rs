@@ -116,6 +116,12 @@ pub struct EngineSection {
     /// How long a proposed run (`recover --propose`, a pager rule with
     /// policy `propose`) waits for its approval before it expires (default 1h).
     pub proposal_timeout: Option<crate::domain::duration::Dur>,
+    /// How far apart the clocks of two servers sharing a store may be
+    /// (default 1s): subtracted from the time a lease surely holds.
+    pub max_clock_skew: Option<crate::domain::duration::Dur>,
+    /// `fast` (default): while the lease surely holds, `healthy` is written
+    /// beside the cutover; `fenced`: durable before every cutover.
+    pub cutover: Option<crate::engine::CutoverMode>,
     /// How often the server checks every environment for drift from
     /// known-good (default 5m).
     pub drift_interval: Option<crate::domain::duration::Dur>,

@@ -24,6 +24,8 @@ pub struct Options {
     pub lease_ttl: Duration,
     /// How long a proposed run waits for approval before it expires.
     pub proposal_timeout: Duration,
+    /// What the cutover's safety rests on (`[engine] max_clock_skew`, `cutover`).
+    pub safety: crate::engine::Safety,
     /// Let the local provider serve stable addresses on non-loopback interfaces.
     pub allow_public_listen: bool,
     /// How many bytes one tarball artifact may unpack to.
@@ -105,6 +107,7 @@ pub async fn start(opts: Options) -> anyhow::Result<Running> {
         owner: owner_name(),
         lease_ttl: opts.lease_ttl,
         proposal_timeout: opts.proposal_timeout,
+        safety: opts.safety,
         notifier: crate::engine::notify::Notifier::start(opts.notify.clone()).map_err(|e| anyhow::anyhow!(e))?,
     });
     let listener =

@@ -311,7 +311,8 @@ fn promote_on_pass_moves_known_good_only_on_a_pass_and_drill_promotion_refuses_a
 #[test]
 fn a_drill_whose_server_is_killed_mid_run_is_torn_down_after_restart_with_its_report() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("lifeboat.toml"), "[engine]\nlease_ttl = \"2s\"\n").unwrap();
+    std::fs::write(dir.path().join("lifeboat.toml"), "[engine]\nlease_ttl = \"2s\"\nmax_clock_skew = \"100ms\"\n")
+        .unwrap();
     let p = |x: &str| dir.path().join(x).display().to_string();
     let args =
         ["--config".to_string(), p("lifeboat.toml"), "--store".into(), p("store"), "--local-dir".into(), p("local")];

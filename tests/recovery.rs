@@ -218,7 +218,7 @@ fn approval_gates_a_service_and_cancel_cleans_up() {
 fn short_lease_dir() -> (tempfile::TempDir, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("lifeboat.toml");
-    std::fs::write(&config, "[engine]\nlease_ttl = \"1s\"\n").unwrap();
+    std::fs::write(&config, "[engine]\nlease_ttl = \"1s\"\nmax_clock_skew = \"50ms\"\n").unwrap();
     let p = |x: &str| dir.path().join(x).display().to_string();
     let args =
         vec!["--store".into(), p("store"), "--local-dir".into(), p("local"), "--config".into(), p("lifeboat.toml")];
@@ -512,6 +512,105 @@ fn traffic_survives_a_server_crash_restart_and_upgrade() {
     wait_until(Duration::from_secs(10), "the router to exit", || {
         routers_before.iter().all(|(pid, _)| !std::path::Path::new(&format!("/proc/{pid}")).exists())
     });
+}
+
+/// An echo service (python3): every line sent comes back.
+const ECHO: &str = r#"#!/bin/sh
+exec python3 -c '
+import os, socket, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"])))
+s.listen(64)
+def serve(c):
+    with c:
+        while True:
+            d = c.recv(4096)
+            if not d:
+                return
+            c.sendall(d)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'
+"#;
+
+/// One line sent and read back on a held connection.
+fn echo(conn: &mut std::net::TcpStream, line: &str) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    conn.write_all(format!("{line}\n").as_bytes())?;
+    let mut back = String::new();
+    std::io::BufReader::new(conn.try_clone()?).read_line(&mut back)?;
+    if back.trim_end() == line { Ok(()) } else { Err(std::io::Error::other(format!("got {back:?} for {line:?}"))) }
+}
+
+/// A router upgrade cuts no connection: a 20 s stream and an idle pooled
+/// connection, both opened through a stable address before the upgrade,
+/// go on after it; new connections reach the new router; the old router
+/// exits once they are closed.
+#[test]
+fn held_connections_survive_a_router_upgrade() {
+    let mut server = Server::with_config("");
+    let local = server.local_dir();
+    let _cleanup = Instances(local.clone());
+    let port = lifeboat::provider::local::pick_listen_ports(1).unwrap()[0];
+    common::script_region(
+        &server,
+        "echo",
+        ECHO,
+        &format!(
+            "environment = \"echo\"\nregion = \"local-1\"\n[services.echo]\nimage = \"{{image}}\"\n\
+             health = {{ tcp = true, interval = \"100ms\", timeout = \"20s\" }}\n\
+             launch = {{ listen = \"127.0.0.1:{port}\" }}\n"
+        ),
+    );
+    server.run(&["recover", "echo", "--yes"]).ok();
+    let addr = format!("127.0.0.1:{port}");
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    echo(&mut idle, "pooled").unwrap();
+    let streaming = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let started = std::time::Instant::now();
+            let mut n = 0;
+            while started.elapsed() < Duration::from_secs(20) {
+                echo(&mut conn, &format!("line {n}")).map_err(|e| format!("after {n} lines: {e}"))?;
+                n += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok::<usize, String>(n)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let old_router = routers(&local);
+    assert_eq!(old_router.len(), 1, "{old_router:?}");
+
+    // The upgrade: the server stops; another binary starts, and its server replaces the router.
+    server.kill();
+    let dir = server.dir.as_ref().unwrap().path().to_path_buf();
+    let upgraded = dir.join("lifeboat-upgraded");
+    std::fs::copy(common::BIN, &upgraded).unwrap();
+    let p = |x: &str| dir.join(x).display().to_string();
+    let args = [p("lifeboat.toml"), p("store"), p("local")];
+    let new =
+        Server::launch_with(&upgraded, &["--config", &args[0], "--store", &args[1], "--local-dir", &args[2]], &[]);
+    wait_until(Duration::from_secs(15), "the upgraded router", || routers(&local).iter().any(|(_, e)| e == &upgraded));
+    // New connections go to the new router at once.
+    assert!(echo(&mut std::net::TcpStream::connect(&addr).unwrap(), "fresh").is_ok());
+    // The pooled connection, idle through the upgrade, is used again.
+    echo(&mut idle, "pooled again").expect("the idle connection survives the upgrade");
+    let lines = streaming.join().unwrap().expect("the stream survives the upgrade");
+    assert!(lines > 100, "{lines} lines");
+    assert!(routers(&local).len() <= 2, "{:?}", routers(&local));
+    drop(idle);
+    wait_until(Duration::from_secs(10), "the old router to exit once its connections closed", || {
+        routers(&local).iter().all(|(_, e)| e == &upgraded)
+    });
+    drop(new);
+    drop(server);
 }
 
 /// `https://` health URLs are probed over TLS (the server trusts the

@@ -136,6 +136,7 @@ pub async fn run() -> Result<(), Failure> {
         listen: "127.0.0.1:0".into(),
         lease_ttl: Duration::from_secs(15),
         proposal_timeout: crate::engine::DEFAULT_PROPOSAL_TIMEOUT,
+        safety: Default::default(),
         allow_public_listen: false,
         max_unpacked_bytes: None,
         drill_network: Default::default(),

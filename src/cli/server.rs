@@ -17,6 +17,20 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         args.http_listen.or(config.server.http_listen.clone()).unwrap_or_else(|| DEFAULT_HTTP_LISTEN.into());
     let local_dir = args.local_dir.or(config.provider.local.dir.clone()).unwrap_or_else(|| DEFAULT_LOCAL_DIR.into());
     let lease_ttl = config.engine.lease_ttl.map_or(Duration::from_secs(15), |d| d.0);
+    let safety = crate::engine::Safety {
+        max_clock_skew: config.engine.max_clock_skew.map_or(crate::engine::DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
+        cutover: config.engine.cutover.unwrap_or_default(),
+    };
+    // Past the TTL less a third (pauses) less the skew the lease no longer
+    // surely holds; with no time left, every cutover would be fenced and no
+    // journal write retried.
+    if safety.max_clock_skew >= lease_ttl / 3 {
+        return Err(Failure::invalid(format!(
+            "engine.max_clock_skew ({}) must be under a third of engine.lease_ttl ({}): a run's owner acts without a journal write only while its lease surely holds (the TTL less a third for pauses, less the skew); raise lease_ttl or synchronise the clocks",
+            crate::domain::duration::human(safety.max_clock_skew),
+            crate::domain::duration::human(lease_ttl)
+        )));
+    }
     let tokens = crate::api::auth::Tokens::new(config.auth.tokens).map_err(Failure::invalid)?;
     crate::api::webhooks::Webhooks::check(&config.webhooks).map_err(Failure::invalid)?;
     let tls = match &config.server.tls {
@@ -41,6 +55,7 @@ pub async fn run(args: ServerArgs) -> Result<(), Failure> {
         listen,
         lease_ttl,
         proposal_timeout: config.engine.proposal_timeout.map_or(crate::engine::DEFAULT_PROPOSAL_TIMEOUT, |d| d.0),
+        safety,
         allow_public_listen,
         max_unpacked_bytes: config.provider.local.max_unpacked_bytes,
         drill_network: config.provider.local.drill_network.unwrap_or_default(),

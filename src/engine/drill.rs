@@ -96,6 +96,8 @@ impl Engine {
         let provider = self.ctx.providers.get(snap.manifest.provider).map_err(|why| {
             Error::FailedPrecondition(format!("cannot drill snapshot {} of {}: {why}", snap.version, req.environment))
         })?;
+        // Everything that can fail is read before the isolation makes anything.
+        let known_good = self.repo.get_ref(&req.environment, "known-good").await?.map(|r| r.version);
         let namespace = drill::namespace(&req.environment, id);
         let isolation = bounded(
             "isolation",
@@ -107,7 +109,6 @@ impl Engine {
         .map_err(|e| Error::FailedPrecondition(format!("cannot isolate a drill of {}: {e}", req.environment)))?;
         let objective = snap.manifest.rto_objective.map(|d| d.0);
         let timeout = opts.timeout.or(objective.map(|o| o * 2)).unwrap_or(drill::DEFAULT_TIMEOUT);
-        let known_good = self.repo.get_ref(&req.environment, "known-good").await?.map(|r| r.version);
         let spec = DrillSpec {
             namespace,
             isolation,

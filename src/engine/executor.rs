@@ -307,9 +307,12 @@ impl Executor {
         (self.ctx.lease_ttl / 3).max(Duration::from_millis(100))
     }
 
-    /// Until when the region lease surely holds: past it, this owner stops acting.
+    /// Until when the region lease surely holds: past it, this owner stops
+    /// acting. Another server may see it lapse `max_clock_skew` early.
     fn holds_until(&self) -> tokio::time::Instant {
-        self.last_renewal + self.ctx.lease_ttl.saturating_sub(self.lease_margin())
+        let sure =
+            self.ctx.lease_ttl.saturating_sub(self.lease_margin()).saturating_sub(self.ctx.safety.max_clock_skew);
+        self.last_renewal + sure
     }
 
     /// The next journal write (events that arrived together as one write),
@@ -763,6 +766,7 @@ impl Executor {
             cancel: self.cancel.clone(),
             abort: self.abort.clone(),
             holds: self.holds.subscribe(),
+            fenced: self.ctx.safety.cutover == super::CutoverMode::Fenced,
         }
     }
 
@@ -1412,6 +1416,8 @@ struct ServiceTask {
     abort: CancellationToken,
     /// Until when the run's lease surely holds (`Executor::holds_until`).
     holds: watch::Receiver<tokio::time::Instant>,
+    /// `[engine] cutover = "fenced"`: `Healthy` is durable before every cutover.
+    fenced: bool,
 }
 
 enum Stop {
@@ -1634,7 +1640,7 @@ impl ServiceTask {
         // durable treats the attempt as possibly cut over (`point_back`).
         // Past that time the write is the fence: a lost ownership stops here.
         let healthy = Event::Healthy { service: name.clone(), attempt };
-        if tokio::time::Instant::now() < *self.holds.borrow() {
+        if !self.fenced && tokio::time::Instant::now() < *self.holds.borrow() {
             self.record(healthy).await.map_err(AttemptError::Stop)?;
         } else {
             self.emit(healthy).await.map_err(AttemptError::Stop)?;

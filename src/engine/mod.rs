@@ -63,6 +63,41 @@ pub struct RunContext {
     pub notifier: notify::Notifier,
     /// How long a proposed run waits for its approval before it expires.
     pub proposal_timeout: Duration,
+    /// What the cutover's safety rests on (clock skew, fencing).
+    pub safety: Safety,
+}
+
+/// The assumptions the cutover rests on, stated (`[engine] max_clock_skew`,
+/// `cutover`). Another server judges a lease lapsed by its own wall clock;
+/// this owner acts without a journal write only while the lease surely
+/// holds: its last renewal plus the TTL, less a third of the TTL for pauses,
+/// less the most two servers' clocks may differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Safety {
+    /// How far apart two servers' clocks may be (default 1s).
+    pub max_clock_skew: Duration,
+    /// `Fenced`: `healthy` is durable before every cutover (one journal
+    /// write more on each service's critical path; no reliance on clocks).
+    pub cutover: CutoverMode,
+}
+
+impl Default for Safety {
+    fn default() -> Safety {
+        Safety { max_clock_skew: DEFAULT_MAX_CLOCK_SKEW, cutover: CutoverMode::Fast }
+    }
+}
+
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
+
+/// `[engine] cutover`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutoverMode {
+    /// While the lease surely holds, `healthy` is written beside the cutover, not before it.
+    #[default]
+    Fast,
+    /// `healthy` is durable before every cutover.
+    Fenced,
 }
 
 /// A request to a running executor.
@@ -158,7 +193,10 @@ impl Persisted for RequestRecord {
 
 impl Persisted for RunSpec {
     const KIND: &'static str = "run record";
-    const FORMAT: u32 = RUN_FORMAT;
+    /// 2: a drill in a network namespace of its own (an older server, which
+    /// would run it without one, refuses it); every other run is written as 1.
+    const FORMAT: u32 = 2;
+    const OLDEST: u32 = RUN_FORMAT;
 }
 
 /// Measured launch-to-healthy times per service, for plan estimates.
@@ -512,8 +550,9 @@ impl Engine {
         if !failed.is_empty() {
             return Err(Error::FailedPrecondition(format!("preflight failed: {}", failed.join("; "))));
         }
+        let in_netns = drill.as_ref().is_some_and(|d| d.isolation.network.is_some());
         let spec = RunSpec {
-            format_version: RUN_FORMAT,
+            format_version: if in_netns { 2 } else { RUN_FORMAT },
             id: id.clone(),
             kind: req.kind,
             environment: req.environment.clone(),

@@ -13,8 +13,11 @@ use crate::error::Error;
 pub trait Persisted: Serialize + DeserializeOwned {
     /// What it is, for messages: "lease", "journal entry", …
     const KIND: &'static str;
-    /// The format this binary writes and reads.
+    /// The newest format this binary writes and reads.
     const FORMAT: u32;
+    /// The oldest format it still reads (and writes where the newer one's
+    /// fields are not used, so that older binaries read those records).
+    const OLDEST: u32 = Self::FORMAT;
 }
 
 pub fn encode<T: Persisted>(record: &T) -> Bytes {
@@ -75,7 +78,7 @@ pub fn decode_raw<T: Persisted>(bytes: &[u8]) -> Result<T, IntegrityError> {
 
 fn check_format<T: Persisted>(found: Option<u64>) -> Result<(), IntegrityError> {
     match found {
-        Some(v) if v == u64::from(T::FORMAT) => Ok(()),
+        Some(v) if (u64::from(T::OLDEST)..=u64::from(T::FORMAT)).contains(&v) => Ok(()),
         Some(v) => Err(IntegrityError::UnknownFormat { found: v, known: T::FORMAT.into() }),
         None => Err(IntegrityError::Malformed("it has no format_version".into())),
     }

@@ -124,7 +124,11 @@ pub fn ec2_server_in(dir: &std::path::Path, endpoint: &str) -> super::Server {
 /// The same, with more configuration appended.
 pub fn ec2_server_configured(dir: &std::path::Path, endpoint: &str, extra: &str) -> super::Server {
     let p = |x: &str| dir.join(x).display().to_string();
-    std::fs::write(dir.join("lifeboat.toml"), format!("[engine]\nlease_ttl = \"2s\"\n{extra}")).unwrap();
+    std::fs::write(
+        dir.join("lifeboat.toml"),
+        format!("[engine]\nlease_ttl = \"2s\"\nmax_clock_skew = \"100ms\"\n{extra}"),
+    )
+    .unwrap();
     let args =
         ["--config".to_string(), p("lifeboat.toml"), "--store".into(), p("store"), "--local-dir".into(), p("local")];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

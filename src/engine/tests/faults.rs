@@ -36,6 +36,46 @@ async fn succeed_with_slow_journal(
     entries
 }
 
+/// When `c0` (healthy 3 s after its launch) was cut over, on a journal of
+/// 200 ms writes, under these assumptions.
+async fn c0_cut_over_at(safety: crate::engine::Safety) -> u64 {
+    let (faulty, store) = faulty();
+    let services = chain_c(1);
+    let script = timed(&services, 50, 3_000);
+    let h = harness_with(store, manifest(services), script, safety).await;
+    faulty.add(Rule::puts("/journal/").fault(Fault::Latency(Duration::from_millis(200))));
+    let id = h.start(4).await;
+    let (view, entries) = h.finish(&id).await;
+    assert_eq!(view.state, RunState::Succeeded, "{view:#?}");
+    let healthy = entries.iter().position(|e| matches!(&e.event, Event::Healthy { .. })).expect("healthy");
+    let cut = entries.iter().position(|e| matches!(&e.event, Event::CutOver { .. })).expect("cut over");
+    assert!(healthy < cut, "{entries:#?}");
+    entries[cut].elapsed_ms
+}
+
+/// The cutover's safety rules, stated: `cutover = "fenced"` makes
+/// `healthy` durable before every cutover (a journal write on the
+/// critical path); and an owner relies on its lease (writing `healthy`
+/// beside the cutover) only until `max_clock_skew` before another server,
+/// whose clock may run that far ahead, could see it lapse.
+#[test]
+fn the_cutover_waits_for_healthy_when_fenced_or_when_the_lease_may_seem_lapsed() {
+    paused_runtime().block_on(async {
+        use crate::engine::{CutoverMode, Safety};
+        let fast = c0_cut_over_at(Safety { max_clock_skew: Duration::ZERO, cutover: CutoverMode::Fast }).await;
+        let fenced = c0_cut_over_at(Safety { max_clock_skew: Duration::ZERO, cutover: CutoverMode::Fenced }).await;
+        assert!(fenced >= fast + 200, "fenced: the cutover waited for the write of healthy ({fast} -> {fenced} ms)");
+        // Healthy at about 3.3 s; renewals every 7.5 s: with 9 s of skew to
+        // allow for, the lease surely holds only 1 s after each renewal.
+        let skewed =
+            c0_cut_over_at(Safety { max_clock_skew: Duration::from_secs(9), cutover: CutoverMode::Fast }).await;
+        assert!(
+            skewed >= fast + 200,
+            "past the time the lease surely holds, healthy is written first ({fast} -> {skewed} ms)"
+        );
+    });
+}
+
 fn chain_of(n: usize, ms: u64) -> (BTreeMap<String, Service>, BTreeMap<String, Behaviour>) {
     let services: BTreeMap<String, Service> = (0..n)
         .map(|i| (format!("s{i:02}"), service(&if i < 3 { vec![] } else { vec![format!("s{:02}", i - 3)] }, 1, false)))

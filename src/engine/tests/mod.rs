@@ -306,6 +306,15 @@ async fn harness(m: Manifest, script: BTreeMap<String, Behaviour>) -> Harness {
 }
 
 async fn harness_on(store: DynStore, m: Manifest, script: BTreeMap<String, Behaviour>) -> Harness {
+    harness_with(store, m, script, Default::default()).await
+}
+
+async fn harness_with(
+    store: DynStore,
+    m: Manifest,
+    script: BTreeMap<String, Behaviour>,
+    safety: crate::engine::Safety,
+) -> Harness {
     let repo = SnapshotRepo::new(store.clone());
     repo.push(snapshot_of(m)).await.unwrap();
     let provider = Scripted::new(script);
@@ -317,6 +326,7 @@ async fn harness_on(store: DynStore, m: Manifest, script: BTreeMap<String, Behav
         lease_ttl: Duration::from_secs(15),
         notifier: Default::default(),
         proposal_timeout: crate::engine::DEFAULT_PROPOSAL_TIMEOUT,
+        safety,
     });
     Harness { engine, provider, store }
 }
@@ -357,6 +367,7 @@ impl Harness {
             lease_ttl: Duration::from_secs(15),
             notifier: Default::default(),
             proposal_timeout: crate::engine::DEFAULT_PROPOSAL_TIMEOUT,
+            safety: Default::default(),
         })
     }
 

@@ -441,8 +441,8 @@ impl LocalProvider {
             .process_group(0)
             .kill_on_drop(false);
         if let Some(name) = &r.netns {
-            let owned = name.clone();
-            self.io(move |_| netns::create(&owned)).await.map_err(|e| backend(format!("cannot make {name}: {e}")))?;
+            // Recorded (for the sweeper) and made, if a restart lost it.
+            self.make_network(name, &r.environment).await.map_err(|e| backend(format!("cannot make {name}: {e}")))?;
             netns::enter(&mut cmd, name).map_err(|e| backend(e.to_string()))?;
         }
         // A program that cannot start will not start on a second attempt either.
@@ -510,7 +510,7 @@ impl LocalProvider {
                 None => {
                     let port = free_port().map_err(|e| backend(format!("no free port: {e}")))?;
                     let r = InstanceRecord {
-                        format_version: 1,
+                        format_version: records::format_for(&netns),
                         id: id.clone(),
                         environment: spec.target.environment.clone(),
                         region: spec.target.region.clone(),
@@ -557,6 +557,31 @@ impl LocalProvider {
         Ok(Some(name.to_string()))
     }
 
+    /// Why a drill of `m` cannot run in a network namespace, which has only
+    /// a loopback interface: an address on another interface cannot be
+    /// served there, and an https check cannot be sent from there.
+    fn unfit_for_a_namespace(m: &Manifest) -> Option<String> {
+        for (name, s) in &m.services {
+            if let Some(addr) = s.launch.get("listen").and_then(|v| v.as_str())
+                && addr.parse::<std::net::SocketAddr>().is_ok_and(|a| !a.ip().is_loopback())
+            {
+                return Some(format!("{name} listens on {addr}, not on loopback"));
+            }
+            if let Some(h) = &s.health
+                && let HealthCheck::Http(url) = &h.check
+                && url.starts_with("https://")
+            {
+                return Some(format!("{name}'s health check is https"));
+            }
+        }
+        m.verify.iter().find_map(|c| match &c.probe {
+            crate::domain::manifest::VerifyProbe::Http { http, .. } if http.starts_with("https://") => {
+                Some(format!("verify check {:?} is https", c.name))
+            }
+            _ => None,
+        })
+    }
+
     /// Makes a drill's network namespace, recorded first (so that a sweep
     /// finds it whatever happens next).
     async fn make_network(&self, name: &str, namespace: &str) -> Result<(), String> {
@@ -565,6 +590,7 @@ impl LocalProvider {
             name: name.to_string(),
             namespace: namespace.to_string(),
             store: Some(self.store_id.clone()),
+            created_at: crate::store::snapshots::now_rfc3339(),
         };
         self.io(move |dir| {
             let path = records::network_path(dir, &record.name);
@@ -676,6 +702,9 @@ impl ComputeProvider for LocalProvider {
                     public.push(format!("{addr} ({name})"))
                 }
                 None => match net.map_or_else(|| probe_bind(addr), |n| netns::bind(n, addr).map(drop)) {
+                    Err(e) if net.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
+                        taken.push(format!("{addr} ({name}): the drill's network namespace is gone"))
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
                         foreign.push(format!("{addr} ({name})"))
                     }
@@ -879,14 +908,15 @@ impl ComputeProvider for LocalProvider {
     async fn cutover(&self, target: &ServiceRef, instances: &[String]) -> ProviderResult<()> {
         let listen = target.settings.get("listen").and_then(|v| v.as_str()).map(str::to_string);
         let path = records::pointer_path(&self.dir, &target.environment, &target.service);
+        let netns = Self::network_of(target)?;
         let pointer = Pointer {
-            format_version: 1,
+            format_version: records::format_for(&netns),
             environment: target.environment.clone(),
             service: target.service.clone(),
             listen: listen.clone(),
             targets: instances.to_vec(),
             store: Some(self.store_id.clone()),
-            netns: Self::network_of(target)?,
+            netns,
         };
         // Record first, then have the router switch: the router follows the
         // records. Who holds the address is checked and the record written
@@ -953,24 +983,33 @@ impl ComputeProvider for LocalProvider {
         namespace: &str,
     ) -> ProviderResult<crate::domain::drill::Isolation> {
         let how = *self.drill_network.lock().unwrap_or_else(|e| e.into_inner());
+        let without = |why: &str| {
+            format!(
+                "this drill has no network namespace of its own ({why}): production's addresses are rewritten to drill ones, and a form the rewrite misses would reach production"
+            )
+        };
         let mut warnings = Vec::new();
         if how != DrillNetwork::Rewrite {
-            let name = netns::name_for(namespace)
-                .ok_or_else(|| backend(format!("{namespace} is not a drill's environment")))?;
-            match self.make_network(&name, namespace).await {
-                Ok(()) => {
+            let made = match Self::unfit_for_a_namespace(m) {
+                Some(why) => Err(why),
+                None => {
+                    let name = netns::name_for(namespace)
+                        .ok_or_else(|| backend(format!("{namespace} is not a drill's environment")))?;
+                    self.make_network(&name, namespace).await.map(|()| name)
+                }
+            };
+            match made {
+                Ok(name) => {
                     // Production's addresses are kept: inside, they are the drill's.
                     let set = BTreeMap::from([(netns::LAUNCH_KEY.to_string(), serde_json::Value::from(name.clone()))]);
                     return Ok(crate::domain::drill::Isolation { network: Some(name), set, ..Default::default() });
                 }
-                Err(e) if how == DrillNetwork::Namespace => {
+                Err(why) if how == DrillNetwork::Namespace => {
                     return Err(backend(format!(
-                        "drill_network = \"namespace\" but {e}; set [provider.local] drill_network = \"auto\" to rewrite addresses instead"
+                        "drill_network = \"namespace\" but {why}; set [provider.local] drill_network = \"auto\" to rewrite addresses instead"
                     )));
                 }
-                Err(e) => warnings.push(format!(
-                    "this drill has no network namespace of its own ({e}): production's addresses are rewritten to drill ones, and a form the rewrite misses would reach production"
-                )),
+                Err(why) => warnings.push(without(&why)),
             }
         }
         let listening: Vec<(&String, &str)> = m
@@ -1063,8 +1102,14 @@ impl ComputeProvider for LocalProvider {
                 out.insert((p.environment.clone(), String::new()));
             }
         }
+        // A namespace made in the last minutes may belong to a drill that has
+        // not recorded its run yet: it is not "unknown to the store".
+        let young = |n: &records::NetworkRecord| {
+            chrono::DateTime::parse_from_rfc3339(&n.created_at)
+                .is_ok_and(|t| chrono::Utc::now().signed_duration_since(t) < chrono::TimeDelta::minutes(10))
+        };
         for n in networks {
-            if mine(&n.store) && !out.iter().any(|(ns, _)| ns == &n.namespace) {
+            if mine(&n.store) && !young(&n) && !out.iter().any(|(ns, _)| ns == &n.namespace) {
                 out.insert((n.namespace.clone(), String::new()));
             }
         }

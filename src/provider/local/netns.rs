@@ -36,7 +36,9 @@ pub fn is_ours(name: &str) -> bool {
 }
 
 fn path(name: &str) -> PathBuf {
-    PathBuf::from(DIR).join(name)
+    // Only a plain name: never a path out of /run/netns.
+    let plain = !name.is_empty() && !name.starts_with('.') && !name.contains('/');
+    PathBuf::from(DIR).join(if plain { name } else { "invalid-name" })
 }
 
 pub fn exists(name: &str) -> bool {
@@ -63,10 +65,15 @@ pub fn create(name: &str) -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("network namespaces need the server to run as root".into());
     }
-    if !exists(name) {
+    let made = !exists(name);
+    if made {
         ip(&["netns", "add", name])?;
     }
-    ip(&["-n", name, "link", "set", "lo", "up"])
+    ip(&["-n", name, "link", "set", "lo", "up"]).inspect_err(|_| {
+        if made {
+            let _ = delete(name); // not half made
+        }
+    })
 }
 
 /// Removes the namespace's name (the kernel frees it once no process or
@@ -164,7 +171,8 @@ pub async fn http_get(name: &str, url: &str, timeout: Duration, max: usize) -> R
         let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        // The connection goes with this request, answered or timed out.
+        let _conn = AbortOnDrop(tokio::spawn(conn).abort_handle());
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let request = hyper::Request::get(path)
             .header(hyper::header::HOST, uri.authority().map_or(host, |a| a.as_str()))
@@ -194,6 +202,14 @@ pub async fn http_get(name: &str, url: &str, timeout: Duration, max: usize) -> R
             "GET {url} (in network namespace {name}): no answer within {}",
             crate::domain::duration::human(timeout)
         )),
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

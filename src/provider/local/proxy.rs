@@ -23,6 +23,25 @@ struct Forwarder {
 #[derive(Default)]
 pub struct Proxies {
     by_addr: Mutex<HashMap<String, Forwarder>>,
+    /// Connections being forwarded now (a router that handed its listeners
+    /// over waits for these to finish before it exits).
+    active: Arc<AtomicUsize>,
+}
+
+/// Counts one forwarded connection while it lives.
+struct Active(Arc<AtomicUsize>);
+
+impl Active {
+    fn new(count: &Arc<AtomicUsize>) -> Active {
+        count.fetch_add(1, Ordering::SeqCst);
+        Active(count.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Proxies {
@@ -41,7 +60,7 @@ impl Proxies {
             (addr, Some(net)) => super::netns::bind(net, addr),
         }
         .map_err(fail)?;
-        let f = Self::forwarder(listen, socket, targets).map_err(fail)?;
+        let f = Self::forwarder(listen, socket, targets, &self.active).map_err(fail)?;
         map.insert(listen.to_string(), f);
         Ok(())
     }
@@ -51,20 +70,30 @@ impl Proxies {
     /// be accepting on the same socket, so a connection taken here before the
     /// targets were known would be dropped.
     pub fn adopt(&self, listen: &str, socket: std::net::TcpListener, targets: Vec<SocketAddr>) -> std::io::Result<()> {
-        let f = Self::forwarder(listen, socket, targets)?;
+        let f = Self::forwarder(listen, socket, targets, &self.active)?;
         if let Some(old) = self.by_addr.lock().expect("lock").insert(listen.to_string(), f) {
             old.task.abort();
         }
         Ok(())
     }
 
-    fn forwarder(key: &str, socket: std::net::TcpListener, targets: Vec<SocketAddr>) -> std::io::Result<Forwarder> {
+    fn forwarder(
+        key: &str,
+        socket: std::net::TcpListener,
+        targets: Vec<SocketAddr>,
+        active: &Arc<AtomicUsize>,
+    ) -> std::io::Result<Forwarder> {
         socket.set_nonblocking(true)?;
         let listener = TcpListener::from_std(socket.try_clone()?)?;
         let shared = Arc::new(RwLock::new(targets));
         let net = super::records::parse_route_key(key).1.map(str::to_string);
-        let task = tokio::spawn(serve(listener, shared.clone(), net));
+        let task = tokio::spawn(serve(listener, shared.clone(), net, active.clone()));
         Ok(Forwarder { targets: shared, socket, task })
+    }
+
+    /// How many connections are being forwarded now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
     }
 
     pub fn addresses(&self) -> Vec<String> {
@@ -111,7 +140,12 @@ impl Drop for Proxies {
     }
 }
 
-async fn serve(listener: TcpListener, targets: Arc<RwLock<Vec<SocketAddr>>>, net: Option<String>) {
+async fn serve(
+    listener: TcpListener,
+    targets: Arc<RwLock<Vec<SocketAddr>>>,
+    net: Option<String>,
+    active: Arc<AtomicUsize>,
+) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut backoff = Duration::ZERO;
     loop {
@@ -134,7 +168,9 @@ async fn serve(listener: TcpListener, targets: Arc<RwLock<Vec<SocketAddr>>>, net
         let targets = targets.clone();
         let next = next.clone();
         let net = net.clone();
+        let counted = Active::new(&active);
         tokio::spawn(async move {
+            let _counted = counted;
             let list = targets.read().expect("lock").clone();
             if list.is_empty() {
                 return; // nothing healthy to send it to: close

@@ -58,9 +58,21 @@ pub struct InstanceRecord {
     pub netns: Option<String>,
 }
 
+/// Format 2: a record that names a network namespace (`netns`). One
+/// without is written as format 1, which older binaries read; they refuse
+/// format 2, so none of them ever starts or serves a drill's instance
+/// outside its namespace.
+pub const NETNS_FORMAT: u32 = 2;
+
+/// The format of a record, by whether it names a network namespace.
+pub fn format_for(netns: &Option<String>) -> u32 {
+    if netns.is_some() { NETNS_FORMAT } else { 1 }
+}
+
 impl Persisted for InstanceRecord {
     const KIND: &'static str = "local instance record";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = NETNS_FORMAT;
+    const OLDEST: u32 = 1;
 }
 
 impl InstanceRecord {
@@ -90,7 +102,8 @@ pub struct Pointer {
 
 impl Persisted for Pointer {
     const KIND: &'static str = "cutover pointer";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = NETNS_FORMAT;
+    const OLDEST: u32 = 1;
 }
 
 impl Pointer {
@@ -128,6 +141,10 @@ pub struct NetworkRecord {
     pub namespace: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// When it was made (RFC 3339): a sweep leaves a young one alone (its
+    /// drill may not have recorded its run yet).
+    #[serde(default)]
+    pub created_at: String,
 }
 
 impl Persisted for NetworkRecord {

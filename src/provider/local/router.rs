@@ -9,8 +9,11 @@
 //! the address could be served. The router also resyncs every second, and
 //! exits when its directory is gone. An upgraded binary replaces a running
 //! router without closing a listener: the new one asks the old one for a
-//! `handover`, receives the listening sockets themselves (SCM_RIGHTS), and
-//! serves them before the old one stops accepting.
+//! `handover`, receives the listening sockets themselves (SCM_RIGHTS),
+//! serves them, and says so (`serving`); only then does the old one stop
+//! accepting. The old one then gives up the directory's lock at once and
+//! exits once the connections it forwards have finished (at most
+//! `DRAIN_CAP`), so an upgrade cuts no connection in flight.
 
 use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -29,6 +32,11 @@ use super::records;
 const SOCKET: &str = "router.sock";
 const LOCK: &str = "router.lock";
 const RESYNC_EVERY: Duration = Duration::from_secs(1);
+/// How long a router that handed its listeners over waits for the
+/// connections it forwards to finish before it exits.
+pub const DRAIN_CAP: Duration = Duration::from_secs(30);
+/// What a new router answers once it serves the handed-over listeners.
+const SERVING: &str = "serving";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -83,6 +91,7 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<()> {
     tracing::info!(dir = %dir.display(), identity = %me, "router started");
     let mut errors = sync(&dir, &proxies).await;
     let mut resync = tokio::time::interval(RESYNC_EVERY);
+    let mut drain = false;
     loop {
         tokio::select! {
             conn = listener.accept() => {
@@ -90,6 +99,10 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<()> {
                 match serve_request(stream, &dir, &proxies, &me, &mut errors).await {
                     Ok(Continue::Yes) => {}
                     Ok(Continue::No) => break,
+                    Ok(Continue::Drain) => {
+                        drain = true;
+                        break;
+                    }
                     Err(e) => tracing::warn!(error = %e, "router request failed"),
                 }
             }
@@ -102,15 +115,26 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<()> {
             }
         }
     }
-    // In-flight connections get a moment to finish.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The directory is the next router's (or no one's) now; connections in
+    // flight finish here first, up to the cap.
     drop(lock);
+    drop(listener);
+    let deadline = tokio::time::Instant::now() + if drain { DRAIN_CAP } else { Duration::from_millis(500) };
+    while proxies.active() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if drain && proxies.active() > 0 {
+        tracing::warn!(connections = proxies.active(), "router exits with connections still open after the drain cap");
+    }
     Ok(())
 }
 
 enum Continue {
     Yes,
+    /// Stop now (connections in flight get half a second).
     No,
+    /// Handed over: stop once the connections in flight finish.
+    Drain,
 }
 
 async fn serve_request(
@@ -155,10 +179,28 @@ async fn serve_request(
                 None,
             )?;
             drop(listeners);
-            // The new router serves these sockets now: stop accepting here.
+            // Both routers accept on these sockets until the new one says it
+            // serves them; only then does this one stop. Without that word
+            // (it died), this one goes on serving.
+            let said = tokio::task::spawn_blocking(move || {
+                use std::io::BufRead;
+                std_stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                let mut line = String::new();
+                std::io::BufReader::new(&std_stream).read_line(&mut line)?;
+                Ok::<_, std::io::Error>(line)
+            })
+            .await?;
+            if !said.as_ref().is_ok_and(|l| l.trim() == SERVING) {
+                tracing::warn!(answer = ?said, "the new router did not say it serves the listeners; serving them here still");
+                return Ok(Continue::Yes);
+            }
             proxies.stop_accepting();
-            tracing::info!(addresses = addrs.len(), "handed the listeners over to a new router; exiting");
-            return Ok(Continue::No);
+            tracing::info!(
+                addresses = addrs.len(),
+                connections = proxies.active(),
+                "handed the listeners over to a new router; exiting once the open connections finish"
+            );
+            return Ok(Continue::Drain);
         }
     }
     write_reply(&mut stream, &reply(errors)).await?;
@@ -200,20 +242,23 @@ async fn sync(dir: &Path, proxies: &Proxies) -> BTreeMap<String, String> {
     errors
 }
 
-/// Receives the listeners of the router running in `dir`.
+/// Receives the listeners of the router running in `dir`, serves them, and
+/// tells the old router so (it stops accepting then).
 async fn take_over(dir: &Path, proxies: &Proxies) -> anyhow::Result<()> {
+    // Where each address goes, read before the sockets are asked for: both
+    // routers accept on them until the old one stops, and a connection this
+    // one took without targets would be closed (a probe through an upgrade
+    // once failed so).
+    let owned = dir.to_path_buf();
+    let wanted = tokio::task::spawn_blocking(move || records::routes(&owned)).await.unwrap_or_default().served;
     let stream = UnixStream::connect(dir.join(SOCKET)).await?;
     let mut line = serde_json::to_vec(&Request::Handover)?;
     line.push(b'\n');
     stream.writable().await?;
     let std_stream = stream.into_std()?;
     std_stream.set_nonblocking(false)?;
-    let (addrs, fds) = tokio::task::spawn_blocking(move || receive_listeners(std_stream, &line)).await??;
-    // Where each address goes, read before serving it: both routers accept on
-    // these sockets until the old one stops, and a connection this one took
-    // without targets would be closed (a probe through an upgrade once failed so).
-    let owned = dir.to_path_buf();
-    let wanted = tokio::task::spawn_blocking(move || records::routes(&owned)).await.unwrap_or_default().served;
+    let (addrs, fds, mut std_stream) =
+        tokio::task::spawn_blocking(move || receive_listeners(std_stream, &line)).await??;
     for (addr, fd) in addrs.into_iter().zip(fds) {
         let listener = std::net::TcpListener::from(fd);
         let targets = wanted.get(&addr).cloned().unwrap_or_default();
@@ -221,13 +266,17 @@ async fn take_over(dir: &Path, proxies: &Proxies) -> anyhow::Result<()> {
             tracing::warn!(address = %addr, error = %e, "cannot serve a handed-over listener");
         }
     }
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        std_stream.write_all(format!("{SERVING}\n").as_bytes())
+    })
+    .await??;
     Ok(())
 }
 
-fn receive_listeners(
-    mut stream: std::os::unix::net::UnixStream,
-    request: &[u8],
-) -> anyhow::Result<(Vec<String>, Vec<OwnedFd>)> {
+type Received = (Vec<String>, Vec<OwnedFd>, std::os::unix::net::UnixStream);
+
+fn receive_listeners(mut stream: std::os::unix::net::UnixStream, request: &[u8]) -> anyhow::Result<Received> {
     use std::io::Write;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(request)?;
@@ -250,7 +299,7 @@ fn receive_listeners(
         addrs.len(),
         fds.len()
     );
-    Ok((addrs, fds))
+    Ok((addrs, fds, stream))
 }
 
 /// Takes ownership of a descriptor the kernel just installed in this process.
