@@ -54,50 +54,92 @@ fn normalise(path: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Why an artifact could not be unpacked: the artifact itself (permanent:
+/// the same bytes fail again), or this host (a full disk, too many open
+/// files: worth another attempt).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnpackError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Host(String),
+}
+
+impl UnpackError {
+    /// An IO error while writing: one the system reported (a full disk,
+    /// too many open files, an IO error) is this host's; any other (the
+    /// archive's data ended or is damaged) is the artifact's.
+    fn of_io(e: &std::io::Error, message: String) -> UnpackError {
+        // The tar crate wraps the error it met: look at that one.
+        let mut cur = e;
+        while let Some(inner) = cur.get_ref().and_then(|i| {
+            i.downcast_ref::<std::io::Error>().or_else(|| i.source().and_then(|s| s.downcast_ref::<std::io::Error>()))
+        }) {
+            cur = inner;
+        }
+        match cur.raw_os_error() {
+            Some(_) => UnpackError::Host(message),
+            None => UnpackError::Invalid(message),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, UnpackError::Host(_))
+    }
+}
+
 /// Walks the archive, checking every entry; `unpack_to` also writes them.
-fn walk(reader: impl Read, unpack_to: Option<&Path>, limits: &Limits) -> Result<(), String> {
+fn walk(reader: impl Read, unpack_to: Option<&Path>, limits: &Limits) -> Result<(), UnpackError> {
+    use UnpackError::Invalid;
     let mut archive = tar::Archive::new(reader);
     archive.set_overwrite(false);
     let (mut total, mut count) = (0u64, 0u64);
-    for entry in archive.entries().map_err(|e| format!("not a readable tar archive: {e}"))? {
-        let mut entry = entry.map_err(|e| format!("a damaged tar entry: {e}"))?;
+    for entry in archive.entries().map_err(|e| Invalid(format!("not a readable tar archive: {e}")))? {
+        let mut entry = entry.map_err(|e| Invalid(format!("a damaged tar entry: {e}")))?;
         count += 1;
         if count > limits.max_entries {
-            return Err(format!("it has more than {} entries", limits.max_entries));
+            return Err(Invalid(format!("it has more than {} entries", limits.max_entries)));
         }
-        let path = entry.path().map_err(|e| format!("an entry has a bad path: {e}"))?.into_owned();
-        let inside = normalise(&path).ok_or_else(|| format!("entry {} leaves the artifact's root", path.display()))?;
-        let size = entry.header().size().map_err(|e| format!("entry {}: {e}", path.display()))?;
+        let path = entry.path().map_err(|e| Invalid(format!("an entry has a bad path: {e}")))?.into_owned();
+        let inside =
+            normalise(&path).ok_or_else(|| Invalid(format!("entry {} leaves the artifact's root", path.display())))?;
+        let size = entry.header().size().map_err(|e| Invalid(format!("entry {}: {e}", path.display())))?;
         if size > limits.max_entry_bytes {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "entry {} unpacks to {}, more than the {} limit per file",
                 path.display(),
                 human(size),
                 human(limits.max_entry_bytes)
-            ));
+            )));
         }
         total += size;
         if total > limits.max_total_bytes {
-            return Err(format!("it unpacks to more than {} (the limit)", human(limits.max_total_bytes)));
+            return Err(Invalid(format!("it unpacks to more than {} (the limit)", human(limits.max_total_bytes))));
         }
         let kind = entry.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
             let target = entry
                 .link_name()
-                .map_err(|e| format!("entry {}: {e}", path.display()))?
-                .ok_or_else(|| format!("link {} has no target", path.display()))?
+                .map_err(|e| Invalid(format!("entry {}: {e}", path.display())))?
+                .ok_or_else(|| Invalid(format!("link {} has no target", path.display())))?
                 .into_owned();
             // A symlink resolves from its own directory; a hard link from the root.
             let from =
                 if kind.is_symlink() { inside.parent().unwrap_or(Path::new("")).join(&target) } else { target.clone() };
             if target.is_absolute() || normalise(&from).is_none() {
-                return Err(format!("link {} points outside the artifact ({})", path.display(), target.display()));
+                return Err(Invalid(format!(
+                    "link {} points outside the artifact ({})",
+                    path.display(),
+                    target.display()
+                )));
             }
         }
         if let Some(root) = unpack_to {
-            let written = entry.unpack_in(root).map_err(|e| format!("cannot unpack {}: {e}", path.display()))?;
+            let written = entry
+                .unpack_in(root)
+                .map_err(|e| UnpackError::of_io(&e, format!("cannot unpack {}: {e}", path.display())))?;
             if !written {
-                return Err(format!("entry {} leaves the artifact's root", path.display()));
+                return Err(Invalid(format!("entry {} leaves the artifact's root", path.display())));
             }
         }
     }
@@ -113,18 +155,18 @@ fn reader<'a>(raw: impl Read + 'a, kind: ArtifactKind) -> Box<dyn Read + 'a> {
 
 /// Checks a tarball without writing anything (at import).
 pub fn check(bytes: &[u8], kind: ArtifactKind, limits: &Limits) -> Result<(), String> {
-    walk(reader(bytes, kind), None, limits)
+    walk(reader(bytes, kind), None, limits).map_err(|e| e.to_string())
 }
 
 /// The same, reading the tarball from a file (an import being streamed in).
 pub fn check_file(path: &Path, kind: ArtifactKind, limits: &Limits) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    walk(reader(std::io::BufReader::new(file), kind), None, limits)
+    walk(reader(std::io::BufReader::new(file), kind), None, limits).map_err(|e| e.to_string())
 }
 
 /// Unpacks a tarball under `root`, checking every entry first.
-pub fn unpack(bytes: &[u8], kind: ArtifactKind, root: &Path, limits: &Limits) -> Result<(), String> {
-    std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+pub fn unpack(bytes: &[u8], kind: ArtifactKind, root: &Path, limits: &Limits) -> Result<(), UnpackError> {
+    std::fs::create_dir_all(root).map_err(|e| UnpackError::Host(format!("cannot create {}: {e}", root.display())))?;
     walk(reader(bytes, kind), Some(root), limits)
 }
 
@@ -151,6 +193,21 @@ mod tests {
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
         b.append_link(&mut h, path, target).unwrap();
+    }
+
+    #[test]
+    fn a_bad_archive_is_permanent_and_a_host_failure_is_worth_retrying() {
+        let ok = tarball(|b| file(b, "bin/server", 4096));
+        let dir = tempfile::tempdir().unwrap();
+        // Truncated in the middle of its one file: the artifact's fault.
+        let cut = &ok[..512 + 1000];
+        let err = unpack(cut, ArtifactKind::Tar, &dir.path().join("a"), &Limits::default()).unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        // Where the root should be there is a file: the host's trouble.
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, b"x").unwrap();
+        let err = unpack(&ok, ArtifactKind::Tar, &blocked.join("root"), &Limits::default()).unwrap_err();
+        assert!(err.is_retryable(), "{err}");
     }
 
     #[test]

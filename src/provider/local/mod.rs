@@ -305,26 +305,35 @@ impl LocalProvider {
         let limits = self.unpack_limits();
         let unpack = {
             let tmp = tmp.clone();
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                std::fs::create_dir_all(&tmp)?;
+            tokio::task::spawn_blocking(move || -> Result<(), archive::UnpackError> {
+                // Writing is this host's part: a full disk or too many open
+                // files is worth another attempt; a bad archive is not.
+                let host = |e: std::io::Error| archive::UnpackError::Host(e.to_string());
+                std::fs::create_dir_all(&tmp).map_err(host)?;
                 match kind {
                     ArtifactKind::Executable => {
                         use std::os::unix::fs::PermissionsExt;
                         let path = tmp.join("artifact");
-                        std::fs::write(&path, &bytes)?;
-                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+                        std::fs::write(&path, &bytes).map_err(host)?;
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(host)?;
                     }
                     ArtifactKind::Tar | ArtifactKind::TarGz => {
-                        archive::unpack(&bytes, kind, &tmp.join("root"), &limits).map_err(std::io::Error::other)?
+                        archive::unpack(&bytes, kind, &tmp.join("root"), &limits)?
                     }
                 }
-                records::write(&tmp.join("ready.json"), &ReadyMarker { format_version: 1, kind })
+                records::write(&tmp.join("ready.json"), &ReadyMarker { format_version: 1, kind }).map_err(host)
             })
         };
         let result = unpack.await.map_err(|e| unavailable(e.to_string()))?;
         if let Err(e) = result {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(unavailable(format!("cannot unpack it: {e}")));
+            return Err(match e {
+                archive::UnpackError::Invalid(why) => unavailable(format!("cannot unpack it: {why}")),
+                archive::UnpackError::Host(why) => ProviderError::Backend {
+                    message: format!("cannot unpack image {image} on this host: {why}"),
+                    retryable: true,
+                },
+            });
         }
         if std::fs::rename(&tmp, &dir).is_err() {
             let _ = std::fs::remove_dir_all(&tmp); // another launch won the race
