@@ -547,6 +547,26 @@ fn a_run_that_fails_to_register_leaves_nothing_behind() {
         // The region is free for the next recovery.
         let id = h.start(2).await;
         assert_eq!(h.finish(&id).await.0.state, RunState::Succeeded);
+
+        // The first journal write lands but its reply is lost: the run either
+        // starts (the write is found) and runs once, or its caller is told it
+        // failed and it is never executed, not even by a sweep later.
+        let launched_before = h.provider.world().launches.len();
+        let lost = faulty.add(Rule::puts("/journal/").times(1).fault(Fault::Ambiguous));
+        let started = h.engine.start(recovery_of_latest(Some(2))).await;
+        assert_eq!(lost.fired(), 1, "the first journal write was the ambiguous one");
+        match started {
+            Ok(view) => {
+                let (view, _) = h.finish(&view.spec.id).await;
+                assert_eq!(view.state, RunState::Succeeded);
+            }
+            Err(e) => {
+                tokio::time::advance(Duration::from_secs(60)).await;
+                h.second_engine().sweep().await.unwrap();
+                tokio::time::advance(Duration::from_secs(5)).await;
+                assert_eq!(h.provider.world().launches.len(), launched_before, "told {e}, yet it ran");
+            }
+        }
     });
 }
 
