@@ -7,8 +7,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-50}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lifeboat-target}"
-cargo test --test recovery --no-run >/dev/null 2>&1 || { echo "build failed"; exit 2; }
-bin=$(ls -t "$CARGO_TARGET_DIR"/debug/deps/recovery-* | grep -v '\.d$' | head -1)
+# The test binary of tests/recovery.rs, as cargo names it.
+bin=$(cargo test --test recovery --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "recovery" and "test" in m["target"]["kind"] and m.get("executable"):
+        print(m["executable"])')
+[ -x "$bin" ] || { echo "cannot build tests/recovery.rs"; exit 2; }
 failed=0
 start=$(date +%s)
 for i in $(seq 1 "$n"); do

@@ -687,10 +687,7 @@ fn a_kept_service_that_dies_during_the_run_fails_it_at_the_final_probe() {
     let _cleanup = Instances(server.local_dir());
     let region = Region::setup(&server, "shop", &[Svc::new("db", &[]), Svc::new("web", &[])]);
     server.run(&["recover", "shop", "--yes"]).ok();
-    let text = std::fs::read_to_string(&region.manifest).unwrap();
-    let v2 = region.manifest.with_file_name("shop-v2.toml");
-    std::fs::write(&v2, text.replacen("\"--name\", \"web\"", "\"--name\", \"web\", \"--boot-delay\", \"1500ms\"", 1))
-        .unwrap();
+    let v2 = region.slow_variant("web", "1500ms");
     server.run(&["snapshot", "push", v2.to_str().unwrap()]).ok();
     server.run(&["snapshot", "promote", "shop", "2", "--reason", "slow web"]).ok();
     let id = server.run(&["recover", "shop", "--yes", "--detach"]).ok().stdout.trim().to_string();

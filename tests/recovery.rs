@@ -320,10 +320,7 @@ fn a_resumed_run_relaunches_a_kept_service_that_died_meanwhile() {
     let mut server = Server::launch(&args, &[]);
     let region = Region::setup_in(&server, dir.path(), "resume", &[Svc::new("db", &[]), Svc::new("web", &[])]);
     server.run(&["recover", "resume", "--yes"]).ok();
-    let text = std::fs::read_to_string(&region.manifest).unwrap();
-    let v2 = region.manifest.with_file_name("v2.toml");
-    std::fs::write(&v2, text.replacen("\"--name\", \"web\"", "\"--name\", \"web\", \"--boot-delay\", \"1500ms\"", 1))
-        .unwrap();
+    let v2 = region.slow_variant("web", "1500ms");
     server.run(&["snapshot", "push", v2.to_str().unwrap()]).ok();
     server.run(&["snapshot", "promote", "resume", "2", "--reason", "t"]).ok();
     let id = server.run(&["recover", "resume", "--yes", "--detach"]).ok().stdout.trim().to_string();

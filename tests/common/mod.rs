@@ -345,6 +345,16 @@ impl Region {
         path
     }
 
+    /// The region's manifest with `service` starting `delay` late (e.g.
+    /// "1500ms"), written beside it: a release that replaces it, slowly.
+    pub fn slow_variant(&self, service: &str, delay: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.manifest).unwrap();
+        let path = self.manifest.with_file_name(format!("slow-{service}.toml"));
+        let name = format!("\"--name\", \"{service}\"");
+        std::fs::write(&path, text.replacen(&name, &format!("{name}, \"--boot-delay\", \"{delay}\""), 1)).unwrap();
+        path
+    }
+
     /// `GET /healthz` through a service's stable address.
     pub fn answers(&self, service: &str) -> bool {
         http_ok(&format!("127.0.0.1:{}", self.ports[service]), "/healthz")

@@ -159,18 +159,24 @@ pub fn network_path(dir: &Path, name: &str) -> PathBuf {
 /// The recorded network namespaces, and those that cannot be read.
 pub fn readable_networks(dir: &Path) -> (Vec<NetworkRecord>, Vec<ProviderError>) {
     let (mut out, mut corrupt) = (Vec::new(), Vec::new());
-    let Ok(entries) = std::fs::read_dir(dir.join("networks")) else { return (out, corrupt) };
+    read_all_in(&dir.join("networks"), &mut out, &mut corrupt);
+    (out, corrupt)
+}
+
+/// Every record of a directory (dot files are writes in progress): the
+/// readable ones into `out`, the others into `corrupt`.
+fn read_all_in<T: Persisted>(dir: &Path, out: &mut Vec<T>, corrupt: &mut Vec<ProviderError>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         if e.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        match read::<NetworkRecord>(&e.path()) {
+        match read::<T>(&e.path()) {
             Ok(Some(r)) => out.push(r),
             Ok(None) => {}
             Err(e) => corrupt.push(e),
         }
     }
-    (out, corrupt)
 }
 
 /// The instances a launch key created.
@@ -266,17 +272,7 @@ pub fn readable_pointers(dir: &Path, env: Option<&str>) -> (Vec<Pointer>, Vec<Pr
         if env.is_some_and(|x| e.file_name().to_str() != Some(x)) {
             continue;
         }
-        let Ok(files) = std::fs::read_dir(e.path()) else { continue };
-        for f in files.flatten() {
-            if f.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            match read::<Pointer>(&f.path()) {
-                Ok(Some(p)) => out.push(p),
-                Ok(None) => {}
-                Err(e) => corrupt.push(e),
-            }
-        }
+        read_all_in(&e.path(), &mut out, &mut corrupt);
     }
     (out, corrupt)
 }
