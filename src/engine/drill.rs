@@ -247,10 +247,14 @@ pub(super) async fn tear_down(
 ) -> (Vec<String>, Vec<String>) {
     let mut removed = Vec::new();
     let mut last_error = String::new();
-    for attempt in 0..3 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-        }
+    // Three attempts: the first at once, then two pauses.
+    let pauses = std::iter::once(Duration::ZERO).chain(crate::backoff::pauses_at_most(
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+        2,
+    ));
+    for pause in pauses {
+        tokio::time::sleep(pause).await;
         match bounded("tear down", CALL_LIMIT, &CancellationToken::new(), provider.tear_down(namespace, region)).await {
             Ok((ids, remaining)) => {
                 removed.extend(ids);

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -171,12 +170,11 @@ async fn deliver(r: Receiver, mut rx: mpsc::Receiver<Value>) {
     let mut down = false;
     while let Some(message) = rx.recv().await {
         let started = tokio::time::Instant::now();
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(5))
-            .with_max_times(if down { 0 } else { 30 })
-            .with_jitter()
-            .build();
+        let mut delays = crate::backoff::pauses_at_most(
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+            if down { 0 } else { 30 },
+        );
         loop {
             let mut req =
                 client.post(&r.url).header(reqwest::header::CONTENT_TYPE, "application/json").body(message.to_string());

@@ -87,13 +87,17 @@ fn judge(url: &str, got: u16, body: &str, status: u16, body_contains: Option<&st
 /// Retries until the check passes or its timeout ends: (passed, detail).
 pub async fn run(m: &Manifest, region: &str, check: &VerifyCheck) -> (bool, String) {
     let deadline = tokio::time::Instant::now() + check.timeout.0;
+    let mut pauses = crate::backoff::pauses(Duration::from_millis(250), Duration::from_secs(1));
     loop {
         match attempt(m, region, check).await {
             Ok(detail) => return (true, detail),
-            Err(why) if tokio::time::Instant::now() + Duration::from_millis(500) >= deadline => {
-                return (false, why);
+            Err(why) => {
+                let pause = pauses.next().unwrap_or(Duration::from_secs(1));
+                if tokio::time::Instant::now() + pause >= deadline {
+                    return (false, why);
+                }
+                tokio::time::sleep(pause).await;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
 }

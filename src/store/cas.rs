@@ -41,7 +41,7 @@ pub async fn update(
     let started = tokio::time::Instant::now();
     let mut refused = 0u32;
     let mut moved = 0u32;
-    let mut delay = Duration::from_millis(10);
+    let mut pauses = crate::backoff::pauses(Duration::from_millis(10), Duration::from_secs(1));
     for attempt in 1..=budget.attempts {
         let current = store.get(key).await?;
         let bytes = match decide(current.as_ref())? {
@@ -71,23 +71,17 @@ pub async fn update(
             }
             Err(e) => return Err(e.into()),
         }
-        if attempt == budget.attempts || started.elapsed() + delay > budget.time {
+        // Jittered, so racing writers spread out.
+        let pause = pauses.next().unwrap_or(Duration::from_secs(1));
+        if attempt == budget.attempts || started.elapsed() + pause > budget.time {
             break;
         }
-        // Full jitter, so racing writers spread out.
-        let jitter = delay.mul_f64(rand_unit());
-        tokio::time::sleep(jitter).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
+        tokio::time::sleep(pause).await;
     }
     Err(Error::Conflict(format!(
         "{key} was changed by other writers {moved} times while this write tried for {:.1}s; try again",
         started.elapsed().as_secs_f64()
     )))
-}
-
-/// A number in [0, 1) that differs between concurrent callers.
-fn rand_unit() -> f64 {
-    (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
 }
 
 #[cfg(test)]

@@ -38,12 +38,9 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
+        crate::backoff::builder(self.min_delay, self.max_delay)
             .with_max_times(self.attempts.saturating_sub(1))
             .with_total_delay(Some(self.budget))
-            .with_jitter()
     }
 }
 

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -114,12 +113,7 @@ impl ServiceTask {
         let resume_in_flight = self.progress.attempt_in_flight();
         let first = if current_failed { self.progress.attempts + 1 } else { self.progress.attempts.max(1) };
         let mut last_error = self.progress.error.clone().unwrap_or_default();
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(30))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut delays = crate::backoff::pauses(Duration::from_secs(1), Duration::from_secs(30));
         for attempt in first..=self.svc.attempts {
             let resumed = resume_in_flight && attempt == self.progress.attempts;
             if !resumed {

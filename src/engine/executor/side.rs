@@ -18,13 +18,12 @@ use crate::provider::{CALL_LIMIT, ComputeProvider, ProviderError, ServiceRef, bo
 /// Makes a journal write, retrying what the store may answer next time
 /// until `holds_until` (the lease surely holds until then).
 pub(super) async fn commit(write: Write, run_id: String, holds_until: tokio::time::Instant) -> Result<Vec<Entry>> {
-    let mut delay = Duration::from_millis(100);
+    let mut pauses = crate::backoff::pauses(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match write.commit().await {
             Err(Error::Store(e)) if e.is_retryable() && tokio::time::Instant::now() < holds_until => {
                 tracing::warn!(run_id = %run_id, error = %e, "cannot write the journal; retrying while the lease holds");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(pauses.next().unwrap_or(Duration::from_secs(2))).await;
             }
             other => return other,
         }
