@@ -591,6 +591,16 @@ fn a_drill_in_its_own_network_namespace_cannot_reach_production() {
     assert!(!out.stderr.contains("WARNING"), "{}", out.stderr);
     let shown = server.run(&["drill", "show", &run_id]).ok().stdout;
     assert!(shown.contains(&format!("network   {netns}")), "{shown}");
+    // Written in the format an older Lifeboat refuses (it would run the drill
+    // outside its namespace): the run record, and the drill's cutover pointers.
+    let format = |path: std::path::PathBuf| {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["format_version"].as_u64().unwrap()
+    };
+    let store = std::path::PathBuf::from(&server.store);
+    assert_eq!(format(store.join("runs").join(&run_id).join("run.json")), 2);
+    assert_eq!(format(local.join("services").join(format!("forms.drill.{run_id}")).join("db.json")), 2);
+    assert_eq!(format(local.join("services/forms/db.json")), 1, "production's are read by any version");
 
     // The drill's api runs with production's addresses, unchanged.
     let drill_api = common::processes_under(&local)

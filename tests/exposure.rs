@@ -87,3 +87,21 @@ fn stable_addresses_stay_on_loopback_unless_allowed() {
     assert!(plan.stdout.contains("not addresses of this host: 8.8.8.8:53 (dns)"), "{plan:?}");
     assert!(!plan.stdout.contains("in use by another program"), "{plan:?}");
 }
+
+/// The cutover's clock rule is checked at start: a clock skew that leaves
+/// the lease no time it surely holds is refused, naming both settings.
+#[test]
+fn a_clock_skew_the_lease_cannot_absorb_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lifeboat.toml");
+    std::fs::write(&config, "[engine]\nlease_ttl = \"3s\"\nmax_clock_skew = \"1s\"\n").unwrap();
+    let p = |x: &str| dir.path().join(x).display().to_string();
+    let out = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--config", &p("lifeboat.toml"), "--store", &p("store"), "--local-dir", &p("local")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("engine.max_clock_skew (1.0s) must be under a third of engine.lease_ttl (3.0s)"), "{err}");
+}
