@@ -125,12 +125,9 @@ impl LocalProvider {
         self.terminate(&ids).await?;
         for p in self.pointers(Some(namespace)).await? {
             let path = records::pointer_path(&self.dir, namespace, &p.service);
-            self.io(move |_| match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            })
-            .await
-            .map_err(|e| backend(format!("cannot give up {namespace}/{}'s address: {e}", p.service)))?;
+            self.io(move |_| records::remove(&path))
+                .await
+                .map_err(|e| backend(format!("cannot give up {namespace}/{}'s address: {e}", p.service)))?;
         }
         self.router.sync().await.map_err(backend)?;
         let mut remaining: Vec<String> =
@@ -146,10 +143,7 @@ impl LocalProvider {
             let gone = self
                 .io(move |dir| {
                     netns::delete(&owned)?;
-                    match std::fs::remove_file(records::network_path(dir, &owned)) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                        _ => Ok(()),
-                    }
+                    records::remove(&records::network_path(dir, &owned)).map_err(|e| e.to_string())
                 })
                 .await;
             if let Err(e) = gone {

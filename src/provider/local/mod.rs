@@ -451,8 +451,13 @@ impl LocalProvider {
             .process_group(0)
             .kill_on_drop(false);
         if let Some(name) = &r.netns {
-            // Recorded (for the sweeper) and made, if a restart lost it.
-            self.make_network(name, &r.environment).await.map_err(|e| backend(format!("cannot make {name}: {e}")))?;
+            // The drill's isolation made it; recorded (for the sweeper) and
+            // made again only if a reboot lost it, not on every launch.
+            if !netns::exists(name) {
+                self.make_network(name, &r.environment)
+                    .await
+                    .map_err(|e| backend(format!("cannot make {name}: {e}")))?;
+            }
             netns::enter(&mut cmd, name).map_err(|e| backend(e.to_string()))?;
         }
         // A program that cannot start will not start on a second attempt either.
@@ -959,12 +964,9 @@ impl ComputeProvider for LocalProvider {
 
     async fn retire(&self, target: &ServiceRef) -> ProviderResult<()> {
         let path = records::pointer_path(&self.dir, &target.environment, &target.service);
-        self.io(move |_| match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        })
-        .await
-        .map_err(|e| backend(format!("cannot retire {}: {e}", target.service)))?;
+        self.io(move |_| records::remove(&path))
+            .await
+            .map_err(|e| backend(format!("cannot retire {}: {e}", target.service)))?;
         self.router.sync().await.map_err(backend)?;
         Ok(())
     }

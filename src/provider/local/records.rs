@@ -152,6 +152,14 @@ impl Persisted for NetworkRecord {
     const FORMAT: u32 = 1;
 }
 
+/// Removes a record; one already gone is fine.
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 pub fn network_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("networks").join(format!("{name}.json"))
 }
